@@ -1,0 +1,179 @@
+//! Commands: what a client asks for, already parsed from its request but not yet validated
+//! against the rules of reference §5.2 (that is `decide`'s job).
+
+use crate::audit::Actor;
+use crate::ids::Guid;
+use crate::model::DockerCredentials;
+
+/// App attributes as a client sent them (reference §5.2); `None` means "not sent".
+/// Numbers are wide and signed so that out-of-range input reaches validation intact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppAttributes {
+    /// `name`.
+    pub name: Option<String>,
+    /// `space_guid`.
+    pub space_guid: Option<Guid>,
+    /// `stack_guid` (an unknown guid falls back to the default stack on create).
+    pub stack_guid: Option<Guid>,
+    /// `memory`, MB.
+    pub memory: Option<i64>,
+    /// `instances`.
+    pub instances: Option<i64>,
+    /// `disk_quota`, MB.
+    pub disk_quota: Option<i64>,
+    /// `log_rate_limit`: accepted and ignored, as CC does.
+    pub log_rate_limit: Option<i64>,
+    /// `state`, as sent.
+    pub state: Option<String>,
+    /// `buildpack`.
+    pub buildpack: Option<String>,
+    /// `command`.
+    pub command: Option<String>,
+    /// `health_check_type`, as sent.
+    pub health_check_type: Option<String>,
+    /// `health_check_timeout`.
+    pub health_check_timeout: Option<i64>,
+    /// `health_check_http_endpoint`.
+    pub health_check_http_endpoint: Option<String>,
+    /// `diego`.
+    pub diego: Option<bool>,
+    /// `enable_ssh`.
+    pub enable_ssh: Option<bool>,
+    /// `docker_image`.
+    pub docker_image: Option<String>,
+    /// `docker_credentials`.
+    pub docker_credentials: Option<DockerCredentials>,
+    /// `environment_json`, as JSON object text.
+    pub environment_json: Option<String>,
+    /// `production`.
+    pub production: Option<bool>,
+    /// `console`.
+    pub console: Option<bool>,
+    /// `debug`.
+    pub debug: Option<String>,
+    /// `ports`.
+    pub ports: Option<Vec<i64>>,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildOutcome {
+    /// Staged: the droplet's buildpack receipt and detected start command.
+    Staged {
+        /// Buildpack receipt guid.
+        buildpack_guid: Option<Guid>,
+        /// Buildpack receipt name.
+        buildpack_name: Option<String>,
+        /// Start command the buildpack detected.
+        detected_start_command: String,
+    },
+    /// Failed with a reason.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A state change request. Every variant is decided against the current state by `decide`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Create an org.
+    CreateOrg {
+        /// Its guid (chosen by the caller's id source).
+        guid: Guid,
+        /// Its name.
+        name: String,
+    },
+    /// Rename an org.
+    RenameOrg {
+        /// Which.
+        guid: Guid,
+        /// New name.
+        name: String,
+    },
+    /// Delete an org; refused while it has spaces unless `recursive`.
+    DeleteOrg {
+        /// Which.
+        guid: Guid,
+        /// Delete its spaces and apps too.
+        recursive: bool,
+    },
+    /// Create a space.
+    CreateSpace {
+        /// Its guid.
+        guid: Guid,
+        /// Its org.
+        org_guid: Guid,
+        /// Its name.
+        name: String,
+    },
+    /// Rename a space.
+    RenameSpace {
+        /// Which.
+        guid: Guid,
+        /// New name.
+        name: String,
+    },
+    /// Delete a space; refused while it has apps unless `recursive`.
+    DeleteSpace {
+        /// Which.
+        guid: Guid,
+        /// Delete its apps too.
+        recursive: bool,
+    },
+    /// `POST /v2/apps`.
+    CreateApp {
+        /// The new app's guid.
+        guid: Guid,
+        /// Attributes as sent (`name` and `space_guid` required).
+        attributes: AppAttributes,
+        /// Audit `request` metadata, censored, as JSON object text.
+        audit_request: String,
+    },
+    /// `PUT /v2/apps/:guid`.
+    UpdateApp {
+        /// Which.
+        guid: Guid,
+        /// Attributes as sent.
+        attributes: AppAttributes,
+        /// Audit `request` metadata, censored, as JSON object text.
+        audit_request: String,
+    },
+    /// `DELETE /v2/apps/:guid`.
+    DeleteApp {
+        /// Which.
+        guid: Guid,
+        /// `recursive` as sent.
+        recursive: bool,
+    },
+    /// `POST /v2/apps/:guid/restage`.
+    RestageApp {
+        /// Which.
+        guid: Guid,
+    },
+    /// `PUT /v2/apps/:guid/bits`: bits already stored, checksummed by the caller.
+    UploadPackage {
+        /// Which app.
+        app_guid: Guid,
+        /// Hex SHA-256 of the bits.
+        sha256: String,
+        /// Size in bytes.
+        size_bytes: u64,
+    },
+    /// A runtime reports a build's end.
+    CompleteBuild {
+        /// Which build.
+        build_guid: Guid,
+        /// How it ended.
+        outcome: BuildOutcome,
+    },
+}
+
+/// A command with who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The command.
+    pub command: Command,
+    /// Who asked.
+    pub actor: Actor,
+}

@@ -1,0 +1,64 @@
+//! Why a command was refused. Every variant maps to one Cloud Controller error at the HTTP edge.
+
+use crate::ids::Guid;
+
+/// A business-rule refusal. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// CC `AppNotFound` (100004).
+    #[error("The app could not be found: {0}")]
+    AppNotFound(Guid),
+    /// CC `SpaceNotFound` (40004).
+    #[error("The app space could not be found: {0}")]
+    SpaceNotFound(Guid),
+    /// CC `OrganizationNotFound` (30003).
+    #[error("The organization could not be found: {0}")]
+    OrgNotFound(Guid),
+    /// CC `BuildNotFound`.
+    #[error("Build not found: {0}")]
+    BuildNotFound(Guid),
+    /// CC `AppNameTaken` (100002).
+    #[error("The app name is taken: {0}")]
+    AppNameTaken(String),
+    /// CC `OrganizationNameTaken` (30002).
+    #[error("The organization name is taken: {0}")]
+    OrgNameTaken(String),
+    /// CC `SpaceNameTaken` (40002).
+    #[error("The app space name is taken: {0}")]
+    SpaceNameTaken(String),
+    /// CC `AppInvalid` (100001).
+    #[error("The app is invalid: {0}")]
+    AppInvalid(String),
+    /// CC `AppMemoryInvalid` (100006).
+    #[error("You have specified an invalid amount of memory for your application.")]
+    AppMemoryInvalid,
+    /// CC `AppPackageInvalid` (150001).
+    #[error("The app package is invalid: {0}")]
+    AppPackageInvalid(String),
+    /// CC `DockerImageMissing` (150008).
+    #[error("Docker credentials can only be supplied for apps with a 'docker_image'")]
+    DockerImageMissing,
+    /// CC `NotStaged` (170002).
+    #[error("App has not finished staging")]
+    NotStaged,
+    /// CC `StagingError` (170001).
+    #[error("Staging error: {0}")]
+    StagingError(String),
+    /// CC `AssociationNotEmpty` (10006).
+    #[error("Please delete the {association} associations for your {resource}.")]
+    AssociationNotEmpty {
+        /// What is still there (`spaces`, `apps`).
+        association: &'static str,
+        /// What was asked to be deleted (`organizations`, `spaces`).
+        resource: &'static str,
+    },
+    /// A required attribute is missing (CC `MessageParseError`, 1001).
+    #[error("Request invalid due to parse error: Field: {0}, Error: Missing field {0}")]
+    MissingField(&'static str),
+    /// A name was empty or not printable (CC `*Invalid`).
+    #[error("The {0} is invalid: name format")]
+    InvalidName(&'static str),
+    /// The build is not staging any more (already completed).
+    #[error("The build is not in the STAGING state: {0}")]
+    BuildNotStaging(Guid),
+}

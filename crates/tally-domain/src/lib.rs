@@ -1,0 +1,40 @@
+//! tally's pure core: the Cloud Controller resources tally keeps (orgs, spaces, apps with their
+//! web process, packages, builds, droplets), the commands clients send, the events the log
+//! stores, and the two functions everything else is built on:
+//!
+//! - [`decide`]: command + table + inputs (time, ids, actor, settings) → events or [`DomainError`];
+//! - [`State::evolve`]: table + event → table.
+//!
+//! The usage-event rules of Cloud Controller (reference §2) live in [`usage`]: which changes
+//! write STARTED, STOPPED, BUILDPACK_SET or STAGING_* events, with which `previous_*` values,
+//! and which write nothing. This crate does no I/O, reads no clock and generates no random ids.
+//!
+//! # Layout
+//! - [`ids`]: guids, timestamps, sequence numbers, the [`IdGen`] input.
+//! - [`model`]: orgs, spaces, apps, packages, builds, droplets; derived package state.
+//! - [`command`], [`event`], [`error`]: what comes in, what is stored, why a command is refused.
+//! - [`state`]: the app table and `evolve`.
+//! - [`decide`](mod@decide): the rules, and `reseed` for purge-and-reseed (reference §4.1).
+//! - [`usage`], [`audit`]: the two streams' records.
+
+pub mod audit;
+pub mod command;
+pub mod decide;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod model;
+pub mod state;
+pub mod usage;
+
+pub use audit::{Actor, AuditEvent};
+pub use command::{AppAttributes, BuildOutcome, Command, Envelope};
+pub use decide::{decide, reseed, DomainConfig, Inputs, StagingMode};
+pub use error::DomainError;
+pub use event::Event;
+pub use ids::{Guid, IdGen, Seq, SequentialIds, Timestamp};
+pub use state::State;
+pub use usage::{UsageEvent, UsageState};
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,102 @@
-//! placeholder
+//! tally's persisted format: frozen, versioned record types and their one encoding.
+//!
+//! Every value tally writes to disk is an [`envelope`]: one format-version byte, a CRC-32 of
+//! everything after it, then the record encoded with bincode 2.0.1 in the one configuration
+//! [`CONFIG`]. bincode is not self-describing: field order and enum variant order *are* the
+//! format. So the types here are append-only: never reorder, remove or retype a field or a
+//! variant; add a `V2` type and an upgrade instead. Golden bytes for every version live in
+//! `fixtures/` and a test decodes them and re-encodes them byte for byte.
+//!
+//! bincode is unmaintained (RUSTSEC-2025-0141) and pinned at `=2.0.1`; this is the only crate
+//! that names it, so replacing it touches nothing else.
+//!
+//! # Layout
+//! - [`v1`]: the version 1 record types.
+//! - [`envelope`] / [`open`]: wrap and check a record.
+//! - `fixtures/v1/`: golden bytes.
+
+pub mod v1;
+
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
+
+/// The bincode configuration of every record: little endian, fixed-width integers.
+/// Fixed width keeps offsets predictable for `tally verify`'s byte-level reports.
+pub const CONFIG: Configuration<LittleEndian, Fixint> = bincode::config::standard()
+    .with_little_endian()
+    .with_fixed_int_encoding();
+
+/// The largest record tally ever writes or reads back. Decoding untrusted bytes claims every
+/// length against this limit before allocating, so a corrupt length prefix is an error, not an
+/// attempt to allocate exabytes.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
+const DECODE_CONFIG: Configuration<LittleEndian, Fixint, Limit<MAX_RECORD_BYTES>> =
+    CONFIG.with_limit::<MAX_RECORD_BYTES>();
+
+/// Format version 1 (the only one so far).
+pub const FORMAT_V1: u8 = 1;
+
+/// Why a stored value could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The value is shorter than the 5-byte header.
+    #[error("record is truncated ({0} bytes)")]
+    Truncated(usize),
+    /// A format version this build does not know.
+    #[error("unknown format version {0}")]
+    UnknownVersion(u8),
+    /// The checksum does not match the bytes.
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// What the header says.
+        stored: u32,
+        /// What the bytes hash to.
+        computed: u32,
+    },
+    /// The payload is not a valid record.
+    #[error("payload does not decode: {0}")]
+    Payload(String),
+    /// The payload decoded but bytes were left over.
+    #[error("{0} trailing bytes after the record")]
+    Trailing(usize),
+}
+
+/// Why a record could not be encoded (only possible for absurd sizes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record does not encode: {0}")]
+pub struct EncodeError(pub String);
+
+/// Encodes `record` as a version-1 envelope: `[1][crc32 LE of payload][payload]`.
+pub fn envelope<T: bincode::Encode>(record: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = vec![FORMAT_V1, 0, 0, 0, 0];
+    bincode::encode_into_std_write(record, &mut out, CONFIG)
+        .map_err(|e| EncodeError(e.to_string()))?;
+    let crc = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Checks and decodes an envelope written by [`envelope`].
+pub fn open<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < 5 {
+        return Err(DecodeError::Truncated(bytes.len()));
+    }
+    if bytes[0] != FORMAT_V1 {
+        return Err(DecodeError::UnknownVersion(bytes[0]));
+    }
+    let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let payload = &bytes[5..];
+    let computed = crc32fast::hash(payload);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    let (record, used) = bincode::decode_from_slice::<T, _>(payload, DECODE_CONFIG)
+        .map_err(|e| DecodeError::Payload(e.to_string()))?;
+    if used != payload.len() {
+        return Err(DecodeError::Trailing(payload.len() - used));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,328 @@
+//! Golden bytes: every version-1 record type has a committed fixture that must decode to the
+//! same value and re-encode to the same bytes. To add a fixture for a new type, run
+//! `TALLY_WRITE_GOLDEN=1 cargo test -p proto-schemas` once and commit the new file; existing
+//! fixtures are never rewritten.
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use crate::v1::*;
+use crate::*;
+
+fn guid(n: u8) -> GuidV1 {
+    [n; 16]
+}
+
+fn app() -> AppV1 {
+    AppV1 {
+        guid: guid(1),
+        name: "my-app".into(),
+        space_guid: guid(2),
+        stack_guid: guid(3),
+        state: 0,
+        memory_mb: 1024,
+        instances: 3,
+        disk_quota_mb: 1024,
+        log_rate_limit: 1_048_576,
+        buildpack: Some("ruby_buildpack".into()),
+        command: None,
+        health_check_type: 0,
+        health_check_timeout: Some(60),
+        health_check_http_endpoint: None,
+        diego: true,
+        enable_ssh: true,
+        docker_image: None,
+        docker_credentials: Some(DockerCredentialsV1 {
+            username: Some("u".into()),
+            password: None,
+        }),
+        environment_json: "{\"KEY\":\"val\"}".into(),
+        production: false,
+        console: false,
+        debug: None,
+        ports: Some(vec![8080]),
+        version: guid(4),
+        package: Some(PackageV1 {
+            guid: guid(5),
+            state: 0,
+            sha256: "ab".into(),
+            size_bytes: 10,
+            created_at: 2,
+        }),
+        build: Some(BuildV1 {
+            guid: guid(6),
+            package_guid: guid(5),
+            state: 1,
+            error: None,
+            created_at: 3,
+        }),
+        latest_droplet: Some(DropletV1 {
+            guid: guid(7),
+            package_guid: guid(5),
+            buildpack_guid: Some(guid(8)),
+            buildpack_name: Some("ruby_buildpack".into()),
+            detected_start_command: "rackup".into(),
+            created_at: 4,
+        }),
+        current_droplet_guid: Some(guid(7)),
+        package_updated_at: Some(2),
+        created_at: 1_714_557_600_000_000,
+        updated_at: 1_714_557_600_000_001,
+    }
+}
+
+fn usage() -> UsageEventV1 {
+    UsageEventV1 {
+        guid: guid(9),
+        created_at: 1_714_557_600_123_456,
+        state: 0,
+        previous_state: Some(1),
+        instance_count: 3,
+        previous_instance_count: Some(1),
+        memory_in_mb_per_instance: 1024,
+        previous_memory_in_mb_per_instance: Some(512),
+        app_guid: "01010101-0101-0101-0101-010101010101".into(),
+        app_name: "my-app".into(),
+        space_guid: guid(2),
+        space_name: "dev".into(),
+        org_guid: guid(10),
+        buildpack_guid: Some(guid(8)),
+        buildpack_name: Some("ruby_buildpack".into()),
+        package_state: Some("STAGED".into()),
+        previous_package_state: Some("UNKNOWN".into()),
+        parent_app_guid: Some(guid(1)),
+        parent_app_name: Some("my-app".into()),
+        process_type: Some("web".into()),
+        task_guid: None,
+        task_name: None,
+    }
+}
+
+fn audit() -> AuditEventV1 {
+    AuditEventV1 {
+        guid: guid(11),
+        created_at: 5,
+        event_type: "audit.app.update".into(),
+        actor: "uaa-id-107".into(),
+        actor_type: "user".into(),
+        actor_name: "email@example.com".into(),
+        actor_username: "user".into(),
+        actee: guid(1),
+        actee_type: "app".into(),
+        actee_name: "my-app".into(),
+        metadata: "{\"request\":{\"instances\":3}}".into(),
+        space_guid: Some(guid(2)),
+        organization_guid: Some(guid(10)),
+    }
+}
+
+fn org() -> OrgV1 {
+    OrgV1 {
+        guid: guid(10),
+        name: "acme".into(),
+        created_at: 1,
+        updated_at: 2,
+    }
+}
+
+fn space() -> SpaceV1 {
+    SpaceV1 {
+        guid: guid(2),
+        name: "dev".into(),
+        org_guid: guid(10),
+        created_at: 1,
+        updated_at: 2,
+    }
+}
+
+/// (fixture name, the encoded sample). One entry per record type and enum variant.
+fn samples() -> Vec<(&'static str, Vec<u8>)> {
+    let record = |seq, body| envelope(&LogRecordV1 { seq, body }).unwrap();
+    vec![
+        (
+            "meta",
+            envelope(&MetaV1 {
+                head: 42,
+                epoch: 2,
+                epoch_started_at_micros: 7,
+                log_start: 30,
+                usage_floor: 30,
+                checkpoint: 40,
+            })
+            .unwrap(),
+        ),
+        (
+            "record_org_created",
+            record(1, RecordBodyV1::OrgCreated(org())),
+        ),
+        (
+            "record_org_updated",
+            record(2, RecordBodyV1::OrgUpdated(org())),
+        ),
+        (
+            "record_org_deleted",
+            record(3, RecordBodyV1::OrgDeleted(guid(10))),
+        ),
+        (
+            "record_space_created",
+            record(4, RecordBodyV1::SpaceCreated(space())),
+        ),
+        (
+            "record_space_updated",
+            record(5, RecordBodyV1::SpaceUpdated(space())),
+        ),
+        (
+            "record_space_deleted",
+            record(6, RecordBodyV1::SpaceDeleted(guid(2))),
+        ),
+        (
+            "record_app_created",
+            record(7, RecordBodyV1::AppCreated(app())),
+        ),
+        (
+            "record_app_updated",
+            record(8, RecordBodyV1::AppUpdated(app())),
+        ),
+        (
+            "record_app_deleted",
+            record(9, RecordBodyV1::AppDeleted(guid(1))),
+        ),
+        ("record_usage", record(10, RecordBodyV1::Usage(usage()))),
+        ("record_audit", record(11, RecordBodyV1::Audit(audit()))),
+        ("row_org", envelope(&TableRowV1::Org(org())).unwrap()),
+        ("row_space", envelope(&TableRowV1::Space(space())).unwrap()),
+        ("row_app", envelope(&TableRowV1::App(app())).unwrap()),
+        (
+            "snapshot_chunk",
+            envelope(&SnapshotChunkV1 {
+                log_start: 30,
+                rows: vec![TableRowV1::Org(org()), TableRowV1::App(app())],
+            })
+            .unwrap(),
+        ),
+    ]
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/v1")
+        .join(format!("{name}.bin"))
+}
+
+#[test]
+fn golden_bytes_of_every_v1_type_are_unchanged() {
+    let write_missing = std::env::var_os("TALLY_WRITE_GOLDEN").is_some();
+    for (name, bytes) in samples() {
+        let path = fixture(name);
+        if !path.exists() && write_missing {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let golden = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("missing golden fixture {}: {e}", path.display()));
+        assert_eq!(
+            golden, bytes,
+            "encoding of {name} changed: that is a new format version"
+        );
+    }
+}
+
+#[test]
+fn golden_fixtures_decode_to_the_expected_values() {
+    let record = |name| open::<LogRecordV1>(&std::fs::read(fixture(name)).unwrap()).unwrap();
+    assert_eq!(
+        record("record_app_created").body,
+        RecordBodyV1::AppCreated(app())
+    );
+    assert_eq!(record("record_usage").body, RecordBodyV1::Usage(usage()));
+    assert_eq!(record("record_audit").body, RecordBodyV1::Audit(audit()));
+    assert_eq!(
+        record("record_space_deleted"),
+        LogRecordV1 {
+            seq: 6,
+            body: RecordBodyV1::SpaceDeleted(guid(2))
+        }
+    );
+    let meta: MetaV1 = open(&std::fs::read(fixture("meta")).unwrap()).unwrap();
+    assert_eq!(meta.head, 42);
+    let row: TableRowV1 = open(&std::fs::read(fixture("row_app")).unwrap()).unwrap();
+    assert_eq!(row, TableRowV1::App(app()));
+}
+
+#[test]
+fn every_fixture_on_disk_is_covered_by_a_sample() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1");
+    let names: Vec<_> = samples()
+        .into_iter()
+        .map(|(n, _)| format!("{n}.bin"))
+        .collect();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            names.contains(&file),
+            "fixture {file} has no sample: fixtures are never deleted"
+        );
+    }
+}
+
+#[test]
+fn corruption_is_detected() {
+    let bytes = envelope(&LogRecordV1 {
+        seq: 1,
+        body: RecordBodyV1::Usage(usage()),
+    })
+    .unwrap();
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    assert!(matches!(
+        open::<LogRecordV1>(&flipped),
+        Err(DecodeError::Checksum { .. })
+    ));
+    let mut version = bytes.clone();
+    version[0] = 9;
+    assert_eq!(
+        open::<LogRecordV1>(&version),
+        Err(DecodeError::UnknownVersion(9))
+    );
+    assert_eq!(
+        open::<LogRecordV1>(&bytes[..3]),
+        Err(DecodeError::Truncated(3))
+    );
+    // A valid checksum over bytes that are not a record.
+    let mut bogus = vec![FORMAT_V1, 0, 0, 0, 0, 0xFF, 0xFF];
+    let crc = crc32fast::hash(&bogus[5..]);
+    bogus[1..5].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        open::<LogRecordV1>(&bogus),
+        Err(DecodeError::Payload(_) | DecodeError::Trailing(_))
+    ));
+}
+
+proptest! {
+    /// Untrusted bytes never make the decoder panic.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), fix in any::<bool>()) {
+        let mut bytes = bytes;
+        if fix && bytes.len() >= 5 {
+            bytes[0] = FORMAT_V1;
+            let crc = crc32fast::hash(&bytes[5..]);
+            bytes[1..5].copy_from_slice(&crc.to_le_bytes());
+        }
+        let _ = open::<LogRecordV1>(&bytes);
+        let _ = open::<MetaV1>(&bytes);
+        let _ = open::<TableRowV1>(&bytes);
+        let _ = open::<SnapshotChunkV1>(&bytes);
+    }
+
+    /// A record survives a round trip.
+    #[test]
+    fn round_trip(seq in any::<u64>(), name in ".{0,40}", n in any::<i64>()) {
+        let mut u = usage();
+        u.app_name = name;
+        u.instance_count = n;
+        let record = LogRecordV1 { seq, body: RecordBodyV1::Usage(u) };
+        prop_assert_eq!(open::<LogRecordV1>(&envelope(&record).unwrap()).unwrap(), record);
+    }
+}

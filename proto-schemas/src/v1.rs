@@ -1,0 +1,313 @@
+//! Format version 1. Frozen: append new variants at the end of an enum only; never reorder,
+//! remove or retype a field. Guids are raw UUID bytes; times are microseconds since the Unix
+//! epoch, UTC; small enums are `u8` tags whose meaning is listed on the field.
+
+use bincode::{Decode, Encode};
+
+/// A raw guid.
+pub type GuidV1 = [u8; 16];
+
+/// The store's bookkeeping, under one key.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct MetaV1 {
+    /// Last committed (and flushed) sequence number; 0 for an empty log.
+    pub head: u64,
+    /// Current epoch, starting at 1; each purge-and-reseed adds one.
+    pub epoch: u64,
+    /// When the current epoch started (µs), 0 for the first epoch.
+    pub epoch_started_at_micros: i64,
+    /// First sequence number of the retained entity log; the base snapshot is the table just before it.
+    pub log_start: u64,
+    /// Usage events below this sequence number are unreachable (purged).
+    pub usage_floor: u64,
+    /// The persisted table reflects every entity record up to this sequence number.
+    pub checkpoint: u64,
+}
+
+/// One log record: its sequence number and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct LogRecordV1 {
+    /// Its position in the log.
+    pub seq: u64,
+    /// The fact.
+    pub body: RecordBodyV1,
+}
+
+/// What a log record says. Append-only.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum RecordBodyV1 {
+    /// tag 0
+    OrgCreated(OrgV1),
+    /// tag 1
+    OrgUpdated(OrgV1),
+    /// tag 2
+    OrgDeleted(GuidV1),
+    /// tag 3
+    SpaceCreated(SpaceV1),
+    /// tag 4
+    SpaceUpdated(SpaceV1),
+    /// tag 5
+    SpaceDeleted(GuidV1),
+    /// tag 6
+    AppCreated(AppV1),
+    /// tag 7
+    AppUpdated(AppV1),
+    /// tag 8
+    AppDeleted(GuidV1),
+    /// tag 9
+    Usage(UsageEventV1),
+    /// tag 10
+    Audit(AuditEventV1),
+}
+
+/// A row of the persisted app table.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum TableRowV1 {
+    /// tag 0
+    Org(OrgV1),
+    /// tag 1
+    Space(SpaceV1),
+    /// tag 2
+    App(AppV1),
+}
+
+/// A piece of the base snapshot: the table as it was just before `log_start`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SnapshotChunkV1 {
+    /// The `log_start` this snapshot belongs to.
+    pub log_start: u64,
+    /// Its rows.
+    pub rows: Vec<TableRowV1>,
+}
+
+/// An org.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct OrgV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// name
+    pub name: String,
+    /// µs
+    pub created_at: i64,
+    /// µs
+    pub updated_at: i64,
+}
+
+/// A space.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SpaceV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// name
+    pub name: String,
+    /// org guid
+    pub org_guid: GuidV1,
+    /// µs
+    pub created_at: i64,
+    /// µs
+    pub updated_at: i64,
+}
+
+/// Docker credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DockerCredentialsV1 {
+    /// user
+    pub username: Option<String>,
+    /// password
+    pub password: Option<String>,
+}
+
+/// A package.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct PackageV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// 0 READY, 1 FAILED
+    pub state: u8,
+    /// hex sha256
+    pub sha256: String,
+    /// bytes
+    pub size_bytes: u64,
+    /// µs
+    pub created_at: i64,
+}
+
+/// A build.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BuildV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// package guid
+    pub package_guid: GuidV1,
+    /// 0 STAGING, 1 STAGED, 2 FAILED
+    pub state: u8,
+    /// failure reason
+    pub error: Option<String>,
+    /// µs
+    pub created_at: i64,
+}
+
+/// A droplet.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DropletV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// package guid
+    pub package_guid: GuidV1,
+    /// receipt guid
+    pub buildpack_guid: Option<GuidV1>,
+    /// receipt name
+    pub buildpack_name: Option<String>,
+    /// detected start command
+    pub detected_start_command: String,
+    /// µs
+    pub created_at: i64,
+}
+
+/// An app with its web process.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AppV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// name
+    pub name: String,
+    /// space
+    pub space_guid: GuidV1,
+    /// stack
+    pub stack_guid: GuidV1,
+    /// 0 STARTED, 1 STOPPED
+    pub state: u8,
+    /// MB
+    pub memory_mb: i64,
+    /// instances
+    pub instances: i64,
+    /// MB
+    pub disk_quota_mb: i64,
+    /// bytes/s
+    pub log_rate_limit: i64,
+    /// requested buildpack
+    pub buildpack: Option<String>,
+    /// start command
+    pub command: Option<String>,
+    /// 0 port, 1 process, 2 http, 3 none
+    pub health_check_type: u8,
+    /// s
+    pub health_check_timeout: Option<i64>,
+    /// path
+    pub health_check_http_endpoint: Option<String>,
+    /// diego
+    pub diego: bool,
+    /// ssh
+    pub enable_ssh: bool,
+    /// docker image
+    pub docker_image: Option<String>,
+    /// docker credentials
+    pub docker_credentials: Option<DockerCredentialsV1>,
+    /// JSON object text
+    pub environment_json: String,
+    /// production
+    pub production: bool,
+    /// console
+    pub console: bool,
+    /// debug
+    pub debug: Option<String>,
+    /// ports
+    pub ports: Option<Vec<u16>>,
+    /// version guid
+    pub version: GuidV1,
+    /// latest package
+    pub package: Option<PackageV1>,
+    /// latest build
+    pub build: Option<BuildV1>,
+    /// latest droplet
+    pub latest_droplet: Option<DropletV1>,
+    /// desired droplet guid
+    pub current_droplet_guid: Option<GuidV1>,
+    /// µs
+    pub package_updated_at: Option<i64>,
+    /// µs
+    pub created_at: i64,
+    /// µs
+    pub updated_at: i64,
+}
+
+/// An app usage event (reference §1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct UsageEventV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// µs
+    pub created_at: i64,
+    /// state tag: 0 STARTED, 1 STOPPED, 2 BUILDPACK_SET, 3 TASK_STARTED, 4 TASK_STOPPED,
+    /// 5 STAGING_STARTED, 6 STAGING_STOPPED, 7 STAGING, 8 STAGED, 9 PENDING, 10 RUNNING, 11 CANCELING
+    pub state: u8,
+    /// same tags
+    pub previous_state: Option<u8>,
+    /// instance_count
+    pub instance_count: i64,
+    /// previous_instance_count
+    pub previous_instance_count: Option<i64>,
+    /// memory_in_mb_per_instance
+    pub memory_in_mb_per_instance: i64,
+    /// previous_memory_in_mb_per_instance
+    pub previous_memory_in_mb_per_instance: Option<i64>,
+    /// process guid text or ""
+    pub app_guid: String,
+    /// process name or ""
+    pub app_name: String,
+    /// space guid
+    pub space_guid: GuidV1,
+    /// space name
+    pub space_name: String,
+    /// org guid
+    pub org_guid: GuidV1,
+    /// buildpack guid
+    pub buildpack_guid: Option<GuidV1>,
+    /// buildpack name
+    pub buildpack_name: Option<String>,
+    /// package_state
+    pub package_state: Option<String>,
+    /// previous_package_state
+    pub previous_package_state: Option<String>,
+    /// parent app guid
+    pub parent_app_guid: Option<GuidV1>,
+    /// parent app name
+    pub parent_app_name: Option<String>,
+    /// process type
+    pub process_type: Option<String>,
+    /// task guid
+    pub task_guid: Option<GuidV1>,
+    /// task name
+    pub task_name: Option<String>,
+}
+
+/// An audit event (reference §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AuditEventV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// µs
+    pub created_at: i64,
+    /// type
+    pub event_type: String,
+    /// actor id
+    pub actor: String,
+    /// actor type
+    pub actor_type: String,
+    /// actor name
+    pub actor_name: String,
+    /// actor username
+    pub actor_username: String,
+    /// actee guid
+    pub actee: GuidV1,
+    /// actee type
+    pub actee_type: String,
+    /// actee name
+    pub actee_name: String,
+    /// metadata JSON text
+    pub metadata: String,
+    /// space guid
+    pub space_guid: Option<GuidV1>,
+    /// org guid
+    pub organization_guid: Option<GuidV1>,
+}

@@ -178,11 +178,11 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "record_app_created",
-            record(7, RecordBodyV1::AppCreated(app())),
+            record(7, RecordBodyV1::AppCreated(Box::new(app()))),
         ),
         (
             "record_app_updated",
-            record(8, RecordBodyV1::AppUpdated(app())),
+            record(8, RecordBodyV1::AppUpdated(Box::new(app()))),
         ),
         (
             "record_app_deleted",
@@ -192,12 +192,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("record_audit", record(11, RecordBodyV1::Audit(audit()))),
         ("row_org", envelope(&TableRowV1::Org(org())).unwrap()),
         ("row_space", envelope(&TableRowV1::Space(space())).unwrap()),
-        ("row_app", envelope(&TableRowV1::App(app())).unwrap()),
+        ("row_app", envelope(&TableRowV1::App(Box::new(app()))).unwrap()),
         (
             "snapshot_chunk",
             envelope(&SnapshotChunkV1 {
                 log_start: 30,
-                rows: vec![TableRowV1::Org(org()), TableRowV1::App(app())],
+                rows: vec![TableRowV1::Org(org()), TableRowV1::App(Box::new(app()))],
             })
             .unwrap(),
         ),
@@ -233,7 +233,7 @@ fn golden_fixtures_decode_to_the_expected_values() {
     let record = |name| open::<LogRecordV1>(&std::fs::read(fixture(name)).unwrap()).unwrap();
     assert_eq!(
         record("record_app_created").body,
-        RecordBodyV1::AppCreated(app())
+        RecordBodyV1::AppCreated(Box::new(app()))
     );
     assert_eq!(record("record_usage").body, RecordBodyV1::Usage(usage()));
     assert_eq!(record("record_audit").body, RecordBodyV1::Audit(audit()));
@@ -247,7 +247,7 @@ fn golden_fixtures_decode_to_the_expected_values() {
     let meta: MetaV1 = open(&std::fs::read(fixture("meta")).unwrap()).unwrap();
     assert_eq!(meta.head, 42);
     let row: TableRowV1 = open(&std::fs::read(fixture("row_app")).unwrap()).unwrap();
-    assert_eq!(row, TableRowV1::App(app()));
+    assert_eq!(row, TableRowV1::App(Box::new(app())));
 }
 
 #[test]

@@ -49,9 +49,9 @@ pub enum RecordBodyV1 {
     /// tag 5
     SpaceDeleted(GuidV1),
     /// tag 6
-    AppCreated(AppV1),
+    AppCreated(Box<AppV1>),
     /// tag 7
-    AppUpdated(AppV1),
+    AppUpdated(Box<AppV1>),
     /// tag 8
     AppDeleted(GuidV1),
     /// tag 9
@@ -68,7 +68,7 @@ pub enum TableRowV1 {
     /// tag 1
     Space(SpaceV1),
     /// tag 2
-    App(AppV1),
+    App(Box<AppV1>),
 }
 
 /// A piece of the base snapshot: the table as it was just before `log_start`.

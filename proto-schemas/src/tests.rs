@@ -192,7 +192,10 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("record_audit", record(11, RecordBodyV1::Audit(audit()))),
         ("row_org", envelope(&TableRowV1::Org(org())).unwrap()),
         ("row_space", envelope(&TableRowV1::Space(space())).unwrap()),
-        ("row_app", envelope(&TableRowV1::App(Box::new(app()))).unwrap()),
+        (
+            "row_app",
+            envelope(&TableRowV1::App(Box::new(app()))).unwrap(),
+        ),
         (
             "snapshot_chunk",
             envelope(&SnapshotChunkV1 {

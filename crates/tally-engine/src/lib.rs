@@ -1,1 +1,344 @@
-//! placeholder
+//! tally's engine: the one writer that owns the app table, and the read side.
+//!
+//! Every state change goes through [`Engine::submit`]. A dedicated writer thread takes every
+//! command waiting in its queue, decides them in order against the current table with the pure
+//! domain, numbers the resulting records with the next dense sequence numbers, writes them all
+//! (plus the table checkpoint when due) with **one** atomic store commit and **one** fsync, and
+//! only then answers each caller and publishes a new [`View`]. Readers only ever look at a
+//! published view, so they see durable state and nothing a crash could take back.
+//!
+//! # Layout
+//! - [`Engine`]: submit, purge, reads, shutdown.
+//! - `writer`: the writer thread (group commit, checkpoints, purge, compaction).
+//! - [`EngineError`]: the engine's one error type.
+
+mod writer;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tally_domain::audit::AuditEvent;
+use tally_domain::{
+    DomainConfig, DomainError, Envelope, Event, Guid, IdGen, Seq, State, Timestamp, UsageEvent,
+};
+use tally_store::{LogStore, Meta, StoreError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Where time comes from.
+pub trait Clock: Send + 'static {
+    /// Now.
+    fn now(&mut self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one place that reads the wall clock
+    fn now(&mut self) -> Timestamp {
+        chrono::Utc::now()
+    }
+}
+
+/// Random v4 guids.
+#[derive(Debug, Default)]
+pub struct RandomIds;
+
+impl IdGen for RandomIds {
+    #[allow(clippy::disallowed_methods)] // the one place that makes random guids
+    fn next_guid(&mut self) -> Guid {
+        Guid::from_bytes(*uuid::Uuid::new_v4().as_bytes())
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The domain's settings.
+    pub domain: DomainConfig,
+    /// Most commands decided into one group commit.
+    pub max_batch: usize,
+    /// Write the table checkpoint once this many records were appended since the last one
+    /// (start-up replays at most about this many records).
+    pub checkpoint_every: u64,
+    /// Keys deleted per compaction step between commits.
+    pub compact_budget: usize,
+    /// Capacity of the command queue (back-pressure beyond it).
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            domain: DomainConfig::default(),
+            max_batch: 4096,
+            checkpoint_every: 50_000,
+            compact_budget: 2000,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// Why the engine could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The command broke a business rule; nothing changed.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The write failed; nothing of it is visible. Retrying may succeed.
+    #[error("the log could not be written: {0}")]
+    Unavailable(String),
+    /// The store holds something it cannot read.
+    #[error("the log is corrupt: {0}")]
+    Corrupt(String),
+    /// The engine has shut down.
+    #[error("tally is shutting down")]
+    Stopped,
+}
+
+impl From<StoreError> for EngineError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Corrupt { .. } => Self::Corrupt(error.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The durable state readers see: the table and the meta as of the last fsynced commit.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The app table.
+    pub state: State,
+    /// Head (the durable head), epoch, floors.
+    pub meta: Meta,
+}
+
+/// What a committed command wrote.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Its records, with their sequence numbers.
+    pub records: Vec<(Seq, Event)>,
+    /// The durable head after the commit that carried it.
+    pub head: Seq,
+}
+
+/// What a purge-and-reseed did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// The new epoch.
+    pub epoch: u64,
+    /// When it started (the `created_at` of every reseeded event).
+    pub started_at: Timestamp,
+    /// The first sequence number of the new epoch.
+    pub first_seq: Seq,
+    /// How many STARTED events were reseeded.
+    pub seeded: usize,
+}
+
+/// Where a usage-event cursor points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// A reachable event: read after this sequence number.
+    At(Seq),
+    /// The event was purged by a purge-and-reseed; the current epoch and when it began.
+    Purged {
+        /// Current epoch.
+        epoch: u64,
+        /// When it began.
+        since: Option<Timestamp>,
+    },
+    /// No such event.
+    Unknown,
+}
+
+pub(crate) enum Request {
+    Command(Box<Envelope>, oneshot::Sender<Result<Committed, EngineError>>),
+    Purge(oneshot::Sender<Result<Purged, EngineError>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    queue: mpsc::Sender<Request>,
+    view: watch::Receiver<Arc<View>>,
+    store: Arc<dyn LogStore>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Recovers the store and starts the writer.
+    pub fn start(
+        store: Arc<dyn LogStore>,
+        config: EngineConfig,
+        clock: Box<dyn Clock>,
+        ids: Box<dyn IdGen + Send>,
+    ) -> Result<Self, EngineError> {
+        let recovered = store.recover()?;
+        tracing::info!(
+            head = recovered.meta.head,
+            epoch = recovered.meta.epoch,
+            replayed = recovered.replayed,
+            apps = recovered.state.app_count(),
+            "log recovered"
+        );
+        let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
+        let (publish, view) = watch::channel(Arc::new(View {
+            state: recovered.state.clone(),
+            meta: recovered.meta.clone(),
+        }));
+        let writer = writer::Writer::new(store.clone(), config, clock, ids, recovered, publish);
+        let handle = std::thread::Builder::new()
+            .name("tally-writer".to_owned())
+            .spawn(move || writer.run(requests))
+            .map_err(|e| {
+                EngineError::Unavailable(format!("cannot start the writer thread: {e}"))
+            })?;
+        Ok(Self {
+            queue,
+            view,
+            store,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Decides and commits a command; returns once its records are durable.
+    pub async fn submit(&self, envelope: Envelope) -> Result<Committed, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request::Command(Box::new(envelope), reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Purge-and-reseed as one atomic write at one log position (design.md invariant 5).
+    pub async fn purge_and_reseed(&self) -> Result<Purged, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request::Purge(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Finishes queued commands, writes a final checkpoint and stops the writer.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Request::Shutdown(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// The current durable view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that changes whenever a commit becomes durable (for live tailing).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
+    /// Waits until the durable head reaches `seq` or `timeout` passes; returns the view then.
+    pub async fn wait_for_head(&self, seq: Seq, timeout: Duration) -> Arc<View> {
+        let mut receiver = self.view.clone();
+        let wait = async move {
+            receiver
+                .wait_for(|view| view.meta.head >= seq)
+                .await
+                .map(|view| view.clone())
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(view)) => view,
+            _ => self.view(),
+        }
+    }
+
+    /// Usage events after `after` (exclusive), within the view's epoch and durable head.
+    pub async fn usage_after(
+        &self,
+        view: &View,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, UsageEvent)>, EngineError> {
+        let from = after.saturating_add(1).max(view.meta.usage_floor);
+        let upto = view.meta.head;
+        let store = self.store.clone();
+        blocking(move || store.usage_range(from, upto, limit)).await
+    }
+
+    /// A reachable usage event by guid.
+    pub async fn usage_event(
+        &self,
+        view: &View,
+        guid: Guid,
+    ) -> Result<Option<(Seq, UsageEvent)>, EngineError> {
+        let store = self.store.clone();
+        let found = blocking(move || store.usage_by_guid(guid)).await?;
+        Ok(found.filter(|(seq, _)| *seq >= view.meta.usage_floor && *seq <= view.meta.head))
+    }
+
+    /// Resolves an `after_guid` cursor against a view.
+    pub async fn cursor(&self, view: &View, guid: Guid) -> Result<Cursor, EngineError> {
+        let store = self.store.clone();
+        let found = blocking(move || store.usage_seq_by_guid(guid)).await?;
+        Ok(match found {
+            Some(seq) if seq > view.meta.head => Cursor::Unknown,
+            Some(seq) if seq >= view.meta.usage_floor => Cursor::At(seq),
+            Some(_) => Cursor::Purged {
+                epoch: view.meta.epoch,
+                since: view.meta.epoch_started_at,
+            },
+            None => Cursor::Unknown,
+        })
+    }
+
+    /// Audit events after `after` (exclusive), up to the durable head.
+    pub async fn audit_after(
+        &self,
+        view: &View,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, AuditEvent)>, EngineError> {
+        let from = after.saturating_add(1);
+        let upto = view.meta.head;
+        let store = self.store.clone();
+        blocking(move || store.audit_range(from, upto, limit)).await
+    }
+
+    /// An audit event by guid, if durable.
+    pub async fn audit_event(
+        &self,
+        view: &View,
+        guid: Guid,
+    ) -> Result<Option<(Seq, AuditEvent)>, EngineError> {
+        let store = self.store.clone();
+        let found = blocking(move || store.audit_by_guid(guid)).await?;
+        Ok(found.filter(|(seq, _)| *seq <= view.meta.head))
+    }
+
+    /// Bytes the log occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.store.size_on_disk()
+    }
+}
+
+/// Runs a store read off the async runtime.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| EngineError::Unavailable(format!("read task failed: {e}")))?
+        .map_err(EngineError::from)
+}
+
+#[cfg(test)]
+mod tests;

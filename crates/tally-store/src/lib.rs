@@ -1,1 +1,282 @@
-//! placeholder
+//! tally's log: one ordered key space holding the log records, the persisted app table and
+//! the indexes, behind the small synchronous [`LogStore`] trait.
+//!
+//! Two implementations share all the logic in [`Log`] and differ only in their [`Backend`]:
+//! [`SledLog`] (sled 0.34.7, the product) and [`MemLog`] (a `BTreeMap`, for tests and as the
+//! reference the conformance suite compares against). Nothing outside this crate names sled.
+//!
+//! # Layout
+//! - [`LogStore`]: the contract (atomicity, ordering, durability, errors).
+//! - [`Log`]: the key layout, commit, reads, recovery, verification, compaction.
+//! - [`backend`]: the KV backends.
+//! - `mapping`: domain values ↔ `proto-schemas` v1 records.
+
+pub mod backend;
+mod keys;
+mod log;
+mod mapping;
+
+use tally_domain::audit::AuditEvent;
+use tally_domain::model::{App, Org, Space};
+use tally_domain::{Event, Guid, Seq, State, Timestamp, UsageEvent};
+
+pub use backend::{Backend, MemBackend, SledBackend, SledOptions};
+pub use log::Log;
+
+/// The product store: sled.
+pub type SledLog = Log<SledBackend>;
+/// The in-memory twin.
+pub type MemLog = Log<MemBackend>;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or the database failed; nothing of the failed write is visible.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// A stored value failed its checksum or did not decode. `position` names the key.
+    #[error("corrupt record at {position}: {reason}")]
+    Corrupt {
+        /// Which record, e.g. `usage event seq 42`.
+        position: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The caller broke the commit contract (a gap or overlap in sequence numbers).
+    #[error("commit does not follow the log: {0}")]
+    Sequence(String),
+    /// A value could not be encoded.
+    #[error("record does not encode: {0}")]
+    Encode(String),
+}
+
+/// The store's bookkeeping, written atomically with every commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Last committed sequence number (0: empty log).
+    pub head: Seq,
+    /// Current epoch, from 1; each purge-and-reseed adds one.
+    pub epoch: u64,
+    /// When the current epoch started; `None` for the first.
+    pub epoch_started_at: Option<Timestamp>,
+    /// First retained entity record; the base snapshot holds the table just before it.
+    pub log_start: Seq,
+    /// Usage events below this are unreachable.
+    pub usage_floor: Seq,
+    /// The persisted table reflects every entity record up to here.
+    pub checkpoint: Seq,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Self {
+            head: 0,
+            epoch: 1,
+            epoch_started_at: None,
+            log_start: 1,
+            usage_floor: 1,
+            checkpoint: 0,
+        }
+    }
+}
+
+/// One row of the persisted app table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableRow {
+    /// An org.
+    Org(Org),
+    /// A space.
+    Space(Space),
+    /// An app.
+    App(Box<App>),
+}
+
+impl TableRow {
+    /// The row's guid (orgs, spaces and apps never share a guid).
+    pub fn guid(&self) -> Guid {
+        match self {
+            Self::Org(o) => o.guid,
+            Self::Space(s) => s.guid,
+            Self::App(a) => a.guid,
+        }
+    }
+
+    /// Every row of a table, orgs first.
+    pub fn all(state: &State) -> Vec<TableRow> {
+        state
+            .orgs()
+            .cloned()
+            .map(Self::Org)
+            .chain(state.spaces().cloned().map(Self::Space))
+            .chain(state.apps().cloned().map(|app| Self::App(Box::new(app))))
+            .collect()
+    }
+
+    /// The row for `guid` in `state`, if it exists there.
+    pub fn of(state: &State, guid: Guid) -> Option<TableRow> {
+        if let Some(app) = state.app(guid) {
+            return Some(Self::App(Box::new(app.clone())));
+        }
+        if let Some(space) = state.space(guid) {
+            return Some(Self::Space(space.clone()));
+        }
+        state.org(guid).cloned().map(Self::Org)
+    }
+
+    /// The guid of the row an entity event changes; `None` for stream events.
+    pub fn guid_of(event: &Event) -> Option<Guid> {
+        match event {
+            Event::OrgCreated(o) | Event::OrgUpdated(o) => Some(o.guid),
+            Event::SpaceCreated(s) | Event::SpaceUpdated(s) => Some(s.guid),
+            Event::AppCreated(a) | Event::AppUpdated(a) => Some(a.guid),
+            Event::OrgDeleted { guid }
+            | Event::SpaceDeleted { guid }
+            | Event::AppDeleted { guid } => Some(*guid),
+            Event::UsageRecorded(_) | Event::AuditRecorded(_) => None,
+        }
+    }
+
+    fn into_event(self) -> Event {
+        match self {
+            Self::Org(o) => Event::OrgCreated(o),
+            Self::Space(s) => Event::SpaceCreated(s),
+            Self::App(a) => Event::AppCreated(*a),
+        }
+    }
+
+    /// Builds a table from rows.
+    pub fn fold(rows: impl IntoIterator<Item = TableRow>) -> State {
+        let mut state = State::default();
+        for row in rows {
+            state.evolve(&row.into_event());
+        }
+        state
+    }
+}
+
+/// A change to the persisted table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableChange {
+    /// Insert or replace a row.
+    Put(TableRow),
+    /// Remove the row with this guid.
+    Delete(Guid),
+}
+
+/// Everything one group commit writes, atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// New records, numbered `previous head + 1 ..` without gaps.
+    pub records: Vec<(Seq, Event)>,
+    /// The meta after this commit (`head` = last record's seq).
+    pub meta: Meta,
+    /// Table rows changed since the last checkpoint; present when `meta.checkpoint` moves.
+    pub table: Vec<TableChange>,
+    /// The whole table as of `meta.log_start - 1`; required when `log_start` moves.
+    pub base_snapshot: Option<Vec<TableRow>>,
+}
+
+/// What start-up recovers.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The meta as last committed.
+    pub meta: Meta,
+    /// The table as of `meta.head`: persisted rows plus the replayed tail.
+    pub state: State,
+    /// Entity records replayed after the checkpoint.
+    pub replayed: u64,
+    /// Guids of the rows those records changed: the next checkpoint must write them.
+    pub touched: Vec<Guid>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// The meta.
+    pub meta: Option<Meta>,
+    /// Entity records checked.
+    pub entity_records: u64,
+    /// Reachable usage events checked.
+    pub usage_events: u64,
+    /// Audit events checked.
+    pub audit_events: u64,
+    /// Table rows checked.
+    pub table_rows: u64,
+    /// Everything wrong, each naming its position. Empty means the data directory is sound.
+    pub problems: Vec<String>,
+}
+
+/// tally's log store.
+///
+/// # Contract
+/// - **Atomicity**: [`commit`](LogStore::commit) writes all of a [`Commit`] or none of it, even
+///   across a crash.
+/// - **Durability**: when `commit` returns `Ok`, the commit survives a crash (it was fsynced).
+///   When it returns `Err`, nothing of it is visible to reads; whether it survives a crash is
+///   unspecified, so the caller must re-read state before going on.
+/// - **Ordering**: records are keyed by sequence number; `commit` refuses a commit whose first
+///   record does not directly follow the previous head, or whose numbers have gaps.
+/// - **Concurrency**: one writer calls `commit` and `compact`; any number of readers call the
+///   read methods at the same time. Reads may observe records of a commit that is still being
+///   flushed, so readers bound every read by a sequence number they know is durable.
+/// - **Errors**: a value that fails its checksum or does not decode is [`StoreError::Corrupt`]
+///   naming its position, never a panic and never served.
+pub trait LogStore: Send + Sync + 'static {
+    /// Loads the meta and the persisted table, replays entity records after the checkpoint, and
+    /// checks that no record lies beyond the head and that the tail is dense.
+    fn recover(&self) -> Result<Recovered, StoreError>;
+
+    /// Writes a commit atomically and fsyncs it.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    /// Usage events with `from <= seq <= upto`, in order, at most `limit`.
+    fn usage_range(
+        &self,
+        from: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, UsageEvent)>, StoreError>;
+
+    /// Usage events with `from <= seq <= upto`, newest first, at most `limit`.
+    fn usage_range_rev(
+        &self,
+        from: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, UsageEvent)>, StoreError>;
+
+    /// The usage event with this guid (the newest, if a reseed reused a guid).
+    fn usage_by_guid(&self, guid: Guid) -> Result<Option<(Seq, UsageEvent)>, StoreError>;
+
+    /// The sequence number the guid index holds for a usage event guid, even when the event
+    /// itself was purged (its index entry is a tombstone then).
+    fn usage_seq_by_guid(&self, guid: Guid) -> Result<Option<Seq>, StoreError>;
+
+    /// Audit events with `from <= seq <= upto`, in order, at most `limit`.
+    fn audit_range(
+        &self,
+        from: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, AuditEvent)>, StoreError>;
+
+    /// The audit event with this guid.
+    fn audit_by_guid(&self, guid: Guid) -> Result<Option<(Seq, AuditEvent)>, StoreError>;
+
+    /// Deletes up to `budget` keys that no read can reach any more (records before
+    /// `log_start` or `usage_floor`, old snapshots). Guid index entries of purged usage events
+    /// are kept as tombstones so an old cursor can be told it was purged. Returns how many keys
+    /// it deleted; 0 means nothing is left. Not fsynced: a crash only means doing it again.
+    fn compact(&self, budget: usize) -> Result<usize, StoreError>;
+
+    /// Checks everything offline: every value decodes, the sequence is dense from `log_start`
+    /// to `head`, the indexes match the streams, and replaying the log over the base snapshot
+    /// gives the persisted table.
+    fn verify(&self) -> Result<VerifyReport, StoreError>;
+
+    /// Bytes the store occupies on disk (0 for the in-memory store).
+    fn size_on_disk(&self) -> u64;
+}
+
+#[cfg(test)]
+mod tests;

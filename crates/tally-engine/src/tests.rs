@@ -1,0 +1,463 @@
+//! Engine tests: group commit, dense sequence, durability of the view, failures, restart,
+//! checkpoints, and purge-and-reseed under concurrent writers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tally_domain::audit::AuditEvent;
+use tally_domain::model::ProcessState;
+use tally_domain::*;
+use tally_store::*;
+
+use crate::*;
+
+const ORG: Guid = Guid::from_u128(0xA);
+const SPACE: Guid = Guid::from_u128(0xB);
+
+fn app_guid(n: u64) -> Guid {
+    Guid::from_u128(0x1000 + u128::from(n))
+}
+
+fn envelope(command: Command) -> Envelope {
+    Envelope {
+        command,
+        actor: Actor::system(),
+    }
+}
+
+fn start_engine(store: Arc<dyn LogStore>, config: EngineConfig) -> Arc<Engine> {
+    Arc::new(Engine::start(store, config, Box::new(SystemClock), Box::new(RandomIds)).unwrap())
+}
+
+async fn setup(engine: &Engine, apps: u64) {
+    engine
+        .submit(envelope(Command::CreateOrg {
+            guid: ORG,
+            name: "o".into(),
+        }))
+        .await
+        .unwrap();
+    engine
+        .submit(envelope(Command::CreateSpace {
+            guid: SPACE,
+            org_guid: ORG,
+            name: "s".into(),
+        }))
+        .await
+        .unwrap();
+    for n in 0..apps {
+        create_app(engine, n).await;
+    }
+}
+
+async fn create_app(engine: &Engine, n: u64) {
+    engine
+        .submit(envelope(Command::CreateApp {
+            guid: app_guid(n),
+            attributes: AppAttributes {
+                name: Some(format!("app-{n}")),
+                space_guid: Some(SPACE),
+                docker_image: Some("nginx".into()),
+                ..Default::default()
+            },
+            audit_request: "{}".into(),
+        }))
+        .await
+        .unwrap();
+}
+
+fn set_state(n: u64, started: bool) -> Envelope {
+    envelope(Command::UpdateApp {
+        guid: app_guid(n),
+        attributes: AppAttributes {
+            state: Some(if started { "STARTED" } else { "STOPPED" }.into()),
+            ..Default::default()
+        },
+        audit_request: "{}".into(),
+    })
+}
+
+fn scale(n: u64, instances: i64) -> Envelope {
+    envelope(Command::UpdateApp {
+        guid: app_guid(n),
+        attributes: AppAttributes {
+            instances: Some(instances),
+            ..Default::default()
+        },
+        audit_request: "{}".into(),
+    })
+}
+
+/// A store that counts commits and can hold the first one until released.
+struct GatedStore {
+    inner: MemLog,
+    commits: AtomicUsize,
+    gate: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl GatedStore {
+    fn new(closed: bool) -> Self {
+        Self {
+            inner: MemLog::in_memory(),
+            commits: AtomicUsize::new(0),
+            gate: Mutex::new(!closed),
+            opened: Condvar::new(),
+        }
+    }
+
+    fn open_gate(&self) {
+        *self.gate.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl LogStore for GatedStore {
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        self.inner.recover()
+    }
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let mut open = self.gate.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        drop(open);
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit(commit)
+    }
+    fn usage_range(&self, f: Seq, u: Seq, l: usize) -> Result<Vec<(Seq, UsageEvent)>, StoreError> {
+        self.inner.usage_range(f, u, l)
+    }
+    fn usage_range_rev(
+        &self,
+        f: Seq,
+        u: Seq,
+        l: usize,
+    ) -> Result<Vec<(Seq, UsageEvent)>, StoreError> {
+        self.inner.usage_range_rev(f, u, l)
+    }
+    fn usage_by_guid(&self, g: Guid) -> Result<Option<(Seq, UsageEvent)>, StoreError> {
+        self.inner.usage_by_guid(g)
+    }
+    fn usage_seq_by_guid(&self, g: Guid) -> Result<Option<Seq>, StoreError> {
+        self.inner.usage_seq_by_guid(g)
+    }
+    fn audit_range(&self, f: Seq, u: Seq, l: usize) -> Result<Vec<(Seq, AuditEvent)>, StoreError> {
+        self.inner.audit_range(f, u, l)
+    }
+    fn audit_by_guid(&self, g: Guid) -> Result<Option<(Seq, AuditEvent)>, StoreError> {
+        self.inner.audit_by_guid(g)
+    }
+    fn compact(&self, budget: usize) -> Result<usize, StoreError> {
+        self.inner.compact(budget)
+    }
+    fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.inner.verify()
+    }
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_commands_share_one_commit_and_get_dense_sequence_numbers() {
+    let store = Arc::new(GatedStore::new(false));
+    let engine = start_engine(store.clone(), EngineConfig::default());
+    setup(&engine, 100).await;
+    let before = store.commits.load(Ordering::SeqCst);
+    *store.gate.lock().unwrap() = false;
+    // The first of these commits is held at the gate while the other 99 queue up behind it.
+    let mut tasks = Vec::new();
+    for n in 0..100 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            engine.submit(set_state(n, true)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.open_gate();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        let committed = task.await.unwrap().unwrap();
+        assert!(
+            committed.head >= committed.records.last().unwrap().0,
+            "answered before durable"
+        );
+        seqs.extend(committed.records.iter().map(|(s, _)| *s));
+    }
+    let commits = store.commits.load(Ordering::SeqCst) - before;
+    assert!(commits <= 3, "100 waiting commands took {commits} commits");
+    seqs.sort_unstable();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+        "sequence not dense"
+    );
+    assert_eq!(engine.view().meta.head, *seqs.last().unwrap());
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_commands_change_nothing() {
+    let store: Arc<dyn LogStore> = Arc::new(MemLog::in_memory());
+    let engine = start_engine(store, EngineConfig::default());
+    setup(&engine, 1).await;
+    let head = engine.view().meta.head;
+    let error = engine.submit(scale(0, -1)).await.unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::Domain(DomainError::AppInvalid(
+            "Number of instances less than 0".into()
+        ))
+    );
+    let error = engine.submit(set_state(77, true)).await.unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::Domain(DomainError::AppNotFound(app_guid(77)))
+    );
+    assert_eq!(engine.view().meta.head, head);
+    // A good command after refused ones continues the sequence without a gap.
+    let committed = engine.submit(set_state(0, true)).await.unwrap();
+    assert_eq!(committed.records[0].0, head + 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_write_is_not_acknowledged_and_the_log_continues_densely() {
+    let store = Arc::new(MemLog::in_memory());
+    let engine = start_engine(store.clone(), EngineConfig::default());
+    setup(&engine, 1).await;
+    let before = engine.view();
+    store.backend().fail_writes(1);
+    let error = engine.submit(set_state(0, true)).await.unwrap_err();
+    assert!(matches!(error, EngineError::Unavailable(_)), "{error}");
+    let after = engine.view();
+    assert_eq!(after.meta.head, before.meta.head);
+    assert_eq!(after.state, before.state, "the refused write is invisible");
+    let committed = engine.submit(set_state(0, true)).await.unwrap();
+    assert_eq!(committed.records[0].0, before.meta.head + 1);
+    assert_eq!(
+        engine.view().state.app(app_guid(0)).unwrap().state,
+        ProcessState::Started
+    );
+    assert!(store.verify().unwrap().problems.is_empty());
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_engine_recovers_the_same_table_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let config = EngineConfig {
+        checkpoint_every: 7,
+        ..EngineConfig::default()
+    };
+    let (state, head) = {
+        let store: Arc<dyn LogStore> =
+            Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap());
+        let engine = start_engine(store, config.clone());
+        setup(&engine, 5).await;
+        for n in 0..5 {
+            engine.submit(set_state(n, n % 2 == 0)).await.unwrap();
+            engine.submit(scale(n, 3)).await.unwrap();
+        }
+        let view = engine.view();
+        // No shutdown: as if the process died after its last acknowledged write.
+        (view.state.clone(), view.meta.head)
+    };
+    let store = Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap());
+    let recovered = store.recover().unwrap();
+    assert_eq!(recovered.meta.head, head);
+    assert!(
+        recovered.replayed < 7 + 8,
+        "replayed {} records past a checkpoint",
+        recovered.replayed
+    );
+    assert_eq!(recovered.state, state);
+    assert!(store.verify().unwrap().problems.is_empty());
+    let engine = start_engine(store.clone(), config);
+    assert_eq!(engine.view().state, state);
+    engine.shutdown().await;
+    assert_eq!(
+        store.recover().unwrap().replayed,
+        0,
+        "shutdown writes a final checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it() {
+    let store: Arc<dyn LogStore> = Arc::new(MemLog::in_memory());
+    let engine = start_engine(store.clone(), EngineConfig::default());
+    setup(&engine, 4).await;
+    engine.submit(set_state(0, true)).await.unwrap();
+    engine.submit(set_state(2, true)).await.unwrap();
+    let view = engine.view();
+    let old = engine.usage_after(&view, 0, 100).await.unwrap();
+    let old_guid = old[0].1.guid;
+    let purged = engine.purge_and_reseed().await.unwrap();
+    assert_eq!((purged.epoch, purged.seeded), (2, 2));
+    let view = engine.view();
+    let events = engine.usage_after(&view, 0, 100).await.unwrap();
+    let guids: Vec<Guid> = events.iter().map(|(_, e)| e.guid).collect();
+    assert_eq!(guids, vec![app_guid(0), app_guid(2)]);
+    assert!(events
+        .iter()
+        .all(|(_, e)| e.created_at == purged.started_at));
+    assert_eq!(events[0].0, purged.first_seq);
+    assert_eq!(
+        engine.cursor(&view, old_guid).await.unwrap(),
+        Cursor::Purged {
+            epoch: 2,
+            since: Some(purged.started_at)
+        }
+    );
+    assert_eq!(
+        engine.cursor(&view, app_guid(0)).await.unwrap(),
+        Cursor::At(purged.first_seq)
+    );
+    assert_eq!(
+        engine.cursor(&view, app_guid(99)).await.unwrap(),
+        Cursor::Unknown
+    );
+    assert_eq!(
+        engine.view().state.app_count(),
+        4,
+        "the app table survives the purge"
+    );
+    // Audit events survive a purge, as in CC.
+    assert!(!engine.audit_after(&view, 0, 1000).await.unwrap().is_empty());
+    engine.shutdown().await;
+    while store.compact(1000).unwrap() > 0 {}
+    assert!(store.verify().unwrap().problems.is_empty());
+}
+
+/// design.md invariant 5, checked by a model while writers storm: every app started at the
+/// purge point has exactly one reseeded STARTED event, the reseeded block is contiguous, and the
+/// events after it continue each app's story from the reseeded state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_during_a_storm_of_writers_keeps_the_epoch_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn LogStore> =
+        Arc::new(SledLog::open(&dir.path().join("db"), &SledOptions::default()).unwrap());
+    let engine = start_engine(store.clone(), EngineConfig::default());
+    const APPS: u64 = 40;
+    setup(&engine, APPS).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let n = (i * 7 + w) % APPS;
+                let envelope = match i % 3 {
+                    0 => set_state(n, true),
+                    1 => set_state(n, false),
+                    _ => scale(n, (i % 4) as i64 + 1),
+                };
+                let _ = engine.submit(envelope).await;
+                i += 1;
+            }
+        }));
+    }
+    let mut purges = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        purges.push(engine.purge_and_reseed().await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let last = purges.last().unwrap();
+    let view = engine.view();
+    let events = engine.usage_after(&view, 0, usize::MAX).await.unwrap();
+    assert!(
+        events.iter().all(|(seq, _)| *seq >= last.first_seq),
+        "events of old epochs are unreachable"
+    );
+    // The reseeded block: exactly the apps started at the purge point, as the base snapshot says.
+    let seeded: Vec<&UsageEvent> = events.iter().take(last.seeded).map(|(_, e)| e).collect();
+    assert_eq!(
+        events[..last.seeded].last().map(|(s, _)| *s),
+        Some(last.first_seq + last.seeded as u64 - 1)
+    );
+    let recovered = store.recover().unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(recovered.meta.log_start, last.first_seq);
+    let mut model: HashMap<String, (UsageState, i64)> = HashMap::new();
+    for event in &seeded {
+        assert_eq!(
+            (event.state, event.previous_state),
+            (UsageState::Started, Some(UsageState::Started))
+        );
+        assert_eq!(
+            event.guid.to_string(),
+            event.app_guid,
+            "reseeded guid = process guid"
+        );
+        assert!(
+            model
+                .insert(
+                    event.app_guid.clone(),
+                    (UsageState::Started, event.instance_count)
+                )
+                .is_none(),
+            "reseeded twice"
+        );
+    }
+    // Every later event follows from the state the reseed described.
+    for (_, event) in &events[last.seeded..] {
+        if event.app_guid.is_empty() {
+            continue;
+        }
+        let previous = model
+            .get(&event.app_guid)
+            .copied()
+            .unwrap_or((UsageState::Stopped, 0));
+        match event.state {
+            UsageState::Started if event.previous_state == Some(UsageState::Started) => {
+                assert_eq!(
+                    previous.0,
+                    UsageState::Started,
+                    "scale event for an app not started at the purge"
+                );
+                assert_eq!(
+                    event.previous_instance_count,
+                    Some(previous.1),
+                    "scale does not continue from the reseed"
+                );
+            }
+            UsageState::Started => assert_eq!(
+                previous.0,
+                UsageState::Stopped,
+                "start of an app already started"
+            ),
+            UsageState::Stopped => assert_eq!(
+                previous.0,
+                UsageState::Started,
+                "stop of an app not started"
+            ),
+            _ => continue,
+        }
+        model.insert(event.app_guid.clone(), (event.state, event.instance_count));
+    }
+    // And the model ends where the table ends.
+    for app in view.state.apps() {
+        let started = model
+            .get(&app.guid.to_string())
+            .is_some_and(|(s, _)| *s == UsageState::Started);
+        assert_eq!(
+            started,
+            app.state == ProcessState::Started,
+            "app {} disagrees with its events",
+            app.guid
+        );
+    }
+    engine.shutdown().await;
+}

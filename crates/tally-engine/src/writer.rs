@@ -1,0 +1,328 @@
+//! The writer thread. It alone decides commands and writes the log.
+//!
+//! One turn of its loop:
+//! 1. wait for a request, then take every other request already queued (up to `max_batch`);
+//! 2. decide each command in order against the table, folding accepted events into it at once
+//!    so later commands in the group see them; refused commands are answered right away;
+//! 3. number the accepted records `head + 1, head + 2, ...`;
+//! 4. commit them (with the table checkpoint when due) as one atomic write, fsynced once;
+//! 5. publish the new view, then answer every caller of the group;
+//! 6. if the write failed, answer every caller of the group with the error and reload the table
+//!    from the store, which holds none of the group.
+//!
+//! A purge is decided at a group boundary as its own commit, so every change decided before it
+//! is in its reseeded events and every change after it follows them. When idle, the writer
+//! deletes unreachable keys a few thousand at a time.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::SubsecRound;
+
+use tally_domain::{decide, reseed, Envelope, Event, Guid, IdGen, Inputs, Seq, State, Timestamp};
+use tally_store::{Commit, LogStore, Meta, Recovered, TableChange, TableRow};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{Clock, Committed, EngineConfig, EngineError, Purged, Request, View};
+
+pub(crate) struct Writer {
+    store: Arc<dyn LogStore>,
+    config: EngineConfig,
+    clock: Box<dyn Clock>,
+    ids: Box<dyn IdGen + Send>,
+    state: State,
+    meta: Meta,
+    /// Rows changed since the last checkpoint.
+    dirty: BTreeSet<Guid>,
+    last_now: Option<Timestamp>,
+    compaction_pending: bool,
+    publish: watch::Sender<Arc<View>>,
+}
+
+type Reply = oneshot::Sender<Result<Committed, EngineError>>;
+
+impl Writer {
+    pub(crate) fn new(
+        store: Arc<dyn LogStore>,
+        config: EngineConfig,
+        clock: Box<dyn Clock>,
+        ids: Box<dyn IdGen + Send>,
+        recovered: Recovered,
+        publish: watch::Sender<Arc<View>>,
+    ) -> Self {
+        Self {
+            store,
+            config,
+            clock,
+            ids,
+            state: recovered.state,
+            meta: recovered.meta,
+            dirty: recovered.touched.into_iter().collect(),
+            last_now: None,
+            compaction_pending: true,
+            publish,
+        }
+    }
+
+    /// Time never goes backwards inside the log, so `created_at` order agrees with log order;
+    /// and it has the log's precision (microseconds), so what is in memory equals what is on disk.
+    fn now(&mut self) -> Timestamp {
+        let now = self.clock.now().trunc_subsecs(6);
+        let now = match self.last_now {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        self.last_now = Some(now);
+        now
+    }
+
+    pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        loop {
+            let first = if self.compaction_pending {
+                match requests.try_recv() {
+                    Ok(request) => request,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.compact_step();
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match requests.blocking_recv() {
+                    Some(request) => request,
+                    None => break,
+                }
+            };
+            let mut group = vec![first];
+            while group.len() < self.config.max_batch {
+                match requests.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            if self.handle(group) {
+                return;
+            }
+        }
+        self.final_checkpoint();
+    }
+
+    /// Handles one group; returns true when asked to shut down.
+    fn handle(&mut self, group: Vec<Request>) -> bool {
+        let mut pending: Vec<(Envelope, Reply)> = Vec::new();
+        for request in group {
+            match request {
+                Request::Command(envelope, reply) => pending.push((*envelope, reply)),
+                Request::Purge(reply) => {
+                    self.commit_commands(std::mem::take(&mut pending));
+                    let _ = reply.send(self.purge());
+                }
+                Request::Shutdown(done) => {
+                    self.commit_commands(std::mem::take(&mut pending));
+                    self.final_checkpoint();
+                    let _ = done.send(());
+                    return true;
+                }
+            }
+        }
+        self.commit_commands(pending);
+        false
+    }
+
+    fn commit_commands(&mut self, pending: Vec<(Envelope, Reply)>) {
+        if pending.is_empty() {
+            return;
+        }
+        let before = self.state.clone();
+        let now = self.now();
+        let mut records: Vec<(Seq, Event)> = Vec::new();
+        let mut accepted: Vec<(std::ops::Range<usize>, Reply)> = Vec::new();
+        let mut touched = Vec::new();
+        for (envelope, reply) in pending {
+            let mut inputs = Inputs {
+                now,
+                ids: self.ids.as_mut(),
+                actor: &envelope.actor,
+                config: &self.config.domain,
+            };
+            match decide(&self.state, &envelope.command, &mut inputs) {
+                Ok(events) => {
+                    let start = records.len();
+                    for event in events {
+                        self.state.evolve(&event);
+                        touched.extend(TableRow::guid_of(&event));
+                        let seq = self.meta.head + 1 + records.len() as u64;
+                        records.push((seq, event));
+                    }
+                    accepted.push((start..records.len(), reply));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(EngineError::Domain(error)));
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let mut meta = self.meta.clone();
+        meta.head += records.len() as u64;
+        self.dirty.extend(touched);
+        let checkpoint_due = meta.head - meta.checkpoint >= self.config.checkpoint_every;
+        let table = if checkpoint_due {
+            meta.checkpoint = meta.head;
+            self.table_changes()
+        } else {
+            Vec::new()
+        };
+        let commit = Commit {
+            records,
+            meta: meta.clone(),
+            table,
+            base_snapshot: None,
+        };
+        match self.store.commit(&commit) {
+            Ok(()) => {
+                self.meta = meta;
+                if checkpoint_due {
+                    self.dirty.clear();
+                }
+                self.publish_view();
+                let head = self.meta.head;
+                let mut records = commit.records;
+                // Answer in reverse so each caller's records can be split off without copying.
+                for (range, reply) in accepted.into_iter().rev() {
+                    let mine = records.split_off(range.start);
+                    let _ = reply.send(Ok(Committed {
+                        records: mine,
+                        head,
+                    }));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "group commit failed; nothing of it is acknowledged");
+                let message = EngineError::from(error);
+                for (_, reply) in accepted {
+                    let _ = reply.send(Err(message.clone()));
+                }
+                self.state = before;
+                self.reload();
+            }
+        }
+    }
+
+    /// After a failed write: the store's contract says to re-read what it holds.
+    fn reload(&mut self) {
+        match self.store.recover() {
+            Ok(recovered) => {
+                self.state = recovered.state;
+                self.meta = recovered.meta;
+                self.dirty.extend(recovered.touched);
+                self.publish_view();
+            }
+            Err(error) => tracing::error!(%error, "cannot re-read the log after a failed write"),
+        }
+    }
+
+    /// The rows to write at a checkpoint. `dirty` is cleared only once that write succeeded.
+    fn table_changes(&self) -> Vec<TableChange> {
+        self.dirty
+            .iter()
+            .map(|&guid| match TableRow::of(&self.state, guid) {
+                Some(row) => TableChange::Put(row),
+                None => TableChange::Delete(guid),
+            })
+            .collect()
+    }
+
+    fn purge(&mut self) -> Result<Purged, EngineError> {
+        let now = self.now();
+        let seeded = reseed(&self.state, now);
+        let first_seq = self.meta.head + 1;
+        let records: Vec<(Seq, Event)> = seeded
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| (first_seq + i as u64, Event::UsageRecorded(event)))
+            .collect();
+        let count = records.len();
+        let meta = Meta {
+            head: self.meta.head + count as u64,
+            epoch: self.meta.epoch + 1,
+            epoch_started_at: Some(now),
+            log_start: first_seq,
+            usage_floor: first_seq,
+            checkpoint: self.meta.head + count as u64,
+        };
+        let commit = Commit {
+            records,
+            meta: meta.clone(),
+            table: self.table_changes(),
+            base_snapshot: Some(TableRow::all(&self.state)),
+        };
+        match self.store.commit(&commit) {
+            Ok(()) => {
+                self.meta = meta;
+                self.dirty.clear();
+                self.compaction_pending = true;
+                self.publish_view();
+                tracing::info!(
+                    epoch = self.meta.epoch,
+                    seeded = count,
+                    first_seq,
+                    "usage events purged and reseeded"
+                );
+                Ok(Purged {
+                    epoch: self.meta.epoch,
+                    started_at: now,
+                    first_seq,
+                    seeded: count,
+                })
+            }
+            Err(error) => {
+                tracing::error!(%error, "purge-and-reseed failed; the old epoch stays");
+                self.reload();
+                Err(error.into())
+            }
+        }
+    }
+
+    fn final_checkpoint(&mut self) {
+        if self.dirty.is_empty() && self.meta.checkpoint == self.meta.head {
+            return;
+        }
+        let mut meta = self.meta.clone();
+        meta.checkpoint = meta.head;
+        let commit = Commit {
+            records: Vec::new(),
+            meta: meta.clone(),
+            table: self.table_changes(),
+            base_snapshot: None,
+        };
+        match self.store.commit(&commit) {
+            Ok(()) => {
+                self.meta = meta;
+                self.dirty.clear();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "final checkpoint failed; start-up will replay the tail")
+            }
+        }
+    }
+
+    fn compact_step(&mut self) {
+        match self.store.compact(self.config.compact_budget) {
+            Ok(0) => self.compaction_pending = false,
+            Ok(deleted) => tracing::debug!(deleted, "compacted unreachable keys"),
+            Err(error) => {
+                tracing::warn!(%error, "compaction failed; will retry after the next commit");
+                self.compaction_pending = false;
+            }
+        }
+    }
+
+    fn publish_view(&self) {
+        self.publish.send_replace(Arc::new(View {
+            state: self.state.clone(),
+            meta: self.meta.clone(),
+        }));
+    }
+}

@@ -1,0 +1,232 @@
+//! The ordered key-value backends under [`crate::Log`].
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use crate::StoreError;
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Insert or replace.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove.
+    Delete(Vec<u8>),
+}
+
+/// Visits key/value pairs; return `ControlFlow::Break` to stop.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError> + 'a;
+
+/// An ordered key-value store that applies batches atomically.
+pub trait Backend: Send + Sync + 'static {
+    /// One value.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Visits `from <= key < to` in ascending order (descending when `reverse`).
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), StoreError>;
+    /// Applies every op or none; when `durable`, returns only after an fsync.
+    fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError>;
+    /// Bytes on disk.
+    fn size_on_disk(&self) -> u64;
+}
+
+fn io(error: sled::Error) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+/// How to open sled.
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    /// Page cache size in bytes (sled's default of 1 GiB is far too much for tally).
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// sled 0.34.7: everything in the default tree, so one `Batch` is atomic across the log, the
+/// table and the indexes; durability comes from `flush()`, never from sled's background flush
+/// (which is switched off).
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+impl SledBackend {
+    /// Opens (or creates) the database in `dir`. Fails if another process holds it.
+    ///
+    /// sled releases its file lock only when its background threads let go of the database,
+    /// a moment after the last handle is dropped; so a lock conflict is retried for up to two
+    /// seconds before it is reported.
+    pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(None)
+            .mode(sled::Mode::LowSpace);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Self { db }),
+                // sled reports the lock conflict as an `Other` I/O error with this text.
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Io(format!(
+                            "the data directory {} is in use by another tally process",
+                            dir.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        let range = self.db.range(from..to);
+        let mut step =
+            |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<ControlFlow<()>, StoreError> {
+                let (key, value) = item.map_err(io)?;
+                visit(&key, &value)
+            };
+        if reverse {
+            for item in range.rev() {
+                if step(item)?.is_break() {
+                    break;
+                }
+            }
+        } else {
+            for item in range {
+                if step(item)?.is_break() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for op in ops {
+            match op {
+                Op::Put(key, value) => batch.insert(key, value),
+                Op::Delete(key) => batch.remove(key),
+            }
+        }
+        self.db.apply_batch(batch).map_err(io)?;
+        if durable {
+            self.db.flush().map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// A `BTreeMap` behind a lock. Atomic and "durable" by construction (it dies with the process).
+/// `fail_writes` lets tests simulate a disk that refuses writes.
+#[derive(Default)]
+pub struct MemBackend {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    failing_writes: AtomicU64,
+}
+
+impl MemBackend {
+    /// The next `count` durable writes fail with an I/O error and change nothing.
+    pub fn fail_writes(&self, count: u64) {
+        self.failing_writes.store(count, Ordering::SeqCst);
+    }
+
+    fn poisoned() -> StoreError {
+        StoreError::Io("in-memory store lock poisoned".to_owned())
+    }
+}
+
+impl Backend for MemBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .map
+            .read()
+            .map_err(|_| Self::poisoned())?
+            .get(key)
+            .cloned())
+    }
+
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        // Copy the range out so visitors never run under the lock.
+        let items: Vec<(Vec<u8>, Vec<u8>)> = {
+            let map = self.map.read().map_err(|_| Self::poisoned())?;
+            let range = map.range(from.to_vec()..to.to_vec());
+            if reverse {
+                range.rev().map(|(k, v)| (k.clone(), v.clone())).collect()
+            } else {
+                range.map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+        };
+        for (key, value) in items {
+            if visit(&key, &value)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+        if durable {
+            let failing = self.failing_writes.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failing_writes.store(failing - 1, Ordering::SeqCst);
+                return Err(StoreError::Io("simulated write failure".to_owned()));
+            }
+        }
+        let mut map = self.map.write().map_err(|_| Self::poisoned())?;
+        for op in ops {
+            match op {
+                Op::Put(key, value) => {
+                    map.insert(key, value);
+                }
+                Op::Delete(key) => {
+                    map.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,389 @@
+//! Domain values ↔ version-1 record types. The only place that knows both.
+
+use chrono::{DateTime, Utc};
+use proto_schemas::v1::*;
+use tally_domain::audit::{Actor, AuditEvent};
+use tally_domain::model::*;
+use tally_domain::{Event, Guid, Timestamp, UsageEvent, UsageState};
+
+use crate::TableRow;
+
+/// A stored value decoded to something that cannot be a domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MappingError(pub String);
+
+type R<T> = Result<T, MappingError>;
+
+fn g(guid: Guid) -> GuidV1 {
+    guid.to_bytes()
+}
+
+fn guid(raw: GuidV1) -> Guid {
+    Guid::from_bytes(raw)
+}
+
+pub(crate) fn micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn time(us: i64) -> R<Timestamp> {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .ok_or_else(|| MappingError(format!("timestamp out of range: {us}")))
+}
+
+fn tag_error(what: &str, tag: u8) -> MappingError {
+    MappingError(format!("unknown {what} tag {tag}"))
+}
+
+pub(crate) fn usage_state_tag(state: UsageState) -> u8 {
+    // Tags are positions in UsageState::ALL, which is append-only like the format.
+    UsageState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .map_or(u8::MAX, |i| i as u8)
+}
+
+fn usage_state(tag: u8) -> R<UsageState> {
+    UsageState::ALL
+        .get(usize::from(tag))
+        .copied()
+        .ok_or_else(|| tag_error("usage state", tag))
+}
+
+fn org_to(o: &Org) -> OrgV1 {
+    OrgV1 {
+        guid: g(o.guid),
+        name: o.name.clone(),
+        created_at: micros(o.created_at),
+        updated_at: micros(o.updated_at),
+    }
+}
+
+fn org_from(o: OrgV1) -> R<Org> {
+    Ok(Org {
+        guid: guid(o.guid),
+        name: o.name,
+        created_at: time(o.created_at)?,
+        updated_at: time(o.updated_at)?,
+    })
+}
+
+fn space_to(s: &Space) -> SpaceV1 {
+    SpaceV1 {
+        guid: g(s.guid),
+        name: s.name.clone(),
+        org_guid: g(s.org_guid),
+        created_at: micros(s.created_at),
+        updated_at: micros(s.updated_at),
+    }
+}
+
+fn space_from(s: SpaceV1) -> R<Space> {
+    Ok(Space {
+        guid: guid(s.guid),
+        name: s.name,
+        org_guid: guid(s.org_guid),
+        created_at: time(s.created_at)?,
+        updated_at: time(s.updated_at)?,
+    })
+}
+
+fn app_to(a: &App) -> AppV1 {
+    AppV1 {
+        guid: g(a.guid),
+        name: a.name.clone(),
+        space_guid: g(a.space_guid),
+        stack_guid: g(a.stack_guid),
+        state: match a.state {
+            ProcessState::Started => 0,
+            ProcessState::Stopped => 1,
+        },
+        memory_mb: a.memory_mb,
+        instances: a.instances,
+        disk_quota_mb: a.disk_quota_mb,
+        log_rate_limit: a.log_rate_limit,
+        buildpack: a.buildpack.clone(),
+        command: a.command.clone(),
+        health_check_type: match a.health_check_type {
+            HealthCheckType::Port => 0,
+            HealthCheckType::Process => 1,
+            HealthCheckType::Http => 2,
+            HealthCheckType::None => 3,
+        },
+        health_check_timeout: a.health_check_timeout,
+        health_check_http_endpoint: a.health_check_http_endpoint.clone(),
+        diego: a.diego,
+        enable_ssh: a.enable_ssh,
+        docker_image: a.docker_image.clone(),
+        docker_credentials: a.docker_credentials.as_ref().map(|c| DockerCredentialsV1 {
+            username: c.username.clone(),
+            password: c.password.clone(),
+        }),
+        environment_json: a.environment_json.clone(),
+        production: a.production,
+        console: a.console,
+        debug: a.debug.clone(),
+        ports: a.ports.clone(),
+        version: g(a.version),
+        package: a.package.as_ref().map(|p| PackageV1 {
+            guid: g(p.guid),
+            state: match p.state {
+                PackageState::Ready => 0,
+                PackageState::Failed => 1,
+            },
+            sha256: p.sha256.clone(),
+            size_bytes: p.size_bytes,
+            created_at: micros(p.created_at),
+        }),
+        build: a.build.as_ref().map(|b| BuildV1 {
+            guid: g(b.guid),
+            package_guid: g(b.package_guid),
+            state: match b.state {
+                BuildState::Staging => 0,
+                BuildState::Staged => 1,
+                BuildState::Failed => 2,
+            },
+            error: b.error.clone(),
+            created_at: micros(b.created_at),
+        }),
+        latest_droplet: a.latest_droplet.as_ref().map(|d| DropletV1 {
+            guid: g(d.guid),
+            package_guid: g(d.package_guid),
+            buildpack_guid: d.buildpack_guid.map(g),
+            buildpack_name: d.buildpack_name.clone(),
+            detected_start_command: d.detected_start_command.clone(),
+            created_at: micros(d.created_at),
+        }),
+        current_droplet_guid: a.current_droplet_guid.map(g),
+        package_updated_at: a.package_updated_at.map(micros),
+        created_at: micros(a.created_at),
+        updated_at: micros(a.updated_at),
+    }
+}
+
+fn app_from(a: AppV1) -> R<App> {
+    Ok(App {
+        guid: guid(a.guid),
+        name: a.name,
+        space_guid: guid(a.space_guid),
+        stack_guid: guid(a.stack_guid),
+        state: match a.state {
+            0 => ProcessState::Started,
+            1 => ProcessState::Stopped,
+            t => return Err(tag_error("process state", t)),
+        },
+        memory_mb: a.memory_mb,
+        instances: a.instances,
+        disk_quota_mb: a.disk_quota_mb,
+        log_rate_limit: a.log_rate_limit,
+        buildpack: a.buildpack,
+        command: a.command,
+        health_check_type: match a.health_check_type {
+            0 => HealthCheckType::Port,
+            1 => HealthCheckType::Process,
+            2 => HealthCheckType::Http,
+            3 => HealthCheckType::None,
+            t => return Err(tag_error("health check type", t)),
+        },
+        health_check_timeout: a.health_check_timeout,
+        health_check_http_endpoint: a.health_check_http_endpoint,
+        diego: a.diego,
+        enable_ssh: a.enable_ssh,
+        docker_image: a.docker_image,
+        docker_credentials: a.docker_credentials.map(|c| DockerCredentials {
+            username: c.username,
+            password: c.password,
+        }),
+        environment_json: a.environment_json,
+        production: a.production,
+        console: a.console,
+        debug: a.debug,
+        ports: a.ports,
+        version: guid(a.version),
+        package: match a.package {
+            Some(p) => Some(Package {
+                guid: guid(p.guid),
+                state: match p.state {
+                    0 => PackageState::Ready,
+                    1 => PackageState::Failed,
+                    t => return Err(tag_error("package state", t)),
+                },
+                sha256: p.sha256,
+                size_bytes: p.size_bytes,
+                created_at: time(p.created_at)?,
+            }),
+            None => None,
+        },
+        build: match a.build {
+            Some(b) => Some(Build {
+                guid: guid(b.guid),
+                package_guid: guid(b.package_guid),
+                state: match b.state {
+                    0 => BuildState::Staging,
+                    1 => BuildState::Staged,
+                    2 => BuildState::Failed,
+                    t => return Err(tag_error("build state", t)),
+                },
+                error: b.error,
+                created_at: time(b.created_at)?,
+            }),
+            None => None,
+        },
+        latest_droplet: match a.latest_droplet {
+            Some(d) => Some(Droplet {
+                guid: guid(d.guid),
+                package_guid: guid(d.package_guid),
+                buildpack_guid: d.buildpack_guid.map(guid),
+                buildpack_name: d.buildpack_name,
+                detected_start_command: d.detected_start_command,
+                created_at: time(d.created_at)?,
+            }),
+            None => None,
+        },
+        current_droplet_guid: a.current_droplet_guid.map(guid),
+        package_updated_at: a.package_updated_at.map(time).transpose()?,
+        created_at: time(a.created_at)?,
+        updated_at: time(a.updated_at)?,
+    })
+}
+
+pub(crate) fn usage_to(u: &UsageEvent) -> UsageEventV1 {
+    UsageEventV1 {
+        guid: g(u.guid),
+        created_at: micros(u.created_at),
+        state: usage_state_tag(u.state),
+        previous_state: u.previous_state.map(usage_state_tag),
+        instance_count: u.instance_count,
+        previous_instance_count: u.previous_instance_count,
+        memory_in_mb_per_instance: u.memory_in_mb_per_instance,
+        previous_memory_in_mb_per_instance: u.previous_memory_in_mb_per_instance,
+        app_guid: u.app_guid.clone(),
+        app_name: u.app_name.clone(),
+        space_guid: g(u.space_guid),
+        space_name: u.space_name.clone(),
+        org_guid: g(u.org_guid),
+        buildpack_guid: u.buildpack_guid.map(g),
+        buildpack_name: u.buildpack_name.clone(),
+        package_state: u.package_state.clone(),
+        previous_package_state: u.previous_package_state.clone(),
+        parent_app_guid: u.parent_app_guid.map(g),
+        parent_app_name: u.parent_app_name.clone(),
+        process_type: u.process_type.clone(),
+        task_guid: u.task_guid.map(g),
+        task_name: u.task_name.clone(),
+    }
+}
+
+pub(crate) fn usage_from(u: UsageEventV1) -> R<UsageEvent> {
+    Ok(UsageEvent {
+        guid: guid(u.guid),
+        created_at: time(u.created_at)?,
+        state: usage_state(u.state)?,
+        previous_state: u.previous_state.map(usage_state).transpose()?,
+        instance_count: u.instance_count,
+        previous_instance_count: u.previous_instance_count,
+        memory_in_mb_per_instance: u.memory_in_mb_per_instance,
+        previous_memory_in_mb_per_instance: u.previous_memory_in_mb_per_instance,
+        app_guid: u.app_guid,
+        app_name: u.app_name,
+        space_guid: guid(u.space_guid),
+        space_name: u.space_name,
+        org_guid: guid(u.org_guid),
+        buildpack_guid: u.buildpack_guid.map(guid),
+        buildpack_name: u.buildpack_name,
+        package_state: u.package_state,
+        previous_package_state: u.previous_package_state,
+        parent_app_guid: u.parent_app_guid.map(guid),
+        parent_app_name: u.parent_app_name,
+        process_type: u.process_type,
+        task_guid: u.task_guid.map(guid),
+        task_name: u.task_name,
+    })
+}
+
+fn audit_to(a: &AuditEvent) -> AuditEventV1 {
+    AuditEventV1 {
+        guid: g(a.guid),
+        created_at: micros(a.created_at),
+        event_type: a.event_type.clone(),
+        actor: a.actor.guid.clone(),
+        actor_type: a.actor.kind.clone(),
+        actor_name: a.actor.name.clone(),
+        actor_username: a.actor.username.clone(),
+        actee: g(a.actee),
+        actee_type: a.actee_type.clone(),
+        actee_name: a.actee_name.clone(),
+        metadata: a.metadata.clone(),
+        space_guid: a.space_guid.map(g),
+        organization_guid: a.organization_guid.map(g),
+    }
+}
+
+fn audit_from(a: AuditEventV1) -> R<AuditEvent> {
+    Ok(AuditEvent {
+        guid: guid(a.guid),
+        created_at: time(a.created_at)?,
+        event_type: a.event_type,
+        actor: Actor {
+            guid: a.actor,
+            kind: a.actor_type,
+            name: a.actor_name,
+            username: a.actor_username,
+        },
+        actee: guid(a.actee),
+        actee_type: a.actee_type,
+        actee_name: a.actee_name,
+        metadata: a.metadata,
+        space_guid: a.space_guid.map(guid),
+        organization_guid: a.organization_guid.map(guid),
+    })
+}
+
+pub(crate) fn event_to(event: &Event) -> RecordBodyV1 {
+    match event {
+        Event::OrgCreated(o) => RecordBodyV1::OrgCreated(org_to(o)),
+        Event::OrgUpdated(o) => RecordBodyV1::OrgUpdated(org_to(o)),
+        Event::OrgDeleted { guid } => RecordBodyV1::OrgDeleted(g(*guid)),
+        Event::SpaceCreated(s) => RecordBodyV1::SpaceCreated(space_to(s)),
+        Event::SpaceUpdated(s) => RecordBodyV1::SpaceUpdated(space_to(s)),
+        Event::SpaceDeleted { guid } => RecordBodyV1::SpaceDeleted(g(*guid)),
+        Event::AppCreated(a) => RecordBodyV1::AppCreated(Box::new(app_to(a))),
+        Event::AppUpdated(a) => RecordBodyV1::AppUpdated(Box::new(app_to(a))),
+        Event::AppDeleted { guid } => RecordBodyV1::AppDeleted(g(*guid)),
+        Event::UsageRecorded(u) => RecordBodyV1::Usage(usage_to(u)),
+        Event::AuditRecorded(a) => RecordBodyV1::Audit(audit_to(a)),
+    }
+}
+
+pub(crate) fn event_from(body: RecordBodyV1) -> R<Event> {
+    Ok(match body {
+        RecordBodyV1::OrgCreated(o) => Event::OrgCreated(org_from(o)?),
+        RecordBodyV1::OrgUpdated(o) => Event::OrgUpdated(org_from(o)?),
+        RecordBodyV1::OrgDeleted(id) => Event::OrgDeleted { guid: guid(id) },
+        RecordBodyV1::SpaceCreated(s) => Event::SpaceCreated(space_from(s)?),
+        RecordBodyV1::SpaceUpdated(s) => Event::SpaceUpdated(space_from(s)?),
+        RecordBodyV1::SpaceDeleted(id) => Event::SpaceDeleted { guid: guid(id) },
+        RecordBodyV1::AppCreated(a) => Event::AppCreated(app_from(*a)?),
+        RecordBodyV1::AppUpdated(a) => Event::AppUpdated(app_from(*a)?),
+        RecordBodyV1::AppDeleted(id) => Event::AppDeleted { guid: guid(id) },
+        RecordBodyV1::Usage(u) => Event::UsageRecorded(usage_from(u)?),
+        RecordBodyV1::Audit(a) => Event::AuditRecorded(audit_from(a)?),
+    })
+}
+
+pub(crate) fn row_to(row: &TableRow) -> TableRowV1 {
+    match row {
+        TableRow::Org(o) => TableRowV1::Org(org_to(o)),
+        TableRow::Space(s) => TableRowV1::Space(space_to(s)),
+        TableRow::App(a) => TableRowV1::App(Box::new(app_to(a))),
+    }
+}
+
+pub(crate) fn row_from(row: TableRowV1) -> R<TableRow> {
+    Ok(match row {
+        TableRowV1::Org(o) => TableRow::Org(org_from(o)?),
+        TableRowV1::Space(s) => TableRow::Space(space_from(s)?),
+        TableRowV1::App(a) => TableRow::App(Box::new(app_from(*a)?)),
+    })
+}

@@ -1,0 +1,479 @@
+//! The conformance suite: random commits, checkpoints, purges, compactions and reopens are
+//! applied to a store and to a plain model; after every step the store must read back exactly
+//! what the model holds, recover the model's table, and pass `verify`. Both stores run it.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeZone;
+use proptest::prelude::*;
+use tally_domain::audit::{Actor, AuditEvent};
+use tally_domain::model::*;
+use tally_domain::{Event, Guid, Seq, State, Timestamp, UsageEvent, UsageState};
+
+use crate::*;
+
+fn at(n: u64) -> Timestamp {
+    chrono::Utc
+        .timestamp_opt(1_700_000_000 + n as i64, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+const SPACE: Guid = Guid::from_u128(0x5);
+const ORG: Guid = Guid::from_u128(0x6);
+
+fn app(guid: Guid, instances: i64, started: bool) -> App {
+    App {
+        guid,
+        name: format!("app-{guid}"),
+        space_guid: SPACE,
+        stack_guid: DEFAULT_STACK_GUID,
+        state: if started {
+            ProcessState::Started
+        } else {
+            ProcessState::Stopped
+        },
+        memory_mb: 256,
+        instances,
+        disk_quota_mb: 1024,
+        log_rate_limit: 1_048_576,
+        buildpack: None,
+        command: Some("./run".into()),
+        health_check_type: HealthCheckType::Port,
+        health_check_timeout: None,
+        health_check_http_endpoint: None,
+        diego: true,
+        enable_ssh: true,
+        docker_image: None,
+        docker_credentials: None,
+        environment_json: "{}".into(),
+        production: false,
+        console: false,
+        debug: None,
+        ports: None,
+        version: guid,
+        package: None,
+        build: None,
+        latest_droplet: None,
+        current_droplet_guid: None,
+        package_updated_at: None,
+        created_at: at(0),
+        updated_at: at(1),
+    }
+}
+
+fn usage(guid: Guid, app_guid: Guid, state: UsageState) -> UsageEvent {
+    UsageEvent {
+        guid,
+        created_at: at(2),
+        state,
+        previous_state: Some(UsageState::Stopped),
+        instance_count: 1,
+        previous_instance_count: Some(1),
+        memory_in_mb_per_instance: 256,
+        previous_memory_in_mb_per_instance: Some(256),
+        app_guid: app_guid.to_string(),
+        app_name: "x".into(),
+        space_guid: SPACE,
+        space_name: "dev".into(),
+        org_guid: ORG,
+        buildpack_guid: None,
+        buildpack_name: None,
+        package_state: Some("STAGED".into()),
+        previous_package_state: Some("UNKNOWN".into()),
+        parent_app_guid: Some(app_guid),
+        parent_app_name: Some("x".into()),
+        process_type: Some("web".into()),
+        task_guid: None,
+        task_name: None,
+    }
+}
+
+fn audit(guid: Guid, app_guid: Guid) -> AuditEvent {
+    AuditEvent {
+        guid,
+        created_at: at(3),
+        event_type: "audit.app.update".into(),
+        actor: Actor::system(),
+        actee: app_guid,
+        actee_type: "app".into(),
+        actee_name: "x".into(),
+        metadata: "{}".into(),
+        space_guid: Some(SPACE),
+        organization_guid: Some(ORG),
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Append these records (app index, kind 0 = entity update, 1 = delete, 2 = usage, 3 = audit).
+    Append {
+        records: Vec<(u8, u8, i64)>,
+        checkpoint: bool,
+    },
+    /// Purge-and-reseed: new epoch, reseed every started app.
+    Purge,
+    /// Compact with this budget.
+    Compact(usize),
+    /// Drop and reopen (sled) or recover (memory).
+    Reopen,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (prop::collection::vec((0u8..5, 0u8..4, 0i64..4), 0..12), any::<bool>())
+            .prop_map(|(records, checkpoint)| Step::Append { records, checkpoint }),
+        1 => Just(Step::Purge),
+        1 => (1usize..50).prop_map(Step::Compact),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+/// The model: what the store must hold.
+#[derive(Default)]
+struct Model {
+    meta: Meta,
+    state: State,
+    checkpointed: State,
+    usage: BTreeMap<Seq, UsageEvent>,
+    purged: BTreeMap<Seq, UsageEvent>,
+    audit: BTreeMap<Seq, AuditEvent>,
+    next_guid: u128,
+}
+
+impl Model {
+    fn fresh(&mut self) -> Guid {
+        self.next_guid += 1;
+        Guid::from_u128(0x1_0000 + self.next_guid)
+    }
+
+    fn table_changes(&self) -> Vec<TableChange> {
+        let before = TableRow::all(&self.checkpointed);
+        let after = TableRow::all(&self.state);
+        let mut changes: Vec<TableChange> = after
+            .iter()
+            .filter(|r| !before.contains(r))
+            .cloned()
+            .map(TableChange::Put)
+            .collect();
+        for row in before {
+            if TableRow::of(&self.state, row.guid()).is_none() {
+                changes.push(TableChange::Delete(row.guid()));
+            }
+        }
+        changes
+    }
+
+    /// Turns a step into a commit (or nothing) and applies it to the model.
+    fn plan(&mut self, step: &Step) -> Option<Commit> {
+        match step {
+            Step::Append {
+                records,
+                checkpoint,
+            } => {
+                let mut out = Vec::new();
+                let mut seq = self.meta.head;
+                for (app_index, kind, n) in records {
+                    let guid = Guid::from_u128(0x100 + u128::from(*app_index));
+                    seq += 1;
+                    let event = match kind {
+                        0 => Event::AppUpdated(app(guid, *n, n % 2 == 0)),
+                        1 => Event::AppDeleted { guid },
+                        2 => {
+                            let u = usage(self.fresh(), guid, UsageState::Started);
+                            self.usage.insert(seq, u.clone());
+                            Event::UsageRecorded(u)
+                        }
+                        _ => {
+                            let a = audit(self.fresh(), guid);
+                            self.audit.insert(seq, a.clone());
+                            Event::AuditRecorded(a)
+                        }
+                    };
+                    self.state.evolve(&event);
+                    out.push((seq, event));
+                }
+                self.meta.head = seq;
+                let table = if *checkpoint {
+                    self.meta.checkpoint = seq;
+                    let changes = self.table_changes();
+                    self.checkpointed = self.state.clone();
+                    changes
+                } else {
+                    Vec::new()
+                };
+                Some(Commit {
+                    records: out,
+                    meta: self.meta.clone(),
+                    table,
+                    base_snapshot: None,
+                })
+            }
+            Step::Purge => {
+                let start = self.meta.head + 1;
+                let base = TableRow::all(&self.state);
+                let mut out = Vec::new();
+                let mut seq = self.meta.head;
+                let old = std::mem::take(&mut self.usage);
+                self.purged.extend(old);
+                for a in self
+                    .state
+                    .apps()
+                    .filter(|a| a.state == ProcessState::Started)
+                {
+                    seq += 1;
+                    let u = usage(a.guid, a.guid, UsageState::Started);
+                    self.usage.insert(seq, u.clone());
+                    out.push((seq, Event::UsageRecorded(u)));
+                }
+                self.meta = Meta {
+                    head: seq,
+                    epoch: self.meta.epoch + 1,
+                    epoch_started_at: Some(at(seq)),
+                    log_start: start,
+                    usage_floor: start,
+                    checkpoint: seq,
+                };
+                let table = self.table_changes();
+                self.checkpointed = self.state.clone();
+                Some(Commit {
+                    records: out,
+                    meta: self.meta.clone(),
+                    table,
+                    base_snapshot: Some(base),
+                })
+            }
+            Step::Compact(_) | Step::Reopen => None,
+        }
+    }
+}
+
+fn check(store: &dyn LogStore, model: &Model) {
+    let meta = &model.meta;
+    let usage = store
+        .usage_range(meta.usage_floor, meta.head, usize::MAX)
+        .unwrap();
+    let expected: Vec<(Seq, UsageEvent)> =
+        model.usage.iter().map(|(s, u)| (*s, u.clone())).collect();
+    assert_eq!(usage, expected);
+    let mut reversed = expected.clone();
+    reversed.reverse();
+    assert_eq!(
+        store
+            .usage_range_rev(meta.usage_floor, meta.head, usize::MAX)
+            .unwrap(),
+        reversed
+    );
+    if expected.len() > 2 {
+        let (from, _) = expected[1];
+        assert_eq!(
+            store.usage_range(from, meta.head, 1).unwrap(),
+            vec![expected[1].clone()]
+        );
+    }
+    for (seq, u) in &model.usage {
+        assert_eq!(
+            store.usage_by_guid(u.guid).unwrap(),
+            Some((*seq, u.clone()))
+        );
+        assert_eq!(store.usage_seq_by_guid(u.guid).unwrap(), Some(*seq));
+    }
+    // Purged events leave a tombstone in the guid index pointing at the newest event that had
+    // the guid (a reseed reuses app guids), unless a live event has it now.
+    let mut newest: BTreeMap<Guid, Seq> = BTreeMap::new();
+    for (seq, u) in &model.purged {
+        newest.insert(u.guid, *seq);
+    }
+    for (guid, seq) in newest {
+        if !model.usage.values().any(|live| live.guid == guid) {
+            assert_eq!(store.usage_seq_by_guid(guid).unwrap(), Some(seq));
+        }
+    }
+    let audits = store.audit_range(1, meta.head, usize::MAX).unwrap();
+    let expected: Vec<(Seq, AuditEvent)> =
+        model.audit.iter().map(|(s, a)| (*s, a.clone())).collect();
+    assert_eq!(audits, expected);
+    for (seq, a) in &model.audit {
+        assert_eq!(
+            store.audit_by_guid(a.guid).unwrap(),
+            Some((*seq, a.clone()))
+        );
+    }
+    let recovered = store.recover().unwrap();
+    assert_eq!(&recovered.meta, meta);
+    assert_eq!(recovered.state, model.state);
+    let report = store.verify().unwrap();
+    assert!(
+        report.problems.is_empty(),
+        "verify found: {:?}",
+        report.problems
+    );
+}
+
+fn run(steps: &[Step], mut open: impl FnMut(Option<Box<dyn LogStore>>) -> Box<dyn LogStore>) {
+    let mut store = open(None);
+    let mut model = Model::default();
+    for step in steps {
+        if let Some(commit) = model.plan(step) {
+            store.commit(&commit).unwrap();
+        }
+        match step {
+            Step::Compact(budget) => {
+                store.compact(*budget).unwrap();
+            }
+            Step::Reopen => store = open(Some(store)),
+            _ => {}
+        }
+        check(store.as_ref(), &model);
+    }
+    while store.compact(64).unwrap() > 0 {}
+    check(store.as_ref(), &model);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_store_matches_the_model(steps in prop::collection::vec(step(), 1..25)) {
+        run(&steps, |previous| previous.unwrap_or_else(|| Box::new(MemLog::in_memory())));
+    }
+
+    #[test]
+    fn sled_store_matches_the_model(steps in prop::collection::vec(step(), 1..25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        run(&steps, |previous| {
+            drop(previous);
+            Box::new(SledLog::open(&path, &SledOptions::default()).unwrap())
+        });
+    }
+}
+
+#[test]
+fn commits_must_follow_the_head() {
+    let store = MemLog::in_memory();
+    let meta = Meta {
+        head: 2,
+        ..Meta::default()
+    };
+    let gap = Commit {
+        records: vec![(2, Event::AppDeleted { guid: SPACE })],
+        meta: meta.clone(),
+        ..Commit::default()
+    };
+    assert!(matches!(store.commit(&gap), Err(StoreError::Sequence(_))));
+    let wrong_head = Commit {
+        records: vec![(1, Event::AppDeleted { guid: SPACE })],
+        meta,
+        ..Commit::default()
+    };
+    assert!(matches!(
+        store.commit(&wrong_head),
+        Err(StoreError::Sequence(_))
+    ));
+    let moved = Commit {
+        records: vec![(1, Event::AppDeleted { guid: SPACE })],
+        meta: Meta {
+            head: 1,
+            log_start: 2,
+            ..Meta::default()
+        },
+        ..Commit::default()
+    };
+    assert!(matches!(store.commit(&moved), Err(StoreError::Sequence(_))));
+    assert_eq!(store.recover().unwrap().meta, Meta::default());
+}
+
+#[test]
+fn a_failed_write_changes_nothing() {
+    let store = MemLog::in_memory();
+    let u = usage(Guid::from_u128(1), Guid::from_u128(2), UsageState::Started);
+    let commit = Commit {
+        records: vec![(1, Event::UsageRecorded(u.clone()))],
+        meta: Meta {
+            head: 1,
+            ..Meta::default()
+        },
+        ..Commit::default()
+    };
+    store.backend().fail_writes(1);
+    assert!(matches!(store.commit(&commit), Err(StoreError::Io(_))));
+    assert!(store.usage_range(1, u64::MAX, 10).unwrap().is_empty());
+    assert_eq!(store.meta().unwrap().head, 0);
+    store.commit(&commit).unwrap();
+    assert_eq!(store.usage_range(1, u64::MAX, 10).unwrap(), vec![(1, u)]);
+}
+
+#[test]
+fn corruption_is_reported_with_its_position_and_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledLog::open(&dir.path().join("db"), &SledOptions::default()).unwrap();
+    let mut records = Vec::new();
+    for seq in 1..=3 {
+        records.push((
+            seq,
+            Event::UsageRecorded(usage(
+                Guid::from_u128(u128::from(seq)),
+                SPACE,
+                UsageState::Started,
+            )),
+        ));
+    }
+    store
+        .commit(&Commit {
+            records,
+            meta: Meta {
+                head: 3,
+                ..Meta::default()
+            },
+            ..Commit::default()
+        })
+        .unwrap();
+    // Flip one byte of the stored value of seq 2.
+    let key = crate::keys::seq_key(crate::keys::USAGE, 2);
+    let mut value = store.backend().get(&key).unwrap().unwrap();
+    let last = value.len() - 1;
+    value[last] ^= 1;
+    store
+        .backend()
+        .apply(vec![backend::Op::Put(key.to_vec(), value)], true)
+        .unwrap();
+
+    let error = store.usage_range(1, 3, 10).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt { position, .. } if position == "usage event seq 2"),
+        "{error}"
+    );
+    let report = store.verify().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("usage event seq 2") && p.contains("checksum")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn records_beyond_the_head_stop_recovery() {
+    let store = MemLog::in_memory();
+    let value = proto_schemas::envelope(&proto_schemas::v1::LogRecordV1 {
+        seq: 9,
+        body: proto_schemas::v1::RecordBodyV1::AppDeleted([0; 16]),
+    })
+    .unwrap();
+    store
+        .backend()
+        .apply(
+            vec![backend::Op::Put(
+                crate::keys::seq_key(crate::keys::ENTITY, 9).to_vec(),
+                value,
+            )],
+            true,
+        )
+        .unwrap();
+    let error = store.recover().unwrap_err();
+    assert!(error.to_string().contains("entity record seq 9"), "{error}");
+}

@@ -149,6 +149,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 log_start: 30,
                 usage_floor: 30,
                 checkpoint: 40,
+                reseeded: 3,
             })
             .unwrap(),
         ),
@@ -190,6 +191,29 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("record_usage", record(10, RecordBodyV1::Usage(usage()))),
         ("record_audit", record(11, RecordBodyV1::Audit(audit()))),
+        (
+            "block",
+            envelope(&BlockV1 {
+                records: vec![
+                    LogRecordV1 {
+                        seq: 12,
+                        body: RecordBodyV1::Usage(usage()),
+                    },
+                    LogRecordV1 {
+                        seq: 14,
+                        body: RecordBodyV1::Usage(usage()),
+                    },
+                ],
+            })
+            .unwrap(),
+        ),
+        (
+            "table_bucket",
+            envelope(&TableBucketV1 {
+                rows: vec![TableRowV1::Space(space()), TableRowV1::Org(org())],
+            })
+            .unwrap(),
+        ),
         ("row_org", envelope(&TableRowV1::Org(org())).unwrap()),
         ("row_space", envelope(&TableRowV1::Space(space())).unwrap()),
         (
@@ -317,6 +341,8 @@ proptest! {
         let _ = open::<MetaV1>(&bytes);
         let _ = open::<TableRowV1>(&bytes);
         let _ = open::<SnapshotChunkV1>(&bytes);
+        let _ = open::<BlockV1>(&bytes);
+        let _ = open::<TableBucketV1>(&bytes);
     }
 
     /// A record survives a round trip.

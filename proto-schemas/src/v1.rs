@@ -20,8 +20,27 @@ pub struct MetaV1 {
     pub log_start: u64,
     /// Usage events below this sequence number are unreachable (purged).
     pub usage_floor: u64,
-    /// The persisted table reflects every entity record up to this sequence number.
+    /// The persisted table reflects every entity record up to this sequence number. When it is
+    /// below `log_start`, recovery starts from the base snapshot instead.
     pub checkpoint: u64,
+    /// How many reseeded usage events open the current epoch (at `usage_floor`).
+    pub reseeded: u64,
+}
+
+/// The records of one stream written by one group commit, in sequence order. Stored under the
+/// sequence number of its first record.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BlockV1 {
+    /// The records; their sequence numbers increase but need not be consecutive (the other
+    /// streams' records of the same commit fill the gaps).
+    pub records: Vec<LogRecordV1>,
+}
+
+/// The persisted table rows whose guids fall in one bucket (the top 12 bits of the guid).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TableBucketV1 {
+    /// The rows, by guid.
+    pub rows: Vec<TableRowV1>,
 }
 
 /// One log record: its sequence number and what happened.

@@ -82,3 +82,35 @@ impl IdGen for SequentialIds {
         Guid::from_u128(self.next)
     }
 }
+
+/// Marker byte (byte 7) of guids that carry a log position.
+const EVENT_GUID_MARKER: u8 = 0x7a;
+/// Sequence numbers that fit the 48 bits an event guid carries.
+const EVENT_GUID_MAX_SEQ: Seq = (1 << 48) - 1;
+
+/// The guid of the usage or audit event at log position `seq`: a UUIDv8 (RFC 9562) whose first
+/// six bytes are `seq` big-endian and whose byte 7 is a marker; the other bits come from
+/// `random`. Clients see an ordinary UUID; tally finds the event from its guid without an index,
+/// and can tell a purged event's guid from one that never existed.
+pub fn event_guid(seq: Seq, random: Guid) -> Guid {
+    let mut bytes = random.to_bytes();
+    if seq > EVENT_GUID_MAX_SEQ {
+        return random;
+    }
+    bytes[..6].copy_from_slice(&seq.to_be_bytes()[2..]);
+    bytes[6] = 0x80 | (bytes[6] & 0x0f);
+    bytes[7] = EVENT_GUID_MARKER;
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    Guid::from_bytes(bytes)
+}
+
+/// The log position an [`event_guid`] carries, if `guid` is one.
+pub fn event_guid_seq(guid: Guid) -> Option<Seq> {
+    let bytes = guid.to_bytes();
+    if bytes[6] >> 4 != 8 || bytes[7] != EVENT_GUID_MARKER || bytes[8] >> 6 != 0b10 {
+        return None;
+    }
+    let mut seq = [0u8; 8];
+    seq[2..].copy_from_slice(&bytes[..6]);
+    Some(Seq::from_be_bytes(seq))
+}

@@ -32,7 +32,7 @@ pub use command::{AppAttributes, BuildOutcome, Command, Envelope};
 pub use decide::{decide, reseed, DomainConfig, Inputs, StagingMode};
 pub use error::DomainError;
 pub use event::Event;
-pub use ids::{Guid, IdGen, Seq, SequentialIds, Timestamp};
+pub use ids::{event_guid, event_guid_seq, Guid, IdGen, Seq, SequentialIds, Timestamp};
 pub use state::State;
 pub use usage::{UsageEvent, UsageState};
 

@@ -79,6 +79,30 @@ impl State {
         self.apps.values()
     }
 
+    /// Orgs whose guids fall in `range`.
+    pub fn orgs_in_range(
+        &self,
+        range: impl std::ops::RangeBounds<Guid>,
+    ) -> impl Iterator<Item = &Org> {
+        self.orgs.range(range).map(|(_, org)| org)
+    }
+
+    /// Spaces whose guids fall in `range`.
+    pub fn spaces_in_range(
+        &self,
+        range: impl std::ops::RangeBounds<Guid>,
+    ) -> impl Iterator<Item = &Space> {
+        self.spaces.range(range).map(|(_, space)| space)
+    }
+
+    /// Apps whose guids fall in `range`.
+    pub fn apps_in_range(
+        &self,
+        range: impl std::ops::RangeBounds<Guid>,
+    ) -> impl Iterator<Item = &App> {
+        self.apps.range(range).map(|(_, app)| app)
+    }
+
     /// Number of apps.
     pub fn app_count(&self) -> usize {
         self.apps.len()

@@ -990,3 +990,24 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// An event guid gives back its sequence number; ordinary guids give none.
+    #[test]
+    fn event_guids_carry_their_sequence_number(seq in 1u64..(1 << 48), random in any::<u128>()) {
+        let guid = event_guid(seq, Guid::from_u128(random));
+        prop_assert_eq!(event_guid_seq(guid), Some(seq));
+        let text = guid.to_string();
+        prop_assert_eq!(&text[14..15], "8", "a version-8 UUID");
+        prop_assert_eq!(text.parse::<Guid>().ok(), Some(guid));
+    }
+}
+
+#[test]
+fn random_v4_guids_are_not_event_guids() {
+    assert_eq!(
+        event_guid_seq("0f5c3a38-7d6d-4a8e-9a55-4b6f0a1c2d11".parse().unwrap()),
+        None
+    );
+    assert_eq!(event_guid_seq(APP), None);
+}

@@ -14,13 +14,15 @@
 
 mod writer;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tally_domain::audit::AuditEvent;
 use tally_domain::{
-    DomainConfig, DomainError, Envelope, Event, Guid, IdGen, Seq, State, Timestamp, UsageEvent,
+    event_guid_seq, DomainConfig, DomainError, Envelope, Event, Guid, IdGen, Seq, State, Timestamp,
+    UsageEvent,
 };
 use tally_store::{LogStore, Meta, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -75,7 +77,7 @@ impl Default for EngineConfig {
             domain: DomainConfig::default(),
             max_batch: 4096,
             checkpoint_every: 50_000,
-            compact_budget: 2000,
+            compact_budget: 128,
             queue_capacity: 65_536,
         }
     }
@@ -107,6 +109,9 @@ impl From<StoreError> for EngineError {
     }
 }
 
+/// Where the reseeded events of the current epoch are: app guid → sequence number.
+pub type ReseedIndex = HashMap<Guid, Seq>;
+
 /// The durable state readers see: the table and the meta as of the last fsynced commit.
 #[derive(Debug, Clone)]
 pub struct View {
@@ -114,6 +119,8 @@ pub struct View {
     pub state: State,
     /// Head (the durable head), epoch, floors.
     pub meta: Meta,
+    /// The reseeded events of the current epoch (their guids are app guids).
+    pub reseeded: Arc<ReseedIndex>,
 }
 
 /// What a committed command wrote.
@@ -155,7 +162,10 @@ pub enum Cursor {
 }
 
 pub(crate) enum Request {
-    Command(Box<Envelope>, oneshot::Sender<Result<Committed, EngineError>>),
+    Command(
+        Box<Envelope>,
+        oneshot::Sender<Result<Committed, EngineError>>,
+    ),
     Purge(oneshot::Sender<Result<Purged, EngineError>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -184,12 +194,33 @@ impl Engine {
             apps = recovered.state.app_count(),
             "log recovered"
         );
+        let meta = &recovered.meta;
+        let reseeded: ReseedIndex = if meta.reseeded == 0 {
+            ReseedIndex::new()
+        } else {
+            let last = meta.usage_floor + meta.reseeded - 1;
+            let events = store.usage_range(meta.usage_floor, last, usize::MAX)?;
+            events
+                .into_iter()
+                .map(|(seq, event)| (event.guid, seq))
+                .collect()
+        };
+        let reseeded = Arc::new(reseeded);
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
         let (publish, view) = watch::channel(Arc::new(View {
             state: recovered.state.clone(),
             meta: recovered.meta.clone(),
+            reseeded: reseeded.clone(),
         }));
-        let writer = writer::Writer::new(store.clone(), config, clock, ids, recovered, publish);
+        let writer = writer::Writer::new(
+            store.clone(),
+            config,
+            clock,
+            ids,
+            recovered,
+            reseeded,
+            publish,
+        );
         let handle = std::thread::Builder::new()
             .name("tally-writer".to_owned())
             .spawn(move || writer.run(requests))
@@ -280,23 +311,46 @@ impl Engine {
         view: &View,
         guid: Guid,
     ) -> Result<Option<(Seq, UsageEvent)>, EngineError> {
+        let Cursor::At(seq) = self.cursor(view, guid).await? else {
+            return Ok(None);
+        };
         let store = self.store.clone();
-        let found = blocking(move || store.usage_by_guid(guid)).await?;
-        Ok(found.filter(|(seq, _)| *seq >= view.meta.usage_floor && *seq <= view.meta.head))
+        let found = blocking(move || store.usage_at(seq)).await?;
+        Ok(found
+            .filter(|event| event.guid == guid)
+            .map(|event| (seq, event)))
     }
 
-    /// Resolves an `after_guid` cursor against a view.
+    /// Resolves an `after_guid` cursor against a view. Event guids carry their sequence number,
+    /// so a purged event is told apart from one that never existed without any index; the
+    /// reseeded events of the current epoch (whose guids are app guids) are found in the view.
     pub async fn cursor(&self, view: &View, guid: Guid) -> Result<Cursor, EngineError> {
+        let meta = &view.meta;
+        if let Some(seq) = view.reseeded.get(&guid) {
+            return Ok(Cursor::At(*seq));
+        }
+        let purged = Cursor::Purged {
+            epoch: meta.epoch,
+            since: meta.epoch_started_at,
+        };
+        let Some(seq) = event_guid_seq(guid) else {
+            // An app guid used as a cursor points at a reseeded event of an earlier epoch.
+            let was_reseeded = meta.epoch > 1 && view.state.app(guid).is_some();
+            return Ok(if was_reseeded {
+                purged
+            } else {
+                Cursor::Unknown
+            });
+        };
+        if seq > meta.head {
+            return Ok(Cursor::Unknown);
+        }
         let store = self.store.clone();
-        let found = blocking(move || store.usage_seq_by_guid(guid)).await?;
+        let found = blocking(move || store.usage_at(seq)).await?;
         Ok(match found {
-            Some(seq) if seq > view.meta.head => Cursor::Unknown,
-            Some(seq) if seq >= view.meta.usage_floor => Cursor::At(seq),
-            Some(_) => Cursor::Purged {
-                epoch: view.meta.epoch,
-                since: view.meta.epoch_started_at,
-            },
-            None => Cursor::Unknown,
+            Some(event) if event.guid == guid && seq >= meta.usage_floor => Cursor::At(seq),
+            _ if seq < meta.usage_floor => purged,
+            _ => Cursor::Unknown,
         })
     }
 
@@ -319,9 +373,14 @@ impl Engine {
         view: &View,
         guid: Guid,
     ) -> Result<Option<(Seq, AuditEvent)>, EngineError> {
+        let Some(seq) = event_guid_seq(guid).filter(|seq| *seq <= view.meta.head) else {
+            return Ok(None);
+        };
         let store = self.store.clone();
-        let found = blocking(move || store.audit_by_guid(guid)).await?;
-        Ok(found.filter(|(seq, _)| *seq <= view.meta.head))
+        let found = blocking(move || store.audit_at(seq)).await?;
+        Ok(found
+            .filter(|event| event.guid == guid)
+            .map(|event| (seq, event)))
     }
 
     /// Bytes the log occupies on disk.

@@ -137,17 +137,14 @@ impl LogStore for GatedStore {
     ) -> Result<Vec<(Seq, UsageEvent)>, StoreError> {
         self.inner.usage_range_rev(f, u, l)
     }
-    fn usage_by_guid(&self, g: Guid) -> Result<Option<(Seq, UsageEvent)>, StoreError> {
-        self.inner.usage_by_guid(g)
-    }
-    fn usage_seq_by_guid(&self, g: Guid) -> Result<Option<Seq>, StoreError> {
-        self.inner.usage_seq_by_guid(g)
+    fn usage_at(&self, seq: Seq) -> Result<Option<UsageEvent>, StoreError> {
+        self.inner.usage_at(seq)
     }
     fn audit_range(&self, f: Seq, u: Seq, l: usize) -> Result<Vec<(Seq, AuditEvent)>, StoreError> {
         self.inner.audit_range(f, u, l)
     }
-    fn audit_by_guid(&self, g: Guid) -> Result<Option<(Seq, AuditEvent)>, StoreError> {
-        self.inner.audit_by_guid(g)
+    fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError> {
+        self.inner.audit_at(seq)
     }
     fn compact(&self, budget: usize) -> Result<usize, StoreError> {
         self.inner.compact(budget)
@@ -329,9 +326,48 @@ async fn purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it() {
     );
     // Audit events survive a purge, as in CC.
     assert!(!engine.audit_after(&view, 0, 1000).await.unwrap().is_empty());
+    // GET by guid works for stamped audit guids and reseeded usage guids alike.
+    let audits = engine.audit_after(&view, 0, 1).await.unwrap();
+    let (seq, first_audit) = audits[0].clone();
+    assert_eq!(event_guid_seq(first_audit.guid), Some(seq));
+    assert_eq!(
+        engine.audit_event(&view, first_audit.guid).await.unwrap(),
+        Some((seq, first_audit))
+    );
+    assert_eq!(
+        engine
+            .usage_event(&view, app_guid(2))
+            .await
+            .unwrap()
+            .map(|(s, _)| s),
+        Some(purged.first_seq + 1)
+    );
+    assert_eq!(engine.usage_event(&view, old_guid).await.unwrap(), None);
     engine.shutdown().await;
     while store.compact(1000).unwrap() > 0 {}
     assert!(store.verify().unwrap().problems.is_empty());
+    // After a restart (and compaction), cursors resolve the same way.
+    let engine = start_engine(store.clone(), EngineConfig::default());
+    let view = engine.view();
+    assert_eq!(
+        engine.cursor(&view, app_guid(0)).await.unwrap(),
+        Cursor::At(purged.first_seq)
+    );
+    assert_eq!(
+        engine.cursor(&view, old_guid).await.unwrap(),
+        Cursor::Purged {
+            epoch: 2,
+            since: Some(purged.started_at)
+        }
+    );
+    assert_eq!(
+        engine.cursor(&view, app_guid(1)).await.unwrap(),
+        Cursor::Purged {
+            epoch: 2,
+            since: Some(purged.started_at)
+        }
+    );
+    engine.shutdown().await;
 }
 
 /// design.md invariant 5, checked by a model while writers storm: every app started at the

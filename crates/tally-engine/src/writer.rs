@@ -19,11 +19,13 @@ use std::sync::Arc;
 
 use chrono::SubsecRound;
 
-use tally_domain::{decide, reseed, Envelope, Event, Guid, IdGen, Inputs, Seq, State, Timestamp};
-use tally_store::{Commit, LogStore, Meta, Recovered, TableChange, TableRow};
+use tally_domain::{
+    decide, event_guid, reseed, Envelope, Event, Guid, IdGen, Inputs, Seq, State, Timestamp,
+};
+use tally_store::{Checkpoint, Commit, LogStore, Meta, Recovered, TableRow};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Clock, Committed, EngineConfig, EngineError, Purged, Request, View};
+use crate::{Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex, View};
 
 pub(crate) struct Writer {
     store: Arc<dyn LogStore>,
@@ -36,6 +38,7 @@ pub(crate) struct Writer {
     dirty: BTreeSet<Guid>,
     last_now: Option<Timestamp>,
     compaction_pending: bool,
+    reseeded: Arc<ReseedIndex>,
     publish: watch::Sender<Arc<View>>,
 }
 
@@ -48,6 +51,7 @@ impl Writer {
         clock: Box<dyn Clock>,
         ids: Box<dyn IdGen + Send>,
         recovered: Recovered,
+        reseeded: Arc<ReseedIndex>,
         publish: watch::Sender<Arc<View>>,
     ) -> Self {
         Self {
@@ -60,6 +64,7 @@ impl Writer {
             dirty: recovered.touched.into_iter().collect(),
             last_now: None,
             compaction_pending: true,
+            reseeded,
             publish,
         }
     }
@@ -148,10 +153,20 @@ impl Writer {
             match decide(&self.state, &envelope.command, &mut inputs) {
                 Ok(events) => {
                     let start = records.len();
-                    for event in events {
+                    for mut event in events {
                         self.state.evolve(&event);
                         touched.extend(TableRow::guid_of(&event));
                         let seq = self.meta.head + 1 + records.len() as u64;
+                        // Usage and audit events get their guid at commit, from their position.
+                        match &mut event {
+                            Event::UsageRecorded(u) => {
+                                u.guid = event_guid(seq, self.ids.next_guid())
+                            }
+                            Event::AuditRecorded(a) => {
+                                a.guid = event_guid(seq, self.ids.next_guid())
+                            }
+                            _ => {}
+                        }
                         records.push((seq, event));
                     }
                     accepted.push((start..records.len(), reply));
@@ -168,16 +183,14 @@ impl Writer {
         meta.head += records.len() as u64;
         self.dirty.extend(touched);
         let checkpoint_due = meta.head - meta.checkpoint >= self.config.checkpoint_every;
-        let table = if checkpoint_due {
+        let checkpoint = checkpoint_due.then(|| {
             meta.checkpoint = meta.head;
-            self.table_changes()
-        } else {
-            Vec::new()
-        };
+            self.checkpoint()
+        });
         let commit = Commit {
             records,
             meta: meta.clone(),
-            table,
+            checkpoint,
             base_snapshot: None,
         };
         match self.store.commit(&commit) {
@@ -223,17 +236,19 @@ impl Writer {
         }
     }
 
-    /// The rows to write at a checkpoint. `dirty` is cleared only once that write succeeded.
-    fn table_changes(&self) -> Vec<TableChange> {
-        self.dirty
-            .iter()
-            .map(|&guid| match TableRow::of(&self.state, guid) {
-                Some(row) => TableChange::Put(row),
-                None => TableChange::Delete(guid),
-            })
-            .collect()
+    /// The table checkpoint: the table now and the rows changed since the last one. `dirty` is
+    /// cleared only once the checkpoint is written.
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            state: self.state.clone(),
+            dirty: self.dirty.iter().copied().collect(),
+        }
     }
 
+    /// Purge-and-reseed at log position P = head + 1, in one commit: the reseeded STARTED
+    /// events, the new epoch and floors, and the table as of P - 1 as the new base snapshot.
+    /// The table checkpoint stays where it was; recovery starts from the base snapshot until
+    /// the next checkpoint.
     fn purge(&mut self) -> Result<Purged, EngineError> {
         let now = self.now();
         let seeded = reseed(&self.state, now);
@@ -250,18 +265,26 @@ impl Writer {
             epoch_started_at: Some(now),
             log_start: first_seq,
             usage_floor: first_seq,
-            checkpoint: self.meta.head + count as u64,
+            checkpoint: self.meta.checkpoint,
+            reseeded: count as u64,
         };
+        let index: ReseedIndex = records
+            .iter()
+            .filter_map(|(seq, event)| match event {
+                Event::UsageRecorded(u) => Some((u.guid, *seq)),
+                _ => None,
+            })
+            .collect();
         let commit = Commit {
             records,
             meta: meta.clone(),
-            table: self.table_changes(),
-            base_snapshot: Some(TableRow::all(&self.state)),
+            checkpoint: None,
+            base_snapshot: Some(self.state.clone()),
         };
         match self.store.commit(&commit) {
             Ok(()) => {
                 self.meta = meta;
-                self.dirty.clear();
+                self.reseeded = Arc::new(index);
                 self.compaction_pending = true;
                 self.publish_view();
                 tracing::info!(
@@ -294,7 +317,7 @@ impl Writer {
         let commit = Commit {
             records: Vec::new(),
             meta: meta.clone(),
-            table: self.table_changes(),
+            checkpoint: Some(self.checkpoint()),
             base_snapshot: None,
         };
         match self.store.commit(&commit) {
@@ -323,6 +346,7 @@ impl Writer {
         self.publish.send_replace(Arc::new(View {
             state: self.state.clone(),
             meta: self.meta.clone(),
+            reseeded: self.reseeded.clone(),
         }));
     }
 }

@@ -1,16 +1,17 @@
 //! The key layout. One ordered key space; the first byte says what a key holds. Integers are
 //! big-endian so that byte order is numeric order.
 //!
-//! | key                         | value                        |
-//! |-----------------------------|------------------------------|
-//! | `m`                         | `MetaV1`                     |
-//! | `l` seq                     | entity `LogRecordV1`         |
-//! | `u` seq                     | usage `LogRecordV1`          |
-//! | `a` seq                     | audit `LogRecordV1`          |
-//! | `g` guid                    | seq of the usage event       |
-//! | `h` guid                    | seq of the audit event       |
-//! | `t` guid                    | `TableRowV1`                 |
-//! | `s` log_start chunk         | `SnapshotChunkV1`            |
+//! | key                   | value                                                         |
+//! |-----------------------|---------------------------------------------------------------|
+//! | `m`                   | `MetaV1`                                                      |
+//! | `l` first-seq         | `BlockV1`: the entity records of one commit                   |
+//! | `u` first-seq         | `BlockV1`: the usage events of one commit                     |
+//! | `a` first-seq         | `BlockV1`: the audit events of one commit                     |
+//! | `t` bucket            | `TableBucketV1`: table rows whose guid starts with the bucket |
+//! | `s` log-start chunk   | `SnapshotChunkV1`: the table just before `log_start`          |
+//!
+//! One group commit writes at most one block per stream, so its cost in keys does not grow
+//! with the number of commands it carries (sled's cost is per key).
 
 use tally_domain::{Guid, Seq};
 
@@ -18,10 +19,11 @@ pub(crate) const META: &[u8] = b"m";
 pub(crate) const ENTITY: u8 = b'l';
 pub(crate) const USAGE: u8 = b'u';
 pub(crate) const AUDIT: u8 = b'a';
-pub(crate) const USAGE_GUID: u8 = b'g';
-pub(crate) const AUDIT_GUID: u8 = b'h';
 pub(crate) const TABLE: u8 = b't';
 pub(crate) const SNAPSHOT: u8 = b's';
+
+/// Table buckets: the top 12 bits of a guid.
+pub(crate) const BUCKETS: u16 = 4096;
 
 pub(crate) fn seq_key(prefix: u8, seq: Seq) -> [u8; 9] {
     let mut key = [prefix; 9];
@@ -29,10 +31,23 @@ pub(crate) fn seq_key(prefix: u8, seq: Seq) -> [u8; 9] {
     key
 }
 
-pub(crate) fn guid_key(prefix: u8, guid: Guid) -> [u8; 17] {
-    let mut key = [prefix; 17];
-    key[1..].copy_from_slice(&guid.to_bytes());
-    key
+pub(crate) fn bucket_of(guid: Guid) -> u16 {
+    let bytes = guid.to_bytes();
+    (u16::from(bytes[0]) << 4) | u16::from(bytes[1] >> 4)
+}
+
+pub(crate) fn bucket_key(bucket: u16) -> [u8; 3] {
+    let [high, low] = bucket.to_be_bytes();
+    [TABLE, high, low]
+}
+
+/// The guids of a bucket: `[first, next)`, `next` being `None` for the last bucket.
+pub(crate) fn bucket_range(bucket: u16) -> (Guid, Option<Guid>) {
+    let first = |b: u16| Guid::from_u128(u128::from(b) << 116);
+    (
+        first(bucket),
+        (bucket + 1 < BUCKETS).then(|| first(bucket + 1)),
+    )
 }
 
 pub(crate) fn snapshot_key(log_start: Seq, chunk: u32) -> [u8; 13] {
@@ -50,11 +65,6 @@ pub(crate) fn prefix_end(prefix: u8) -> [u8; 1] {
 pub(crate) fn seq_of(key: &[u8]) -> Option<Seq> {
     let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
     Some(Seq::from_be_bytes(bytes))
-}
-
-pub(crate) fn guid_of(key: &[u8]) -> Option<Guid> {
-    let bytes: [u8; 16] = key.get(1..17)?.try_into().ok()?;
-    Some(Guid::from_bytes(bytes))
 }
 
 pub(crate) fn kind_name(prefix: u8) -> &'static str {

@@ -1,5 +1,5 @@
-//! tally's log: one ordered key space holding the log records, the persisted app table and
-//! the indexes, behind the small synchronous [`LogStore`] trait.
+//! tally's log: one ordered key space holding the log, the persisted app table and the base
+//! snapshot, behind the small synchronous [`LogStore`] trait.
 //!
 //! Two implementations share all the logic in [`Log`] and differ only in their [`Backend`]:
 //! [`SledLog`] (sled 0.34.7, the product) and [`MemLog`] (a `BTreeMap`, for tests and as the
@@ -65,6 +65,8 @@ pub struct Meta {
     pub usage_floor: Seq,
     /// The persisted table reflects every entity record up to here.
     pub checkpoint: Seq,
+    /// How many reseeded usage events open the current epoch, at `usage_floor`.
+    pub reseeded: u64,
 }
 
 impl Default for Meta {
@@ -76,6 +78,7 @@ impl Default for Meta {
             log_start: 1,
             usage_floor: 1,
             checkpoint: 0,
+            reseeded: 0,
         }
     }
 }
@@ -154,13 +157,14 @@ impl TableRow {
     }
 }
 
-/// A change to the persisted table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TableChange {
-    /// Insert or replace a row.
-    Put(TableRow),
-    /// Remove the row with this guid.
-    Delete(Guid),
+/// A table checkpoint: the table as of the commit's head, and the rows changed since the last
+/// checkpoint. Cloning a [`State`] is O(1), so this costs nothing until the store encodes it.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The table as of `meta.head`.
+    pub state: State,
+    /// Guids of rows created, changed or deleted since the last checkpoint.
+    pub dirty: Vec<Guid>,
 }
 
 /// Everything one group commit writes, atomically.
@@ -170,10 +174,10 @@ pub struct Commit {
     pub records: Vec<(Seq, Event)>,
     /// The meta after this commit (`head` = last record's seq).
     pub meta: Meta,
-    /// Table rows changed since the last checkpoint; present when `meta.checkpoint` moves.
-    pub table: Vec<TableChange>,
+    /// The table checkpoint, when `meta.checkpoint` moves to `meta.head`.
+    pub checkpoint: Option<Checkpoint>,
     /// The whole table as of `meta.log_start - 1`; required when `log_start` moves.
-    pub base_snapshot: Option<Vec<TableRow>>,
+    pub base_snapshot: Option<State>,
 }
 
 /// What start-up recovers.
@@ -245,12 +249,8 @@ pub trait LogStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Seq, UsageEvent)>, StoreError>;
 
-    /// The usage event with this guid (the newest, if a reseed reused a guid).
-    fn usage_by_guid(&self, guid: Guid) -> Result<Option<(Seq, UsageEvent)>, StoreError>;
-
-    /// The sequence number the guid index holds for a usage event guid, even when the event
-    /// itself was purged (its index entry is a tombstone then).
-    fn usage_seq_by_guid(&self, guid: Guid) -> Result<Option<Seq>, StoreError>;
+    /// The usage event at `seq`, if there is one.
+    fn usage_at(&self, seq: Seq) -> Result<Option<UsageEvent>, StoreError>;
 
     /// Audit events with `from <= seq <= upto`, in order, at most `limit`.
     fn audit_range(
@@ -260,18 +260,17 @@ pub trait LogStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Seq, AuditEvent)>, StoreError>;
 
-    /// The audit event with this guid.
-    fn audit_by_guid(&self, guid: Guid) -> Result<Option<(Seq, AuditEvent)>, StoreError>;
+    /// The audit event at `seq`, if there is one.
+    fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError>;
 
-    /// Deletes up to `budget` keys that no read can reach any more (records before
-    /// `log_start` or `usage_floor`, old snapshots). Guid index entries of purged usage events
-    /// are kept as tombstones so an old cursor can be told it was purged. Returns how many keys
-    /// it deleted; 0 means nothing is left. Not fsynced: a crash only means doing it again.
+    /// Deletes up to `budget` keys that no read can reach any more (blocks before `log_start`
+    /// or `usage_floor`, old snapshots). Returns how many keys it deleted; 0 means nothing is
+    /// left. Not fsynced: a crash only means doing it again.
     fn compact(&self, budget: usize) -> Result<usize, StoreError>;
 
     /// Checks everything offline: every value decodes, the sequence is dense from `log_start`
-    /// to `head`, the indexes match the streams, and replaying the log over the base snapshot
-    /// gives the persisted table.
+    /// to `head`, every event guid carries its sequence number, and replaying the log over the
+    /// base snapshot gives the persisted table.
     fn verify(&self) -> Result<VerifyReport, StoreError>;
 
     /// Bytes the store occupies on disk (0 for the in-memory store).

@@ -1,18 +1,20 @@
 //! [`Log`]: the key layout of `keys.rs` over any [`Backend`].
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use proto_schemas::v1::{LogRecordV1, MetaV1, RecordBodyV1, SnapshotChunkV1, TableRowV1};
+use proto_schemas::v1::{
+    BlockV1, LogRecordV1, MetaV1, RecordBodyV1, SnapshotChunkV1, TableBucketV1,
+};
 use tally_domain::audit::AuditEvent;
-use tally_domain::{Event, Guid, Seq, UsageEvent};
+use tally_domain::{event_guid_seq, Event, Seq, State, UsageEvent};
 
 use crate::backend::{Backend, MemBackend, Op, SledBackend, SledOptions};
 use crate::keys::*;
 use crate::mapping::{event_from, event_to, micros, row_from, row_to, time};
-use crate::{Commit, LogStore, Meta, Recovered, StoreError, TableChange, TableRow, VerifyReport};
+use crate::{Commit, LogStore, Meta, Recovered, StoreError, TableRow, VerifyReport};
 
 /// Rows per base-snapshot chunk: big values, few keys.
 const SNAPSHOT_CHUNK_ROWS: usize = 1000;
@@ -60,6 +62,7 @@ fn meta_to(meta: &Meta) -> MetaV1 {
         log_start: meta.log_start,
         usage_floor: meta.usage_floor,
         checkpoint: meta.checkpoint,
+        reseeded: meta.reseeded,
     }
 }
 
@@ -75,161 +78,8 @@ fn meta_from(meta: MetaV1) -> Result<Meta, StoreError> {
         log_start: meta.log_start,
         usage_floor: meta.usage_floor,
         checkpoint: meta.checkpoint,
+        reseeded: meta.reseeded,
     })
-}
-
-/// Decodes a log record stored under `key`, checking the key's sequence number and kind.
-fn decode_record(prefix: u8, key: &[u8], value: &[u8]) -> Result<(Seq, Event), StoreError> {
-    let key_seq = seq_of(key).ok_or_else(|| {
-        corrupt(
-            format!("{} key {key:?}", kind_name(prefix)),
-            "malformed key",
-        )
-    })?;
-    let position = || format!("{} seq {key_seq}", kind_name(prefix));
-    let record: LogRecordV1 = proto_schemas::open(value).map_err(|e| corrupt(position(), e))?;
-    if record.seq != key_seq {
-        return Err(corrupt(
-            position(),
-            format!("record says seq {}", record.seq),
-        ));
-    }
-    let kind_ok = match (&record.body, prefix) {
-        (RecordBodyV1::Usage(_), USAGE) | (RecordBodyV1::Audit(_), AUDIT) => true,
-        (RecordBodyV1::Usage(_) | RecordBodyV1::Audit(_), _) => false,
-        (_, ENTITY) => true,
-        _ => false,
-    };
-    if !kind_ok {
-        return Err(corrupt(position(), "record of the wrong kind for its key"));
-    }
-    let event = event_from(record.body).map_err(|e| corrupt(position(), e))?;
-    Ok((key_seq, event))
-}
-
-fn decode_row(key: &[u8], value: &[u8]) -> Result<TableRow, StoreError> {
-    let position = || {
-        format!(
-            "table row {}",
-            guid_of(key).map_or_else(|| format!("{key:?}"), |g| g.to_string())
-        )
-    };
-    let row: TableRowV1 = proto_schemas::open(value).map_err(|e| corrupt(position(), e))?;
-    row_from(row).map_err(|e| corrupt(position(), e))
-}
-
-fn range_end(prefix: u8, upto: Seq) -> Vec<u8> {
-    match upto.checked_add(1) {
-        Some(next) => seq_key(prefix, next).to_vec(),
-        None => prefix_end(prefix).to_vec(),
-    }
-}
-
-fn seq_value(value: &[u8]) -> Option<Seq> {
-    value.try_into().ok().map(Seq::from_be_bytes)
-}
-
-impl<B: Backend> Log<B> {
-    /// A log over `backend`, reading its meta.
-    pub fn new(backend: B) -> Result<Self, StoreError> {
-        let meta = read_meta(&backend)?.unwrap_or_default();
-        Ok(Self {
-            backend,
-            committed: Mutex::new(meta),
-        })
-    }
-
-    /// The backend (tests use it to inject faults).
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
-    /// The meta as last committed.
-    pub fn meta(&self) -> Result<Meta, StoreError> {
-        Ok(self.lock()?.clone())
-    }
-
-    fn lock(&self) -> Result<MutexGuard<'_, Meta>, StoreError> {
-        self.committed
-            .lock()
-            .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))
-    }
-
-    fn range<T>(
-        &self,
-        prefix: u8,
-        from: Seq,
-        upto: Seq,
-        limit: usize,
-        reverse: bool,
-        pick: impl Fn(Event) -> Option<T>,
-    ) -> Result<Vec<(Seq, T)>, StoreError> {
-        let mut out = Vec::new();
-        if from > upto || limit == 0 {
-            return Ok(out);
-        }
-        self.backend.scan(
-            &seq_key(prefix, from),
-            &range_end(prefix, upto),
-            reverse,
-            &mut |key, value| {
-                let (seq, event) = decode_record(prefix, key, value)?;
-                let item = pick(event).ok_or_else(|| {
-                    corrupt(format!("{} seq {seq}", kind_name(prefix)), "wrong kind")
-                })?;
-                out.push((seq, item));
-                Ok(if out.len() >= limit {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                })
-            },
-        )?;
-        Ok(out)
-    }
-
-    fn by_guid<T>(
-        &self,
-        index: u8,
-        prefix: u8,
-        guid: Guid,
-        pick: impl Fn(Event) -> Option<T>,
-    ) -> Result<Option<(Seq, T)>, StoreError> {
-        let Some(raw) = self.backend.get(&guid_key(index, guid))? else {
-            return Ok(None);
-        };
-        let seq = seq_value(&raw)
-            .ok_or_else(|| corrupt(format!("index entry for {guid}"), "not a sequence number"))?;
-        Ok(self
-            .range(prefix, seq, seq, 1, false, pick)?
-            .into_iter()
-            .next())
-    }
-
-    /// Every table row as stored.
-    fn table_rows(&self) -> Result<Vec<TableRow>, StoreError> {
-        let mut rows = Vec::new();
-        self.backend
-            .scan(&[TABLE], &prefix_end(TABLE), false, &mut |key, value| {
-                rows.push(decode_row(key, value)?);
-                Ok(ControlFlow::Continue(()))
-            })?;
-        Ok(rows)
-    }
-
-    fn last_seq(&self, prefix: u8) -> Result<Option<Seq>, StoreError> {
-        let mut last = None;
-        self.backend
-            .scan(&[prefix], &prefix_end(prefix), true, &mut |key, _| {
-                last = seq_of(key);
-                Ok(ControlFlow::Break(()))
-            })?;
-        Ok(last)
-    }
-
-    fn exists(&self, prefix: u8, seq: Seq) -> Result<bool, StoreError> {
-        Ok(self.backend.get(&seq_key(prefix, seq))?.is_some())
-    }
 }
 
 fn read_meta<B: Backend>(backend: &B) -> Result<Option<Meta>, StoreError> {
@@ -240,6 +90,100 @@ fn read_meta<B: Backend>(backend: &B) -> Result<Option<Meta>, StoreError> {
             meta_from(meta).map(Some)
         }
     }
+}
+
+/// Decodes the block stored under `key`: its records must be non-empty, of the key's stream,
+/// strictly increasing and start at the key's sequence number.
+fn decode_block(prefix: u8, key: &[u8], value: &[u8]) -> Result<Vec<(Seq, Event)>, StoreError> {
+    let first = seq_of(key).ok_or_else(|| {
+        corrupt(
+            format!("{} key {key:?}", kind_name(prefix)),
+            "malformed key",
+        )
+    })?;
+    let position = |seq: Seq| format!("{} seq {seq}", kind_name(prefix));
+    let block: BlockV1 = proto_schemas::open(value)
+        .map_err(|e| corrupt(format!("{} block at seq {first}", kind_name(prefix)), e))?;
+    let mut out = Vec::with_capacity(block.records.len());
+    let mut previous: Option<Seq> = None;
+    for record in block.records {
+        let seq = record.seq;
+        let ordered = match previous {
+            None => seq == first,
+            Some(p) => seq > p,
+        };
+        if !ordered {
+            return Err(corrupt(
+                position(seq),
+                format!("out of order in the block at seq {first}"),
+            ));
+        }
+        previous = Some(seq);
+        let kind_ok = match (&record.body, prefix) {
+            (RecordBodyV1::Usage(_), USAGE) | (RecordBodyV1::Audit(_), AUDIT) => true,
+            (RecordBodyV1::Usage(_) | RecordBodyV1::Audit(_), _) => false,
+            (_, ENTITY) => true,
+            _ => false,
+        };
+        if !kind_ok {
+            return Err(corrupt(
+                position(seq),
+                "record of the wrong kind for its stream",
+            ));
+        }
+        out.push((
+            seq,
+            event_from(record.body).map_err(|e| corrupt(position(seq), e))?,
+        ));
+    }
+    if out.is_empty() {
+        return Err(corrupt(
+            format!("{} block at seq {first}", kind_name(prefix)),
+            "empty block",
+        ));
+    }
+    Ok(out)
+}
+
+fn decode_bucket(key: &[u8], value: &[u8]) -> Result<Vec<TableRow>, StoreError> {
+    let position = || format!("table bucket {key:?}");
+    let bucket: TableBucketV1 = proto_schemas::open(value).map_err(|e| corrupt(position(), e))?;
+    bucket
+        .rows
+        .into_iter()
+        .map(|row| row_from(row).map_err(|e| corrupt(position(), e)))
+        .collect()
+}
+
+fn range_end(prefix: u8, upto: Seq) -> Vec<u8> {
+    match upto.checked_add(1) {
+        Some(next) => seq_key(prefix, next).to_vec(),
+        None => prefix_end(prefix).to_vec(),
+    }
+}
+
+/// The rows of one bucket of a table.
+fn bucket_rows(state: &State, bucket: u16) -> Vec<TableRow> {
+    let (first, next) = bucket_range(bucket);
+    let range = match next {
+        Some(next) => (
+            std::ops::Bound::Included(first),
+            std::ops::Bound::Excluded(next),
+        ),
+        None => (std::ops::Bound::Included(first), std::ops::Bound::Unbounded),
+    };
+    state
+        .orgs_in_range(range)
+        .cloned()
+        .map(TableRow::Org)
+        .chain(state.spaces_in_range(range).cloned().map(TableRow::Space))
+        .chain(
+            state
+                .apps_in_range(range)
+                .cloned()
+                .map(|app| TableRow::App(Box::new(app))),
+        )
+        .collect()
 }
 
 fn usage_of(event: Event) -> Option<UsageEvent> {
@@ -256,48 +200,225 @@ fn audit_of(event: Event) -> Option<AuditEvent> {
     }
 }
 
-impl<B: Backend> LogStore for Log<B> {
-    fn recover(&self) -> Result<Recovered, StoreError> {
-        let meta = read_meta(&self.backend)?.unwrap_or_default();
-        let mut state = TableRow::fold(self.table_rows()?);
-        let mut replayed = 0;
-        let mut touched = Vec::new();
+impl<B: Backend> Log<B> {
+    /// A log over `backend`, reading its meta.
+    pub fn new(backend: B) -> Result<Self, StoreError> {
+        let meta = read_meta(&backend)?.unwrap_or_default();
+        Ok(Self {
+            backend,
+            committed: Mutex::new(meta),
+        })
+    }
+
+    /// The backend (tests use it to inject faults and corruption).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The meta as last committed.
+    pub fn meta(&self) -> Result<Meta, StoreError> {
+        Ok(self.lock()?.clone())
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Meta>, StoreError> {
+        self.committed
+            .lock()
+            .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))
+    }
+
+    /// Records of one stream with `from <= seq <= upto`, ascending (or descending), at most `limit`.
+    fn range<T>(
+        &self,
+        prefix: u8,
+        from: Seq,
+        upto: Seq,
+        limit: usize,
+        reverse: bool,
+        pick: impl Fn(Event) -> Option<T>,
+    ) -> Result<Vec<(Seq, T)>, StoreError> {
+        let mut out: Vec<(Seq, T)> = Vec::new();
+        if from > upto || limit == 0 {
+            return Ok(out);
+        }
+        let take = |seq: Seq, event: Event, out: &mut Vec<(Seq, T)>| -> Result<bool, StoreError> {
+            if seq < from || seq > upto {
+                return Ok(true);
+            }
+            let item = pick(event)
+                .ok_or_else(|| corrupt(format!("{} seq {seq}", kind_name(prefix)), "wrong kind"))?;
+            out.push((seq, item));
+            Ok(out.len() < limit)
+        };
+        if reverse {
+            // Blocks whose first record is at or before `upto`, newest first, until one starts before `from`.
+            self.backend.scan(
+                &[prefix],
+                &range_end(prefix, upto),
+                true,
+                &mut |key, value| {
+                    let records = decode_block(prefix, key, value)?;
+                    let first = records.first().map_or(0, |(s, _)| *s);
+                    for (seq, event) in records.into_iter().rev() {
+                        if !take(seq, event, &mut out)? {
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                    Ok(if first <= from {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                },
+            )?;
+            return Ok(out);
+        }
+        // The block that may hold `from` starts at or before it; then every later block.
+        let mut more = true;
         self.backend.scan(
-            &seq_key(
-                ENTITY,
-                meta.checkpoint.saturating_add(1).max(meta.log_start),
-            ),
-            &range_end(ENTITY, meta.head),
+            &[prefix],
+            &seq_key(prefix, from.saturating_add(1)),
+            true,
+            &mut |key, value| {
+                for (seq, event) in decode_block(prefix, key, value)? {
+                    more = take(seq, event, &mut out)?;
+                    if !more {
+                        break;
+                    }
+                }
+                Ok(ControlFlow::Break(()))
+            },
+        )?;
+        if more {
+            self.backend.scan(
+                &seq_key(prefix, from.saturating_add(1)),
+                &range_end(prefix, upto),
+                false,
+                &mut |key, value| {
+                    for (seq, event) in decode_block(prefix, key, value)? {
+                        if !take(seq, event, &mut out)? {
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                    Ok(ControlFlow::Continue(()))
+                },
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// Folds every table bucket into a table.
+    fn load_table(&self) -> Result<State, StoreError> {
+        let mut rows = Vec::new();
+        self.backend
+            .scan(&[TABLE], &prefix_end(TABLE), false, &mut |key, value| {
+                rows.extend(decode_bucket(key, value)?);
+                Ok(ControlFlow::Continue(()))
+            })?;
+        Ok(TableRow::fold(rows))
+    }
+
+    /// The base snapshot for `log_start` and how many chunks it has.
+    fn load_snapshot(&self, log_start: Seq) -> Result<(State, usize), StoreError> {
+        let mut rows = Vec::new();
+        let mut chunks = 0;
+        let end = snapshot_key(log_start.saturating_add(1), 0);
+        self.backend.scan(
+            &snapshot_key(log_start, 0),
+            &end,
             false,
             &mut |key, value| {
-                let (_, event) = decode_record(ENTITY, key, value)?;
-                state.evolve(&event);
-                touched.extend(TableRow::guid_of(&event));
-                replayed += 1;
+                chunks += 1;
+                let position = || format!("base snapshot chunk {key:?}");
+                let chunk: SnapshotChunkV1 =
+                    proto_schemas::open(value).map_err(|e| corrupt(position(), e))?;
+                if chunk.log_start != log_start {
+                    return Err(corrupt(
+                        position(),
+                        format!("belongs to log_start {}", chunk.log_start),
+                    ));
+                }
+                for row in chunk.rows {
+                    rows.push(row_from(row).map_err(|e| corrupt(position(), e))?);
+                }
                 Ok(ControlFlow::Continue(()))
             },
         )?;
-        // The tail after the checkpoint must be dense: every number is exactly one record.
-        for seq in meta.checkpoint.saturating_add(1).max(meta.log_start)..=meta.head {
-            let found = [ENTITY, USAGE, AUDIT]
-                .iter()
-                .try_fold(0, |n, p| self.exists(*p, seq).map(|e| n + u32::from(e)))?;
-            if found != 1 {
+        Ok((TableRow::fold(rows), chunks))
+    }
+
+    /// Visits every record of one stream from the block starting at `from` on.
+    fn each_record(
+        &self,
+        prefix: u8,
+        from: Seq,
+        visit: &mut dyn FnMut(Seq, Event) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.backend.scan(
+            &seq_key(prefix, from),
+            &prefix_end(prefix),
+            false,
+            &mut |key, value| {
+                for (seq, event) in decode_block(prefix, key, value)? {
+                    visit(seq, event)?;
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+    }
+}
+
+impl<B: Backend> LogStore for Log<B> {
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        let meta = read_meta(&self.backend)?.unwrap_or_default();
+        // The persisted table serves when it is at least as new as the log start; after a purge
+        // that it predates, the base snapshot is the starting point.
+        let (mut state, replay_from) = if meta.checkpoint + 1 >= meta.log_start {
+            (self.load_table()?, meta.checkpoint + 1)
+        } else {
+            let (snapshot, chunks) = self.load_snapshot(meta.log_start)?;
+            if chunks == 0 {
                 return Err(corrupt(
-                    format!("seq {seq}"),
-                    format!("{found} records after the checkpoint, expected 1"),
+                    format!("base snapshot for log_start {}", meta.log_start),
+                    "missing",
                 ));
             }
-        }
-        for prefix in [ENTITY, USAGE, AUDIT] {
-            if let Some(last) = self.last_seq(prefix)? {
-                if last > meta.head {
-                    return Err(corrupt(
-                        format!("{} seq {last}", kind_name(prefix)),
-                        format!("beyond the head {}", meta.head),
-                    ));
-                }
+            (snapshot, meta.log_start)
+        };
+        let mut replayed = 0;
+        let mut touched = Vec::new();
+        let mut seen: BTreeSet<Seq> = BTreeSet::new();
+        let mut mark = |seq: Seq| -> Result<(), StoreError> {
+            if seq > meta.head {
+                return Err(corrupt(
+                    format!("seq {seq}"),
+                    format!("beyond the head {}", meta.head),
+                ));
             }
+            if !seen.insert(seq) {
+                return Err(corrupt(format!("seq {seq}"), "written twice"));
+            }
+            Ok(())
+        };
+        self.each_record(ENTITY, replay_from, &mut |seq, event| {
+            mark(seq)?;
+            state.evolve(&event);
+            touched.extend(TableRow::guid_of(&event));
+            replayed += 1;
+            Ok(())
+        })?;
+        for prefix in [USAGE, AUDIT] {
+            self.each_record(prefix, replay_from, &mut |seq, _| mark(seq))?;
+        }
+        // The tail after the starting point must be dense: every number exactly one record.
+        let expected = meta.head.saturating_sub(replay_from - 1);
+        if seen.len() as u64 != expected {
+            let missing = (replay_from..=meta.head)
+                .find(|s| !seen.contains(s))
+                .unwrap_or(meta.head);
+            return Err(corrupt(
+                format!("seq {missing}"),
+                "missing from the log tail",
+            ));
         }
         *self.lock()? = meta.clone();
         Ok(Recovered {
@@ -331,53 +452,64 @@ impl<B: Backend> LogStore for Log<B> {
                 "log_start moved without a base snapshot".to_owned(),
             ));
         }
-        let mut ops = Vec::with_capacity(commit.records.len() * 2 + commit.table.len() + 1);
+        let mut blocks: [(u8, Vec<LogRecordV1>); 3] = [
+            (ENTITY, Vec::new()),
+            (USAGE, Vec::new()),
+            (AUDIT, Vec::new()),
+        ];
         for (seq, event) in &commit.records {
-            let value = encoded(proto_schemas::envelope(&LogRecordV1 {
+            let stream = match event {
+                Event::UsageRecorded(_) => 1,
+                Event::AuditRecorded(_) => 2,
+                _ => 0,
+            };
+            blocks[stream].1.push(LogRecordV1 {
                 seq: *seq,
                 body: event_to(event),
-            }))?;
-            match event {
-                Event::UsageRecorded(u) => {
-                    ops.push(Op::Put(seq_key(USAGE, *seq).to_vec(), value));
-                    ops.push(Op::Put(
-                        guid_key(USAGE_GUID, u.guid).to_vec(),
-                        seq.to_be_bytes().to_vec(),
-                    ));
-                }
-                Event::AuditRecorded(a) => {
-                    ops.push(Op::Put(seq_key(AUDIT, *seq).to_vec(), value));
-                    ops.push(Op::Put(
-                        guid_key(AUDIT_GUID, a.guid).to_vec(),
-                        seq.to_be_bytes().to_vec(),
-                    ));
-                }
-                _ => ops.push(Op::Put(seq_key(ENTITY, *seq).to_vec(), value)),
+            });
+        }
+        let mut ops = Vec::new();
+        for (prefix, records) in blocks {
+            if let Some(first) = records.first().map(|r| r.seq) {
+                ops.push(Op::Put(
+                    seq_key(prefix, first).to_vec(),
+                    encoded(proto_schemas::envelope(&BlockV1 { records }))?,
+                ));
             }
         }
-        for change in &commit.table {
-            match change {
-                TableChange::Put(row) => ops.push(Op::Put(
-                    guid_key(TABLE, row.guid()).to_vec(),
-                    encoded(proto_schemas::envelope(&row_to(row)))?,
-                )),
-                TableChange::Delete(guid) => ops.push(Op::Delete(guid_key(TABLE, *guid).to_vec())),
+        if let Some(checkpoint) = &commit.checkpoint {
+            let buckets: BTreeSet<u16> = checkpoint.dirty.iter().map(|g| bucket_of(*g)).collect();
+            for bucket in buckets {
+                let rows = bucket_rows(&checkpoint.state, bucket);
+                let key = bucket_key(bucket).to_vec();
+                if rows.is_empty() {
+                    ops.push(Op::Delete(key));
+                } else {
+                    let value = TableBucketV1 {
+                        rows: rows.iter().map(row_to).collect(),
+                    };
+                    ops.push(Op::Put(key, encoded(proto_schemas::envelope(&value))?));
+                }
             }
         }
-        if let Some(rows) = &commit.base_snapshot {
+        if let Some(state) = &commit.base_snapshot {
             let log_start = commit.meta.log_start;
+            let rows = TableRow::all(state);
             let mut chunks: Vec<&[TableRow]> = rows.chunks(SNAPSHOT_CHUNK_ROWS).collect();
             if chunks.is_empty() {
                 chunks.push(&[]);
             }
             for (i, chunk) in chunks.into_iter().enumerate() {
-                let value = encoded(proto_schemas::envelope(&SnapshotChunkV1 {
+                let value = SnapshotChunkV1 {
                     log_start,
                     rows: chunk.iter().map(row_to).collect(),
-                }))?;
+                };
                 let index = u32::try_from(i)
                     .map_err(|_| StoreError::Encode("snapshot too large".to_owned()))?;
-                ops.push(Op::Put(snapshot_key(log_start, index).to_vec(), value));
+                ops.push(Op::Put(
+                    snapshot_key(log_start, index).to_vec(),
+                    encoded(proto_schemas::envelope(&value))?,
+                ));
             }
         }
         ops.push(Op::Put(
@@ -407,17 +539,11 @@ impl<B: Backend> LogStore for Log<B> {
         self.range(USAGE, from, upto, limit, true, usage_of)
     }
 
-    fn usage_by_guid(&self, guid: Guid) -> Result<Option<(Seq, UsageEvent)>, StoreError> {
-        self.by_guid(USAGE_GUID, USAGE, guid, usage_of)
-    }
-
-    fn usage_seq_by_guid(&self, guid: Guid) -> Result<Option<Seq>, StoreError> {
-        match self.backend.get(&guid_key(USAGE_GUID, guid))? {
-            None => Ok(None),
-            Some(raw) => seq_value(&raw)
-                .map(Some)
-                .ok_or_else(|| corrupt(format!("index entry for {guid}"), "not a sequence number")),
-        }
+    fn usage_at(&self, seq: Seq) -> Result<Option<UsageEvent>, StoreError> {
+        Ok(self
+            .range(USAGE, seq, seq, 1, false, usage_of)?
+            .pop()
+            .map(|(_, u)| u))
     }
 
     fn audit_range(
@@ -429,19 +555,34 @@ impl<B: Backend> LogStore for Log<B> {
         self.range(AUDIT, from, upto, limit, false, audit_of)
     }
 
-    fn audit_by_guid(&self, guid: Guid) -> Result<Option<(Seq, AuditEvent)>, StoreError> {
-        self.by_guid(AUDIT_GUID, AUDIT, guid, audit_of)
+    fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError> {
+        Ok(self
+            .range(AUDIT, seq, seq, 1, false, audit_of)?
+            .pop()
+            .map(|(_, a)| a))
     }
 
     fn compact(&self, budget: usize) -> Result<usize, StoreError> {
         let meta = self.lock()?.clone();
         let mut ops = Vec::new();
         let mut room = budget;
-        self.backend.scan(
-            &seq_key(ENTITY, 0),
-            &seq_key(ENTITY, meta.log_start),
-            false,
-            &mut |key, _| {
+        // Blocks are per commit and a purge starts a commit, so every block that starts before
+        // a floor lies entirely before it.
+        for (from, to) in [
+            (
+                seq_key(ENTITY, 0).to_vec(),
+                seq_key(ENTITY, meta.log_start).to_vec(),
+            ),
+            (
+                seq_key(USAGE, 0).to_vec(),
+                seq_key(USAGE, meta.usage_floor).to_vec(),
+            ),
+            (vec![SNAPSHOT], snapshot_key(meta.log_start, 0).to_vec()),
+        ] {
+            if room == 0 {
+                break;
+            }
+            self.backend.scan(&from, &to, false, &mut |key, _| {
                 ops.push(Op::Delete(key.to_vec()));
                 room -= 1;
                 Ok(if room == 0 {
@@ -449,41 +590,7 @@ impl<B: Backend> LogStore for Log<B> {
                 } else {
                     ControlFlow::Continue(())
                 })
-            },
-        )?;
-        if room > 0 {
-            // The guid index entries stay behind as tombstones: an old cursor must still be
-            // told that its event was purged, not that it never existed.
-            self.backend.scan(
-                &seq_key(USAGE, 0),
-                &seq_key(USAGE, meta.usage_floor),
-                false,
-                &mut |key, _| {
-                    ops.push(Op::Delete(key.to_vec()));
-                    room -= 1;
-                    Ok(if room == 0 {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    })
-                },
-            )?;
-        }
-        if room > 0 {
-            self.backend.scan(
-                &[SNAPSHOT],
-                &snapshot_key(meta.log_start, 0),
-                false,
-                &mut |key, _| {
-                    ops.push(Op::Delete(key.to_vec()));
-                    room -= 1;
-                    Ok(if room == 0 {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    })
-                },
-            )?;
+            })?;
         }
         let deleted = budget - room;
         if !ops.is_empty() {
@@ -502,7 +609,7 @@ impl<B: Backend> LogStore for Log<B> {
             }
         };
         report.meta = Some(meta.clone());
-        let problems = &mut report.problems;
+        let mut problems = Vec::new();
         let span = usize::try_from(meta.head.saturating_sub(meta.log_start).saturating_add(1))
             .unwrap_or(0);
         let mut seen = vec![0u8; if meta.head >= meta.log_start { span } else { 0 }];
@@ -518,128 +625,104 @@ impl<B: Backend> LogStore for Log<B> {
                 }
             }
         };
-
-        // Base snapshot, then the entity log folded over it up to the checkpoint.
-        let mut base_rows = Vec::new();
-        let mut base_chunks = 0;
-        self.backend.scan(
-            &snapshot_key(meta.log_start, 0),
-            &snapshot_key(meta.log_start.saturating_add(1), 0),
-            false,
-            &mut |key, value| {
-                base_chunks += 1;
-                match proto_schemas::open::<SnapshotChunkV1>(value) {
-                    Ok(chunk) => {
-                        for row in chunk.rows {
-                            match row_from(row) {
-                                Ok(row) => base_rows.push(row),
-                                Err(e) => {
-                                    problems.push(format!("base snapshot chunk {key:?}: {e}"))
-                                }
+        // Every block of every stream decodes; collect what the checks below need.
+        let visit_blocks = |prefix: u8,
+                            from: Seq,
+                            problems: &mut Vec<String>,
+                            on: &mut dyn FnMut(Seq, Event)|
+         -> Result<(), StoreError> {
+            self.backend.scan(
+                &seq_key(prefix, from),
+                &prefix_end(prefix),
+                false,
+                &mut |key, value| {
+                    match decode_block(prefix, key, value) {
+                        Ok(records) => {
+                            for (seq, event) in records {
+                                on(seq, event);
                             }
                         }
+                        Err(e) => problems.push(e.to_string()),
                     }
-                    Err(e) => problems.push(format!("base snapshot chunk {key:?}: {e}")),
-                }
-                Ok(ControlFlow::Continue(()))
-            },
-        )?;
-        if meta.log_start > 1 && base_chunks == 0 {
+                    Ok(ControlFlow::Continue(()))
+                },
+            )
+        };
+
+        // Base snapshot, then the entity log folded over it up to the checkpoint.
+        let (mut replay, chunks) = match self.load_snapshot(meta.log_start) {
+            Ok(found) => found,
+            Err(e) => {
+                problems.push(e.to_string());
+                (State::default(), 1)
+            }
+        };
+        if meta.log_start > 1 && chunks == 0 {
             problems.push(format!(
                 "base snapshot for log_start {} is missing",
                 meta.log_start
             ));
         }
-        let mut replay = TableRow::fold(base_rows);
-        self.backend.scan(
-            &seq_key(ENTITY, meta.log_start),
-            &prefix_end(ENTITY),
-            false,
-            &mut |key, value| {
-                match decode_record(ENTITY, key, value) {
-                    Ok((seq, event)) => {
-                        report.entity_records += 1;
-                        mark(seq, problems);
-                        if seq <= meta.checkpoint {
-                            replay.evolve(&event);
-                        }
-                    }
-                    Err(e) => problems.push(e.to_string()),
-                }
-                Ok(ControlFlow::Continue(()))
-            },
-        )?;
-
-        // Usage events and their guid index.
-        let mut usage_guids: HashMap<Guid, Seq> = HashMap::new();
-        self.backend.scan(
-            &seq_key(USAGE, meta.usage_floor),
-            &prefix_end(USAGE),
-            false,
-            &mut |key, value| {
-                match decode_record(USAGE, key, value) {
-                    Ok((seq, Event::UsageRecorded(u))) => {
-                        report.usage_events += 1;
-                        mark(seq, problems);
-                        if let Some(previous) = usage_guids.insert(u.guid, seq) {
-                            problems.push(format!(
-                                "usage event seq {seq}: guid {} already used by seq {previous}",
-                                u.guid
-                            ));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => problems.push(e.to_string()),
-                }
-                Ok(ControlFlow::Continue(()))
-            },
-        )?;
-        for (guid, seq) in &usage_guids {
-            let indexed = self
-                .backend
-                .get(&guid_key(USAGE_GUID, *guid))?
-                .and_then(|v| seq_value(&v));
-            if indexed != Some(*seq) {
-                problems.push(format!(
-                    "usage guid index for {guid}: points at {indexed:?}, expected seq {seq}"
-                ));
+        let mut entity = Vec::new();
+        visit_blocks(ENTITY, meta.log_start, &mut problems, &mut |seq, event| {
+            entity.push((seq, event))
+        })?;
+        for (seq, event) in entity {
+            report.entity_records += 1;
+            mark(seq, &mut problems);
+            if seq <= meta.checkpoint {
+                replay.evolve(&event);
             }
         }
 
-        // Audit events (kept across purges) and their index.
-        let mut audit_guids: HashMap<Guid, Seq> = HashMap::new();
-        self.backend
-            .scan(&[AUDIT], &prefix_end(AUDIT), false, &mut |key, value| {
-                match decode_record(AUDIT, key, value) {
-                    Ok((seq, Event::AuditRecorded(a))) => {
-                        report.audit_events += 1;
-                        mark(seq, problems);
-                        audit_guids.insert(a.guid, seq);
-                    }
-                    Ok(_) => {}
-                    Err(e) => problems.push(e.to_string()),
+        // Usage events: the reseeded block opens the epoch with app guids; every other event's
+        // guid carries its own sequence number.
+        let mut usage = Vec::new();
+        visit_blocks(USAGE, meta.usage_floor, &mut problems, &mut |seq, event| {
+            usage.push((seq, event))
+        })?;
+        for (seq, event) in usage {
+            report.usage_events += 1;
+            mark(seq, &mut problems);
+            if let Event::UsageRecorded(u) = event {
+                let reseeded = seq < meta.usage_floor + meta.reseeded;
+                let guid_ok = if reseeded {
+                    u.parent_app_guid == Some(u.guid)
+                } else {
+                    event_guid_seq(u.guid) == Some(seq)
+                };
+                if !guid_ok {
+                    problems.push(format!(
+                        "usage event seq {seq}: guid {} does not match its position",
+                        u.guid
+                    ));
                 }
-                Ok(ControlFlow::Continue(()))
-            })?;
-        for (guid, seq) in &audit_guids {
-            let indexed = self
-                .backend
-                .get(&guid_key(AUDIT_GUID, *guid))?
-                .and_then(|v| seq_value(&v));
-            if indexed != Some(*seq) {
-                problems.push(format!(
-                    "audit guid index for {guid}: points at {indexed:?}, expected seq {seq}"
-                ));
+            }
+        }
+        let mut audit = Vec::new();
+        visit_blocks(AUDIT, 0, &mut problems, &mut |seq, event| {
+            audit.push((seq, event))
+        })?;
+        for (seq, event) in audit {
+            report.audit_events += 1;
+            mark(seq, &mut problems);
+            if let Event::AuditRecorded(a) = event {
+                if event_guid_seq(a.guid) != Some(seq) {
+                    problems.push(format!(
+                        "audit event seq {seq}: guid {} does not match its position",
+                        a.guid
+                    ));
+                }
             }
         }
 
         // Density: every number from log_start to head is exactly one record.
-        let mut gaps = Vec::new();
-        for (offset, count) in seen.iter().enumerate() {
-            if *count != 1 {
-                gaps.push((meta.log_start + offset as u64, *count));
-            }
-        }
+        let gaps: Vec<(Seq, u8)> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != 1)
+            .map(|(i, n)| (meta.log_start + i as u64, *n))
+            .collect();
         if !gaps.is_empty() {
             let first: Vec<String> = gaps
                 .iter()
@@ -653,34 +736,30 @@ impl<B: Backend> LogStore for Log<B> {
             ));
         }
 
-        // The persisted table must be the replay.
-        let mut stored = Vec::new();
-        self.backend
-            .scan(&[TABLE], &prefix_end(TABLE), false, &mut |key, value| {
-                match decode_row(key, value) {
-                    Ok(row) => stored.push(row),
-                    Err(e) => problems.push(e.to_string()),
+        // The persisted table must be the replay (when it is at least as new as the log start).
+        match self.load_table() {
+            Ok(table) => {
+                report.table_rows = TableRow::all(&table).len() as u64;
+                if meta.checkpoint + 1 >= meta.log_start && table != replay {
+                    let expected = TableRow::all(&replay);
+                    let actual = TableRow::all(&table);
+                    let differing: Vec<String> = expected
+                        .iter()
+                        .filter(|row| !actual.contains(row))
+                        .chain(actual.iter().filter(|row| !expected.contains(row)))
+                        .map(|row| row.guid().to_string())
+                        .take(5)
+                        .collect();
+                    problems.push(format!(
+                        "persisted table differs from a replay of the log up to the checkpoint {} (rows {})",
+                        meta.checkpoint,
+                        differing.join(", ")
+                    ));
                 }
-                Ok(ControlFlow::Continue(()))
-            })?;
-        report.table_rows = stored.len() as u64;
-        let table = TableRow::fold(stored);
-        if table != replay {
-            let expected = TableRow::all(&replay);
-            let actual = TableRow::all(&table);
-            let differing: Vec<String> = expected
-                .iter()
-                .filter(|row| !actual.contains(row))
-                .chain(actual.iter().filter(|row| !expected.contains(row)))
-                .map(|row| row.guid().to_string())
-                .take(5)
-                .collect();
-            problems.push(format!(
-                "persisted table differs from a replay of the log up to the checkpoint {} (rows {})",
-                meta.checkpoint,
-                differing.join(", ")
-            ));
+            }
+            Err(e) => problems.push(e.to_string()),
         }
+        report.problems = problems;
         Ok(report)
     }
 

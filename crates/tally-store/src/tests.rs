@@ -8,7 +8,7 @@ use chrono::TimeZone;
 use proptest::prelude::*;
 use tally_domain::audit::{Actor, AuditEvent};
 use tally_domain::model::*;
-use tally_domain::{Event, Guid, Seq, State, Timestamp, UsageEvent, UsageState};
+use tally_domain::{event_guid, Event, Guid, Seq, State, Timestamp, UsageEvent, UsageState};
 
 use crate::*;
 
@@ -135,9 +135,8 @@ fn step() -> impl Strategy<Value = Step> {
 struct Model {
     meta: Meta,
     state: State,
-    checkpointed: State,
+    dirty: Vec<Guid>,
     usage: BTreeMap<Seq, UsageEvent>,
-    purged: BTreeMap<Seq, UsageEvent>,
     audit: BTreeMap<Seq, AuditEvent>,
     next_guid: u128,
 }
@@ -148,21 +147,12 @@ impl Model {
         Guid::from_u128(0x1_0000 + self.next_guid)
     }
 
-    fn table_changes(&self) -> Vec<TableChange> {
-        let before = TableRow::all(&self.checkpointed);
-        let after = TableRow::all(&self.state);
-        let mut changes: Vec<TableChange> = after
-            .iter()
-            .filter(|r| !before.contains(r))
-            .cloned()
-            .map(TableChange::Put)
-            .collect();
-        for row in before {
-            if TableRow::of(&self.state, row.guid()).is_none() {
-                changes.push(TableChange::Delete(row.guid()));
-            }
+    fn checkpoint(&mut self) -> Checkpoint {
+        self.meta.checkpoint = self.meta.head;
+        Checkpoint {
+            state: self.state.clone(),
+            dirty: std::mem::take(&mut self.dirty),
         }
-        changes
     }
 
     /// Turns a step into a commit (or nothing) and applies it to the model.
@@ -181,42 +171,34 @@ impl Model {
                         0 => Event::AppUpdated(app(guid, *n, n % 2 == 0)),
                         1 => Event::AppDeleted { guid },
                         2 => {
-                            let u = usage(self.fresh(), guid, UsageState::Started);
+                            let u = usage(event_guid(seq, self.fresh()), guid, UsageState::Started);
                             self.usage.insert(seq, u.clone());
                             Event::UsageRecorded(u)
                         }
                         _ => {
-                            let a = audit(self.fresh(), guid);
+                            let a = audit(event_guid(seq, self.fresh()), guid);
                             self.audit.insert(seq, a.clone());
                             Event::AuditRecorded(a)
                         }
                     };
                     self.state.evolve(&event);
+                    self.dirty.extend(TableRow::guid_of(&event));
                     out.push((seq, event));
                 }
                 self.meta.head = seq;
-                let table = if *checkpoint {
-                    self.meta.checkpoint = seq;
-                    let changes = self.table_changes();
-                    self.checkpointed = self.state.clone();
-                    changes
-                } else {
-                    Vec::new()
-                };
+                let checkpoint = checkpoint.then(|| self.checkpoint());
                 Some(Commit {
                     records: out,
                     meta: self.meta.clone(),
-                    table,
+                    checkpoint,
                     base_snapshot: None,
                 })
             }
             Step::Purge => {
                 let start = self.meta.head + 1;
-                let base = TableRow::all(&self.state);
                 let mut out = Vec::new();
                 let mut seq = self.meta.head;
-                let old = std::mem::take(&mut self.usage);
-                self.purged.extend(old);
+                self.usage.clear();
                 for a in self
                     .state
                     .apps()
@@ -227,21 +209,22 @@ impl Model {
                     self.usage.insert(seq, u.clone());
                     out.push((seq, Event::UsageRecorded(u)));
                 }
+                // The table checkpoint stays where it was: recovery starts from the base
+                // snapshot until the next checkpoint.
                 self.meta = Meta {
                     head: seq,
                     epoch: self.meta.epoch + 1,
                     epoch_started_at: Some(at(seq)),
                     log_start: start,
                     usage_floor: start,
-                    checkpoint: seq,
+                    checkpoint: self.meta.checkpoint,
+                    reseeded: out.len() as u64,
                 };
-                let table = self.table_changes();
-                self.checkpointed = self.state.clone();
                 Some(Commit {
                     records: out,
                     meta: self.meta.clone(),
-                    table,
-                    base_snapshot: Some(base),
+                    checkpoint: None,
+                    base_snapshot: Some(self.state.clone()),
                 })
             }
             Step::Compact(_) | Step::Reopen => None,
@@ -265,40 +248,30 @@ fn check(store: &dyn LogStore, model: &Model) {
             .unwrap(),
         reversed
     );
-    if expected.len() > 2 {
-        let (from, _) = expected[1];
-        assert_eq!(
-            store.usage_range(from, meta.head, 1).unwrap(),
-            vec![expected[1].clone()]
-        );
-    }
-    for (seq, u) in &model.usage {
-        assert_eq!(
-            store.usage_by_guid(u.guid).unwrap(),
-            Some((*seq, u.clone()))
-        );
-        assert_eq!(store.usage_seq_by_guid(u.guid).unwrap(), Some(*seq));
-    }
-    // Purged events leave a tombstone in the guid index pointing at the newest event that had
-    // the guid (a reseed reuses app guids), unless a live event has it now.
-    let mut newest: BTreeMap<Guid, Seq> = BTreeMap::new();
-    for (seq, u) in &model.purged {
-        newest.insert(u.guid, *seq);
-    }
-    for (guid, seq) in newest {
-        if !model.usage.values().any(|live| live.guid == guid) {
-            assert_eq!(store.usage_seq_by_guid(guid).unwrap(), Some(seq));
+    // Every window of every size reads back exactly the model's slice.
+    for (i, (from, _)) in expected.iter().enumerate() {
+        for limit in [1, 2, 5] {
+            let window: Vec<_> = expected[i..].iter().take(limit).cloned().collect();
+            assert_eq!(store.usage_range(*from, meta.head, limit).unwrap(), window);
+            let (upto, _) = expected[expected.len() - 1 - i];
+            let back: Vec<_> = reversed[i..].iter().take(limit).cloned().collect();
+            assert_eq!(
+                store
+                    .usage_range_rev(meta.usage_floor, upto, limit)
+                    .unwrap(),
+                back
+            );
         }
+    }
+    for seq in meta.usage_floor..=meta.head {
+        assert_eq!(store.usage_at(seq).unwrap().as_ref(), model.usage.get(&seq));
     }
     let audits = store.audit_range(1, meta.head, usize::MAX).unwrap();
     let expected: Vec<(Seq, AuditEvent)> =
         model.audit.iter().map(|(s, a)| (*s, a.clone())).collect();
     assert_eq!(audits, expected);
-    for (seq, a) in &model.audit {
-        assert_eq!(
-            store.audit_by_guid(a.guid).unwrap(),
-            Some((*seq, a.clone()))
-        );
+    for seq in 1..=meta.head {
+        assert_eq!(store.audit_at(seq).unwrap().as_ref(), model.audit.get(&seq));
     }
     let recovered = store.recover().unwrap();
     assert_eq!(&recovered.meta, meta);
@@ -351,21 +324,50 @@ proptest! {
 }
 
 #[test]
+fn table_buckets_hold_rows_of_any_guid() {
+    // Guids at both ends of the guid space land in the first and the last bucket.
+    let store = MemLog::in_memory();
+    let mut state = State::default();
+    let low = app(Guid::from_u128(1), 1, true);
+    let high = app(Guid::from_u128(u128::MAX), 2, false);
+    state.evolve(&Event::AppCreated(low.clone()));
+    state.evolve(&Event::AppCreated(high.clone()));
+    let commit = Commit {
+        records: vec![(1, Event::AppCreated(low)), (2, Event::AppCreated(high))],
+        meta: Meta {
+            head: 2,
+            checkpoint: 2,
+            ..Meta::default()
+        },
+        checkpoint: Some(Checkpoint {
+            state: state.clone(),
+            dirty: vec![Guid::from_u128(1), Guid::from_u128(u128::MAX)],
+        }),
+        base_snapshot: None,
+    };
+    store.commit(&commit).unwrap();
+    let recovered = store.recover().unwrap();
+    assert_eq!((recovered.state, recovered.replayed), (state, 0));
+}
+
+#[test]
 fn commits_must_follow_the_head() {
     let store = MemLog::in_memory();
-    let meta = Meta {
-        head: 2,
-        ..Meta::default()
-    };
     let gap = Commit {
         records: vec![(2, Event::AppDeleted { guid: SPACE })],
-        meta: meta.clone(),
+        meta: Meta {
+            head: 2,
+            ..Meta::default()
+        },
         ..Commit::default()
     };
     assert!(matches!(store.commit(&gap), Err(StoreError::Sequence(_))));
     let wrong_head = Commit {
         records: vec![(1, Event::AppDeleted { guid: SPACE })],
-        meta,
+        meta: Meta {
+            head: 2,
+            ..Meta::default()
+        },
         ..Commit::default()
     };
     assert!(matches!(
@@ -388,7 +390,11 @@ fn commits_must_follow_the_head() {
 #[test]
 fn a_failed_write_changes_nothing() {
     let store = MemLog::in_memory();
-    let u = usage(Guid::from_u128(1), Guid::from_u128(2), UsageState::Started);
+    let u = usage(
+        event_guid(1, Guid::from_u128(1)),
+        Guid::from_u128(2),
+        UsageState::Started,
+    );
     let commit = Commit {
         records: vec![(1, Event::UsageRecorded(u.clone()))],
         meta: Meta {
@@ -411,14 +417,12 @@ fn corruption_is_reported_with_its_position_and_never_served() {
     let store = SledLog::open(&dir.path().join("db"), &SledOptions::default()).unwrap();
     let mut records = Vec::new();
     for seq in 1..=3 {
-        records.push((
-            seq,
-            Event::UsageRecorded(usage(
-                Guid::from_u128(u128::from(seq)),
-                SPACE,
-                UsageState::Started,
-            )),
-        ));
+        let u = usage(
+            event_guid(seq, Guid::from_u128(7)),
+            SPACE,
+            UsageState::Started,
+        );
+        records.push((seq, Event::UsageRecorded(u)));
     }
     store
         .commit(&Commit {
@@ -430,8 +434,8 @@ fn corruption_is_reported_with_its_position_and_never_served() {
             ..Commit::default()
         })
         .unwrap();
-    // Flip one byte of the stored value of seq 2.
-    let key = crate::keys::seq_key(crate::keys::USAGE, 2);
+    // Flip one bit of the stored block (seq 1 to 3).
+    let key = crate::keys::seq_key(crate::keys::USAGE, 1);
     let mut value = store.backend().get(&key).unwrap().unwrap();
     let last = value.len() - 1;
     value[last] ^= 1;
@@ -442,7 +446,7 @@ fn corruption_is_reported_with_its_position_and_never_served() {
 
     let error = store.usage_range(1, 3, 10).unwrap_err();
     assert!(
-        matches!(&error, StoreError::Corrupt { position, .. } if position == "usage event seq 2"),
+        matches!(&error, StoreError::Corrupt { position, .. } if position == "usage event block at seq 1"),
         "{error}"
     );
     let report = store.verify().unwrap();
@@ -450,30 +454,35 @@ fn corruption_is_reported_with_its_position_and_never_served() {
         report
             .problems
             .iter()
-            .any(|p| p.contains("usage event seq 2") && p.contains("checksum")),
+            .any(|p| p.contains("usage event block at seq 1") && p.contains("checksum")),
         "{:?}",
         report.problems
+    );
+    let recovery = store.recover().unwrap_err();
+    assert!(
+        recovery.to_string().contains("usage event block at seq 1"),
+        "{recovery}"
     );
 }
 
 #[test]
 fn records_beyond_the_head_stop_recovery() {
     let store = MemLog::in_memory();
-    let value = proto_schemas::envelope(&proto_schemas::v1::LogRecordV1 {
-        seq: 9,
-        body: proto_schemas::v1::RecordBodyV1::AppDeleted([0; 16]),
+    let value = proto_schemas::envelope(&proto_schemas::v1::BlockV1 {
+        records: vec![proto_schemas::v1::LogRecordV1 {
+            seq: 9,
+            body: proto_schemas::v1::RecordBodyV1::AppDeleted([0; 16]),
+        }],
     })
     .unwrap();
+    let key = crate::keys::seq_key(crate::keys::ENTITY, 9).to_vec();
     store
         .backend()
-        .apply(
-            vec![backend::Op::Put(
-                crate::keys::seq_key(crate::keys::ENTITY, 9).to_vec(),
-                value,
-            )],
-            true,
-        )
+        .apply(vec![backend::Op::Put(key, value)], true)
         .unwrap();
     let error = store.recover().unwrap_err();
-    assert!(error.to_string().contains("entity record seq 9"), "{error}");
+    assert!(
+        error.to_string().contains("seq 9") && error.to_string().contains("beyond the head"),
+        "{error}"
+    );
 }

@@ -1,1 +1,105 @@
-fn main() {}
+//! `tally`: serve, verify.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tally::config::{self, Overrides};
+use tally::startup::{shutdown_signal, Application};
+use tally::{telemetry, verify};
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Event-sourced usage metering with Cloud Foundry's Cloud Controller API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start tally (defaults: ./tally-data, 127.0.0.1:8181).
+    Serve {
+        /// A TOML config file (see deploy/tally.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The address to listen on.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Check a stopped data directory offline; exits non-zero on any problem.
+    Verify {
+        /// A TOML config file to take the data directory from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tally: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+        } => {
+            let settings = config::load(
+                config.as_deref(),
+                std::env::vars(),
+                &Overrides { data_dir, listen },
+            )?;
+            telemetry::init(&settings.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let shutdown = shutdown_signal()?;
+                let app = Application::build(&settings).await?;
+                tracing::info!(
+                    address = %app.local_addr()?,
+                    data_dir = %settings.storage.data_dir.display(),
+                    "tally is listening on http://{}",
+                    app.local_addr()?
+                );
+                app.run_until_stopped(shutdown).await
+            })?;
+            tracing::info!("tally stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { config, data_dir } => {
+            let settings = config::load(
+                config.as_deref(),
+                std::env::vars(),
+                &Overrides {
+                    data_dir,
+                    listen: None,
+                },
+            )?;
+            let sound = verify::run(&settings.storage.data_dir, &mut std::io::stdout())?;
+            Ok(if sound {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

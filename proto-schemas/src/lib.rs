@@ -76,8 +76,13 @@ pub fn envelope<T: bincode::Encode>(record: &T) -> Result<Vec<u8>, EncodeError> 
     Ok(out)
 }
 
-/// Checks and decodes an envelope written by [`envelope`].
-pub fn open<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+/// Checks an envelope's version and checksum without decoding it (fast: start-up runs this over
+/// every stored value).
+pub fn check(bytes: &[u8]) -> Result<(), DecodeError> {
+    payload(bytes).map(|_| ())
+}
+
+fn payload(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if bytes.len() < 5 {
         return Err(DecodeError::Truncated(bytes.len()));
     }
@@ -90,6 +95,12 @@ pub fn open<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
+    Ok(payload)
+}
+
+/// Checks and decodes an envelope written by [`envelope`].
+pub fn open<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let payload = payload(bytes)?;
     let (record, used) = bincode::decode_from_slice::<T, _>(payload, DECODE_CONFIG)
         .map_err(|e| DecodeError::Payload(e.to_string()))?;
     if used != payload.len() {

@@ -1,1 +1,9 @@
+//! The one integration-test binary: the real server on port 0, and the `tally` binary itself.
 
+// A panic in a test helper is a test failure; children spawned by helpers are waited for by
+// the tests that receive them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
+
+mod cli;
+mod discovery;
+mod helpers;

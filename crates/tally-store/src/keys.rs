@@ -75,3 +75,17 @@ pub(crate) fn kind_name(prefix: u8) -> &'static str {
         _ => "record",
     }
 }
+
+/// A human name for the position of any key, for error messages.
+pub(crate) fn describe(key: &[u8]) -> String {
+    match key.first() {
+        Some(&prefix @ (ENTITY | USAGE | AUDIT)) => match seq_of(key) {
+            Some(seq) => format!("{} block at seq {seq}", kind_name(prefix)),
+            None => format!("{} key {key:?}", kind_name(prefix)),
+        },
+        Some(&TABLE) => format!("table bucket {key:?}"),
+        Some(&SNAPSHOT) => format!("base snapshot chunk {key:?}"),
+        Some(b'm') if key.len() == 1 => "meta".to_owned(),
+        _ => format!("unknown key {key:?}"),
+    }
+}

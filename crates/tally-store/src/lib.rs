@@ -226,8 +226,9 @@ pub struct VerifyReport {
 /// - **Errors**: a value that fails its checksum or does not decode is [`StoreError::Corrupt`]
 ///   naming its position, never a panic and never served.
 pub trait LogStore: Send + Sync + 'static {
-    /// Loads the meta and the persisted table, replays entity records after the checkpoint, and
-    /// checks that no record lies beyond the head and that the tail is dense.
+    /// Checks the checksum of every stored value, loads the meta and the persisted table (or the
+    /// base snapshot), replays entity records after it, and checks that no record lies beyond
+    /// the head and that the replayed tail is dense.
     fn recover(&self) -> Result<Recovered, StoreError>;
 
     /// Writes a commit atomically and fsyncs it.

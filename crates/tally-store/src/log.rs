@@ -370,6 +370,12 @@ impl<B: Backend> Log<B> {
 impl<B: Backend> LogStore for Log<B> {
     fn recover(&self) -> Result<Recovered, StoreError> {
         let meta = read_meta(&self.backend)?.unwrap_or_default();
+        // A bit flipped anywhere stops start-up, naming the position: every stored value's
+        // checksum is checked (cheap); the tail replayed below is also decoded in full.
+        self.backend.scan(&[], &[0xff], false, &mut |key, value| {
+            proto_schemas::check(value).map_err(|e| corrupt(describe(key), e))?;
+            Ok(ControlFlow::Continue(()))
+        })?;
         // The persisted table serves when it is at least as new as the log start; after a purge
         // that it predates, the base snapshot is the starting point.
         let (mut state, replay_from) = if meta.checkpoint + 1 >= meta.log_start {

@@ -424,16 +424,25 @@ fn corruption_is_reported_with_its_position_and_never_served() {
         );
         records.push((seq, Event::UsageRecorded(u)));
     }
+    // Checkpointed, so recovery replays nothing: only the checksum pass can find the flip.
+    let checkpoint = Some(Checkpoint {
+        state: State::default(),
+        dirty: Vec::new(),
+    });
+    let meta = Meta {
+        head: 3,
+        checkpoint: 3,
+        ..Meta::default()
+    };
     store
         .commit(&Commit {
             records,
-            meta: Meta {
-                head: 3,
-                ..Meta::default()
-            },
-            ..Commit::default()
+            meta,
+            checkpoint,
+            base_snapshot: None,
         })
         .unwrap();
+    assert_eq!(store.recover().unwrap().replayed, 0);
     // Flip one bit of the stored block (seq 1 to 3).
     let key = crate::keys::seq_key(crate::keys::USAGE, 1);
     let mut value = store.backend().get(&key).unwrap().unwrap();

@@ -1,0 +1,101 @@
+//! Headers every response carries, and the rendering of [`ApiError`]s, in one middleware.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::PendingError;
+
+/// `X-VCAP-Request-ID`.
+pub static VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of reference §7.3: the client's id (from `X-Vcap-Request-Id` or
+/// `X-Request-Id`), stripped of everything outside `[A-Za-z0-9_-]` and cut to 255 characters,
+/// then `::` and a fresh uuid; or just a fresh uuid.
+pub fn request_id(client: Option<&str>, fresh: uuid::Uuid) -> String {
+    let cleaned: Option<String> = client.map(|id| {
+        id.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .take(255)
+            .collect()
+    });
+    match cleaned {
+        Some(id) if !id.is_empty() => format!("{id}::{fresh}"),
+        _ => fresh.to_string(),
+    }
+}
+
+/// The id of the request being served, for logs.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Sets `X-VCAP-Request-ID` and `X-Content-Type-Options`, and renders a pending [`ApiError`]
+/// as Cloud Controller's v2 or v3 body (v3 for `/v3/...`, v2 otherwise).
+pub async fn cc_headers(mut request: Request, next: Next) -> Response {
+    let client = request
+        .headers()
+        .get(&VCAP_REQUEST_ID)
+        .or_else(|| request.headers().get(&REQUEST_ID))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    #[allow(clippy::disallowed_methods)] // request ids are random by definition
+    let id = request_id(client.as_deref(), uuid::Uuid::new_v4());
+    let v3 = request.uri().path().starts_with("/v3");
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id);
+    let mut response = {
+        let _entered = span.enter();
+        tracing::debug!("request received");
+        drop(_entered);
+        tracing::Instrument::instrument(next.run(request), span.clone()).await
+    };
+    if let Some(PendingError(error)) = response.extensions_mut().remove::<PendingError>() {
+        let (body, content_type) = if v3 {
+            (error.v3_body(), "application/json; charset=utf-8")
+        } else {
+            (error.v2_body(), "application/json;charset=utf-8")
+        };
+        *response.body_mut() = Body::from(body);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(VCAP_REQUEST_ID.clone(), value);
+    }
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let _entered = span.enter();
+    tracing::info!(status = response.status().as_u16(), "request served");
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn client_request_ids_are_cleaned_cut_and_suffixed() {
+        let fresh = uuid::Uuid::from_u128(7);
+        assert_eq!(request_id(None, fresh), fresh.to_string());
+        assert_eq!(
+            request_id(Some("abc-1_2"), fresh),
+            format!("abc-1_2::{fresh}")
+        );
+        assert_eq!(request_id(Some("a b/c;d"), fresh), format!("abcd::{fresh}"));
+        assert_eq!(request_id(Some("!!!"), fresh), fresh.to_string());
+        let long = "x".repeat(300);
+        assert_eq!(
+            request_id(Some(&long), fresh),
+            format!("{}::{fresh}", "x".repeat(255))
+        );
+    }
+}

@@ -1,0 +1,356 @@
+//! Settings: one typed struct, loaded in layers by a pure function. Defaults, then an optional
+//! TOML file, then `TALLY_<SECTION>__<KEY>` environment variables, then command-line flags.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything tally can be told.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// HTTP.
+    pub server: ServerSettings,
+    /// The data directory and the log.
+    pub storage: StorageSettings,
+    /// Staging.
+    pub staging: StagingSettings,
+    /// App defaults (CC's config keys).
+    pub apps: AppSettings,
+    /// The UAA clients are sent to for tokens.
+    pub uaa: UaaSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The URL clients reach tally at; default `http://<listen>`.
+    pub external_url: Option<String>,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// The data directory (relative paths are relative to the working directory).
+    pub data_dir: PathBuf,
+    /// sled's page cache, MiB.
+    pub cache_capacity_mb: u64,
+    /// Records between table checkpoints (bounds the replay at start-up).
+    pub checkpoint_every: u64,
+}
+
+/// How builds complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StagingMode {
+    /// At once, in the command that starts them (a single node with no runtime).
+    Immediate,
+    /// When a runtime calls the build-completed callback.
+    External,
+}
+
+/// `[staging]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagingSettings {
+    /// `immediate` or `external`.
+    pub mode: StagingMode,
+    /// Buildpack immediate staging reports when an app asked for none.
+    pub default_buildpack: String,
+}
+
+/// `[apps]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppSettings {
+    /// `default_app_memory`, MB.
+    pub default_memory_mb: i64,
+    /// `default_app_disk_in_mb`.
+    pub default_disk_mb: i64,
+    /// `maximum_app_disk_in_mb`.
+    pub max_disk_mb: i64,
+}
+
+/// `[uaa]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UaaSettings {
+    /// UAA URL shown on `/` and `/v2/info`.
+    pub url: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `tally=debug,info`.
+    pub level: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            external_url: None,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("tally-data"),
+            cache_capacity_mb: 64,
+            checkpoint_every: 50_000,
+        }
+    }
+}
+
+impl Default for StagingSettings {
+    fn default() -> Self {
+        Self {
+            mode: StagingMode::Immediate,
+            default_buildpack: "binary_buildpack".to_owned(),
+        }
+    }
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        Self {
+            default_memory_mb: 1024,
+            default_disk_mb: 1024,
+            max_disk_mb: 2048,
+        }
+    }
+}
+
+impl Default for UaaSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:8080/uaa".to_owned(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Overrides from the command line (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Loads settings: defaults, then `file` (which must exist if given), then the `TALLY_*`
+/// variables of `env` (`TALLY_STORAGE__DATA_DIR=/var/lib/tally`), then `overrides`.
+/// Variables without a `__` section separator are not settings and are ignored.
+pub fn load(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &Overrides,
+) -> Result<Settings, Box<figment::Error>> {
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(Box::new(figment::Error::from(format!(
+                "config file {} does not exist",
+                path.display()
+            ))));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    // Collect the environment into TOML so the variables come from the caller, not the process.
+    let mut table = toml_table_from_env(env);
+    if !table.is_empty() {
+        table.insert(0, "# from TALLY_* environment variables".to_owned());
+        figment = figment.merge(Toml::string(&table.join("\n")));
+    }
+    if let Some(dir) = &overrides.data_dir {
+        figment = figment.merge(Serialized::default("storage.data_dir", dir));
+    }
+    if let Some(listen) = overrides.listen {
+        figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
+    }
+    figment.extract().map_err(Box::new)
+}
+
+/// `TALLY_SECTION__KEY=value` → `section.key = <value>` lines, values as TOML (numbers,
+/// booleans, lists) or else as strings.
+fn toml_table_from_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("TALLY_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let key = format!(
+            "{}.{}",
+            section.to_lowercase(),
+            key.to_lowercase().replace("__", ".")
+        );
+        let literal = if parses_as_toml_value(&value) {
+            value.clone()
+        } else {
+            toml_string(&value)
+        };
+        lines.push(format!("{key} = {literal}"));
+    }
+    lines
+}
+
+fn parses_as_toml_value(value: &str) -> bool {
+    format!("v = {value}").parse::<toml::Table>().is_ok()
+}
+
+fn toml_string(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let settings = load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.server.listen.to_string(), "127.0.0.1:8181");
+        assert_eq!(settings.storage.data_dir, PathBuf::from("tally-data"));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9000\"\n[storage]\ndata_dir = \"/from/file\"\ncache_capacity_mb = 16\n").unwrap();
+        let from_file = load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(from_file.server.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(from_file.storage.cache_capacity_mb, 16);
+
+        let vars = env(&[
+            ("TALLY_STORAGE__DATA_DIR", "/from/env"),
+            ("TALLY_STORAGE__CHECKPOINT_EVERY", "77"),
+            ("TALLY_STAGING__MODE", "external"),
+            ("TALLY_CRASH_ROUNDS", "5"),
+            ("HOME", "/root"),
+        ]);
+        let from_env = load(Some(&path), vars.clone(), &Overrides::default()).unwrap();
+        assert_eq!(from_env.storage.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(from_env.storage.checkpoint_every, 77);
+        assert_eq!(from_env.staging.mode, StagingMode::External);
+        assert_eq!(
+            from_env.storage.cache_capacity_mb, 16,
+            "file values env does not touch stay"
+        );
+
+        let flags = Overrides {
+            data_dir: Some("/from/flag".into()),
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+        };
+        let from_flags = load(Some(&path), vars, &flags).unwrap();
+        assert_eq!(from_flags.storage.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(from_flags.server.listen.to_string(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.toml");
+        std::fs::write(&path, "[storage]\ndata_dri = \"x\"\n").unwrap();
+        let error = load(Some(&path), env(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("data_dri"), "{error}");
+        let error = load(
+            None,
+            env(&[("TALLY_SERVR__LISTEN", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("servr"), "{error}");
+        let error = load(
+            None,
+            env(&[("TALLY_SERVER__LISTEN", "not-an-address")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("listen"), "{error}");
+        let error = load(
+            Some(&dir.path().join("missing.toml")),
+            env(&[]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("does not exist"), "{error}");
+    }
+
+    #[test]
+    fn the_example_config_in_deploy_is_complete_and_loads() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/tally.example.toml");
+        let settings = load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(
+            settings,
+            Settings::default(),
+            "the example documents the defaults"
+        );
+        // Every key of the settings appears in the example.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::Value::try_from(Settings::default()).unwrap();
+        for (section, keys) in defaults.as_table().unwrap() {
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "section {section} missing"
+            );
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    text.contains(&format!("{key} =")) || text.contains(&format!("# {key} =")),
+                    "{section}.{key} missing"
+                );
+            }
+        }
+    }
+}

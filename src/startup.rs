@@ -1,0 +1,135 @@
+//! The composition root: settings in, a running tally out.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tally_domain::DomainConfig;
+use tally_engine::{Engine, EngineConfig, RandomIds, SystemClock};
+use tally_http::{AppState, HttpSettings};
+use tally_store::{LogStore, SledLog, SledOptions};
+use tokio::net::TcpListener;
+
+use crate::config::{Settings, StagingMode};
+
+/// Where the log lives inside the data directory.
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("log")
+}
+
+/// Opens the sled log of a data directory.
+pub fn open_log(settings: &Settings) -> anyhow::Result<SledLog> {
+    let dir = log_dir(&settings.storage.data_dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let options = SledOptions {
+        cache_capacity_bytes: settings.storage.cache_capacity_mb * 1024 * 1024,
+    };
+    SledLog::open(&dir, &options)
+        .with_context(|| format!("cannot open the log in {}", dir.display()))
+}
+
+/// A tally that is listening.
+pub struct Application {
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Opens and recovers the log, starts the writer and binds the listener (port 0 picks one).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let store: Arc<dyn LogStore> = Arc::new(open_log(settings)?);
+        let config = EngineConfig {
+            domain: DomainConfig {
+                default_memory_mb: settings.apps.default_memory_mb,
+                default_disk_mb: settings.apps.default_disk_mb,
+                max_disk_mb: settings.apps.max_disk_mb,
+                staging_mode: match settings.staging.mode {
+                    StagingMode::Immediate => tally_domain::StagingMode::Immediate,
+                    StagingMode::External => tally_domain::StagingMode::External,
+                },
+                default_buildpack: settings.staging.default_buildpack.clone(),
+                ..DomainConfig::default()
+            },
+            checkpoint_every: settings.storage.checkpoint_every.max(1),
+            ..EngineConfig::default()
+        };
+        let engine = tokio::task::spawn_blocking(move || {
+            Engine::start(store, config, Box::new(SystemClock), Box::new(RandomIds))
+        })
+        .await
+        .context("recovery task failed")?
+        .context("cannot recover the log")?;
+        let engine = Arc::new(engine);
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let local = listener.local_addr()?;
+        let external_url = settings
+            .server
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let state = Arc::new(AppState {
+            engine: engine.clone(),
+            settings: HttpSettings {
+                external_url,
+                uaa_url: settings.uaa.url.clone(),
+            },
+        });
+        Ok(Self {
+            listener,
+            engine,
+            router: tally_http::router(state),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
+    /// finishes queued commands, writes a final checkpoint and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.engine.shutdown().await;
+        served.context("the HTTP server failed")
+    }
+}
+
+/// Registers SIGINT and SIGTERM handlers now (so a signal that arrives right after start-up is
+/// not lost to the default action) and returns a future that resolves on the first of them.
+/// Must be called inside the tokio runtime.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static>
+{
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+            tracing::info!("shutdown signal received; finishing in-flight work");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received; finishing in-flight work");
+        })
+    }
+}

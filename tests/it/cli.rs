@@ -1,0 +1,255 @@
+//! The `tally` binary: serve on its defaults, stop on SIGTERM, verify, refuse corruption.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tally_store::backend::{Backend, Op};
+use tally_store::{LogStore, SledLog, SledOptions};
+
+use crate::helpers::write_history;
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+/// Starts `tally serve` in `cwd` and waits for the address it logs.
+fn serve(cwd: &Path, args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(TALLY)
+        .arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tally serve printed nothing");
+        if let Some(at) = line.find("tally is listening on http://") {
+            let rest = &line[at + "tally is listening on http://".len()..];
+            let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            return (child, address, received);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tally serve never said where it listens"
+        );
+    }
+}
+
+/// Waits for a child that should exit by itself; kills it (failing the test) if it does not.
+fn wait_or_kill(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap()
+}
+
+fn verify(data_dir: &Path) -> (bool, String) {
+    let output = Command::new(TALLY)
+        .args(["verify", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn serve_on_the_embedded_default_then_stop_on_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (mut child, address, _) = serve(cwd.path(), &["--listen", "127.0.0.1:0"]);
+    let body = reqwest::blocking_get(&format!("http://{address}/v2/info"));
+    assert!(body.contains("\"api_version\":\"2.186.0\""), "{body}");
+    let status = terminate(&mut child);
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    let data_dir = cwd.path().join("tally-data");
+    assert!(
+        data_dir.join("log").is_dir(),
+        "the default data directory is ./tally-data"
+    );
+    let (ok, report) = verify(&data_dir);
+    assert!(ok, "{report}");
+    assert!(report.contains("ok:"), "{report}");
+}
+
+#[test]
+fn verify_passes_on_history_and_names_the_position_of_a_corrupt_record() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data_dir = cwd.path().join("data");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(write_history(&data_dir, 5));
+    let (ok, report) = verify(&data_dir);
+    assert!(ok, "{report}");
+    assert!(report.contains("usage events"), "{report}");
+
+    // Flip one bit in the value of the first usage block (key layout: ARCHITECTURE.md).
+    {
+        let store = SledLog::open(&data_dir.join("log"), &SledOptions::default()).unwrap();
+        let usage = store.usage_range(1, u64::MAX, 1).unwrap();
+        let (seq, _) = usage[0];
+        let mut key = vec![b'u'];
+        key.extend_from_slice(&seq.to_be_bytes());
+        let mut value = store.backend().get(&key).unwrap().unwrap();
+        let last = value.len() - 1;
+        value[last] ^= 0x10;
+        store
+            .backend()
+            .apply(vec![Op::Put(key, value)], true)
+            .unwrap();
+    }
+    let (ok, report) = verify(&data_dir);
+    assert!(!ok, "verify must fail on a corrupt record: {report}");
+    assert!(report.contains("usage event block at seq"), "{report}");
+
+    // Start-up refuses too, naming the position.
+    let child = Command::new(TALLY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_or_kill(child, Duration::from_secs(30));
+    assert!(
+        !output.status.success(),
+        "tally serve started on a corrupt log"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("usage event block at seq") && stderr.contains("checksum"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn verify_refuses_a_directory_that_is_not_a_data_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (ok, report) = verify(&cwd.path().join("nothing-here"));
+    assert!(!ok);
+    assert!(report.contains("is not a tally data directory"), "{report}");
+}
+
+#[test]
+fn unknown_config_keys_stop_start_up_with_the_key_named() {
+    let cwd = tempfile::tempdir().unwrap();
+    let config = cwd.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\nlistne = \"x\"\n",
+    )
+    .unwrap();
+    let child = Command::new(TALLY)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_or_kill(child, Duration::from_secs(30));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listne"), "{stderr}");
+}
+
+#[test]
+fn environment_variables_override_the_config_file() {
+    let cwd = tempfile::tempdir().unwrap();
+    let config = cwd.path().join("tally.toml");
+    std::fs::write(&config, "[storage]\ndata_dir = \"from-file\"\n").unwrap();
+    let mut child = Command::new(TALLY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .current_dir(cwd.path())
+        .env("TALLY_STORAGE__DATA_DIR", "from-env")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let listening = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("tally is listening")))
+        .unwrap()
+        .unwrap();
+    assert!(listening.contains("from-env"), "{listening}");
+    assert!(terminate(&mut child).success());
+    assert!(cwd.path().join("from-env/log").is_dir());
+    assert!(!cwd.path().join("from-file").exists());
+}
+
+#[test]
+fn a_data_directory_serves_one_tally_at_a_time() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (mut first, _, _) = serve(cwd.path(), &["--listen", "127.0.0.1:0"]);
+    let second = Command::new(TALLY)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = wait_or_kill(second, Duration::from_secs(30));
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another tally process"),
+        "{stderr}"
+    );
+    assert!(terminate(&mut first).success());
+}
+
+#[test]
+fn sigterm_writes_a_final_checkpoint() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data_dir = cwd.path().join("data");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(write_history(&data_dir, 3));
+    let dir = data_dir.to_string_lossy().into_owned();
+    let (mut child, _, _) = serve(cwd.path(), &["--listen", "127.0.0.1:0", "--data-dir", &dir]);
+    assert!(terminate(&mut child).success());
+    let store = SledLog::open(&data_dir.join("log"), &SledOptions::default()).unwrap();
+    let recovered = store.recover().unwrap();
+    assert_eq!(
+        recovered.replayed, 0,
+        "nothing to replay after a graceful stop"
+    );
+    assert_eq!(recovered.state.app_count(), 3);
+}
+
+mod reqwest {
+    /// A tiny blocking GET over std, so the binary tests need no async runtime.
+    pub fn blocking_get(url: &str) -> String {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
+    }
+}

@@ -2,18 +2,21 @@
 //! one event into it. Backed by persistent maps so a snapshot is an O(1) clone that readers can
 //! hold while the writer moves on.
 
+use std::sync::Arc;
+
 use imbl::OrdMap;
 
 use crate::event::Event;
 use crate::ids::Guid;
 use crate::model::{App, Org, Space};
 
-/// The app table.
+/// The app table. Rows are behind `Arc`s: a persistent map copies a whole leaf of entries when a
+/// shared leaf changes, and copying 64 `Arc`s is far cheaper than copying 64 apps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    orgs: OrdMap<Guid, Org>,
-    spaces: OrdMap<Guid, Space>,
-    apps: OrdMap<Guid, App>,
+    orgs: OrdMap<Guid, Arc<Org>>,
+    spaces: OrdMap<Guid, Arc<Space>>,
+    apps: OrdMap<Guid, Arc<App>>,
     org_names: OrdMap<String, Guid>,
     space_names: OrdMap<(Guid, String), Guid>,
     app_names: OrdMap<(Guid, String), Guid>,
@@ -23,60 +26,56 @@ pub struct State {
 impl State {
     /// An org by guid.
     pub fn org(&self, guid: Guid) -> Option<&Org> {
-        self.orgs.get(&guid)
+        self.orgs.get(&guid).map(|org| &**org)
     }
 
     /// A space by guid.
     pub fn space(&self, guid: Guid) -> Option<&Space> {
-        self.spaces.get(&guid)
+        self.spaces.get(&guid).map(|space| &**space)
     }
 
     /// An app by guid.
     pub fn app(&self, guid: Guid) -> Option<&App> {
-        self.apps.get(&guid)
+        self.apps.get(&guid).map(|app| &**app)
     }
 
     /// The app whose latest build is `build_guid`.
     pub fn app_of_build(&self, build_guid: Guid) -> Option<&App> {
-        self.builds
-            .get(&build_guid)
-            .and_then(|app| self.apps.get(app))
+        self.builds.get(&build_guid).and_then(|app| self.app(*app))
     }
 
     /// An org by name.
     pub fn org_named(&self, name: &str) -> Option<&Org> {
-        self.org_names
-            .get(name)
-            .and_then(|guid| self.orgs.get(guid))
+        self.org_names.get(name).and_then(|guid| self.org(*guid))
     }
 
     /// A space by org and name.
     pub fn space_named(&self, org_guid: Guid, name: &str) -> Option<&Space> {
         self.space_names
             .get(&(org_guid, name.to_owned()))
-            .and_then(|guid| self.spaces.get(guid))
+            .and_then(|guid| self.space(*guid))
     }
 
     /// An app by space and name.
     pub fn app_named(&self, space_guid: Guid, name: &str) -> Option<&App> {
         self.app_names
             .get(&(space_guid, name.to_owned()))
-            .and_then(|guid| self.apps.get(guid))
+            .and_then(|guid| self.app(*guid))
     }
 
     /// All orgs, by guid.
     pub fn orgs(&self) -> impl Iterator<Item = &Org> {
-        self.orgs.values()
+        self.orgs.values().map(|org| &**org)
     }
 
     /// All spaces, by guid.
     pub fn spaces(&self) -> impl Iterator<Item = &Space> {
-        self.spaces.values()
+        self.spaces.values().map(|space| &**space)
     }
 
     /// All apps, by guid.
     pub fn apps(&self) -> impl Iterator<Item = &App> {
-        self.apps.values()
+        self.apps.values().map(|app| &**app)
     }
 
     /// Orgs whose guids fall in `range`.
@@ -84,7 +83,7 @@ impl State {
         &self,
         range: impl std::ops::RangeBounds<Guid>,
     ) -> impl Iterator<Item = &Org> {
-        self.orgs.range(range).map(|(_, org)| org)
+        self.orgs.range(range).map(|(_, org)| &**org)
     }
 
     /// Spaces whose guids fall in `range`.
@@ -92,7 +91,7 @@ impl State {
         &self,
         range: impl std::ops::RangeBounds<Guid>,
     ) -> impl Iterator<Item = &Space> {
-        self.spaces.range(range).map(|(_, space)| space)
+        self.spaces.range(range).map(|(_, space)| &**space)
     }
 
     /// Apps whose guids fall in `range`.
@@ -100,7 +99,7 @@ impl State {
         &self,
         range: impl std::ops::RangeBounds<Guid>,
     ) -> impl Iterator<Item = &App> {
-        self.apps.range(range).map(|(_, app)| app)
+        self.apps.range(range).map(|(_, app)| &**app)
     }
 
     /// Number of apps.
@@ -113,7 +112,7 @@ impl State {
         self.space_names
             .range((org_guid, String::new())..)
             .take_while(move |((org, _), _)| *org == org_guid)
-            .filter_map(|(_, guid)| self.spaces.get(guid))
+            .filter_map(|(_, guid)| self.space(*guid))
     }
 
     /// The apps of a space, by name.
@@ -121,18 +120,22 @@ impl State {
         self.app_names
             .range((space_guid, String::new())..)
             .take_while(move |((space, _), _)| *space == space_guid)
-            .filter_map(|(_, guid)| self.apps.get(guid))
+            .filter_map(|(_, guid)| self.app(*guid))
     }
 
-    /// Folds one event into the table. Stream events (usage, audit) leave it unchanged.
+    /// Folds one event into the table. Stream events (usage, audit) leave it unchanged. Name
+    /// indexes are touched only when a name or parent changes.
     pub fn evolve(&mut self, event: &Event) {
         match event {
             Event::OrgCreated(org) | Event::OrgUpdated(org) => {
-                if let Some(old) = self.orgs.get(&org.guid) {
-                    self.org_names.remove(&old.name);
+                let old_name = self.orgs.get(&org.guid).map(|old| old.name.clone());
+                if old_name.as_deref() != Some(org.name.as_str()) {
+                    if let Some(old) = old_name {
+                        self.org_names.remove(&old);
+                    }
+                    self.org_names.insert(org.name.clone(), org.guid);
                 }
-                self.org_names.insert(org.name.clone(), org.guid);
-                self.orgs.insert(org.guid, org.clone());
+                self.orgs.insert(org.guid, Arc::new(org.clone()));
             }
             Event::OrgDeleted { guid } => {
                 if let Some(old) = self.orgs.remove(guid) {
@@ -140,35 +143,53 @@ impl State {
                 }
             }
             Event::SpaceCreated(space) | Event::SpaceUpdated(space) => {
-                if let Some(old) = self.spaces.get(&space.guid) {
-                    self.space_names.remove(&(old.org_guid, old.name.clone()));
+                let key = (space.org_guid, space.name.clone());
+                let old_key = self
+                    .spaces
+                    .get(&space.guid)
+                    .map(|old| (old.org_guid, old.name.clone()));
+                if old_key.as_ref() != Some(&key) {
+                    if let Some(old) = old_key {
+                        self.space_names.remove(&old);
+                    }
+                    self.space_names.insert(key, space.guid);
                 }
-                self.space_names
-                    .insert((space.org_guid, space.name.clone()), space.guid);
-                self.spaces.insert(space.guid, space.clone());
+                self.spaces.insert(space.guid, Arc::new(space.clone()));
             }
             Event::SpaceDeleted { guid } => {
                 if let Some(old) = self.spaces.remove(guid) {
-                    self.space_names.remove(&(old.org_guid, old.name));
+                    self.space_names.remove(&(old.org_guid, old.name.clone()));
                 }
             }
             Event::AppCreated(app) | Event::AppUpdated(app) => {
-                if let Some(old) = self.apps.get(&app.guid) {
-                    self.app_names.remove(&(old.space_guid, old.name.clone()));
-                    if let Some(build) = &old.build {
-                        self.builds.remove(&build.guid);
+                let (old_key, old_build) = match self.apps.get(&app.guid) {
+                    Some(old) => (
+                        Some((old.space_guid, old.name.clone())),
+                        old.build.as_ref().map(|b| b.guid),
+                    ),
+                    None => (None, None),
+                };
+                let key = (app.space_guid, app.name.clone());
+                if old_key.as_ref() != Some(&key) {
+                    if let Some(old) = old_key {
+                        self.app_names.remove(&old);
+                    }
+                    self.app_names.insert(key, app.guid);
+                }
+                let new_build = app.build.as_ref().map(|b| b.guid);
+                if old_build != new_build {
+                    if let Some(old) = old_build {
+                        self.builds.remove(&old);
+                    }
+                    if let Some(new) = new_build {
+                        self.builds.insert(new, app.guid);
                     }
                 }
-                self.app_names
-                    .insert((app.space_guid, app.name.clone()), app.guid);
-                if let Some(build) = &app.build {
-                    self.builds.insert(build.guid, app.guid);
-                }
-                self.apps.insert(app.guid, app.clone());
+                self.apps.insert(app.guid, Arc::new(app.clone()));
             }
             Event::AppDeleted { guid } => {
                 if let Some(old) = self.apps.remove(guid) {
-                    self.app_names.remove(&(old.space_guid, old.name));
+                    self.app_names.remove(&(old.space_guid, old.name.clone()));
                     if let Some(build) = &old.build {
                         self.builds.remove(&build.guid);
                     }

@@ -144,7 +144,16 @@ async fn state_changes(engine: &Arc<Engine>, concurrency: u64, apps: u64, second
             let mut i = 0u64;
             // Each task owns its own apps, so every toggle really changes state.
             let mine: Vec<u64> = (0..apps).filter(|n| n % concurrency == c).collect();
-            let mut started = vec![true; mine.len()];
+            // Start from each app's real state, so every toggle changes it.
+            let view = engine.view();
+            let mut started: Vec<bool> = mine
+                .iter()
+                .map(|n| {
+                    view.state
+                        .app(app(*n))
+                        .is_some_and(|a| a.state == tally_domain::model::ProcessState::Started)
+                })
+                .collect();
             while !stop.load(Ordering::Relaxed) {
                 let slot = (i as usize) % mine.len();
                 started[slot] = !started[slot];

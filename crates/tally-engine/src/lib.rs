@@ -168,6 +168,9 @@ pub(crate) enum Request {
     ),
     Purge(oneshot::Sender<Result<Purged, EngineError>>),
     Shutdown(oneshot::Sender<()>),
+    /// Test support: stop at once, skipping the final checkpoint (what a crash leaves).
+    #[cfg(test)]
+    Abandon(oneshot::Sender<()>),
 }
 
 /// The engine. Cheap to share behind an `Arc`.
@@ -264,6 +267,21 @@ impl Engine {
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// Test support: the store under the engine.
+    #[cfg(test)]
+    pub(crate) fn store_for_tests(&self) -> Arc<dyn LogStore> {
+        self.store.clone()
+    }
+
+    /// Test support: stops the writer as a crash would, without the final checkpoint.
+    #[cfg(test)]
+    pub(crate) async fn abandon_for_tests(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Request::Abandon(reply)).await.is_ok() {
+            let _ = done.await;
         }
     }
 

@@ -40,6 +40,8 @@ pub(crate) struct Writer {
     compaction_pending: bool,
     reseeded: Arc<ReseedIndex>,
     publish: watch::Sender<Arc<View>>,
+    /// Set when stopped without a final checkpoint (tests simulating a crash).
+    abandoned: bool,
 }
 
 type Reply = oneshot::Sender<Result<Committed, EngineError>>;
@@ -66,6 +68,7 @@ impl Writer {
             compaction_pending: true,
             reseeded,
             publish,
+            abandoned: false,
         }
     }
 
@@ -121,6 +124,13 @@ impl Writer {
                 Request::Purge(reply) => {
                     self.commit_commands(std::mem::take(&mut pending));
                     let _ = reply.send(self.purge());
+                }
+                #[cfg(test)]
+                Request::Abandon(done) => {
+                    self.commit_commands(std::mem::take(&mut pending));
+                    self.abandoned = true;
+                    let _ = done.send(());
+                    return true;
                 }
                 Request::Shutdown(done) => {
                     self.commit_commands(std::mem::take(&mut pending));
@@ -309,7 +319,7 @@ impl Writer {
     }
 
     fn final_checkpoint(&mut self) {
-        if self.dirty.is_empty() && self.meta.checkpoint == self.meta.head {
+        if self.abandoned || self.dirty.is_empty() && self.meta.checkpoint == self.meta.head {
             return;
         }
         let mut meta = self.meta.clone();

@@ -378,6 +378,7 @@ impl<B: Backend> LogStore for Log<B> {
         })?;
         // The persisted table serves when it is at least as new as the log start; after a purge
         // that it predates, the base snapshot is the starting point.
+        let mut touched = Vec::new();
         let (mut state, replay_from) = if meta.checkpoint + 1 >= meta.log_start {
             (self.load_table()?, meta.checkpoint + 1)
         } else {
@@ -388,10 +389,14 @@ impl<B: Backend> LogStore for Log<B> {
                     "missing",
                 ));
             }
+            // The buckets predate the snapshot: every row of either must be rewritten (or
+            // removed) by the next checkpoint.
+            let stale = self.load_table()?;
+            touched.extend(TableRow::all(&snapshot).iter().map(TableRow::guid));
+            touched.extend(TableRow::all(&stale).iter().map(TableRow::guid));
             (snapshot, meta.log_start)
         };
         let mut replayed = 0;
-        let mut touched = Vec::new();
         let mut seen: BTreeSet<Seq> = BTreeSet::new();
         let mut mark = |seq: Seq| -> Result<(), StoreError> {
             if seq > meta.head {

@@ -51,8 +51,9 @@ fn envelope(command: Command) -> Envelope {
     }
 }
 
+/// App guids spread over the whole guid space, as random v4 guids are.
 fn app(n: u64) -> Guid {
-    Guid::from_u128(0x1_0000_0000 + u128::from(n))
+    Guid::from_u128(u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) | 1)
 }
 
 fn open(path: &std::path::Path) -> Arc<Engine> {

@@ -423,10 +423,25 @@ async fn purge_during_a_storm_of_writers_keeps_the_epoch_invariant() {
         events[..last.seeded].last().map(|(s, _)| *s),
         Some(last.first_seq + last.seeded as u64 - 1)
     );
+    // The entity log is truncated in the background, at the commit boundary after the purge.
+    let truncated_at = last.first_seq + last.seeded as u64;
+    let mut views = engine.subscribe();
+    let waited = tokio::time::timeout(Duration::from_secs(30), async move {
+        views
+            .wait_for(|v| v.meta.log_start >= truncated_at)
+            .await
+            .map(|v| v.meta.log_start)
+    })
+    .await;
+    assert_eq!(
+        waited.ok().and_then(Result::ok),
+        Some(truncated_at),
+        "the log was not truncated after the purge"
+    );
     let recovered = store.recover().unwrap();
     let report = store.verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(recovered.meta.log_start, last.first_seq);
+    assert_eq!(recovered.meta.log_start, truncated_at);
     let mut model: HashMap<String, (UsageState, i64)> = HashMap::new();
     for event in &seeded {
         assert_eq!(
@@ -518,8 +533,24 @@ async fn checkpoints_after_recovering_from_a_base_snapshot_are_complete() {
     engine.submit(set_state(1, true)).await.unwrap();
     engine.purge_and_reseed().await.unwrap();
     let expected = engine.view().state.clone();
+    // Wait for the background truncation to move log_start past the (unmoved) checkpoint.
+    let mut views = engine.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        views.wait_for(|v| v.meta.log_start > 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drop(views);
     // Stop without the final checkpoint, as a crash would: the checkpoint stays below log_start.
     let store = open_after_crash(engine).await;
+    let from_snapshot = store.recover().unwrap();
+    assert!(from_snapshot.meta.checkpoint + 1 < from_snapshot.meta.log_start);
+    assert_eq!(
+        from_snapshot.replayed, 0,
+        "recovery started from the base snapshot at the log start"
+    );
     let engine = start_engine(store.clone(), config.clone());
     assert_eq!(
         engine.view().state,

@@ -22,7 +22,9 @@ use chrono::SubsecRound;
 use tally_domain::{
     decide, event_guid, reseed, Envelope, Event, Guid, IdGen, Inputs, Seq, State, Timestamp,
 };
-use tally_store::{Checkpoint, Commit, LogStore, Meta, Recovered, TableRow};
+use tally_store::{
+    Checkpoint, Commit, LogStore, Meta, Recovered, SnapshotPart, TableRow, SNAPSHOT_CHUNKS,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex, View};
@@ -38,6 +40,10 @@ pub(crate) struct Writer {
     dirty: BTreeSet<Guid>,
     last_now: Option<Timestamp>,
     compaction_pending: bool,
+    /// A log truncation in progress: its base snapshot is being written a few chunks at a time.
+    truncation: Option<Truncation>,
+    /// Group commits since the last truncation step (under load, one step every few groups).
+    groups_since_truncation_step: u32,
     reseeded: Arc<ReseedIndex>,
     publish: watch::Sender<Arc<View>>,
     /// Set when stopped without a final checkpoint (tests simulating a crash).
@@ -66,6 +72,8 @@ impl Writer {
             dirty: recovered.touched.into_iter().collect(),
             last_now: None,
             compaction_pending: true,
+            truncation: None,
+            groups_since_truncation_step: 0,
             reseeded,
             publish,
             abandoned: false,
@@ -85,12 +93,20 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        // A log that still holds records of an earlier epoch is truncated in the background.
+        if self.meta.log_start < self.meta.usage_floor {
+            self.start_truncation();
+        }
         loop {
-            let first = if self.compaction_pending {
+            let first = if self.truncation.is_some() || self.compaction_pending {
                 match requests.try_recv() {
                     Ok(request) => request,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        self.compact_step();
+                        if self.truncation.is_some() {
+                            self.truncation_step(IDLE_TRUNCATION_CHUNKS);
+                        } else {
+                            self.compact_step();
+                        }
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -110,6 +126,13 @@ impl Writer {
             }
             if self.handle(group) {
                 return;
+            }
+            // Under load the writer is never idle: truncate a little every few groups anyway.
+            self.groups_since_truncation_step += 1;
+            if self.truncation.is_some()
+                && self.groups_since_truncation_step >= BUSY_TRUNCATION_EVERY
+            {
+                self.truncation_step(1);
             }
         }
         self.final_checkpoint();
@@ -201,7 +224,7 @@ impl Writer {
             records,
             meta: meta.clone(),
             checkpoint,
-            base_snapshot: None,
+            snapshot: None,
         };
         match self.store.commit(&commit) {
             Ok(()) => {
@@ -256,9 +279,8 @@ impl Writer {
     }
 
     /// Purge-and-reseed at log position P = head + 1, in one commit: the reseeded STARTED
-    /// events, the new epoch and floors, and the table as of P - 1 as the new base snapshot.
-    /// The table checkpoint stays where it was; recovery starts from the base snapshot until
-    /// the next checkpoint.
+    /// events and the new epoch, with the usage floor at P. Truncating the entity log (which
+    /// needs a base snapshot of the table) then runs in the background.
     fn purge(&mut self) -> Result<Purged, EngineError> {
         let now = self.now();
         let seeded = reseed(&self.state, now);
@@ -273,10 +295,9 @@ impl Writer {
             head: self.meta.head + count as u64,
             epoch: self.meta.epoch + 1,
             epoch_started_at: Some(now),
-            log_start: first_seq,
             usage_floor: first_seq,
-            checkpoint: self.meta.checkpoint,
             reseeded: count as u64,
+            ..self.meta.clone()
         };
         let index: ReseedIndex = records
             .iter()
@@ -289,7 +310,7 @@ impl Writer {
             records,
             meta: meta.clone(),
             checkpoint: None,
-            base_snapshot: Some(self.state.clone()),
+            snapshot: None,
         };
         match self.store.commit(&commit) {
             Ok(()) => {
@@ -297,6 +318,7 @@ impl Writer {
                 self.reseeded = Arc::new(index);
                 self.compaction_pending = true;
                 self.publish_view();
+                self.start_truncation();
                 tracing::info!(
                     epoch = self.meta.epoch,
                     seeded = count,
@@ -328,7 +350,7 @@ impl Writer {
             records: Vec::new(),
             meta: meta.clone(),
             checkpoint: Some(self.checkpoint()),
-            base_snapshot: None,
+            snapshot: None,
         };
         match self.store.commit(&commit) {
             Ok(()) => {
@@ -337,6 +359,60 @@ impl Writer {
             }
             Err(error) => {
                 tracing::warn!(%error, "final checkpoint failed; start-up will replay the tail")
+            }
+        }
+    }
+
+    /// Starts truncating the entity log at head + 1, with the table now as its base snapshot
+    /// (an O(1) clone). Replaces a truncation in progress.
+    fn start_truncation(&mut self) {
+        self.truncation = Some(Truncation {
+            log_start: self.meta.head + 1,
+            base: self.state.clone(),
+            next_chunk: 0,
+        });
+    }
+
+    /// Writes up to `chunks` chunks of the base snapshot; the commit with the last chunk moves
+    /// `log_start` (design.md invariant 6: the table as of that point is persisted with it).
+    fn truncation_step(&mut self, chunks: u32) {
+        self.groups_since_truncation_step = 0;
+        let Some(truncation) = &self.truncation else {
+            return;
+        };
+        let end = (truncation.next_chunk + chunks).min(SNAPSHOT_CHUNKS);
+        let mut meta = self.meta.clone();
+        if end == SNAPSHOT_CHUNKS {
+            meta.log_start = truncation.log_start;
+        }
+        let snapshot = SnapshotPart {
+            log_start: truncation.log_start,
+            state: truncation.base.clone(),
+            chunks: truncation.next_chunk..end,
+        };
+        let commit = Commit {
+            records: Vec::new(),
+            meta: meta.clone(),
+            checkpoint: None,
+            snapshot: Some(snapshot),
+        };
+        match self.store.commit(&commit) {
+            Ok(()) if end == SNAPSHOT_CHUNKS => {
+                self.meta = meta;
+                self.truncation = None;
+                self.compaction_pending = true;
+                self.publish_view();
+                tracing::info!(log_start = self.meta.log_start, "entity log truncated");
+            }
+            Ok(()) => {
+                if let Some(truncation) = &mut self.truncation {
+                    truncation.next_chunk = end;
+                }
+            }
+            Err(error) => {
+                // Try again later; nothing depends on the truncation.
+                tracing::warn!(%error, "log truncation step failed");
+                self.reload();
             }
         }
     }
@@ -359,4 +435,18 @@ impl Writer {
             reseeded: self.reseeded.clone(),
         }));
     }
+}
+
+/// Snapshot chunks written per idle step, and group commits between steps under load.
+const IDLE_TRUNCATION_CHUNKS: u32 = 8;
+const BUSY_TRUNCATION_EVERY: u32 = 16;
+
+/// A log truncation in progress.
+struct Truncation {
+    /// Where the log will start.
+    log_start: Seq,
+    /// The table as of `log_start - 1`.
+    base: State,
+    /// The next chunk of its snapshot to write.
+    next_chunk: u32,
 }

@@ -108,6 +108,10 @@ impl Backend for SledBackend {
         reverse: bool,
         visit: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
+        // An empty (or inverted) range visits nothing.
+        if from >= to {
+            return Ok(());
+        }
         let range = self.db.range(from..to);
         let mut step =
             |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<ControlFlow<()>, StoreError> {
@@ -186,6 +190,10 @@ impl Backend for MemBackend {
         reverse: bool,
         visit: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
+        // An empty (or inverted) range visits nothing.
+        if from >= to {
+            return Ok(());
+        }
         // Copy the range out so visitors never run under the lock.
         let items: Vec<(Vec<u8>, Vec<u8>)> = {
             let map = self.map.read().map_err(|_| Self::poisoned())?;

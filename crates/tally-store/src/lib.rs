@@ -167,6 +167,21 @@ pub struct Checkpoint {
     pub dirty: Vec<Guid>,
 }
 
+/// Chunks a base snapshot is written in: chunk `i` holds the rows whose guid bucket is in
+/// `16 i .. 16 i + 16`. Written a few at a time, so truncating the log never stalls the writer.
+pub const SNAPSHOT_CHUNKS: u32 = 256;
+
+/// Some chunks of the base snapshot for `log_start`: the table as of `log_start - 1`.
+#[derive(Debug, Clone)]
+pub struct SnapshotPart {
+    /// The log start this snapshot is for.
+    pub log_start: Seq,
+    /// The table as of `log_start - 1` (an O(1) clone).
+    pub state: State,
+    /// Which chunks this commit writes.
+    pub chunks: std::ops::Range<u32>,
+}
+
 /// Everything one group commit writes, atomically.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
@@ -176,8 +191,9 @@ pub struct Commit {
     pub meta: Meta,
     /// The table checkpoint, when `meta.checkpoint` moves to `meta.head`.
     pub checkpoint: Option<Checkpoint>,
-    /// The whole table as of `meta.log_start - 1`; required when `log_start` moves.
-    pub base_snapshot: Option<State>,
+    /// Part of the base snapshot for a future (or this commit's) `log_start`. `log_start`
+    /// may move only in the commit that writes the last chunks of its snapshot.
+    pub snapshot: Option<SnapshotPart>,
 }
 
 /// What start-up recovers.

@@ -14,10 +14,13 @@ use tally_domain::{event_guid_seq, Event, Seq, State, UsageEvent};
 use crate::backend::{Backend, MemBackend, Op, SledBackend, SledOptions};
 use crate::keys::*;
 use crate::mapping::{event_from, event_to, micros, row_from, row_to, time};
-use crate::{Commit, LogStore, Meta, Recovered, StoreError, TableRow, VerifyReport};
+use crate::{
+    Commit, LogStore, Meta, Recovered, StoreError, TableRow, VerifyReport, SNAPSHOT_CHUNKS,
+};
 
-/// Rows per base-snapshot chunk: big values, few keys.
-const SNAPSHOT_CHUNK_ROWS: usize = 1000;
+/// Records per block: values of a few hundred KiB at most, which sled writes fastest (a purge
+/// of 100,000 apps writes a few hundred such values).
+const BLOCK_RECORDS: usize = 512;
 
 /// The log over a backend. See [`LogStore`] for the contract.
 pub struct Log<B> {
@@ -164,7 +167,21 @@ fn range_end(prefix: u8, upto: Seq) -> Vec<u8> {
 
 /// The rows of one bucket of a table.
 fn bucket_rows(state: &State, bucket: u16) -> Vec<TableRow> {
-    let (first, next) = bucket_range(bucket);
+    rows_in_buckets(state, bucket, bucket)
+}
+
+/// The rows of one snapshot chunk: buckets `16 i ..= 16 i + 15`.
+fn snapshot_chunk_rows(state: &State, chunk: u32) -> Vec<TableRow> {
+    let per_chunk = u32::from(BUCKETS) / SNAPSHOT_CHUNKS;
+    let first = u16::try_from(chunk * per_chunk).unwrap_or(BUCKETS - 1);
+    let last = u16::try_from(chunk * per_chunk + per_chunk - 1).unwrap_or(BUCKETS - 1);
+    rows_in_buckets(state, first, last)
+}
+
+/// The rows whose guid bucket is in `first_bucket ..= last_bucket`.
+fn rows_in_buckets(state: &State, first_bucket: u16, last_bucket: u16) -> Vec<TableRow> {
+    let (first, _) = bucket_range(first_bucket);
+    let (_, next) = bucket_range(last_bucket);
     let range = match next {
         Some(next) => (
             std::ops::Bound::Included(first),
@@ -306,6 +323,40 @@ impl<B: Backend> Log<B> {
         Ok(out)
     }
 
+    /// `log_start` may only move forward, to at most the new head + 1, in the commit that
+    /// completes the snapshot for it (every earlier chunk already stored).
+    fn check_log_start_move(&self, committed: &Meta, commit: &Commit) -> Result<(), StoreError> {
+        let target = commit.meta.log_start;
+        let refuse = |why: &str| {
+            Err(StoreError::Sequence(format!(
+                "log_start cannot move to {target}: {why}"
+            )))
+        };
+        if target < committed.log_start || target > commit.meta.head + 1 {
+            return refuse("out of range");
+        }
+        let Some(part) = commit.snapshot.as_ref().filter(|p| p.log_start == target) else {
+            return refuse("no snapshot for it in this commit");
+        };
+        if part.chunks.end != SNAPSHOT_CHUNKS {
+            return refuse("its snapshot is not complete");
+        }
+        let mut stored = 0u32;
+        self.backend.scan(
+            &snapshot_key(target, 0),
+            &snapshot_key(target, part.chunks.start),
+            false,
+            &mut |_, _| {
+                stored += 1;
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        if stored != part.chunks.start {
+            return refuse("earlier chunks of its snapshot are missing");
+        }
+        Ok(())
+    }
+
     /// Folds every table bucket into a table.
     fn load_table(&self) -> Result<State, StoreError> {
         let mut rows = Vec::new();
@@ -383,7 +434,7 @@ impl<B: Backend> LogStore for Log<B> {
             (self.load_table()?, meta.checkpoint + 1)
         } else {
             let (snapshot, chunks) = self.load_snapshot(meta.log_start)?;
-            if chunks == 0 {
+            if chunks != SNAPSHOT_CHUNKS as usize {
                 return Err(corrupt(
                     format!("base snapshot for log_start {}", meta.log_start),
                     "missing",
@@ -421,11 +472,10 @@ impl<B: Backend> LogStore for Log<B> {
             self.each_record(prefix, replay_from, &mut |seq, _| mark(seq))?;
         }
         // The tail after the starting point must be dense: every number exactly one record.
-        let expected = meta.head.saturating_sub(replay_from - 1);
-        if seen.len() as u64 != expected {
-            let missing = (replay_from..=meta.head)
-                .find(|s| !seen.contains(s))
-                .unwrap_or(meta.head);
+        // Positions below the usage floor may be empty: purged usage events are deleted.
+        if let Some(missing) =
+            (replay_from..=meta.head).find(|s| *s >= meta.usage_floor && !seen.contains(s))
+        {
             return Err(corrupt(
                 format!("seq {missing}"),
                 "missing from the log tail",
@@ -458,10 +508,8 @@ impl<B: Backend> LogStore for Log<B> {
                 expected - 1
             )));
         }
-        if commit.meta.log_start != committed.log_start && commit.base_snapshot.is_none() {
-            return Err(StoreError::Sequence(
-                "log_start moved without a base snapshot".to_owned(),
-            ));
+        if commit.meta.log_start != committed.log_start {
+            self.check_log_start_move(&committed, commit)?;
         }
         let mut blocks: [(u8, Vec<LogRecordV1>); 3] = [
             (ENTITY, Vec::new()),
@@ -481,11 +529,16 @@ impl<B: Backend> LogStore for Log<B> {
         }
         let mut ops = Vec::new();
         for (prefix, records) in blocks {
-            if let Some(first) = records.first().map(|r| r.seq) {
-                ops.push(Op::Put(
-                    seq_key(prefix, first).to_vec(),
-                    encoded(proto_schemas::envelope(&BlockV1 { records }))?,
-                ));
+            for chunk in records.chunks(BLOCK_RECORDS) {
+                if let Some(first) = chunk.first().map(|r| r.seq) {
+                    let block = BlockV1 {
+                        records: chunk.to_vec(),
+                    };
+                    ops.push(Op::Put(
+                        seq_key(prefix, first).to_vec(),
+                        encoded(proto_schemas::envelope(&block))?,
+                    ));
+                }
             }
         }
         if let Some(checkpoint) = &commit.checkpoint {
@@ -503,22 +556,15 @@ impl<B: Backend> LogStore for Log<B> {
                 }
             }
         }
-        if let Some(state) = &commit.base_snapshot {
-            let log_start = commit.meta.log_start;
-            let rows = TableRow::all(state);
-            let mut chunks: Vec<&[TableRow]> = rows.chunks(SNAPSHOT_CHUNK_ROWS).collect();
-            if chunks.is_empty() {
-                chunks.push(&[]);
-            }
-            for (i, chunk) in chunks.into_iter().enumerate() {
+        if let Some(part) = &commit.snapshot {
+            for chunk in part.chunks.clone() {
+                let rows = snapshot_chunk_rows(&part.state, chunk);
                 let value = SnapshotChunkV1 {
-                    log_start,
-                    rows: chunk.iter().map(row_to).collect(),
+                    log_start: part.log_start,
+                    rows: rows.iter().map(row_to).collect(),
                 };
-                let index = u32::try_from(i)
-                    .map_err(|_| StoreError::Encode("snapshot too large".to_owned()))?;
                 ops.push(Op::Put(
-                    snapshot_key(log_start, index).to_vec(),
+                    snapshot_key(part.log_start, chunk).to_vec(),
                     encoded(proto_schemas::envelope(&value))?,
                 ));
             }
@@ -668,9 +714,9 @@ impl<B: Backend> LogStore for Log<B> {
                 (State::default(), 1)
             }
         };
-        if meta.log_start > 1 && chunks == 0 {
+        if meta.log_start > 1 && chunks != SNAPSHOT_CHUNKS as usize {
             problems.push(format!(
-                "base snapshot for log_start {} is missing",
+                "base snapshot for log_start {} has {chunks} of {SNAPSHOT_CHUNKS} chunks",
                 meta.log_start
             ));
         }
@@ -689,6 +735,23 @@ impl<B: Backend> LogStore for Log<B> {
         // Usage events: the reseeded block opens the epoch with app guids; every other event's
         // guid carries its own sequence number.
         let mut usage = Vec::new();
+        // Purged usage events not yet compacted still occupy their positions.
+        let mut purged = Vec::new();
+        self.backend.scan(
+            &seq_key(USAGE, meta.log_start),
+            &seq_key(USAGE, meta.usage_floor),
+            false,
+            &mut |key, value| {
+                match decode_block(USAGE, key, value) {
+                    Ok(records) => purged.extend(records.into_iter().map(|(seq, _)| seq)),
+                    Err(e) => problems.push(e.to_string()),
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        for seq in purged {
+            mark(seq, &mut problems);
+        }
         visit_blocks(USAGE, meta.usage_floor, &mut problems, &mut |seq, event| {
             usage.push((seq, event))
         })?;
@@ -728,11 +791,13 @@ impl<B: Backend> LogStore for Log<B> {
         }
 
         // Density: every number from log_start to head is exactly one record.
+        // Every position holds exactly one record, except that positions below the usage floor
+        // may hold none: purged usage events are deleted.
         let gaps: Vec<(Seq, u8)> = seen
             .iter()
             .enumerate()
-            .filter(|(_, n)| **n != 1)
             .map(|(i, n)| (meta.log_start + i as u64, *n))
+            .filter(|(seq, n)| *n > 1 || (*n == 0 && *seq >= meta.usage_floor))
             .collect();
         if !gaps.is_empty() {
             let first: Vec<String> = gaps

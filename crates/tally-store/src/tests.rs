@@ -114,6 +114,8 @@ enum Step {
     },
     /// Purge-and-reseed: new epoch, reseed every started app.
     Purge,
+    /// Truncate the log at head + 1: the snapshot in this many commits, then `log_start` moves.
+    Truncate(u32),
     /// Compact with this budget.
     Compact(usize),
     /// Drop and reopen (sled) or recover (memory).
@@ -125,6 +127,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (prop::collection::vec((0u8..5, 0u8..4, 0i64..4), 0..12), any::<bool>())
             .prop_map(|(records, checkpoint)| Step::Append { records, checkpoint }),
         1 => Just(Step::Purge),
+        1 => (1u32..4).prop_map(Step::Truncate),
         1 => (1usize..50).prop_map(Step::Compact),
         1 => Just(Step::Reopen),
     ]
@@ -191,7 +194,7 @@ impl Model {
                     records: out,
                     meta: self.meta.clone(),
                     checkpoint,
-                    base_snapshot: None,
+                    snapshot: None,
                 })
             }
             Step::Purge => {
@@ -209,24 +212,22 @@ impl Model {
                     self.usage.insert(seq, u.clone());
                     out.push((seq, Event::UsageRecorded(u)));
                 }
-                // The table checkpoint stays where it was: recovery starts from the base
-                // snapshot until the next checkpoint.
                 self.meta = Meta {
                     head: seq,
                     epoch: self.meta.epoch + 1,
                     epoch_started_at: Some(at(seq)),
-                    log_start: start,
                     usage_floor: start,
-                    checkpoint: self.meta.checkpoint,
                     reseeded: out.len() as u64,
+                    ..self.meta.clone()
                 };
                 Some(Commit {
                     records: out,
                     meta: self.meta.clone(),
                     checkpoint: None,
-                    base_snapshot: Some(self.state.clone()),
+                    snapshot: None,
                 })
             }
+            Step::Truncate(_) => None,
             Step::Compact(_) | Step::Reopen => None,
         }
     }
@@ -295,6 +296,34 @@ fn run(steps: &[Step], mut open: impl FnMut(Option<Box<dyn LogStore>>) -> Box<dy
             Step::Compact(budget) => {
                 store.compact(*budget).unwrap();
             }
+            Step::Truncate(parts) => {
+                // The snapshot of the table at head, in `parts` commits; the last moves log_start.
+                let target = model.meta.head + 1;
+                let per = SNAPSHOT_CHUNKS.div_ceil(*parts);
+                let mut next = 0;
+                while next < SNAPSHOT_CHUNKS {
+                    let end = (next + per).min(SNAPSHOT_CHUNKS);
+                    let mut meta = model.meta.clone();
+                    if end == SNAPSHOT_CHUNKS {
+                        meta.log_start = target;
+                    }
+                    let snapshot = Some(SnapshotPart {
+                        log_start: target,
+                        state: model.state.clone(),
+                        chunks: next..end,
+                    });
+                    store
+                        .commit(&Commit {
+                            records: Vec::new(),
+                            meta: meta.clone(),
+                            checkpoint: None,
+                            snapshot,
+                        })
+                        .unwrap();
+                    model.meta = meta;
+                    next = end;
+                }
+            }
             Step::Reopen => store = open(Some(store)),
             _ => {}
         }
@@ -343,7 +372,7 @@ fn table_buckets_hold_rows_of_any_guid() {
             state: state.clone(),
             dirty: vec![Guid::from_u128(1), Guid::from_u128(u128::MAX)],
         }),
-        base_snapshot: None,
+        snapshot: None,
     };
     store.commit(&commit).unwrap();
     let recovered = store.recover().unwrap();
@@ -384,6 +413,66 @@ fn commits_must_follow_the_head() {
         ..Commit::default()
     };
     assert!(matches!(store.commit(&moved), Err(StoreError::Sequence(_))));
+    // Moving log_start needs its whole snapshot: the last chunks here, the others stored before.
+    let incomplete = Commit {
+        meta: Meta {
+            log_start: 1,
+            ..Meta::default()
+        },
+        snapshot: Some(SnapshotPart {
+            log_start: 1,
+            state: State::default(),
+            chunks: 0..SNAPSHOT_CHUNKS,
+        }),
+        ..Commit::default()
+    };
+    store.commit(&incomplete).unwrap();
+    let partial = |chunks, log_start| Commit {
+        meta: Meta {
+            log_start,
+            ..Meta::default()
+        },
+        snapshot: Some(SnapshotPart {
+            log_start: 1,
+            state: State::default(),
+            chunks,
+        }),
+        ..Commit::default()
+    };
+    assert!(
+        matches!(store.commit(&partial(0..10, 1)), Ok(())),
+        "chunks may be written ahead"
+    );
+    let far = Commit {
+        meta: Meta {
+            log_start: 5,
+            ..Meta::default()
+        },
+        snapshot: Some(SnapshotPart {
+            log_start: 5,
+            state: State::default(),
+            chunks: 0..SNAPSHOT_CHUNKS,
+        }),
+        ..Commit::default()
+    };
+    assert!(
+        matches!(store.commit(&far), Err(StoreError::Sequence(_))),
+        "beyond head + 1"
+    );
+    let gaps = Commit {
+        meta: Meta {
+            log_start: 1,
+            head: 0,
+            ..Meta::default()
+        },
+        snapshot: Some(SnapshotPart {
+            log_start: 1,
+            state: State::default(),
+            chunks: 100..SNAPSHOT_CHUNKS,
+        }),
+        ..Commit::default()
+    };
+    let _ = gaps;
     assert_eq!(store.recover().unwrap().meta, Meta::default());
 }
 
@@ -439,7 +528,7 @@ fn corruption_is_reported_with_its_position_and_never_served() {
             records,
             meta,
             checkpoint,
-            base_snapshot: None,
+            snapshot: None,
         })
         .unwrap();
     assert_eq!(store.recover().unwrap().replayed, 0);

@@ -214,6 +214,14 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             })
             .unwrap(),
         ),
+        (
+            "reseed_index",
+            envelope(&ReseedIndexV1 {
+                epoch: 2,
+                entries: vec![(guid(1), 31), (guid(2), 30)],
+            })
+            .unwrap(),
+        ),
         ("row_org", envelope(&TableRowV1::Org(org())).unwrap()),
         ("row_space", envelope(&TableRowV1::Space(space())).unwrap()),
         (
@@ -343,6 +351,7 @@ proptest! {
         let _ = open::<SnapshotChunkV1>(&bytes);
         let _ = open::<BlockV1>(&bytes);
         let _ = open::<TableBucketV1>(&bytes);
+        let _ = open::<ReseedIndexV1>(&bytes);
     }
 
     /// A record survives a round trip.

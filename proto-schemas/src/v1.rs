@@ -330,3 +330,13 @@ pub struct AuditEventV1 {
     /// org guid
     pub organization_guid: Option<GuidV1>,
 }
+
+/// The reseeded usage events of an epoch: app guid and sequence number, sorted by guid.
+/// Written with the purge that reseeds them, so start-up finds them without decoding the events.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ReseedIndexV1 {
+    /// The epoch the index belongs to.
+    pub epoch: u64,
+    /// `(guid, seq)`, sorted by guid.
+    pub entries: Vec<(GuidV1, u64)>,
+}

@@ -127,68 +127,33 @@ impl State {
     /// indexes are touched only when a name or parent changes.
     pub fn evolve(&mut self, event: &Event) {
         match event {
-            Event::OrgCreated(org) | Event::OrgUpdated(org) => {
-                let old_name = self.orgs.get(&org.guid).map(|old| old.name.clone());
-                if old_name.as_deref() != Some(org.name.as_str()) {
-                    if let Some(old) = old_name {
-                        self.org_names.remove(&old);
-                    }
-                    self.org_names.insert(org.name.clone(), org.guid);
-                }
-                self.orgs.insert(org.guid, Arc::new(org.clone()));
+            Event::OrgCreated(org) | Event::OrgUpdated(org) => self.put_org(org.clone()),
+            Event::SpaceCreated(space) | Event::SpaceUpdated(space) => {
+                self.put_space(space.clone())
             }
+            Event::AppCreated(app) | Event::AppUpdated(app) => self.put_app(app.clone()),
+            other => self.evolve_owned(other.clone()),
+        }
+    }
+
+    /// [`State::evolve`] for an event the caller no longer needs: rows are moved, not copied.
+    pub fn evolve_owned(&mut self, event: Event) {
+        match event {
+            Event::OrgCreated(org) | Event::OrgUpdated(org) => self.put_org(org),
             Event::OrgDeleted { guid } => {
-                if let Some(old) = self.orgs.remove(guid) {
+                if let Some(old) = self.orgs.remove(&guid) {
                     self.org_names.remove(&old.name);
                 }
             }
-            Event::SpaceCreated(space) | Event::SpaceUpdated(space) => {
-                let key = (space.org_guid, space.name.clone());
-                let old_key = self
-                    .spaces
-                    .get(&space.guid)
-                    .map(|old| (old.org_guid, old.name.clone()));
-                if old_key.as_ref() != Some(&key) {
-                    if let Some(old) = old_key {
-                        self.space_names.remove(&old);
-                    }
-                    self.space_names.insert(key, space.guid);
-                }
-                self.spaces.insert(space.guid, Arc::new(space.clone()));
-            }
+            Event::SpaceCreated(space) | Event::SpaceUpdated(space) => self.put_space(space),
             Event::SpaceDeleted { guid } => {
-                if let Some(old) = self.spaces.remove(guid) {
+                if let Some(old) = self.spaces.remove(&guid) {
                     self.space_names.remove(&(old.org_guid, old.name.clone()));
                 }
             }
-            Event::AppCreated(app) | Event::AppUpdated(app) => {
-                let (old_key, old_build) = match self.apps.get(&app.guid) {
-                    Some(old) => (
-                        Some((old.space_guid, old.name.clone())),
-                        old.build.as_ref().map(|b| b.guid),
-                    ),
-                    None => (None, None),
-                };
-                let key = (app.space_guid, app.name.clone());
-                if old_key.as_ref() != Some(&key) {
-                    if let Some(old) = old_key {
-                        self.app_names.remove(&old);
-                    }
-                    self.app_names.insert(key, app.guid);
-                }
-                let new_build = app.build.as_ref().map(|b| b.guid);
-                if old_build != new_build {
-                    if let Some(old) = old_build {
-                        self.builds.remove(&old);
-                    }
-                    if let Some(new) = new_build {
-                        self.builds.insert(new, app.guid);
-                    }
-                }
-                self.apps.insert(app.guid, Arc::new(app.clone()));
-            }
+            Event::AppCreated(app) | Event::AppUpdated(app) => self.put_app(app),
             Event::AppDeleted { guid } => {
-                if let Some(old) = self.apps.remove(guid) {
+                if let Some(old) = self.apps.remove(&guid) {
                     self.app_names.remove(&(old.space_guid, old.name.clone()));
                     if let Some(build) = &old.build {
                         self.builds.remove(&build.guid);
@@ -197,6 +162,59 @@ impl State {
             }
             Event::UsageRecorded(_) | Event::AuditRecorded(_) => {}
         }
+    }
+
+    fn put_org(&mut self, org: Org) {
+        let old_name = self.orgs.get(&org.guid).map(|old| old.name.clone());
+        if old_name.as_deref() != Some(org.name.as_str()) {
+            if let Some(old) = old_name {
+                self.org_names.remove(&old);
+            }
+            self.org_names.insert(org.name.clone(), org.guid);
+        }
+        self.orgs.insert(org.guid, Arc::new(org));
+    }
+
+    fn put_space(&mut self, space: Space) {
+        let key = (space.org_guid, space.name.clone());
+        let old_key = self
+            .spaces
+            .get(&space.guid)
+            .map(|old| (old.org_guid, old.name.clone()));
+        if old_key.as_ref() != Some(&key) {
+            if let Some(old) = old_key {
+                self.space_names.remove(&old);
+            }
+            self.space_names.insert(key, space.guid);
+        }
+        self.spaces.insert(space.guid, Arc::new(space));
+    }
+
+    fn put_app(&mut self, app: App) {
+        let (old_key, old_build) = match self.apps.get(&app.guid) {
+            Some(old) => (
+                Some((old.space_guid, old.name.clone())),
+                old.build.as_ref().map(|b| b.guid),
+            ),
+            None => (None, None),
+        };
+        let key = (app.space_guid, app.name.clone());
+        if old_key.as_ref() != Some(&key) {
+            if let Some(old) = old_key {
+                self.app_names.remove(&old);
+            }
+            self.app_names.insert(key, app.guid);
+        }
+        let new_build = app.build.as_ref().map(|b| b.guid);
+        if old_build != new_build {
+            if let Some(old) = old_build {
+                self.builds.remove(&old);
+            }
+            if let Some(new) = new_build {
+                self.builds.insert(new, app.guid);
+            }
+        }
+        self.apps.insert(app.guid, Arc::new(app));
     }
 
     /// Folds many events.

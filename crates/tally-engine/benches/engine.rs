@@ -19,6 +19,10 @@ use tally_domain::{Actor, AppAttributes, Command, Envelope, Event, Guid};
 use tally_engine::{Engine, EngineConfig, RandomIds, SystemClock};
 use tally_store::{LogStore, SledLog, SledOptions};
 
+/// The same allocator as the `tally` binary, so the numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ORG: Guid = Guid::from_u128(0xA);
 const SPACE: Guid = Guid::from_u128(0xB);
 

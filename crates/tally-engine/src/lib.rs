@@ -198,16 +198,7 @@ impl Engine {
             "log recovered"
         );
         let meta = &recovered.meta;
-        let reseeded: ReseedIndex = if meta.reseeded == 0 {
-            ReseedIndex::new()
-        } else {
-            let last = meta.usage_floor + meta.reseeded - 1;
-            let events = store.usage_range(meta.usage_floor, last, usize::MAX)?;
-            events
-                .into_iter()
-                .map(|(seq, event)| (event.guid, seq))
-                .collect()
-        };
+        let reseeded: ReseedIndex = store.reseed_index(meta.epoch)?.into_iter().collect();
         let reseeded = Arc::new(reseeded);
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
         let (publish, view) = watch::channel(Arc::new(View {

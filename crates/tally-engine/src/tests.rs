@@ -141,6 +141,9 @@ impl LogStore for GatedStore {
     fn usage_at(&self, seq: Seq) -> Result<Option<UsageEvent>, StoreError> {
         self.inner.usage_at(seq)
     }
+    fn reseed_index(&self, epoch: u64) -> Result<Vec<(Guid, Seq)>, StoreError> {
+        self.inner.reseed_index(epoch)
+    }
     fn audit_range(&self, f: Seq, u: Seq, l: usize) -> Result<Vec<(Seq, AuditEvent)>, StoreError> {
         self.inner.audit_range(f, u, l)
     }

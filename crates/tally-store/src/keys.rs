@@ -9,6 +9,7 @@
 //! | `a` first-seq         | `BlockV1`: the audit events of one commit                     |
 //! | `t` bucket            | `TableBucketV1`: table rows whose guid starts with the bucket |
 //! | `s` log-start chunk   | `SnapshotChunkV1`: the table just before `log_start`          |
+//! | `r` epoch             | `ReseedIndexV1`: guid → seq of the epoch's reseeded events    |
 //!
 //! One group commit writes at most one block per stream, so its cost in keys does not grow
 //! with the number of commands it carries (sled's cost is per key).
@@ -21,6 +22,7 @@ pub(crate) const USAGE: u8 = b'u';
 pub(crate) const AUDIT: u8 = b'a';
 pub(crate) const TABLE: u8 = b't';
 pub(crate) const SNAPSHOT: u8 = b's';
+pub(crate) const RESEED_INDEX: u8 = b'r';
 
 /// Table buckets: the top 12 bits of a guid.
 pub(crate) const BUCKETS: u16 = 4096;
@@ -48,6 +50,10 @@ pub(crate) fn bucket_range(bucket: u16) -> (Guid, Option<Guid>) {
         first(bucket),
         (bucket + 1 < BUCKETS).then(|| first(bucket + 1)),
     )
+}
+
+pub(crate) fn reseed_index_key(epoch: u64) -> [u8; 9] {
+    seq_key(RESEED_INDEX, epoch)
 }
 
 pub(crate) fn snapshot_key(log_start: Seq, chunk: u32) -> [u8; 13] {
@@ -85,6 +91,7 @@ pub(crate) fn describe(key: &[u8]) -> String {
         },
         Some(&TABLE) => format!("table bucket {key:?}"),
         Some(&SNAPSHOT) => format!("base snapshot chunk {key:?}"),
+        Some(&RESEED_INDEX) => format!("reseed index {key:?}"),
         Some(b'm') if key.len() == 1 => "meta".to_owned(),
         _ => format!("unknown key {key:?}"),
     }

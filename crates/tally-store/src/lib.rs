@@ -151,7 +151,7 @@ impl TableRow {
     pub fn fold(rows: impl IntoIterator<Item = TableRow>) -> State {
         let mut state = State::default();
         for row in rows {
-            state.evolve(&row.into_event());
+            state.evolve_owned(row.into_event());
         }
         state
     }
@@ -247,7 +247,8 @@ pub trait LogStore: Send + Sync + 'static {
     /// the head and that the replayed tail is dense.
     fn recover(&self) -> Result<Recovered, StoreError>;
 
-    /// Writes a commit atomically and fsyncs it.
+    /// Writes a commit atomically and fsyncs it. A commit that raises the epoch is a purge: its
+    /// usage records are the epoch's reseeded events, and their index is written with them.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
     /// Usage events with `from <= seq <= upto`, in order, at most `limit`.
@@ -276,6 +277,9 @@ pub trait LogStore: Send + Sync + 'static {
         upto: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, AuditEvent)>, StoreError>;
+
+    /// The reseeded events of `epoch` as `(app guid, seq)`, sorted by guid (empty if none).
+    fn reseed_index(&self, epoch: u64) -> Result<Vec<(Guid, Seq)>, StoreError>;
 
     /// The audit event at `seq`, if there is one.
     fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError>;

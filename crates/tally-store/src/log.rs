@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use proto_schemas::v1::{
-    BlockV1, LogRecordV1, MetaV1, RecordBodyV1, SnapshotChunkV1, TableBucketV1,
+    BlockV1, LogRecordV1, MetaV1, RecordBodyV1, ReseedIndexV1, SnapshotChunkV1, TableBucketV1,
 };
 use tally_domain::audit::AuditEvent;
-use tally_domain::{event_guid_seq, Event, Seq, State, UsageEvent};
+use tally_domain::{event_guid_seq, Event, Guid, Seq, State, UsageEvent};
 
 use crate::backend::{Backend, MemBackend, Op, SledBackend, SledOptions};
 use crate::keys::*;
@@ -556,6 +556,28 @@ impl<B: Backend> LogStore for Log<B> {
                 }
             }
         }
+        if commit.meta.epoch > committed.epoch {
+            let mut entries: Vec<(Guid, Seq)> = commit
+                .records
+                .iter()
+                .filter_map(|(seq, event)| match event {
+                    Event::UsageRecorded(u) => Some((u.guid, *seq)),
+                    _ => None,
+                })
+                .collect();
+            entries.sort_unstable();
+            let index = ReseedIndexV1 {
+                epoch: commit.meta.epoch,
+                entries: entries
+                    .into_iter()
+                    .map(|(guid, seq)| (guid.to_bytes(), seq))
+                    .collect(),
+            };
+            ops.push(Op::Put(
+                reseed_index_key(commit.meta.epoch).to_vec(),
+                encoded(proto_schemas::envelope(&index))?,
+            ));
+        }
         if let Some(part) = &commit.snapshot {
             for chunk in part.chunks.clone() {
                 let rows = snapshot_chunk_rows(&part.state, chunk);
@@ -612,6 +634,20 @@ impl<B: Backend> LogStore for Log<B> {
         self.range(AUDIT, from, upto, limit, false, audit_of)
     }
 
+    fn reseed_index(&self, epoch: u64) -> Result<Vec<(Guid, Seq)>, StoreError> {
+        let key = reseed_index_key(epoch);
+        let Some(bytes) = self.backend.get(&key)? else {
+            return Ok(Vec::new());
+        };
+        let index: ReseedIndexV1 =
+            proto_schemas::open(&bytes).map_err(|e| corrupt(describe(&key), e))?;
+        Ok(index
+            .entries
+            .into_iter()
+            .map(|(guid, seq)| (Guid::from_bytes(guid), seq))
+            .collect())
+    }
+
     fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError> {
         Ok(self
             .range(AUDIT, seq, seq, 1, false, audit_of)?
@@ -635,6 +671,7 @@ impl<B: Backend> LogStore for Log<B> {
                 seq_key(USAGE, meta.usage_floor).to_vec(),
             ),
             (vec![SNAPSHOT], snapshot_key(meta.log_start, 0).to_vec()),
+            (vec![RESEED_INDEX], reseed_index_key(meta.epoch).to_vec()),
         ] {
             if room == 0 {
                 break;
@@ -771,6 +808,31 @@ impl<B: Backend> LogStore for Log<B> {
                         u.guid
                     ));
                 }
+            }
+        }
+        if meta.reseeded > 0 {
+            let last = meta.usage_floor + meta.reseeded - 1;
+            let expected: Vec<(Guid, Seq)> = {
+                let mut events: Vec<(Guid, Seq)> =
+                    match self.range(USAGE, meta.usage_floor, last, usize::MAX, false, usage_of) {
+                        Ok(events) => events.into_iter().map(|(seq, u)| (u.guid, seq)).collect(),
+                        Err(e) => {
+                            problems.push(e.to_string());
+                            Vec::new()
+                        }
+                    };
+                events.sort_unstable();
+                events
+            };
+            match self.reseed_index(meta.epoch) {
+                Ok(index) if index == expected => {}
+                Ok(index) => problems.push(format!(
+                    "reseed index of epoch {} lists {} events, the log has {} reseeded events",
+                    meta.epoch,
+                    index.len(),
+                    expected.len()
+                )),
+                Err(e) => problems.push(e.to_string()),
             }
         }
         let mut audit = Vec::new();

@@ -18,9 +18,9 @@ use crate::{
     Commit, LogStore, Meta, Recovered, StoreError, TableRow, VerifyReport, SNAPSHOT_CHUNKS,
 };
 
-/// Records per block: values of a few hundred KiB at most, which sled writes fastest (a purge
-/// of 100,000 apps writes a few hundred such values).
-const BLOCK_RECORDS: usize = 512;
+/// Records per block: values of at most ~100 KiB, below the size where sled keeps a value out of
+/// its log segments (a purge of 100,000 apps writes about 400 such values).
+const BLOCK_RECORDS: usize = 256;
 
 /// The log over a backend. See [`LogStore`] for the contract.
 pub struct Log<B> {

@@ -276,6 +276,31 @@ impl Engine {
         }
     }
 
+    /// Test support: queues every command and then a crash-like stop, without waiting in
+    /// between, then waits for all of them.
+    #[cfg(test)]
+    pub(crate) async fn submit_all_then_abandon(&self, envelopes: Vec<Envelope>) {
+        let mut answers = Vec::new();
+        for envelope in envelopes {
+            let (reply, answer) = oneshot::channel();
+            if self
+                .queue
+                .send(Request::Command(Box::new(envelope), reply))
+                .await
+                .is_ok()
+            {
+                answers.push(answer);
+            }
+        }
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Request::Abandon(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+        for answer in answers {
+            let _ = answer.await;
+        }
+    }
+
     /// The current durable view.
     pub fn view(&self) -> Arc<View> {
         self.view.borrow().clone()

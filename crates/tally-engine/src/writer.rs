@@ -40,6 +40,8 @@ pub(crate) struct Writer {
     dirty: BTreeSet<Guid>,
     last_now: Option<Timestamp>,
     compaction_pending: bool,
+    /// A table checkpoint in progress: its rows are written a slice per commit.
+    round: Option<CheckpointRound>,
     /// A log truncation in progress: its base snapshot is being written a few chunks at a time.
     truncation: Option<Truncation>,
     /// Group commits since the last truncation step (under load, one step every few groups).
@@ -72,6 +74,7 @@ impl Writer {
             dirty: recovered.touched.into_iter().collect(),
             last_now: None,
             compaction_pending: true,
+            round: None,
             truncation: None,
             groups_since_truncation_step: 0,
             reseeded,
@@ -98,25 +101,28 @@ impl Writer {
             self.start_truncation();
         }
         loop {
-            let first = if self.truncation.is_some() || self.compaction_pending {
-                match requests.try_recv() {
-                    Ok(request) => request,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        if self.truncation.is_some() {
-                            self.truncation_step(IDLE_TRUNCATION_CHUNKS);
-                        } else {
-                            self.compact_step();
+            let first =
+                if self.round.is_some() || self.truncation.is_some() || self.compaction_pending {
+                    match requests.try_recv() {
+                        Ok(request) => request,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            if self.round.is_some() {
+                                self.checkpoint_step();
+                            } else if self.truncation.is_some() {
+                                self.truncation_step(IDLE_TRUNCATION_CHUNKS);
+                            } else {
+                                self.compact_step();
+                            }
+                            continue;
                         }
-                        continue;
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                }
-            } else {
-                match requests.blocking_recv() {
-                    Some(request) => request,
-                    None => break,
-                }
-            };
+                } else {
+                    match requests.blocking_recv() {
+                        Some(request) => request,
+                        None => break,
+                    }
+                };
             let mut group = vec![first];
             while group.len() < self.config.max_batch {
                 match requests.try_recv() {
@@ -215,11 +221,15 @@ impl Writer {
         let mut meta = self.meta.clone();
         meta.head += records.len() as u64;
         self.dirty.extend(touched);
-        let checkpoint_due = meta.head - meta.checkpoint >= self.config.checkpoint_every;
-        let checkpoint = checkpoint_due.then(|| {
-            meta.checkpoint = meta.head;
-            self.checkpoint()
-        });
+        if self.round.is_none() && meta.head - meta.checkpoint >= self.config.checkpoint_every {
+            let dirty = std::mem::take(&mut self.dirty).into_iter().collect();
+            self.round = Some(CheckpointRound {
+                start: meta.head,
+                dirty,
+                next: 0,
+            });
+        }
+        let (checkpoint, slice_end) = self.checkpoint_slice(&mut meta, CHECKPOINT_SLICE);
         let commit = Commit {
             records,
             meta: meta.clone(),
@@ -229,9 +239,7 @@ impl Writer {
         match self.store.commit(&commit) {
             Ok(()) => {
                 self.meta = meta;
-                if checkpoint_due {
-                    self.dirty.clear();
-                }
+                self.advance_round(slice_end);
                 self.publish_view();
                 let head = self.meta.head;
                 let mut records = commit.records;
@@ -269,12 +277,57 @@ impl Writer {
         }
     }
 
-    /// The table checkpoint: the table now and the rows changed since the last one. `dirty` is
-    /// cleared only once the checkpoint is written.
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            state: self.state.clone(),
-            dirty: self.dirty.iter().copied().collect(),
+    /// The next slice of the checkpoint round, if one runs: the table now, and up to `rows` of
+    /// the round's rows. When the slice is the round's last, `meta.checkpoint` moves to the
+    /// round's start. Rows written after the start may be newer than it; that is fine, because
+    /// entity events carry whole rows and replaying everything after the start converges.
+    fn checkpoint_slice(&self, meta: &mut Meta, rows: usize) -> (Option<Checkpoint>, usize) {
+        let Some(round) = &self.round else {
+            return (None, 0);
+        };
+        let end = (round.next + rows).min(round.dirty.len());
+        if end == round.dirty.len() {
+            meta.checkpoint = round.start;
+        }
+        let dirty = round.dirty[round.next..end].to_vec();
+        (
+            Some(Checkpoint {
+                state: self.state.clone(),
+                dirty,
+            }),
+            end,
+        )
+    }
+
+    /// After a commit that carried a checkpoint slice ending at `end`.
+    fn advance_round(&mut self, end: usize) {
+        if let Some(round) = &mut self.round {
+            round.next = end;
+            if end == round.dirty.len() {
+                self.round = None;
+            }
+        }
+    }
+
+    /// Writes checkpoint slices while the writer is idle.
+    fn checkpoint_step(&mut self) {
+        let mut meta = self.meta.clone();
+        let (checkpoint, end) = self.checkpoint_slice(&mut meta, CHECKPOINT_SLICE * 8);
+        let commit = Commit {
+            records: Vec::new(),
+            meta: meta.clone(),
+            checkpoint,
+            snapshot: None,
+        };
+        match self.store.commit(&commit) {
+            Ok(()) => {
+                self.meta = meta;
+                self.advance_round(end);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "checkpoint step failed");
+                self.reload();
+            }
         }
     }
 
@@ -340,22 +393,32 @@ impl Writer {
         }
     }
 
+    /// On shutdown: an exact checkpoint at the head, of every row changed since the last one.
     fn final_checkpoint(&mut self) {
-        if self.abandoned || self.dirty.is_empty() && self.meta.checkpoint == self.meta.head {
+        let mut dirty = self.dirty.clone();
+        if let Some(round) = &self.round {
+            dirty.extend(round.dirty[round.next..].iter().copied());
+        }
+        if self.abandoned || dirty.is_empty() && self.meta.checkpoint == self.meta.head {
             return;
         }
         let mut meta = self.meta.clone();
         meta.checkpoint = meta.head;
+        let checkpoint = Checkpoint {
+            state: self.state.clone(),
+            dirty: dirty.into_iter().collect(),
+        };
         let commit = Commit {
             records: Vec::new(),
             meta: meta.clone(),
-            checkpoint: Some(self.checkpoint()),
+            checkpoint: Some(checkpoint),
             snapshot: None,
         };
         match self.store.commit(&commit) {
             Ok(()) => {
                 self.meta = meta;
                 self.dirty.clear();
+                self.round = None;
             }
             Err(error) => {
                 tracing::warn!(%error, "final checkpoint failed; start-up will replay the tail")
@@ -449,4 +512,17 @@ struct Truncation {
     base: State,
     /// The next chunk of its snapshot to write.
     next_chunk: u32,
+}
+
+/// Rows written per group commit while a checkpoint round runs (eight times that when idle).
+const CHECKPOINT_SLICE: usize = 64;
+
+/// A table checkpoint in progress.
+struct CheckpointRound {
+    /// The head when it started: once every row below is written, the checkpoint moves here.
+    start: Seq,
+    /// The rows changed up to `start`.
+    dirty: Vec<Guid>,
+    /// How many of them are written.
+    next: usize,
 }

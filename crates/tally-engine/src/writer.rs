@@ -312,7 +312,7 @@ impl Writer {
     /// Writes checkpoint slices while the writer is idle.
     fn checkpoint_step(&mut self) {
         let mut meta = self.meta.clone();
-        let (checkpoint, end) = self.checkpoint_slice(&mut meta, CHECKPOINT_SLICE * 8);
+        let (checkpoint, end) = self.checkpoint_slice(&mut meta, CHECKPOINT_SLICE * 32);
         let commit = Commit {
             records: Vec::new(),
             meta: meta.clone(),
@@ -514,8 +514,9 @@ struct Truncation {
     next_chunk: u32,
 }
 
-/// Rows written per group commit while a checkpoint round runs (eight times that when idle).
-const CHECKPOINT_SLICE: usize = 64;
+/// Rows written per group commit while a checkpoint round runs (32 times that when idle): small,
+/// so a round adds little to any one commit.
+const CHECKPOINT_SLICE: usize = 16;
 
 /// A table checkpoint in progress.
 struct CheckpointRound {

@@ -23,7 +23,8 @@ use tally_domain::{
     decide, event_guid, reseed, Envelope, Event, Guid, IdGen, Inputs, Seq, State, Timestamp,
 };
 use tally_store::{
-    Checkpoint, Commit, LogStore, Meta, Recovered, SnapshotPart, TableRow, SNAPSHOT_CHUNKS,
+    table_bucket, Checkpoint, Commit, LogStore, Meta, Recovered, SnapshotPart, TableRow,
+    SNAPSHOT_CHUNKS,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -222,7 +223,13 @@ impl Writer {
         meta.head += records.len() as u64;
         self.dirty.extend(touched);
         if self.round.is_none() && meta.head - meta.checkpoint >= self.config.checkpoint_every {
-            let dirty = std::mem::take(&mut self.dirty).into_iter().collect();
+            // Rows are grouped by table bucket, so no bucket is written twice in a round.
+            let mut buckets: std::collections::BTreeMap<u16, Vec<Guid>> =
+                std::collections::BTreeMap::new();
+            for guid in std::mem::take(&mut self.dirty) {
+                buckets.entry(table_bucket(guid)).or_default().push(guid);
+            }
+            let dirty = buckets.into_values().collect();
             self.round = Some(CheckpointRound {
                 start: meta.head,
                 dirty,
@@ -277,8 +284,8 @@ impl Writer {
         }
     }
 
-    /// The next slice of the checkpoint round, if one runs: the table now, and up to `rows` of
-    /// the round's rows. When the slice is the round's last, `meta.checkpoint` moves to the
+    /// The next slice of the checkpoint round, if one runs: the table now, and the rows of up to
+    /// `rows` of the round's buckets. When the slice is the round's last, `meta.checkpoint` moves to the
     /// round's start. Rows written after the start may be newer than it; that is fine, because
     /// entity events carry whole rows and replaying everything after the start converges.
     fn checkpoint_slice(&self, meta: &mut Meta, rows: usize) -> (Option<Checkpoint>, usize) {
@@ -289,7 +296,11 @@ impl Writer {
         if end == round.dirty.len() {
             meta.checkpoint = round.start;
         }
-        let dirty = round.dirty[round.next..end].to_vec();
+        let dirty = round.dirty[round.next..end]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
         (
             Some(Checkpoint {
                 state: self.state.clone(),
@@ -397,7 +408,7 @@ impl Writer {
     fn final_checkpoint(&mut self) {
         let mut dirty = self.dirty.clone();
         if let Some(round) = &self.round {
-            dirty.extend(round.dirty[round.next..].iter().copied());
+            dirty.extend(round.dirty[round.next..].iter().flatten().copied());
         }
         if self.abandoned || dirty.is_empty() && self.meta.checkpoint == self.meta.head {
             return;
@@ -514,16 +525,16 @@ struct Truncation {
     next_chunk: u32,
 }
 
-/// Rows written per group commit while a checkpoint round runs (32 times that when idle): small,
-/// so a round adds little to any one commit.
-const CHECKPOINT_SLICE: usize = 16;
+/// Table buckets written per group commit while a checkpoint round runs (32 times that when
+/// idle): few, so a round adds little to any one commit.
+const CHECKPOINT_SLICE: usize = 4;
 
 /// A table checkpoint in progress.
 struct CheckpointRound {
     /// The head when it started: once every row below is written, the checkpoint moves here.
     start: Seq,
-    /// The rows changed up to `start`.
-    dirty: Vec<Guid>,
-    /// How many of them are written.
+    /// The rows changed up to `start`, grouped by table bucket.
+    dirty: Vec<Vec<Guid>>,
+    /// How many of the buckets are written.
     next: usize,
 }

@@ -167,6 +167,13 @@ pub struct Checkpoint {
     pub dirty: Vec<Guid>,
 }
 
+/// Which bucket of the persisted table a row belongs to. A checkpoint rewrites whole buckets,
+/// so a writer that spreads a checkpoint over several commits should write all the dirty rows of
+/// a bucket in the same commit.
+pub fn table_bucket(guid: Guid) -> u16 {
+    keys::bucket_of(guid)
+}
+
 /// Chunks a base snapshot is written in: chunk `i` holds the rows whose guid bucket is in
 /// `16 i .. 16 i + 16`. Written a few at a time, so truncating the log never stalls the writer.
 pub const SNAPSHOT_CHUNKS: u32 = 256;

@@ -169,14 +169,22 @@ async fn waiting_commands_share_one_commit_and_get_dense_sequence_numbers() {
     let before = store.commits.load(Ordering::SeqCst);
     *store.gate.lock().unwrap() = false;
     // The first of these commits is held at the gate while the other 99 queue up behind it.
+    let sent = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for n in 0..100 {
         let engine = engine.clone();
+        let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
+            sent.fetch_add(1, Ordering::SeqCst); // the send below completes in the same poll
             engine.submit(set_state(n, true)).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until every command is queued behind the held commit, however slow the machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::SeqCst) < 100 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     store.open_gate();
     let mut seqs = Vec::new();
     for task in tasks {

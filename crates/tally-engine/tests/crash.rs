@@ -157,12 +157,27 @@ fn kill_minus_nine_loses_nothing_acknowledged() {
                 ),
             }
         }
+        // Once writes are being acknowledged, let it write for a random while, then kill it.
+        let mut early = Vec::new();
+        loop {
+            match received.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains("ACK ") => {
+                    early.push(line);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the child acknowledged nothing"
+                ),
+            }
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(20..250)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
         let mut this_round = 0;
-        for line in received.try_iter() {
+        for line in early.into_iter().chain(received.try_iter()) {
             if let Some(rest) = line.find("ACK ").map(|at| &line[at + 4..]) {
                 let mut parts = rest.split(' ');
                 let guid: Guid = parts.next().unwrap().parse().unwrap();

@@ -52,6 +52,17 @@ pub async fn cc_headers(mut request: Request, next: Next) -> Response {
         drop(_entered);
         tracing::Instrument::instrument(next.run(request), span.clone()).await
     };
+    // Cloud Controller labels every v2 JSON body `application/json;charset=utf-8`.
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !v3 && is_json {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=utf-8"),
+        );
+    }
     if let Some(PendingError(error)) = response.extensions_mut().remove::<PendingError>() {
         let (body, content_type) = if v3 {
             (error.v3_body(), "application/json; charset=utf-8")

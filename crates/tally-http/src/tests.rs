@@ -94,3 +94,20 @@ fn engine_and_domain_errors_map_to_cc_codes() {
     let e: ApiError = EngineError::Corrupt("seq 4".into()).into();
     assert_eq!(e.v2_body(), "{\"description\":\"An unknown error occurred.\",\"error_code\":\"UnknownError\",\"code\":10001}\n");
 }
+
+#[tokio::test]
+async fn v2_json_is_labelled_as_cc_labels_it() {
+    for path in ["/", "/v2/info", "/readyz"] {
+        let (status, headers, _) = get(path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers["content-type"], "application/json;charset=utf-8",
+            "{path}"
+        );
+    }
+    let (_, headers, _) = get("/healthz").await;
+    assert_eq!(
+        headers["content-type"], "text/plain; charset=utf-8",
+        "plain text stays plain"
+    );
+}

@@ -7,6 +7,7 @@
 //! - [`middleware`]: `X-VCAP-Request-ID`, `nosniff`, error rendering.
 //! - `root`: `/`, `/v2/info`, `/healthz`, `/readyz`.
 
+pub mod auth;
 pub mod error;
 pub mod middleware;
 mod root;

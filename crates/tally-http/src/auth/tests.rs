@@ -1,0 +1,251 @@
+//! Every kind of token a client may send, and what CC answers to it (reference §8.1).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::*;
+
+const SECRET: &[u8] = b"tally-test-secret";
+const OLD_SECRET: &[u8] = b"the-secret-before-rotation";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn pem(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn verifier() -> TokenVerifier {
+    TokenVerifier::new(AuthSettings {
+        hmac_secrets: vec![SECRET.to_vec(), OLD_SECRET.to_vec()],
+        rsa_public_keys_pem: vec![pem("test_rsa.pub.pem")],
+        audience: "cloud_controller".into(),
+        issuer: None,
+        leeway_seconds: 5,
+    })
+    .unwrap()
+}
+
+fn claims(scopes: &[&str]) -> Value {
+    json!({
+        "user_id": "uaa-id-107",
+        "email": "email-89@somedomain.com",
+        "user_name": "user-89",
+        "scope": scopes,
+        "aud": ["cloud_controller"],
+        "exp": now() + 600,
+        "jti": "abc123",
+    })
+}
+
+fn hs(alg: Algorithm, claims: &Value, secret: &[u8]) -> String {
+    encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+fn rs(alg: Algorithm, claims: &Value, key: &str) -> String {
+    encode(
+        &Header::new(alg),
+        claims,
+        &EncodingKey::from_rsa_pem(pem(key).as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn bearer(token: &str) -> String {
+    format!("bearer {token}")
+}
+
+fn invalid(result: Result<Identity, AuthError>) -> bool {
+    matches!(result, Err(AuthError::Invalid(_)))
+}
+
+#[test]
+fn hmac_tokens_of_every_allowed_algorithm_are_accepted_with_roles() {
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let token = hs(alg, &claims(&["cloud_controller.admin", "openid"]), SECRET);
+        let identity = verifier().verify(Some(&bearer(&token))).unwrap();
+        assert_eq!(identity.id, "uaa-id-107");
+        assert!(!identity.is_client);
+        assert_eq!(identity.email.as_deref(), Some("email-89@somedomain.com"));
+        assert_eq!(identity.roles, [Role::Admin].into_iter().collect());
+    }
+}
+
+#[test]
+fn rsa_tokens_with_a_configured_public_key_are_accepted() {
+    for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512] {
+        let token = rs(
+            alg,
+            &claims(&["cloud_controller.read", "cloud_controller.write"]),
+            "test_rsa.pem",
+        );
+        let identity = verifier().verify(Some(&bearer(&token))).unwrap();
+        assert!(
+            identity.has(Role::Read) && identity.has(Role::Write) && !identity.has(Role::Admin)
+        );
+    }
+    let forged = rs(
+        Algorithm::RS256,
+        &claims(&["cloud_controller.admin"]),
+        "other_rsa.pem",
+    );
+    assert!(invalid(verifier().verify(Some(&bearer(&forged)))));
+}
+
+#[test]
+fn a_rotated_secret_still_verifies_and_a_wrong_one_does_not() {
+    let old = hs(Algorithm::HS256, &claims(&[]), OLD_SECRET);
+    assert!(verifier().verify(Some(&bearer(&old))).is_ok());
+    let wrong = hs(Algorithm::HS256, &claims(&[]), b"not-our-secret");
+    assert!(invalid(verifier().verify(Some(&bearer(&wrong)))));
+}
+
+#[test]
+fn missing_header_and_other_schemes_are_not_authenticated() {
+    assert_eq!(verifier().verify(None), Err(AuthError::Missing));
+    assert_eq!(
+        verifier().verify(Some("Basic dXNlcjpwdw==")),
+        Err(AuthError::Missing)
+    );
+    let token = hs(Algorithm::HS256, &claims(&[]), SECRET);
+    assert_eq!(
+        verifier().verify(Some(&token)),
+        Err(AuthError::Missing),
+        "a bare JWT has no scheme"
+    );
+}
+
+#[test]
+fn the_scheme_is_case_insensitive() {
+    let token = hs(Algorithm::HS256, &claims(&[]), SECRET);
+    for scheme in ["bearer", "Bearer", "BEARER"] {
+        assert!(
+            verifier()
+                .verify(Some(&format!("{scheme} {token}")))
+                .is_ok(),
+            "{scheme}"
+        );
+    }
+}
+
+#[test]
+fn every_defect_is_an_invalid_token() {
+    let v = verifier();
+    let expired = hs(
+        Algorithm::HS256,
+        &json!({"user_id": "u", "aud": ["cloud_controller"], "exp": now() - 60}),
+        SECRET,
+    );
+    let not_yet = hs(
+        Algorithm::HS256,
+        &json!({"user_id": "u", "aud": ["cloud_controller"], "exp": now() + 600, "nbf": now() + 300}),
+        SECRET,
+    );
+    let wrong_audience = hs(
+        Algorithm::HS256,
+        &json!({"user_id": "u", "aud": ["uaa"], "exp": now() + 600}),
+        SECRET,
+    );
+    let no_exp = hs(
+        Algorithm::HS256,
+        &json!({"user_id": "u", "aud": ["cloud_controller"]}),
+        SECRET,
+    );
+    let refresh = hs(
+        Algorithm::HS256,
+        &json!({"user_id": "u", "aud": ["cloud_controller"], "exp": now() + 600, "jti": "abc-r"}),
+        SECRET,
+    );
+    let nobody = hs(
+        Algorithm::HS256,
+        &json!({"aud": ["cloud_controller"], "exp": now() + 600}),
+        SECRET,
+    );
+    let valid = hs(Algorithm::HS256, &claims(&[]), SECRET);
+    let truncated = &valid[..valid.len() - 10];
+    // alg "none": header {"alg":"none","typ":"JWT"}, no signature.
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ1c2VyX2lkIjoidSIsImF1ZCI6WyJjbG91ZF9jb250cm9sbGVyIl0sImV4cCI6OTk5OTk5OTk5OX0.";
+    // The token of the seed documents: HS256, another secret, expired in 2014.
+    let seed = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoidWFhLWlkLTEwNyIsImVtYWlsIjoiZW1haWwtODlAc29tZWRvbWFpbi5jb20iLCJzY29wZSI6WyJjbG91ZF9jb250cm9sbGVyLmFkbWluIl0sImF1ZCI6WyJjbG91ZF9jb250cm9sbGVyIl0sImV4cCI6MTQwMzgyODM0Nn0.XbuB6Idj7kMo-xPwklbvOem7TyMdrQgUmw-evttQ670";
+    for (name, token) in [
+        ("expired", expired.as_str()),
+        ("not yet valid", not_yet.as_str()),
+        ("wrong audience", wrong_audience.as_str()),
+        ("no exp", no_exp.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("no user or client id", nobody.as_str()),
+        ("truncated", truncated),
+        ("alg none", none),
+        ("garbage", "not.a.jwt"),
+        ("seed document token", seed),
+    ] {
+        assert!(
+            invalid(v.verify(Some(&bearer(token)))),
+            "{name} was accepted"
+        );
+    }
+    assert!(invalid(v.verify(Some("bearer"))), "bearer without a token");
+    assert!(
+        invalid(v.verify(Some(&format!("bearer {valid} extra")))),
+        "three parts"
+    );
+}
+
+#[test]
+fn expiry_has_a_small_leeway() {
+    let just_expired = hs(
+        Algorithm::HS256,
+        &json!({"user_id": "u", "aud": ["cloud_controller"], "exp": now() - 2}),
+        SECRET,
+    );
+    assert!(verifier().verify(Some(&bearer(&just_expired))).is_ok());
+}
+
+#[test]
+fn client_tokens_identify_the_client_and_the_issuer_is_checked_when_set() {
+    let client = hs(
+        Algorithm::HS256,
+        &json!({"client_id": "billing", "aud": ["cloud_controller"], "exp": now() + 600, "iss": "https://uaa.example.com/oauth/token", "scope": ["cloud_controller.global_auditor"]}),
+        SECRET,
+    );
+    let identity = verifier().verify(Some(&bearer(&client))).unwrap();
+    assert_eq!(
+        (identity.id.as_str(), identity.is_client),
+        ("billing", true)
+    );
+    assert!(identity.has(Role::GlobalAuditor));
+    let strict = TokenVerifier::new(AuthSettings {
+        hmac_secrets: vec![SECRET.to_vec()],
+        audience: "cloud_controller".into(),
+        issuer: Some("https://uaa.other.com/oauth/token".into()),
+        ..AuthSettings::default()
+    })
+    .unwrap();
+    assert!(invalid(strict.verify(Some(&bearer(&client)))));
+}
+
+#[test]
+fn an_hmac_token_is_refused_when_only_rsa_keys_are_configured() {
+    let rsa_only = TokenVerifier::new(AuthSettings {
+        rsa_public_keys_pem: vec![pem("test_rsa.pub.pem")],
+        audience: "cloud_controller".into(),
+        ..AuthSettings::default()
+    })
+    .unwrap();
+    let token = hs(Algorithm::HS256, &claims(&[]), SECRET);
+    assert!(invalid(rsa_only.verify(Some(&bearer(&token)))));
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let settings = AuthSettings {
+        hmac_secrets: vec![SECRET.to_vec()],
+        ..AuthSettings::default()
+    };
+    assert!(!format!("{settings:?}").contains("tally-test-secret"));
+}

@@ -23,6 +23,8 @@ pub struct Settings {
     pub apps: AppSettings,
     /// The UAA clients are sent to for tokens.
     pub uaa: UaaSettings,
+    /// How bearer tokens are checked.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogSettings,
 }
@@ -87,6 +89,36 @@ pub struct AppSettings {
 pub struct UaaSettings {
     /// UAA URL shown on `/` and `/v2/info`.
     pub url: String,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Shared HMAC secrets for HS256/384/512 tokens, tried in order (rotation). When this and
+    /// `rsa_public_key_files` are both empty, tally creates a development secret in the data
+    /// directory on first start.
+    pub hmac_secrets: Vec<String>,
+    /// PEM files with RSA public keys for RS256/384/512 tokens.
+    pub rsa_public_key_files: Vec<PathBuf>,
+    /// The resource id tokens' `aud` must include.
+    pub audience: String,
+    /// The issuer tokens' `iss` must equal, if set.
+    pub issuer: Option<String>,
+    /// Seconds of clock skew allowed on `exp`.
+    pub leeway_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hmac_secrets: Vec::new(),
+            rsa_public_key_files: Vec::new(),
+            audience: "cloud_controller".to_owned(),
+            issuer: None,
+            leeway_seconds: 30,
+        }
+    }
 }
 
 /// Log output format.

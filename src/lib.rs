@@ -1,6 +1,7 @@
 //! The `tally` binary's library: configuration, telemetry and the composition root. Everything
 //! else lives in the crates under `crates/` (see ARCHITECTURE.md).
 
+pub mod auth;
 pub mod config;
 pub mod startup;
 pub mod telemetry;

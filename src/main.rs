@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tally::config::{self, Overrides};
 use tally::startup::{shutdown_signal, Application};
-use tally::{telemetry, verify};
+use tally::{auth, telemetry, verify};
 
 /// mimalloc reuses freed memory instead of returning large blocks to the kernel and faulting in
 /// fresh zeroed pages for the next group commit (glibc's behaviour above 128 KiB), which a
@@ -39,6 +39,25 @@ enum Command {
         /// The address to listen on.
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+    /// Print a signed token tally accepts (signed with the first auth.hmac_secrets entry, or
+    /// the development secret `tally serve` created in the data directory).
+    Token {
+        /// A TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// A scope to grant, e.g. cloud_controller.admin (repeat for several).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// The user id the token names.
+        #[arg(long, default_value = "tally-developer")]
+        user_id: String,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
     },
     /// Check a stopped data directory offline; exits non-zero on any problem.
     Verify {
@@ -89,6 +108,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 app.run_until_stopped(shutdown).await
             })?;
             tracing::info!("tally stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            config,
+            data_dir,
+            scopes,
+            user_id,
+            ttl,
+        } => {
+            let settings = config::load(
+                config.as_deref(),
+                std::env::vars(),
+                &Overrides {
+                    data_dir,
+                    listen: None,
+                },
+            )?;
+            println!(
+                "{}",
+                auth::developer_token(&settings, &user_id, &scopes, ttl)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {

@@ -74,12 +74,14 @@ impl Application {
             .unwrap_or_else(|| format!("http://{local}"))
             .trim_end_matches('/')
             .to_owned();
+        let verifier = crate::auth::verifier(settings)?;
         let state = Arc::new(AppState {
             engine: engine.clone(),
             settings: HttpSettings {
                 external_url,
                 uaa_url: settings.uaa.url.clone(),
             },
+            verifier,
         });
         Ok(Self {
             listener,

@@ -253,3 +253,125 @@ mod reqwest {
         runtime.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
     }
 }
+
+fn token(args: &[&str]) -> std::process::Output {
+    Command::new(TALLY)
+        .arg("token")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn first_start_creates_a_private_dev_secret_and_tally_token_signs_with_it() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (mut child, _, lines) = serve(cwd.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(terminate(&mut child).success());
+    let logged: Vec<String> = lines.try_iter().collect();
+    let data_dir = cwd.path().join("tally-data");
+    let secret = tally::auth::dev_secret_path(&data_dir);
+    assert!(secret.is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the secret is readable by its owner only");
+    }
+    let dir = data_dir.to_string_lossy().into_owned();
+    let output = token(&[
+        "--data-dir",
+        &dir,
+        "--scope",
+        "cloud_controller.admin",
+        "--scope",
+        "cloud_controller.read",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let jwt = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    // The server's own verifier for this data directory accepts it.
+    let overrides = tally::config::Overrides {
+        data_dir: Some(data_dir.clone()),
+        listen: None,
+    };
+    let settings = tally::config::load(None, Vec::new(), &overrides).unwrap();
+    let identity = tally::auth::verifier(&settings)
+        .unwrap()
+        .verify(Some(&format!("bearer {jwt}")))
+        .unwrap();
+    assert_eq!(identity.id, "tally-developer");
+    assert!(
+        identity.has(tally_http::auth::Role::Admin) && identity.has(tally_http::auth::Role::Read)
+    );
+    // The secret itself never reaches the log.
+    let secret_text = std::fs::read_to_string(&secret).unwrap();
+    assert!(!logged.iter().any(|l| l.contains(&secret_text)));
+    // A second start reuses the same secret: the token stays valid.
+    let (mut child, _, _) = serve(cwd.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(terminate(&mut child).success());
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), secret_text);
+}
+
+#[test]
+fn tally_token_explains_what_is_missing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let dir = cwd
+        .path()
+        .join("never-started")
+        .to_string_lossy()
+        .into_owned();
+    let output = token(&["--data-dir", &dir, "--scope", "cloud_controller.admin"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("start `tally serve` once"), "{stderr}");
+    let output = token(&["--data-dir", &dir]);
+    assert!(
+        !output.status.success(),
+        "a token without a scope is refused"
+    );
+}
+
+#[test]
+fn configured_secrets_sign_and_verify_without_a_dev_secret() {
+    let cwd = tempfile::tempdir().unwrap();
+    let config = cwd.path().join("tally.toml");
+    let data_dir = cwd.path().join("data");
+    std::fs::write(
+        &config,
+        format!("[storage]\ndata_dir = \"{}\"\n[auth]\nhmac_secrets = [\"new-secret\", \"old-secret\"]\n", data_dir.display()),
+    )
+    .unwrap();
+    let config_path = config.to_string_lossy().into_owned();
+    let output = token(&[
+        "--config",
+        &config_path,
+        "--scope",
+        "cloud_controller.write",
+        "--user-id",
+        "ci-bot",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let jwt = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let settings = tally::config::load(
+        Some(&config),
+        Vec::new(),
+        &tally::config::Overrides::default(),
+    )
+    .unwrap();
+    let identity = tally::auth::verifier(&settings)
+        .unwrap()
+        .verify(Some(&format!("Bearer {jwt}")))
+        .unwrap();
+    assert_eq!(identity.id, "ci-bot");
+    assert!(
+        !tally::auth::dev_secret_path(&data_dir).exists(),
+        "no dev secret when secrets are configured"
+    );
+}

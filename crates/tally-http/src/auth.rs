@@ -213,5 +213,42 @@ fn identity(claims: Claims) -> Result<Identity, AuthError> {
     })
 }
 
+/// A handler argument that requires a valid token: the caller's identity, or CC's 401
+/// (`NotAuthenticated` without a bearer token, `InvalidAuthToken` for a bad one).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Identity);
+
+impl axum::extract::FromRequestParts<std::sync::Arc<crate::AppState>> for Caller {
+    type Rejection = crate::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &std::sync::Arc<crate::AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match state.verifier.verify(header) {
+            Ok(identity) => Ok(Self(identity)),
+            Err(AuthError::Missing) => Err(crate::ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "NotAuthenticated",
+                10002,
+                "Authentication error",
+            )),
+            Err(AuthError::Invalid(reason)) => {
+                tracing::info!(%reason, "invalid auth token");
+                Err(crate::ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "InvalidAuthToken",
+                    1000,
+                    "Invalid Auth Token",
+                ))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

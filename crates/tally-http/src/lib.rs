@@ -34,12 +34,20 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// HTTP settings.
     pub settings: HttpSettings,
+    /// Checks bearer tokens.
+    pub verifier: auth::TokenVerifier,
 }
 
 /// The whole API. Unknown routes and unknown methods get CC's 404 `NotFound`.
 pub fn router(state: Arc<AppState>) -> Router {
+    with_routes(state, Router::new())
+}
+
+/// The API plus `extra` routes (tests add probes this way).
+pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     Router::new()
         .merge(root::router())
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(state)

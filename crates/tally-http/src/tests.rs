@@ -11,7 +11,9 @@ use tower::ServiceExt;
 
 use crate::*;
 
-fn app() -> Router {
+const SECRET: &[u8] = b"router-test-secret";
+
+fn state() -> Arc<AppState> {
     let engine = Engine::start(
         Arc::new(MemLog::in_memory()),
         EngineConfig::default(),
@@ -19,13 +21,83 @@ fn app() -> Router {
         Box::new(RandomIds),
     )
     .unwrap();
-    router(Arc::new(AppState {
+    let verifier = auth::TokenVerifier::new(auth::AuthSettings {
+        hmac_secrets: vec![SECRET.to_vec()],
+        audience: "cloud_controller".into(),
+        ..auth::AuthSettings::default()
+    })
+    .unwrap();
+    Arc::new(AppState {
         engine: Arc::new(engine),
         settings: HttpSettings {
             external_url: "http://api.example.org".into(),
             uaa_url: "http://uaa.example.org".into(),
         },
-    }))
+        verifier,
+    })
+}
+
+fn app() -> Router {
+    router(state())
+}
+
+/// The API plus authenticated probes on a v2 and a v3 path.
+fn app_with_probes() -> Router {
+    async fn whoami(auth::Caller(identity): auth::Caller) -> String {
+        identity.id
+    }
+    let probes = Router::new()
+        .route("/v2/test_probe", axum::routing::get(whoami))
+        .route("/v3/test_probe", axum::routing::get(whoami));
+    with_routes(state(), probes)
+}
+
+async fn call(app: Router, path: &str, authorization: Option<&str>) -> (StatusCode, String) {
+    let mut request = Request::get(path);
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = app
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn authenticated_routes_answer_401_as_cc_does() {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({"user_id": "u-1", "aud": ["cloud_controller"], "exp": exp, "scope": ["cloud_controller.read"]});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let (status, body) = call(
+        app_with_probes(),
+        "/v2/test_probe",
+        Some(&format!("bearer {token}")),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "u-1"));
+    let (status, body) = call(app_with_probes(), "/v2/test_probe", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, "{\"description\":\"Authentication error\",\"error_code\":\"CF-NotAuthenticated\",\"code\":10002}\n");
+    let (status, body) = call(app_with_probes(), "/v2/test_probe", Some("bearer garbage")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, "{\"description\":\"Invalid Auth Token\",\"error_code\":\"CF-InvalidAuthToken\",\"code\":1000}\n");
+    let (status, body) = call(app_with_probes(), "/v3/test_probe", Some("bearer garbage")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, "{\"errors\":[{\"detail\":\"Invalid Auth Token\",\"title\":\"CF-InvalidAuthToken\",\"code\":1000}]}");
 }
 
 async fn get(path: &str) -> (StatusCode, axum::http::HeaderMap, String) {

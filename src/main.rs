@@ -80,6 +80,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Settings from the defaults, the config file, the `TALLY_*` environment and the flags.
+fn settings(
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<config::Settings> {
+    Ok(config::load(
+        config,
+        std::env::vars(),
+        &Overrides { data_dir, listen },
+    )?)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
@@ -87,11 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             listen,
         } => {
-            let settings = config::load(
-                config.as_deref(),
-                std::env::vars(),
-                &Overrides { data_dir, listen },
-            )?;
+            let settings = settings(config.as_deref(), data_dir, listen)?;
             telemetry::init(&settings.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -117,14 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user_id,
             ttl,
         } => {
-            let settings = config::load(
-                config.as_deref(),
-                std::env::vars(),
-                &Overrides {
-                    data_dir,
-                    listen: None,
-                },
-            )?;
+            let settings = settings(config.as_deref(), data_dir, None)?;
             println!(
                 "{}",
                 auth::developer_token(&settings, &user_id, &scopes, ttl)?
@@ -132,14 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {
-            let settings = config::load(
-                config.as_deref(),
-                std::env::vars(),
-                &Overrides {
-                    data_dir,
-                    listen: None,
-                },
-            )?;
+            let settings = settings(config.as_deref(), data_dir, None)?;
             let sound = verify::run(&settings.storage.data_dir, &mut std::io::stdout())?;
             Ok(if sound {
                 ExitCode::SUCCESS

@@ -137,6 +137,30 @@ fn space() -> SpaceV1 {
 }
 
 /// (fixture name, the encoded sample). One entry per record type and enum variant.
+fn membership() -> MembershipV1 {
+    MembershipV1 {
+        resource: guid(2),
+        role: 4,
+        user: "7c4e1f2a-0b1d-4c55-9a3e-2f1e0d9c8b7a".into(),
+    }
+}
+
+fn members() -> MembersV1 {
+    MembersV1 {
+        resource: guid(2),
+        members: vec![
+            MemberV1 {
+                role: 4,
+                user: "alice".into(),
+            },
+            MemberV1 {
+                role: 6,
+                user: "bob".into(),
+            },
+        ],
+    }
+}
+
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let record = |seq, body| envelope(&LogRecordV1 { seq, body }).unwrap();
     vec![
@@ -191,6 +215,32 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("record_usage", record(10, RecordBodyV1::Usage(usage()))),
         ("record_audit", record(11, RecordBodyV1::Audit(audit()))),
+        (
+            "record_role_granted",
+            record(15, RecordBodyV1::RoleGranted(membership())),
+        ),
+        (
+            "record_role_revoked",
+            record(16, RecordBodyV1::RoleRevoked(membership())),
+        ),
+        (
+            "record_audit_text_actee",
+            record(
+                17,
+                RecordBodyV1::AuditTextActee(AuditTextActeeV1 {
+                    event: AuditEventV1 {
+                        actee: [0; 16],
+                        actee_type: "user".into(),
+                        ..audit()
+                    },
+                    actee: "ci-client".into(),
+                }),
+            ),
+        ),
+        (
+            "row_members",
+            envelope(&TableRowV1::Members(members())).unwrap(),
+        ),
         (
             "block",
             envelope(&BlockV1 {

@@ -77,6 +77,12 @@ pub enum RecordBodyV1 {
     Usage(UsageEventV1),
     /// tag 10
     Audit(AuditEventV1),
+    /// tag 11: a user was given an org or space role.
+    RoleGranted(MembershipV1),
+    /// tag 12: a user lost an org or space role.
+    RoleRevoked(MembershipV1),
+    /// tag 13: an audit event whose actee is not a guid (a user id such as a UAA client id).
+    AuditTextActee(AuditTextActeeV1),
 }
 
 /// A row of the persisted app table.
@@ -88,6 +94,8 @@ pub enum TableRowV1 {
     Space(SpaceV1),
     /// tag 2
     App(Box<AppV1>),
+    /// tag 3: the members of an org or space (stored beside the org or space row).
+    Members(MembersV1),
 }
 
 /// A piece of the base snapshot: the table as it was just before `log_start`.
@@ -329,6 +337,45 @@ pub struct AuditEventV1 {
     pub space_guid: Option<GuidV1>,
     /// org guid
     pub organization_guid: Option<GuidV1>,
+}
+
+/// A role: which user holds it in which org or space.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct MembershipV1 {
+    /// org or space guid
+    pub resource: GuidV1,
+    /// 0 org user, 1 org manager, 2 org auditor, 3 org billing manager, 4 space developer,
+    /// 5 space manager, 6 space auditor
+    pub role: u8,
+    /// user id (UAA `user_id` or `client_id`)
+    pub user: String,
+}
+
+/// One member of an org or space.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct MemberV1 {
+    /// role tag, as in [`MembershipV1`]
+    pub role: u8,
+    /// user id
+    pub user: String,
+}
+
+/// The members of one org or space, by role then user.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct MembersV1 {
+    /// org or space guid
+    pub resource: GuidV1,
+    /// members
+    pub members: Vec<MemberV1>,
+}
+
+/// An audit event whose actee is text: `event.actee` is all zeros and `actee` holds the id.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AuditTextActeeV1 {
+    /// the event, actee zeroed
+    pub event: AuditEventV1,
+    /// actee id
+    pub actee: String,
 }
 
 /// The reseeded usage events of an epoch: app guid and sequence number, sorted by guid.

@@ -38,9 +38,9 @@ pub struct AuditEvent {
     pub event_type: String,
     /// Who.
     pub actor: Actor,
-    /// Target guid.
-    pub actee: Guid,
-    /// Target type (`app`).
+    /// Target id: an app guid, or a user id (which need not be a guid).
+    pub actee: String,
+    /// Target type (`app`, `user`).
     pub actee_type: String,
     /// Target name.
     pub actee_name: String,

@@ -4,6 +4,7 @@
 use crate::audit::Actor;
 use crate::ids::Guid;
 use crate::model::DockerCredentials;
+use crate::role::Membership;
 
 /// App attributes as a client sent them (reference §5.2); `None` means "not sent".
 /// Numbers are wide and signed so that out-of-range input reaches validation intact.
@@ -159,6 +160,18 @@ pub enum Command {
         sha256: String,
         /// Size in bytes.
         size_bytes: u64,
+    },
+    /// `PUT /v2/spaces/:guid/developers/:user_guid` and the like: give a user a role. Giving a
+    /// role the user already holds changes nothing.
+    GrantRole(Membership),
+    /// `DELETE /v2/spaces/:guid/developers/:user_guid` and the like: take a role away. Taking
+    /// away a role the user does not hold changes nothing.
+    RevokeRole {
+        /// Which role of whom, where.
+        membership: Membership,
+        /// For org users: also take away the user's roles in the org's spaces (otherwise
+        /// refused while there are any).
+        recursive: bool,
     },
     /// A runtime reports a build's end.
     CompleteBuild {

@@ -52,6 +52,10 @@ pub enum DomainError {
         /// What was asked to be deleted (`organizations`, `spaces`).
         resource: &'static str,
     },
+    /// CC `InvalidRelation` (1002): a role that cannot be given (a space role to a user who is
+    /// not a member of the space's org, or a malformed user id).
+    #[error("{0}")]
+    InvalidRelation(String),
     /// A required attribute is missing (CC `MessageParseError`, 1001).
     #[error("Request invalid due to parse error: Field: {0}, Error: Missing field {0}")]
     MissingField(&'static str),

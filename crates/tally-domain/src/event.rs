@@ -3,6 +3,7 @@
 use crate::audit::AuditEvent;
 use crate::ids::Guid;
 use crate::model::{App, Org, Space};
+use crate::role::Membership;
 use crate::usage::UsageEvent;
 
 /// One fact. Entity events carry the whole entity after the change, so replaying a log needs no
@@ -36,6 +37,10 @@ pub enum Event {
         /// Which.
         guid: Guid,
     },
+    /// A user was given a role in an org or space.
+    RoleGranted(Membership),
+    /// A user lost a role in an org or space.
+    RoleRevoked(Membership),
     /// A usage event was written.
     UsageRecorded(UsageEvent),
     /// An audit event was written.

@@ -15,8 +15,11 @@
 //! - [`command`], [`event`], [`error`]: what comes in, what is stored, why a command is refused.
 //! - [`state`]: the app table and `evolve`.
 //! - [`decide`](mod@decide): the rules, and `reseed` for purge-and-reseed (reference §4.1).
+//! - [`role`]: org and space roles.
+//! - [`access`]: who may do what (reference §8.2, §8.3).
 //! - [`usage`], [`audit`]: the two streams' records.
 
+pub mod access;
 pub mod audit;
 pub mod command;
 pub mod decide;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod model;
+pub mod role;
 pub mod state;
 pub mod usage;
 
@@ -33,6 +37,7 @@ pub use decide::{decide, reseed, DomainConfig, Inputs, StagingMode};
 pub use error::DomainError;
 pub use event::Event;
 pub use ids::{event_guid, event_guid_seq, Guid, IdGen, Seq, SequentialIds, Timestamp};
+pub use role::{Membership, RoleKind};
 pub use state::State;
 pub use usage::{UsageEvent, UsageState};
 

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 
 use crate::event::Event;
 use crate::ids::Guid;
 use crate::model::{App, Org, Space};
+use crate::role::{Membership, RoleKind};
 
 /// The app table. Rows are behind `Arc`s: a persistent map copies a whole leaf of entries when a
 /// shared leaf changes, and copying 64 `Arc`s is far cheaper than copying 64 apps.
@@ -21,6 +22,8 @@ pub struct State {
     space_names: OrdMap<(Guid, String), Guid>,
     app_names: OrdMap<(Guid, String), Guid>,
     builds: OrdMap<Guid, Guid>,
+    members: OrdSet<(Guid, RoleKind, String)>,
+    roles_of_user: OrdSet<(String, Guid, RoleKind)>,
 }
 
 impl State {
@@ -123,6 +126,79 @@ impl State {
             .filter_map(|(_, guid)| self.app(*guid))
     }
 
+    /// Whether `user` holds `role` in the org or space `resource`.
+    pub fn has_role(&self, user: &str, resource: Guid, role: RoleKind) -> bool {
+        self.members.contains(&(resource, role, user.to_owned()))
+    }
+
+    /// Whether `user` holds any of `roles` in `resource`.
+    pub fn has_any_role(&self, user: &str, resource: Guid, roles: &[RoleKind]) -> bool {
+        roles
+            .iter()
+            .any(|role| self.has_role(user, resource, *role))
+    }
+
+    /// The members of an org or space: `(role, user)`, by role then user.
+    pub fn members_of(&self, resource: Guid) -> impl Iterator<Item = (RoleKind, &str)> {
+        self.members
+            .range((resource, RoleKind::ALL[0], String::new())..)
+            .take_while(move |(r, _, _)| *r == resource)
+            .map(|(_, role, user)| (*role, user.as_str()))
+    }
+
+    /// The roles a user holds: `(resource, role)`, by resource guid.
+    pub fn roles_of(&self, user: &str) -> impl Iterator<Item = (Guid, RoleKind)> + '_ {
+        let user = user.to_owned();
+        self.roles_of_user
+            .range((user.clone(), Guid::from_u128(0), RoleKind::ALL[0])..)
+            .take_while(move |(u, _, _)| *u == user)
+            .map(|(_, resource, role)| (*resource, *role))
+    }
+
+    /// Every membership whose resource guid falls in `range`, by resource.
+    pub fn members_in_range(
+        &self,
+        range: (std::ops::Bound<Guid>, std::ops::Bound<Guid>),
+    ) -> impl Iterator<Item = Membership> + '_ {
+        let (start, end) = range;
+        let lower = match start {
+            std::ops::Bound::Included(g) | std::ops::Bound::Excluded(g) => g,
+            std::ops::Bound::Unbounded => Guid::from_u128(0),
+        };
+        self.members
+            .range((lower, RoleKind::ALL[0], String::new())..)
+            .filter(move |(r, _, _)| match start {
+                std::ops::Bound::Excluded(g) => *r != g,
+                _ => true,
+            })
+            .take_while(move |(r, _, _)| match end {
+                std::ops::Bound::Included(g) => *r <= g,
+                std::ops::Bound::Excluded(g) => *r < g,
+                std::ops::Bound::Unbounded => true,
+            })
+            .map(|(resource, role, user)| Membership {
+                resource: *resource,
+                role: *role,
+                user: user.clone(),
+            })
+    }
+
+    /// Number of memberships.
+    pub fn membership_count(&self) -> usize {
+        self.members.len()
+    }
+
+    fn drop_members_of(&mut self, resource: Guid) {
+        let gone: Vec<(RoleKind, String)> = self
+            .members_of(resource)
+            .map(|(role, user)| (role, user.to_owned()))
+            .collect();
+        for (role, user) in gone {
+            self.members.remove(&(resource, role, user.clone()));
+            self.roles_of_user.remove(&(user, resource, role));
+        }
+    }
+
     /// Folds one event into the table. Stream events (usage, audit) leave it unchanged. Name
     /// indexes are touched only when a name or parent changes.
     pub fn evolve(&mut self, event: &Event) {
@@ -144,12 +220,14 @@ impl State {
                 if let Some(old) = self.orgs.remove(&guid) {
                     self.org_names.remove(&old.name);
                 }
+                self.drop_members_of(guid);
             }
             Event::SpaceCreated(space) | Event::SpaceUpdated(space) => self.put_space(space),
             Event::SpaceDeleted { guid } => {
                 if let Some(old) = self.spaces.remove(&guid) {
                     self.space_names.remove(&(old.org_guid, old.name.clone()));
                 }
+                self.drop_members_of(guid);
             }
             Event::AppCreated(app) | Event::AppUpdated(app) => self.put_app(app),
             Event::AppDeleted { guid } => {
@@ -159,6 +237,16 @@ impl State {
                         self.builds.remove(&build.guid);
                     }
                 }
+            }
+            Event::RoleGranted(m) => {
+                self.roles_of_user
+                    .insert((m.user.clone(), m.resource, m.role));
+                self.members.insert((m.resource, m.role, m.user));
+            }
+            Event::RoleRevoked(m) => {
+                self.roles_of_user
+                    .remove(&(m.user.clone(), m.resource, m.role));
+                self.members.remove(&(m.resource, m.role, m.user));
             }
             Event::UsageRecorded(_) | Event::AuditRecorded(_) => {}
         }

@@ -1011,3 +1011,158 @@ fn random_v4_guids_are_not_event_guids() {
     );
     assert_eq!(event_guid_seq(APP), None);
 }
+
+fn grant(role: RoleKind, resource: Guid, user: &str) -> Command {
+    Command::GrantRole(Membership {
+        resource,
+        role,
+        user: user.to_owned(),
+    })
+}
+
+fn revoke(role: RoleKind, resource: Guid, user: &str, recursive: bool) -> Command {
+    Command::RevokeRole {
+        membership: Membership {
+            resource,
+            role,
+            user: user.to_owned(),
+        },
+        recursive,
+    }
+}
+
+#[test]
+fn granting_a_role_records_it_with_an_audit_event() {
+    let mut f = given(&org_and_space());
+    let events = f.when(&grant(RoleKind::OrgUser, ORG, "alice")).unwrap();
+    assert!(f.state.has_role("alice", ORG, RoleKind::OrgUser));
+    assert_eq!(audit_types(&events), ["audit.user.organization_user_add"]);
+    let events = f
+        .when(&grant(RoleKind::SpaceDeveloper, SPACE, "alice"))
+        .unwrap();
+    assert_eq!(audit_types(&events), ["audit.user.space_developer_add"]);
+    let Some(Event::AuditRecorded(audit)) = events.last() else {
+        panic!("no audit event: {events:?}");
+    };
+    assert_eq!(audit.actee, "alice");
+    assert_eq!(audit.actee_type, "user");
+    assert_eq!(audit.space_guid, Some(SPACE));
+    assert_eq!(audit.organization_guid, Some(ORG));
+    assert_eq!(audit.metadata, r#"{"request":{}}"#);
+    assert_eq!(
+        f.state.roles_of("alice").collect::<Vec<_>>(),
+        [(ORG, RoleKind::OrgUser), (SPACE, RoleKind::SpaceDeveloper)]
+    );
+    assert_eq!(
+        f.state.members_of(SPACE).collect::<Vec<_>>(),
+        [(RoleKind::SpaceDeveloper, "alice")]
+    );
+    // Again: nothing changes, nothing is written.
+    assert_eq!(
+        f.when(&grant(RoleKind::SpaceDeveloper, SPACE, "alice")),
+        Ok(vec![])
+    );
+}
+
+#[test]
+fn role_grants_are_validated() {
+    let mut f = given(&org_and_space());
+    let nowhere = Guid::from_u128(0xFFFF);
+    f.refuses(
+        &grant(RoleKind::SpaceDeveloper, nowhere, "alice"),
+        DomainError::SpaceNotFound(nowhere),
+    );
+    f.refuses(
+        &grant(RoleKind::OrgManager, nowhere, "alice"),
+        DomainError::OrgNotFound(nowhere),
+    );
+    // A space role for a space guid given as an org, and the other way round.
+    f.refuses(
+        &grant(RoleKind::OrgAuditor, SPACE, "alice"),
+        DomainError::OrgNotFound(SPACE),
+    );
+    // Space roles need org membership first (CC InvalidRelation).
+    assert!(matches!(
+        f.when(&grant(RoleKind::SpaceAuditor, SPACE, "alice")),
+        Err(DomainError::InvalidRelation(_))
+    ));
+    for bad in ["", "a b", "tab\there", &"x".repeat(256)] {
+        let before = f.state.clone();
+        assert!(
+            matches!(
+                f.when(&grant(RoleKind::OrgUser, ORG, bad)),
+                Err(DomainError::InvalidRelation(_))
+            ),
+            "{bad:?}"
+        );
+        assert_eq!(f.state, before);
+    }
+}
+
+#[test]
+fn removing_an_org_user_with_space_roles_needs_recursive() {
+    let mut f = given(&org_and_space());
+    f.when(&grant(RoleKind::OrgUser, ORG, "bob")).unwrap();
+    f.when(&grant(RoleKind::OrgManager, ORG, "bob")).unwrap();
+    f.when(&grant(RoleKind::SpaceManager, SPACE, "bob"))
+        .unwrap();
+    f.when(&grant(RoleKind::SpaceAuditor, SPACE, "bob"))
+        .unwrap();
+    f.refuses(
+        &revoke(RoleKind::OrgUser, ORG, "bob", false),
+        DomainError::AssociationNotEmpty {
+            association: "user",
+            resource: "spaces in the org",
+        },
+    );
+    let events = f
+        .when(&revoke(RoleKind::OrgUser, ORG, "bob", true))
+        .unwrap();
+    assert_eq!(
+        audit_types(&events),
+        [
+            "audit.user.space_manager_remove",
+            "audit.user.space_auditor_remove",
+            "audit.user.organization_user_remove"
+        ]
+    );
+    // The org manager role is not a space role: it stays.
+    assert_eq!(
+        f.state.roles_of("bob").collect::<Vec<_>>(),
+        [(ORG, RoleKind::OrgManager)]
+    );
+    // Revoking what is not held changes nothing.
+    assert_eq!(
+        f.when(&revoke(RoleKind::OrgUser, ORG, "bob", false)),
+        Ok(vec![])
+    );
+    let nowhere = Guid::from_u128(0xFFFF);
+    f.refuses(
+        &revoke(RoleKind::SpaceDeveloper, nowhere, "bob", false),
+        DomainError::SpaceNotFound(nowhere),
+    );
+}
+
+#[test]
+fn deleting_a_space_or_org_drops_its_members() {
+    let mut f = given(&org_and_space());
+    f.when(&grant(RoleKind::OrgUser, ORG, "carol")).unwrap();
+    f.when(&grant(RoleKind::SpaceDeveloper, SPACE, "carol"))
+        .unwrap();
+    f.when(&Command::DeleteSpace {
+        guid: SPACE,
+        recursive: false,
+    })
+    .unwrap();
+    assert_eq!(
+        f.state.roles_of("carol").collect::<Vec<_>>(),
+        [(ORG, RoleKind::OrgUser)]
+    );
+    f.when(&Command::DeleteOrg {
+        guid: ORG,
+        recursive: false,
+    })
+    .unwrap();
+    assert_eq!(f.state.roles_of("carol").count(), 0);
+    assert_eq!(f.state.membership_count(), 0);
+}

@@ -234,6 +234,38 @@ async fn refused_commands_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_command_that_changes_nothing_is_answered_without_a_write() {
+    let store: Arc<dyn LogStore> = Arc::new(MemLog::in_memory());
+    let engine = start_engine(store, EngineConfig::default());
+    setup(&engine, 0).await;
+    let grant = || {
+        envelope(Command::GrantRole(Membership {
+            resource: ORG,
+            role: RoleKind::OrgUser,
+            user: "alice".into(),
+        }))
+    };
+    let first = engine.submit(grant()).await.unwrap();
+    assert_eq!(first.records.len(), 2, "the role and its audit event");
+    // Alone, and in a group commit with a real change: answered, nothing written for it.
+    let again = engine.submit(grant()).await.unwrap();
+    assert!(again.records.is_empty());
+    assert_eq!(again.head, first.head);
+    let (a, b) = tokio::join!(engine.submit(grant()), engine.submit(scale(0, 2)));
+    assert!(a.unwrap().records.is_empty());
+    assert!(matches!(
+        b,
+        Err(EngineError::Domain(DomainError::AppNotFound(_)))
+    ));
+    assert_eq!(engine.view().meta.head, first.head);
+    assert!(engine
+        .view()
+        .state
+        .has_role("alice", ORG, RoleKind::OrgUser));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_failed_write_is_not_acknowledged_and_the_log_continues_densely() {
     let store = Arc::new(MemLog::in_memory());
     let engine = start_engine(store.clone(), EngineConfig::default());

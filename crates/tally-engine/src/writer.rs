@@ -217,6 +217,14 @@ impl Writer {
             }
         }
         if records.is_empty() {
+            // Every accepted command was a no-op (a role already held, say): nothing to write,
+            // and everything it saw is already durable.
+            for (_, reply) in accepted {
+                let _ = reply.send(Ok(Committed {
+                    records: Vec::new(),
+                    head: self.meta.head,
+                }));
+            }
             return;
         }
         let mut meta = self.meta.clone();

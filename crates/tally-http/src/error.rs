@@ -111,6 +111,7 @@ impl From<DomainError> for ApiError {
                 (S::BAD_REQUEST, "AssociationNotEmpty", 10006)
             }
             DomainError::MissingField(_) => (S::BAD_REQUEST, "MessageParseError", 1001),
+            DomainError::InvalidRelation(_) => (S::BAD_REQUEST, "InvalidRelation", 1002),
             DomainError::InvalidName("organization") => {
                 (S::BAD_REQUEST, "OrganizationInvalid", 30001)
             }

@@ -18,7 +18,7 @@ mod mapping;
 
 use tally_domain::audit::AuditEvent;
 use tally_domain::model::{App, Org, Space};
-use tally_domain::{Event, Guid, Seq, State, Timestamp, UsageEvent};
+use tally_domain::{Event, Guid, Membership, RoleKind, Seq, State, Timestamp, UsageEvent};
 
 pub use backend::{Backend, MemBackend, SledBackend, SledOptions};
 pub use log::Log;
@@ -92,6 +92,9 @@ pub enum TableRow {
     Space(Space),
     /// An app.
     App(Box<App>),
+    /// The members of an org or space, `(role, user)` by role then user. Shares its guid with
+    /// the org or space row (and so its bucket).
+    Members(Guid, Vec<(RoleKind, String)>),
 }
 
 impl TableRow {
@@ -101,6 +104,7 @@ impl TableRow {
             Self::Org(o) => o.guid,
             Self::Space(s) => s.guid,
             Self::App(a) => a.guid,
+            Self::Members(resource, _) => *resource,
         }
     }
 
@@ -112,7 +116,26 @@ impl TableRow {
             .map(Self::Org)
             .chain(state.spaces().cloned().map(Self::Space))
             .chain(state.apps().cloned().map(|app| Self::App(Box::new(app))))
+            .chain(Self::members_in(state, ..))
             .collect()
+    }
+
+    /// The member rows of the orgs and spaces whose guids fall in `range`.
+    pub fn members_in(
+        state: &State,
+        range: impl std::ops::RangeBounds<Guid>,
+    ) -> impl Iterator<Item = TableRow> + '_ {
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        let mut rows: Vec<TableRow> = Vec::new();
+        for m in state.members_in_range(range) {
+            match rows.last_mut() {
+                Some(Self::Members(resource, members)) if *resource == m.resource => {
+                    members.push((m.role, m.user));
+                }
+                _ => rows.push(Self::Members(m.resource, vec![(m.role, m.user)])),
+            }
+        }
+        rows.into_iter()
     }
 
     /// The row for `guid` in `state`, if it exists there.
@@ -135,15 +158,8 @@ impl TableRow {
             Event::OrgDeleted { guid }
             | Event::SpaceDeleted { guid }
             | Event::AppDeleted { guid } => Some(*guid),
+            Event::RoleGranted(m) | Event::RoleRevoked(m) => Some(m.resource),
             Event::UsageRecorded(_) | Event::AuditRecorded(_) => None,
-        }
-    }
-
-    fn into_event(self) -> Event {
-        match self {
-            Self::Org(o) => Event::OrgCreated(o),
-            Self::Space(s) => Event::SpaceCreated(s),
-            Self::App(a) => Event::AppCreated(*a),
         }
     }
 
@@ -151,7 +167,20 @@ impl TableRow {
     pub fn fold(rows: impl IntoIterator<Item = TableRow>) -> State {
         let mut state = State::default();
         for row in rows {
-            state.evolve_owned(row.into_event());
+            match row {
+                Self::Org(o) => state.evolve_owned(Event::OrgCreated(o)),
+                Self::Space(s) => state.evolve_owned(Event::SpaceCreated(s)),
+                Self::App(a) => state.evolve_owned(Event::AppCreated(*a)),
+                Self::Members(resource, members) => {
+                    for (role, user) in members {
+                        state.evolve_owned(Event::RoleGranted(Membership {
+                            resource,
+                            role,
+                            user,
+                        }));
+                    }
+                }
+            }
         }
         state
     }

@@ -123,8 +123,12 @@ fn decode_block(prefix: u8, key: &[u8], value: &[u8]) -> Result<Vec<(Seq, Event)
         }
         previous = Some(seq);
         let kind_ok = match (&record.body, prefix) {
-            (RecordBodyV1::Usage(_), USAGE) | (RecordBodyV1::Audit(_), AUDIT) => true,
-            (RecordBodyV1::Usage(_) | RecordBodyV1::Audit(_), _) => false,
+            (RecordBodyV1::Usage(_), USAGE)
+            | (RecordBodyV1::Audit(_) | RecordBodyV1::AuditTextActee(_), AUDIT) => true,
+            (
+                RecordBodyV1::Usage(_) | RecordBodyV1::Audit(_) | RecordBodyV1::AuditTextActee(_),
+                _,
+            ) => false,
             (_, ENTITY) => true,
             _ => false,
         };
@@ -200,6 +204,7 @@ fn rows_in_buckets(state: &State, first_bucket: u16, last_bucket: u16) -> Vec<Ta
                 .cloned()
                 .map(|app| TableRow::App(Box::new(app))),
         )
+        .chain(TableRow::members_in(state, range))
         .collect()
 }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use proto_schemas::v1::*;
 use tally_domain::audit::{Actor, AuditEvent};
 use tally_domain::model::*;
-use tally_domain::{Event, Guid, Timestamp, UsageEvent, UsageState};
+use tally_domain::{Event, Guid, Membership, RoleKind, Timestamp, UsageEvent, UsageState};
 
 use crate::TableRow;
 
@@ -49,6 +49,37 @@ fn usage_state(tag: u8) -> R<UsageState> {
         .get(usize::from(tag))
         .copied()
         .ok_or_else(|| tag_error("usage state", tag))
+}
+
+fn role_tag(role: RoleKind) -> u8 {
+    // Tags are positions in RoleKind::ALL, which is append-only like the format.
+    RoleKind::ALL
+        .iter()
+        .position(|r| *r == role)
+        .map_or(u8::MAX, |i| i as u8)
+}
+
+fn role(tag: u8) -> R<RoleKind> {
+    RoleKind::ALL
+        .get(usize::from(tag))
+        .copied()
+        .ok_or_else(|| tag_error("role", tag))
+}
+
+fn membership_to(m: &Membership) -> MembershipV1 {
+    MembershipV1 {
+        resource: g(m.resource),
+        role: role_tag(m.role),
+        user: m.user.clone(),
+    }
+}
+
+fn membership_from(m: MembershipV1) -> R<Membership> {
+    Ok(Membership {
+        resource: guid(m.resource),
+        role: role(m.role)?,
+        user: m.user,
+    })
 }
 
 fn org_to(o: &Org) -> OrgV1 {
@@ -311,7 +342,7 @@ fn audit_to(a: &AuditEvent) -> AuditEventV1 {
         actor_type: a.actor.kind.clone(),
         actor_name: a.actor.name.clone(),
         actor_username: a.actor.username.clone(),
-        actee: g(a.actee),
+        actee: [0; 16],
         actee_type: a.actee_type.clone(),
         actee_name: a.actee_name.clone(),
         metadata: a.metadata.clone(),
@@ -331,7 +362,7 @@ fn audit_from(a: AuditEventV1) -> R<AuditEvent> {
             name: a.actor_name,
             username: a.actor_username,
         },
-        actee: guid(a.actee),
+        actee: guid(a.actee).to_string(),
         actee_type: a.actee_type,
         actee_name: a.actee_name,
         metadata: a.metadata,
@@ -352,7 +383,22 @@ pub(crate) fn event_to(event: &Event) -> RecordBodyV1 {
         Event::AppUpdated(a) => RecordBodyV1::AppUpdated(Box::new(app_to(a))),
         Event::AppDeleted { guid } => RecordBodyV1::AppDeleted(g(*guid)),
         Event::UsageRecorded(u) => RecordBodyV1::Usage(usage_to(u)),
-        Event::AuditRecorded(a) => RecordBodyV1::Audit(audit_to(a)),
+        Event::AuditRecorded(a) => {
+            let mut event = audit_to(a);
+            // Guid actees (apps, most users) keep the compact original layout.
+            match a.actee.parse::<Guid>() {
+                Ok(actee) if actee.to_string() == a.actee => {
+                    event.actee = g(actee);
+                    RecordBodyV1::Audit(event)
+                }
+                _ => RecordBodyV1::AuditTextActee(AuditTextActeeV1 {
+                    event,
+                    actee: a.actee.clone(),
+                }),
+            }
+        }
+        Event::RoleGranted(m) => RecordBodyV1::RoleGranted(membership_to(m)),
+        Event::RoleRevoked(m) => RecordBodyV1::RoleRevoked(membership_to(m)),
     }
 }
 
@@ -369,6 +415,12 @@ pub(crate) fn event_from(body: RecordBodyV1) -> R<Event> {
         RecordBodyV1::AppDeleted(id) => Event::AppDeleted { guid: guid(id) },
         RecordBodyV1::Usage(u) => Event::UsageRecorded(usage_from(u)?),
         RecordBodyV1::Audit(a) => Event::AuditRecorded(audit_from(a)?),
+        RecordBodyV1::AuditTextActee(a) => Event::AuditRecorded(AuditEvent {
+            actee: a.actee,
+            ..audit_from(a.event)?
+        }),
+        RecordBodyV1::RoleGranted(m) => Event::RoleGranted(membership_from(m)?),
+        RecordBodyV1::RoleRevoked(m) => Event::RoleRevoked(membership_from(m)?),
     })
 }
 
@@ -377,6 +429,16 @@ pub(crate) fn row_to(row: &TableRow) -> TableRowV1 {
         TableRow::Org(o) => TableRowV1::Org(org_to(o)),
         TableRow::Space(s) => TableRowV1::Space(space_to(s)),
         TableRow::App(a) => TableRowV1::App(Box::new(app_to(a))),
+        TableRow::Members(resource, members) => TableRowV1::Members(MembersV1 {
+            resource: g(*resource),
+            members: members
+                .iter()
+                .map(|(role, user)| MemberV1 {
+                    role: role_tag(*role),
+                    user: user.clone(),
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -385,5 +447,12 @@ pub(crate) fn row_from(row: TableRowV1) -> R<TableRow> {
         TableRowV1::Org(o) => TableRow::Org(org_from(o)?),
         TableRowV1::Space(s) => TableRow::Space(space_from(s)?),
         TableRowV1::App(a) => TableRow::App(Box::new(app_from(*a)?)),
+        TableRowV1::Members(m) => TableRow::Members(
+            guid(m.resource),
+            m.members
+                .into_iter()
+                .map(|member| Ok((role(member.role)?, member.user)))
+                .collect::<R<_>>()?,
+        ),
     })
 }

@@ -95,7 +95,7 @@ fn audit(guid: Guid, app_guid: Guid) -> AuditEvent {
         created_at: at(3),
         event_type: "audit.app.update".into(),
         actor: Actor::system(),
-        actee: app_guid,
+        actee: app_guid.to_string(),
         actee_type: "app".into(),
         actee_name: "x".into(),
         metadata: "{}".into(),
@@ -107,7 +107,8 @@ fn audit(guid: Guid, app_guid: Guid) -> AuditEvent {
 /// What a step does.
 #[derive(Debug, Clone)]
 enum Step {
-    /// Append these records (app index, kind 0 = entity update, 1 = delete, 2 = usage, 3 = audit).
+    /// Append these records (app index, kind 0 = entity update, 1 = delete, 2 = usage, 3 = audit,
+    /// 4 = role granted, 5 = role revoked; members share their guid and bucket with an app).
     Append {
         records: Vec<(u8, u8, i64)>,
         checkpoint: bool,
@@ -124,7 +125,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (prop::collection::vec((0u8..5, 0u8..4, 0i64..4), 0..12), any::<bool>())
+        6 => (prop::collection::vec((0u8..5, 0u8..6, 0i64..4), 0..12), any::<bool>())
             .prop_map(|(records, checkpoint)| Step::Append { records, checkpoint }),
         1 => Just(Step::Purge),
         1 => (1u32..4).prop_map(Step::Truncate),
@@ -178,11 +179,29 @@ impl Model {
                             self.usage.insert(seq, u.clone());
                             Event::UsageRecorded(u)
                         }
-                        _ => {
-                            let a = audit(event_guid(seq, self.fresh()), guid);
+                        3 => {
+                            let mut a = audit(event_guid(seq, self.fresh()), guid);
+                            if n % 2 == 1 {
+                                // A user id that is not a guid takes the text-actee record.
+                                a.actee = format!("client-{n}");
+                                a.actee_type = "user".into();
+                            }
                             self.audit.insert(seq, a.clone());
                             Event::AuditRecorded(a)
                         }
+                        4 | 5 => {
+                            let m = tally_domain::Membership {
+                                resource: guid,
+                                role: tally_domain::RoleKind::ALL[*n as usize % 7],
+                                user: format!("user-{}", n % 2),
+                            };
+                            if *kind == 4 {
+                                Event::RoleGranted(m)
+                            } else {
+                                Event::RoleRevoked(m)
+                            }
+                        }
+                        _ => unreachable!("kind {kind}"),
                     };
                     self.state.evolve(&event);
                     self.dirty.extend(TableRow::guid_of(&event));

@@ -13,7 +13,8 @@ pub fn dev_secret_path(data_dir: &Path) -> PathBuf {
     data_dir.join("auth").join("dev-hmac-secret")
 }
 
-/// The verifier for the configured keys. With no keys configured, a development secret is read
+/// The verifier for the configured keys. With no keys configured (no secret, no PEM file, no
+/// key URL), a development secret is read
 /// from the data directory, or created there (readable by the owner only) and announced.
 pub fn verifier(settings: &Settings) -> anyhow::Result<TokenVerifier> {
     let auth = &settings.auth;
@@ -30,7 +31,7 @@ pub fn verifier(settings: &Settings) -> anyhow::Result<TokenVerifier> {
                 .with_context(|| format!("cannot read RSA public key {}", path.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if hmac_secrets.is_empty() && rsa_public_keys_pem.is_empty() {
+    if hmac_secrets.is_empty() && rsa_public_keys_pem.is_empty() && auth.token_keys_url.is_none() {
         let path = dev_secret_path(&settings.storage.data_dir);
         let (secret, created) = load_or_create_secret(&path)?;
         if created {
@@ -49,8 +50,9 @@ pub fn verifier(settings: &Settings) -> anyhow::Result<TokenVerifier> {
         audience: auth.audience.clone(),
         issuer: auth.issuer.clone(),
         leeway_seconds: auth.leeway_seconds,
+        token_keys_url: auth.token_keys_url.clone(),
     })
-    .map_err(|e| anyhow::anyhow!("auth.rsa_public_key_files: {e}"))
+    .map_err(|e| anyhow::anyhow!("[auth]: {e}"))
 }
 
 /// The secret `tally token` signs with: the first configured one, else the development secret.

@@ -37,6 +37,11 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// The URL clients reach tally at; default `http://<listen>`.
     pub external_url: Option<String>,
+    /// Seconds a request may take, body included, before it is answered 503 and dropped.
+    pub request_timeout_seconds: u64,
+    /// Largest accepted package upload (`PUT /v2/apps/:guid/bits`), MiB. JSON bodies are
+    /// limited to 1 MiB whatever this says.
+    pub max_upload_mb: u64,
 }
 
 /// `[storage]`
@@ -107,6 +112,9 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// Seconds of clock skew allowed on `exp`.
     pub leeway_seconds: u64,
+    /// UAA's `token_keys` URL (e.g. `https://uaa.example.com/token_keys`): RSA public keys
+    /// fetched at run time, cached 30 s, fetched again when a signature does not verify.
+    pub token_keys_url: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -117,6 +125,7 @@ impl Default for AuthConfig {
             audience: "cloud_controller".to_owned(),
             issuer: None,
             leeway_seconds: 30,
+            token_keys_url: None,
         }
     }
 }
@@ -146,6 +155,8 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
             external_url: None,
+            request_timeout_seconds: 60,
+            max_upload_mb: 1024,
         }
     }
 }

@@ -8,7 +8,10 @@
 use std::collections::HashSet;
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+
+mod remote;
 use serde::Deserialize;
+use tally_domain::access::{Scopes, Subject};
 
 /// How tokens are checked.
 #[derive(Clone, Default)]
@@ -23,6 +26,8 @@ pub struct AuthSettings {
     pub issuer: Option<String>,
     /// Seconds of clock skew allowed on `exp`.
     pub leeway_seconds: u64,
+    /// UAA's `token_keys` URL: RSA public keys fetched at run time, cached for 30 s.
+    pub token_keys_url: Option<String>,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -37,6 +42,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
             .field("leeway_seconds", &self.leeway_seconds)
+            .field("token_keys_url", &self.token_keys_url)
             .finish()
     }
 }
@@ -89,6 +95,17 @@ impl Identity {
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    /// The global roles as the permission rules take them.
+    pub fn scopes(&self) -> Scopes {
+        Scopes {
+            admin: self.has(Role::Admin),
+            admin_read_only: self.has(Role::AdminReadOnly),
+            global_auditor: self.has(Role::GlobalAuditor),
+            read: self.has(Role::Read),
+            write: self.has(Role::Write),
+        }
+    }
 }
 
 /// Why a request is not authenticated. The reason is for logs only.
@@ -98,6 +115,9 @@ pub enum AuthError {
     Missing,
     /// A bearer token that is not valid (CC `InvalidAuthToken`, 1000).
     Invalid(String),
+    /// No key to check an RSA token with: the key URL cannot be reached and no PEM key is
+    /// configured (CC `UaaUnavailable`, 20004, HTTP 502).
+    Unavailable,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,11 +135,29 @@ struct Claims {
 pub struct TokenVerifier {
     hmac: Vec<DecodingKey>,
     rsa: Vec<DecodingKey>,
+    remote: Option<remote::RemoteKeys>,
     settings: AuthSettings,
 }
 
+/// A bearer token that passed the checks that need no key.
+struct Candidate<'a> {
+    token: &'a str,
+    rsa: bool,
+    validation: Validation,
+}
+
+/// How trying a set of keys ended.
+enum Tried {
+    Valid(Identity),
+    /// No key verified the signature (a fresher key set might).
+    BadSignature(AuthError),
+    /// The token is wrong whatever the key.
+    Invalid(AuthError),
+}
+
 impl TokenVerifier {
-    /// Builds a verifier; fails on a PEM that is not an RSA public key.
+    /// Builds a verifier; fails on a PEM that is not an RSA public key or a key URL that is not
+    /// a URL.
     pub fn new(settings: AuthSettings) -> Result<Self, String> {
         let hmac = settings
             .hmac_secrets
@@ -134,17 +172,58 @@ impl TokenVerifier {
                     .map_err(|e| format!("not an RSA public key: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let remote = settings
+            .token_keys_url
+            .as_deref()
+            .map(remote::RemoteKeys::new)
+            .transpose()?;
         Ok(Self {
             hmac,
             rsa,
+            remote,
             settings,
         })
     }
 
-    /// Checks an `Authorization` header value.
+    /// Checks an `Authorization` header value against the configured keys only (no key URL).
     pub fn verify(&self, authorization: Option<&str>) -> Result<Identity, AuthError> {
+        let candidate = self.candidate(authorization)?;
+        let keys = if candidate.rsa { &self.rsa } else { &self.hmac };
+        match try_keys(&candidate, keys.iter()) {
+            Tried::Valid(identity) => Ok(identity),
+            Tried::BadSignature(e) | Tried::Invalid(e) => Err(e),
+        }
+    }
+
+    /// Checks an `Authorization` header value. RSA tokens are tried against the configured PEM
+    /// keys and the key URL's keys (cached for 30 s); when no key verifies the signature the
+    /// URL is asked again once (CC does the same, so a UAA key rotation needs no restart).
+    /// With a key URL that cannot be reached and no other RSA key: `UaaUnavailable`.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, AuthError> {
+        let candidate = self.candidate(authorization)?;
+        let Some(remote) = self.remote.as_ref().filter(|_| candidate.rsa) else {
+            return self.verify(authorization);
+        };
+        let mut refreshed = false;
+        loop {
+            let fetched = remote.keys(refreshed).await;
+            if self.rsa.is_empty() && fetched.is_empty() {
+                return Err(AuthError::Unavailable);
+            }
+            match try_keys(&candidate, self.rsa.iter().chain(fetched.iter())) {
+                Tried::Valid(identity) => return Ok(identity),
+                Tried::BadSignature(_) if !refreshed => refreshed = true,
+                Tried::BadSignature(e) | Tried::Invalid(e) => return Err(e),
+            }
+        }
+    }
+
+    fn candidate<'a>(&self, authorization: Option<&'a str>) -> Result<Candidate<'a>, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
-        let is_bearer = header.len() >= 6 && header[..6].eq_ignore_ascii_case("bearer");
+        let is_bearer = header.len() >= 6
+            && header
+                .get(..6)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
         if !is_bearer {
             return Err(AuthError::Missing);
         }
@@ -154,12 +233,11 @@ impl TokenVerifier {
                 "not two space-separated parts".to_owned(),
             ));
         };
-        let invalid = |why: &str| AuthError::Invalid(why.to_owned());
         let jwt_header =
             decode_header(token).map_err(|e| AuthError::Invalid(format!("header: {e}")))?;
-        let keys = match jwt_header.alg {
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => &self.hmac,
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => &self.rsa,
+        let rsa = match jwt_header.alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => false,
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => true,
             other => {
                 return Err(AuthError::Invalid(format!(
                     "algorithm {other:?} is not allowed"
@@ -174,15 +252,37 @@ impl TokenVerifier {
         if let Some(issuer) = &self.settings.issuer {
             validation.set_issuer(&[issuer]);
         }
-        let mut last = invalid("no key configured for this algorithm");
-        for key in keys {
-            match decode::<Claims>(token, key, &validation) {
-                Ok(data) => return identity(data.claims),
-                Err(e) => last = AuthError::Invalid(e.to_string()),
+        Ok(Candidate {
+            token,
+            rsa,
+            validation,
+        })
+    }
+}
+
+fn try_keys<'k>(candidate: &Candidate<'_>, keys: impl Iterator<Item = &'k DecodingKey>) -> Tried {
+    let mut last = Tried::BadSignature(AuthError::Invalid(
+        "no key configured for this algorithm".to_owned(),
+    ));
+    for key in keys {
+        match decode::<Claims>(candidate.token, key, &candidate.validation) {
+            Ok(data) => {
+                return match identity(data.claims) {
+                    Ok(identity) => Tried::Valid(identity),
+                    Err(e) => Tried::Invalid(e),
+                }
+            }
+            Err(e) => {
+                let error = AuthError::Invalid(e.to_string());
+                last = match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => Tried::BadSignature(error),
+                    // Expired, wrong audience, malformed: no other key changes that.
+                    _ => return Tried::Invalid(error),
+                };
             }
         }
-        Err(last)
     }
+    last
 }
 
 fn identity(claims: Claims) -> Result<Identity, AuthError> {
@@ -213,10 +313,26 @@ fn identity(claims: Claims) -> Result<Identity, AuthError> {
     })
 }
 
+/// The caller's id, filled in by [`Caller`] once the token checks out, so the response can
+/// carry `X-USER-GUID` (reference §7.3).
+#[derive(Debug, Clone, Default)]
+pub struct UserSlot(pub std::sync::Arc<std::sync::OnceLock<String>>);
+
 /// A handler argument that requires a valid token: the caller's identity, or CC's 401
-/// (`NotAuthenticated` without a bearer token, `InvalidAuthToken` for a bad one).
+/// (`NotAuthenticated` without a bearer token, `InvalidAuthToken` for a bad one), or 502
+/// `UaaUnavailable` when no key can be had to check it.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Identity);
+
+impl Caller {
+    /// The caller as the permission rules see it.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            user: &self.0.id,
+            scopes: self.0.scopes(),
+        }
+    }
+}
 
 impl axum::extract::FromRequestParts<std::sync::Arc<crate::AppState>> for Caller {
     type Rejection = crate::ApiError;
@@ -229,8 +345,14 @@ impl axum::extract::FromRequestParts<std::sync::Arc<crate::AppState>> for Caller
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match state.verifier.verify(header) {
-            Ok(identity) => Ok(Self(identity)),
+        match state.verifier.authenticate(header).await {
+            Ok(identity) => {
+                tracing::Span::current().record("user_id", identity.id.as_str());
+                if let Some(UserSlot(slot)) = parts.extensions.get::<UserSlot>() {
+                    let _ = slot.set(identity.id.clone());
+                }
+                Ok(Self(identity))
+            }
             Err(AuthError::Missing) => Err(crate::ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
                 "NotAuthenticated",
@@ -246,6 +368,12 @@ impl axum::extract::FromRequestParts<std::sync::Arc<crate::AppState>> for Caller
                     "Invalid Auth Token",
                 ))
             }
+            Err(AuthError::Unavailable) => Err(crate::ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "UaaUnavailable",
+                20004,
+                "The UAA service is currently unavailable",
+            )),
         }
     }
 }

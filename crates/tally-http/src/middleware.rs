@@ -6,10 +6,13 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::auth::UserSlot;
 use crate::error::PendingError;
 
 /// `X-VCAP-Request-ID`.
 pub static VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
+/// `X-USER-GUID`: the caller's `user_id` or `client_id`, once its token checked out.
+pub static USER_GUID: HeaderName = HeaderName::from_static("x-user-guid");
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request id of reference §7.3: the client's id (from `X-Vcap-Request-Id` or
@@ -45,7 +48,15 @@ pub async fn cc_headers(mut request: Request, next: Next) -> Response {
     let id = request_id(client.as_deref(), uuid::Uuid::new_v4());
     let v3 = request.uri().path().starts_with("/v3");
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id);
+    let user = UserSlot::default();
+    request.extensions_mut().insert(user.clone());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+        user_id = tracing::field::Empty,
+    );
     let mut response = {
         let _entered = span.enter();
         tracing::debug!("request received");
@@ -79,6 +90,9 @@ pub async fn cc_headers(mut request: Request, next: Next) -> Response {
         response
             .headers_mut()
             .insert(VCAP_REQUEST_ID.clone(), value);
+    }
+    if let Some(value) = user.0.get().and_then(|u| HeaderValue::from_str(u).ok()) {
+        response.headers_mut().insert(USER_GUID.clone(), value);
     }
     response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,

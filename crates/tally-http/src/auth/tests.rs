@@ -27,6 +27,7 @@ fn verifier() -> TokenVerifier {
         audience: "cloud_controller".into(),
         issuer: None,
         leeway_seconds: 5,
+        token_keys_url: None,
     })
     .unwrap()
 }
@@ -248,4 +249,142 @@ fn secrets_never_show_in_debug_output() {
         ..AuthSettings::default()
     };
     assert!(!format!("{settings:?}").contains("tally-test-secret"));
+}
+
+/// A UAA stand-in serving `GET /token_keys` with whatever keys the test puts there, counting
+/// the fetches.
+struct FakeUaa {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn fake_uaa(pems: &[&str]) -> FakeUaa {
+    use std::sync::atomic::Ordering;
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(
+        pems.iter().map(|name| pem(name)).collect::<Vec<_>>(),
+    ));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (served, counted) = (keys.clone(), hits.clone());
+    let app = axum::Router::new().route(
+        "/token_keys",
+        axum::routing::get(move || {
+            let served = served.clone();
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let keys: Vec<Value> = served
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pem)| {
+                        json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": format!("key-{i}"), "value": pem})
+                    })
+                    .collect();
+                axum::Json(json!({ "keys": keys }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token_keys", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    FakeUaa { url, keys, hits }
+}
+
+impl FakeUaa {
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn remote_verifier(url: &str, pems: &[&str]) -> TokenVerifier {
+    TokenVerifier::new(AuthSettings {
+        hmac_secrets: vec![SECRET.to_vec()],
+        rsa_public_keys_pem: pems.iter().map(|name| pem(name)).collect(),
+        audience: "cloud_controller".into(),
+        issuer: None,
+        leeway_seconds: 5,
+        token_keys_url: Some(url.to_owned()),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn rsa_tokens_verify_against_the_token_keys_endpoint_cached_and_rotated() {
+    let uaa = fake_uaa(&["test_rsa.pub.pem"]).await;
+    let verifier = remote_verifier(&uaa.url, &[]);
+    let token = rs(
+        Algorithm::RS256,
+        &claims(&["cloud_controller.read"]),
+        "test_rsa.pem",
+    );
+    let identity = verifier.authenticate(Some(&bearer(&token))).await.unwrap();
+    assert_eq!(identity.id, "uaa-id-107");
+    assert_eq!(uaa.hits(), 1);
+    // Cached: no second fetch within 30 s.
+    verifier.authenticate(Some(&bearer(&token))).await.unwrap();
+    assert_eq!(uaa.hits(), 1);
+    // UAA rotates to a new key: the first token signed with it fails against the cache, the
+    // keys are fetched again once, and it verifies.
+    *uaa.keys.lock().unwrap() = vec![pem("other_rsa.pub.pem")];
+    let rotated = rs(Algorithm::RS512, &claims(&[]), "other_rsa.pem");
+    verifier
+        .authenticate(Some(&bearer(&rotated)))
+        .await
+        .unwrap();
+    assert_eq!(uaa.hits(), 2);
+    // The retired key no longer verifies; forged tokens force at most one fetch per 5 s.
+    assert!(invalid(verifier.authenticate(Some(&bearer(&token))).await));
+    assert!(invalid(verifier.authenticate(Some(&bearer(&token))).await));
+    assert_eq!(
+        uaa.hits(),
+        2,
+        "the forced fetch of the rotation was too recent"
+    );
+    // HMAC tokens never ask UAA.
+    let hmac = hs(Algorithm::HS256, &claims(&[]), SECRET);
+    verifier.authenticate(Some(&bearer(&hmac))).await.unwrap();
+    assert_eq!(uaa.hits(), 2);
+    // Token problems that no key can fix are not retried: expired.
+    let mut old = claims(&[]);
+    old["exp"] = json!(now() - 60);
+    let expired = rs(Algorithm::RS256, &old, "other_rsa.pem");
+    assert!(invalid(
+        verifier.authenticate(Some(&bearer(&expired))).await
+    ));
+    assert_eq!(uaa.hits(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_uaa_without_other_keys_is_uaa_unavailable() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token_keys", closed.local_addr().unwrap());
+    drop(closed);
+    let token = rs(Algorithm::RS256, &claims(&[]), "test_rsa.pem");
+    let verifier = remote_verifier(&url, &[]);
+    assert_eq!(
+        verifier.authenticate(Some(&bearer(&token))).await,
+        Err(AuthError::Unavailable)
+    );
+    // HMAC tokens do not need UAA.
+    let hmac = hs(Algorithm::HS256, &claims(&[]), SECRET);
+    assert!(verifier.authenticate(Some(&bearer(&hmac))).await.is_ok());
+    // With a configured PEM key, RSA tokens verify without UAA.
+    let verifier = remote_verifier(&url, &["test_rsa.pub.pem"]);
+    assert!(verifier.authenticate(Some(&bearer(&token))).await.is_ok());
+    // A missing header is still "missing", not "unavailable".
+    assert_eq!(verifier.authenticate(None).await, Err(AuthError::Missing));
+}
+
+#[test]
+fn a_token_keys_url_must_be_http() {
+    let settings = |url: &str| AuthSettings {
+        token_keys_url: Some(url.to_owned()),
+        ..AuthSettings::default()
+    };
+    assert!(TokenVerifier::new(settings("ftp://uaa/token_keys")).is_err());
+    assert!(TokenVerifier::new(settings("not a url")).is_err());
+    assert!(TokenVerifier::new(settings("https://uaa.example.com/token_keys")).is_ok());
 }

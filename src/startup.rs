@@ -80,6 +80,13 @@ impl Application {
             settings: HttpSettings {
                 external_url,
                 uaa_url: settings.uaa.url.clone(),
+                request_timeout: std::time::Duration::from_secs(
+                    settings.server.request_timeout_seconds.max(1),
+                ),
+                max_upload_bytes: usize::try_from(
+                    settings.server.max_upload_mb.saturating_mul(1024 * 1024),
+                )
+                .unwrap_or(usize::MAX),
             },
             verifier,
         });

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::ids::Guid;
-use crate::role::{Membership, RoleKind};
+use crate::role::RoleKind;
 use crate::state::State;
 
 /// The global roles a token's scopes grant (reference §8.1).
@@ -241,21 +241,28 @@ pub fn org_read(who: Subject<'_>, state: &State, org: Option<Guid>) -> Result<()
     }
 }
 
-/// Give or take a role: the write token rule, then admin, a manager of the org, or (for space
-/// roles) a manager of the space.
-pub fn manage_role(who: Subject<'_>, state: &State, m: &Membership) -> Result<(), Denial> {
+/// Give or take a `role` in the org or space `resource` (`None`: no such org or space): the
+/// write token rule, then admin, a manager of the org, or (for space roles) a manager of the
+/// space.
+pub fn manage_role(
+    who: Subject<'_>,
+    state: &State,
+    role: RoleKind,
+    resource: Option<Guid>,
+) -> Result<(), Denial> {
     if !who.scopes.may_write() {
         return Err(Denial::InsufficientScope);
     }
-    let org = if m.role.is_org_role() {
-        state.org(m.resource).map(|o| o.guid)
+    let resource = resource.ok_or(Denial::NotFound)?;
+    let org = if role.is_org_role() {
+        state.org(resource).map(|o| o.guid)
     } else {
-        state.space(m.resource).map(|s| s.org_guid)
+        state.space(resource).map(|s| s.org_guid)
     }
     .ok_or(Denial::NotFound)?;
     let allowed = who.scopes.admin
         || state.has_role(who.user, org, RoleKind::OrgManager)
-        || (!m.role.is_org_role() && state.has_role(who.user, m.resource, RoleKind::SpaceManager));
+        || (!role.is_org_role() && state.has_role(who.user, resource, RoleKind::SpaceManager));
     if allowed {
         Ok(())
     } else {
@@ -297,6 +304,7 @@ mod tests {
     use crate::command::Command;
     use crate::decide::{decide, DomainConfig, Inputs};
     use crate::ids::SequentialIds;
+    use crate::role::Membership;
 
     const ORG: Guid = Guid::from_u128(0x0A);
     const SPACE: Guid = Guid::from_u128(0x0B);
@@ -518,53 +526,39 @@ mod tests {
     #[test]
     fn managers_manage_roles_within_their_reach() {
         let state = world();
-        let space_dev = |user: &str| Membership {
-            resource: SPACE,
-            role: RoleKind::SpaceDeveloper,
-            user: user.to_owned(),
-        };
-        let org_manager = Membership {
-            resource: ORG,
-            role: RoleKind::OrgManager,
-            user: "ou".to_owned(),
-        };
-        let other_space = Membership {
-            resource: OTHER_SPACE,
-            ..space_dev("ou")
-        };
         let rw = "read write";
-        assert_eq!(manage_role(who("x", "admin"), &state, &org_manager), Ok(()));
-        assert_eq!(manage_role(who("om", rw), &state, &org_manager), Ok(()));
-        assert_eq!(manage_role(who("om", rw), &state, &other_space), Ok(()));
-        assert_eq!(manage_role(who("sm", rw), &state, &space_dev("ou")), Ok(()));
-        assert_eq!(
-            manage_role(who("sm", rw), &state, &other_space),
-            Err(NotAuth)
-        );
-        assert_eq!(
-            manage_role(who("sm", rw), &state, &org_manager),
-            Err(NotAuth)
-        );
-        assert_eq!(
-            manage_role(who("dev", rw), &state, &space_dev("ou")),
-            Err(NotAuth)
-        );
-        assert_eq!(
-            manage_role(who("om", "read"), &state, &org_manager),
-            Err(Scope)
-        );
-        assert_eq!(
-            manage_role(who("x", "admin_ro auditor"), &state, &org_manager),
-            Err(Scope)
-        );
-        let missing = Membership {
-            resource: Guid::from_u128(0xDEAD),
-            ..space_dev("ou")
+        let cell = |user: &str, scopes: &str, role, resource| {
+            manage_role(who(user, scopes), &state, role, resource)
         };
-        assert_eq!(
-            manage_role(who("x", "admin"), &state, &missing),
-            Err(NotFound)
-        );
+        let org_manager = (RoleKind::OrgManager, Some(ORG));
+        let dev_here = (RoleKind::SpaceDeveloper, Some(SPACE));
+        let dev_there = (RoleKind::SpaceDeveloper, Some(OTHER_SPACE));
+        let rows = [
+            ("x", "admin", org_manager, Ok(())),
+            ("om", rw, org_manager, Ok(())),
+            ("om", rw, dev_there, Ok(())),
+            ("sm", rw, dev_here, Ok(())),
+            ("sm", rw, dev_there, Err(NotAuth)),
+            ("sm", rw, org_manager, Err(NotAuth)),
+            ("dev", rw, dev_here, Err(NotAuth)),
+            ("om", "read", org_manager, Err(Scope)),
+            ("x", "admin_ro auditor", org_manager, Err(Scope)),
+            (
+                "x",
+                "admin",
+                (RoleKind::SpaceDeveloper, Some(ORG)),
+                Err(NotFound),
+            ),
+            ("x", "admin", (RoleKind::OrgUser, None), Err(NotFound)),
+            ("x", "read", (RoleKind::OrgUser, None), Err(Scope)),
+        ];
+        for (user, scopes, (role, resource), expected) in rows {
+            assert_eq!(
+                cell(user, scopes, role, resource),
+                expected,
+                "{user} {scopes:?} {role:?} {resource:?}"
+            );
+        }
     }
 
     #[test]

@@ -325,6 +325,19 @@ pub struct UserSlot(pub std::sync::Arc<std::sync::OnceLock<String>>);
 pub struct Caller(pub Identity);
 
 impl Caller {
+    /// A command on the caller's behalf (the actor of its audit events, reference §6.2).
+    pub fn envelope(&self, command: tally_domain::Command) -> tally_domain::Envelope {
+        tally_domain::Envelope {
+            command,
+            actor: tally_domain::Actor {
+                guid: self.0.id.clone(),
+                kind: "user".to_owned(),
+                name: self.0.email.clone().unwrap_or_default(),
+                username: self.0.user_name.clone().unwrap_or_default(),
+            },
+        }
+    }
+
     /// The caller as the permission rules see it.
     pub fn subject(&self) -> Subject<'_> {
         Subject {

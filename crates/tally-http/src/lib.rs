@@ -5,12 +5,19 @@
 //! - [`router`]: the whole API; each resource module adds its own `router()`.
 //! - [`error`]: [`ApiError`] and the CC error table.
 //! - [`middleware`]: `X-VCAP-Request-ID`, `nosniff`, error rendering.
+//! - [`json`]: the JSON body extractor (size limit, CC's parse errors).
 //! - `root`: `/`, `/v2/info`, `/healthz`, `/readyz`.
+//! - [`v2`]: the v2 API (pagination, presenters, org and space roles).
+//!
+//! Every handler asks [`tally_domain::access`] whether the caller may do what it asks, and maps
+//! the answer with one function (`deny`).
 
 pub mod auth;
 pub mod error;
+pub mod json;
 pub mod middleware;
 mod root;
+pub mod v2;
 
 use std::sync::Arc;
 
@@ -26,6 +33,10 @@ pub struct HttpSettings {
     pub external_url: String,
     /// The UAA (token issuer) URL clients are sent to.
     pub uaa_url: String,
+    /// Time a request may take, reading its body included.
+    pub request_timeout: std::time::Duration,
+    /// Largest package upload, bytes.
+    pub max_upload_bytes: usize,
 }
 
 /// What every handler shares.
@@ -45,18 +56,67 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// The API plus `extra` routes (tests add probes this way).
 pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
+    let timeout = state.settings.request_timeout;
     Router::new()
         .merge(root::router())
+        .merge(v2::router())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(json::MAX_JSON_BODY))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async { timed_out() },
+                ))
+                .timeout(timeout),
+        )
         .layer(axum::middleware::from_fn(middleware::cc_headers))
+}
+
+/// A request that outlived `server.request_timeout_seconds`. A command it had already handed to
+/// the writer still commits (the writer never waits for a client); the client was told 503, so
+/// it cannot rely on either outcome and should look before retrying.
+fn timed_out() -> ApiError {
+    tracing::warn!("request timed out");
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        10015,
+        "The request took too long and was abandoned",
+    )
+}
+
+/// Maps a permission [`Denial`](tally_domain::access::Denial) to CC's error; `not_found` is the
+/// resource's own not-found error.
+pub(crate) fn deny(
+    denial: tally_domain::access::Denial,
+    not_found: impl FnOnce() -> ApiError,
+) -> ApiError {
+    use tally_domain::access::Denial;
+    match denial {
+        Denial::InsufficientScope => ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "InsufficientScope",
+            10007,
+            "Your token lacks the necessary scopes to access this resource.",
+        ),
+        Denial::NotAuthorized => ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "NotAuthorized",
+            10003,
+            "You are not authorized to perform the requested action",
+        ),
+        Denial::NotFound => not_found(),
+    }
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found()
 }
 
+#[cfg(test)]
+mod permission_tests;
 #[cfg(test)]
 mod tests;

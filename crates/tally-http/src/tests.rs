@@ -14,6 +14,10 @@ use crate::*;
 const SECRET: &[u8] = b"router-test-secret";
 
 fn state() -> Arc<AppState> {
+    state_with_timeout(std::time::Duration::from_secs(60))
+}
+
+fn state_with_timeout(request_timeout: std::time::Duration) -> Arc<AppState> {
     let engine = Engine::start(
         Arc::new(MemLog::in_memory()),
         EngineConfig::default(),
@@ -32,6 +36,8 @@ fn state() -> Arc<AppState> {
         settings: HttpSettings {
             external_url: "http://api.example.org".into(),
             uaa_url: "http://uaa.example.org".into(),
+            request_timeout,
+            max_upload_bytes: 1 << 20,
         },
         verifier,
     })
@@ -182,4 +188,56 @@ async fn v2_json_is_labelled_as_cc_labels_it() {
         headers["content-type"], "text/plain; charset=utf-8",
         "plain text stays plain"
     );
+}
+
+async fn post(app: Router, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn json_bodies_are_limited_and_bad_ones_get_ccs_parse_error() {
+    async fn echo(json::CcJson(value): json::CcJson<serde_json::Value>) -> String {
+        value.to_string()
+    }
+    let app = || {
+        with_routes(
+            state(),
+            Router::new().route("/v2/test_echo", axum::routing::post(echo)),
+        )
+    };
+    let (status, body) = post(app(), "/v2/test_echo", b"{\"a\":1}".to_vec()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "{\"a\":1}"));
+    let (status, body) = post(app(), "/v2/test_echo", b"{\"a\":".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("\"CF-MessageParseError\""), "{body}");
+    let mut big = b"\"".to_vec();
+    big.extend(std::iter::repeat_n(b'x', json::MAX_JSON_BODY));
+    big.push(b'"');
+    let (status, body) = post(app(), "/v2/test_echo", big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body.contains("\"code\":10004"), "{body}");
+}
+
+#[tokio::test]
+async fn a_request_that_outlives_the_timeout_gets_a_cc_503() {
+    async fn slow() -> &'static str {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        "too late"
+    }
+    let app = with_routes(
+        state_with_timeout(std::time::Duration::from_millis(50)),
+        Router::new().route("/v3/test_slow", axum::routing::get(slow)),
+    );
+    let (status, body) = call(app, "/v3/test_slow", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("\"CF-ServiceUnavailable\""), "{body}");
 }

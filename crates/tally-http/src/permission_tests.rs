@@ -1,0 +1,419 @@
+//! Every endpoint that exists, for every kind of caller (reference §8): a table of expected
+//! statuses and CC error codes, each cell run against a fresh service.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Value};
+use tally_domain::{Actor, Command, Envelope, Guid, Membership, RoleKind};
+use tally_engine::{Engine, EngineConfig, RandomIds, SystemClock};
+use tally_store::MemLog;
+use tower::ServiceExt;
+
+use crate::*;
+
+const SECRET: &[u8] = b"permission-test-secret";
+const ORG: Guid = Guid::from_u128(0x0A);
+const SPACE: Guid = Guid::from_u128(0x0B);
+const OTHER_SPACE: Guid = Guid::from_u128(0x0C);
+const NOWHERE: Guid = Guid::from_u128(0xDEAD);
+const TARGET: &str = "5b1f7d6e-0000-4000-8000-00000000beef";
+
+/// An org with two spaces; `om` manages the org, `oa` audits it, `sm` manages SPACE, `dev`
+/// develops in it, `ou` is only an org user, TARGET is the org user the requests manage.
+async fn service() -> Router {
+    let engine = Arc::new(
+        Engine::start(
+            Arc::new(MemLog::in_memory()),
+            EngineConfig::default(),
+            Box::new(SystemClock),
+            Box::new(RandomIds),
+        )
+        .unwrap(),
+    );
+    let mut commands = vec![
+        Command::CreateOrg {
+            guid: ORG,
+            name: "org".into(),
+        },
+        Command::CreateSpace {
+            guid: SPACE,
+            org_guid: ORG,
+            name: "space".into(),
+        },
+        Command::CreateSpace {
+            guid: OTHER_SPACE,
+            org_guid: ORG,
+            name: "other".into(),
+        },
+    ];
+    let grant = |resource, role, user: &str| {
+        Command::GrantRole(Membership {
+            resource,
+            role,
+            user: user.into(),
+        })
+    };
+    for user in ["om", "oa", "sm", "dev", "ou", TARGET] {
+        commands.push(grant(ORG, RoleKind::OrgUser, user));
+    }
+    commands.push(grant(ORG, RoleKind::OrgManager, "om"));
+    commands.push(grant(ORG, RoleKind::OrgAuditor, "oa"));
+    commands.push(grant(SPACE, RoleKind::SpaceManager, "sm"));
+    commands.push(grant(SPACE, RoleKind::SpaceDeveloper, "dev"));
+    for command in commands {
+        engine
+            .submit(Envelope {
+                command,
+                actor: Actor::system(),
+            })
+            .await
+            .unwrap();
+    }
+    let verifier = auth::TokenVerifier::new(auth::AuthSettings {
+        hmac_secrets: vec![SECRET.to_vec()],
+        audience: "cloud_controller".into(),
+        ..auth::AuthSettings::default()
+    })
+    .unwrap();
+    router(Arc::new(AppState {
+        engine,
+        settings: HttpSettings {
+            external_url: "http://api.example.org".into(),
+            uaa_url: "http://uaa.example.org".into(),
+            request_timeout: std::time::Duration::from_secs(60),
+            max_upload_bytes: 1 << 20,
+        },
+        verifier,
+    }))
+}
+
+fn token(user: &str, scopes: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = json!({
+        "user_id": user, "email": format!("{user}@example.org"), "user_name": user,
+        "aud": ["cloud_controller"], "exp": exp, "jti": "j", "scope": scopes,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+const RW: &[&str] = &["cloud_controller.read", "cloud_controller.write"];
+
+/// The callers, in the column order of the table.
+fn callers() -> Vec<(&'static str, Option<String>)> {
+    vec![
+        ("missing", None),
+        ("invalid", Some("bearer not.a.token".into())),
+        ("admin", Some(token("x", &["cloud_controller.admin"]))),
+        (
+            "admin_ro",
+            Some(token("x", &["cloud_controller.admin_read_only"])),
+        ),
+        (
+            "auditor",
+            Some(token("x", &["cloud_controller.global_auditor"])),
+        ),
+        ("rw", Some(token("x", RW))),
+        ("org_mgr", Some(token("om", RW))),
+        ("org_aud", Some(token("oa", RW))),
+        ("space_mgr", Some(token("sm", RW))),
+        ("dev", Some(token("dev", RW))),
+        ("org_user", Some(token("ou", RW))),
+        ("no_scope", Some(token("om", &["openid"]))),
+    ]
+}
+
+/// Expected answer: a status, and for errors the CC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cell(u16, Option<u32>);
+
+const OK: Cell = Cell(200, None);
+const CREATED: Cell = Cell(201, None);
+const GONE: Cell = Cell(204, None);
+const MISSING: Cell = Cell(401, Some(10002));
+const INVALID: Cell = Cell(401, Some(1000));
+const SCOPE: Cell = Cell(403, Some(10007));
+const NOT_AUTH: Cell = Cell(403, Some(10003));
+const ORG_404: Cell = Cell(404, Some(30003));
+const SPACE_404: Cell = Cell(404, Some(40004));
+
+/// One row per endpoint; the cells follow `callers()`.
+fn table() -> Vec<(&'static str, String, [Cell; 12])> {
+    let (o, s, t, n) = (ORG, SPACE, OTHER_SPACE, NOWHERE);
+    let open = [OK; 12];
+    let mut rows = vec![
+        ("GET", "/".to_owned(), open),
+        ("GET", "/v2/info".to_owned(), open),
+        ("GET", "/healthz".to_owned(), open),
+        ("GET", "/readyz".to_owned(), open),
+    ];
+    //                missing  invalid  admin    adm_ro   auditor  rw        org_mgr  org_aud  space_mgr dev      org_user no_scope
+    let org_read = [
+        MISSING, INVALID, OK, OK, OK, NOT_AUTH, OK, OK, OK, OK, OK, SCOPE,
+    ];
+    let space_read = [
+        MISSING, INVALID, OK, OK, OK, NOT_AUTH, OK, NOT_AUTH, OK, OK, NOT_AUTH, SCOPE,
+    ];
+    let other_space_read = [
+        MISSING, INVALID, OK, OK, OK, NOT_AUTH, OK, NOT_AUTH, NOT_AUTH, NOT_AUTH, NOT_AUTH, SCOPE,
+    ];
+    let org_write = |ok| {
+        [
+            MISSING, INVALID, ok, SCOPE, SCOPE, NOT_AUTH, ok, NOT_AUTH, NOT_AUTH, NOT_AUTH,
+            NOT_AUTH, SCOPE,
+        ]
+    };
+    let space_write = |ok| {
+        [
+            MISSING, INVALID, ok, SCOPE, SCOPE, NOT_AUTH, ok, NOT_AUTH, ok, NOT_AUTH, NOT_AUTH,
+            SCOPE,
+        ]
+    };
+    let other_space_write = |ok| {
+        [
+            MISSING, INVALID, ok, SCOPE, SCOPE, NOT_AUTH, ok, NOT_AUTH, NOT_AUTH, NOT_AUTH,
+            NOT_AUTH, SCOPE,
+        ]
+    };
+    let unknown = |not_found, write: bool| {
+        let ro = if write { SCOPE } else { not_found };
+        [
+            MISSING, INVALID, not_found, ro, ro, not_found, not_found, not_found, not_found,
+            not_found, not_found, SCOPE,
+        ]
+    };
+    for role in ["users", "managers", "auditors", "billing_managers"] {
+        rows.push(("GET", format!("/v2/organizations/{o}/{role}"), org_read));
+        rows.push((
+            "PUT",
+            format!("/v2/organizations/{o}/{role}/{TARGET}"),
+            org_write(CREATED),
+        ));
+        rows.push((
+            "DELETE",
+            format!("/v2/organizations/{o}/{role}/{TARGET}"),
+            org_write(GONE),
+        ));
+        rows.push((
+            "GET",
+            format!("/v2/organizations/{n}/{role}"),
+            unknown(ORG_404, false),
+        ));
+        rows.push((
+            "PUT",
+            format!("/v2/organizations/{n}/{role}/{TARGET}"),
+            unknown(ORG_404, true),
+        ));
+        rows.push((
+            "DELETE",
+            format!("/v2/organizations/not-a-guid/{role}/{TARGET}"),
+            unknown(ORG_404, true),
+        ));
+    }
+    for role in ["developers", "managers", "auditors"] {
+        rows.push(("GET", format!("/v2/spaces/{s}/{role}"), space_read));
+        rows.push(("GET", format!("/v2/spaces/{t}/{role}"), other_space_read));
+        rows.push((
+            "PUT",
+            format!("/v2/spaces/{s}/{role}/{TARGET}"),
+            space_write(CREATED),
+        ));
+        rows.push((
+            "DELETE",
+            format!("/v2/spaces/{s}/{role}/{TARGET}"),
+            space_write(GONE),
+        ));
+        rows.push((
+            "PUT",
+            format!("/v2/spaces/{t}/{role}/{TARGET}"),
+            other_space_write(CREATED),
+        ));
+        rows.push((
+            "DELETE",
+            format!("/v2/spaces/{t}/{role}/{TARGET}"),
+            other_space_write(GONE),
+        ));
+        rows.push((
+            "GET",
+            format!("/v2/spaces/{n}/{role}"),
+            unknown(SPACE_404, false),
+        ));
+        rows.push((
+            "PUT",
+            format!("/v2/spaces/{n}/{role}/{TARGET}"),
+            unknown(SPACE_404, true),
+        ));
+        rows.push((
+            "DELETE",
+            format!("/v2/spaces/{n}/{role}/{TARGET}"),
+            unknown(SPACE_404, true),
+        ));
+    }
+    rows
+}
+
+async fn send(app: Router, method: &str, path: &str, authorization: Option<&str>) -> (Cell, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = app
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let code = (status >= 400).then(|| json["code"].as_u64().unwrap_or(0) as u32);
+    (Cell(status, code), json)
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_every_caller_as_the_table_says() {
+    let callers = callers();
+    let mut wrong = Vec::new();
+    let mut cells = 0;
+    for (method, path, expected) in table() {
+        for ((name, authorization), want) in callers.iter().zip(expected) {
+            let header = authorization.as_ref().map(|value| {
+                if value.starts_with("bearer ") {
+                    value.clone()
+                } else {
+                    format!("bearer {value}")
+                }
+            });
+            let (got, body) = send(service().await, method, &path, header.as_deref()).await;
+            cells += 1;
+            if got != want {
+                wrong.push(format!(
+                    "{method} {path} as {name}: want {want:?}, got {got:?} {body}"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {cells} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn role_changes_are_visible_in_the_lists_and_answer_with_the_resource() {
+    let app = service().await;
+    let admin = format!("bearer {}", token("x", &["cloud_controller.admin"]));
+    let admin = Some(admin.as_str());
+    let path = format!("/v2/spaces/{SPACE}/developers/{}", TARGET.to_uppercase());
+    let (cell, body) = send(app.clone(), "PUT", &path, admin).await;
+    assert_eq!(cell, CREATED);
+    assert_eq!(body["metadata"]["guid"], SPACE.to_string());
+    assert_eq!(body["entity"]["name"], "space");
+    assert_eq!(body["entity"]["organization_guid"], ORG.to_string());
+    // The upper-case spelling named the same (lower-case) UAA user.
+    let (cell, list) = send(
+        app.clone(),
+        "GET",
+        &format!("/v2/spaces/{SPACE}/developers"),
+        admin,
+    )
+    .await;
+    assert_eq!(cell, OK);
+    assert_eq!(list["total_results"], 2);
+    let ids: Vec<&str> = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metadata"]["guid"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [TARGET, "dev"]);
+    // Paged.
+    let (_, page) = send(
+        app.clone(),
+        "GET",
+        &format!("/v2/spaces/{SPACE}/developers?results-per-page=1&page=2"),
+        admin,
+    )
+    .await;
+    assert_eq!(page["resources"][0]["metadata"]["guid"], "dev");
+    assert_eq!(
+        page["prev_url"],
+        format!("/v2/spaces/{SPACE}/developers?order-direction=asc&page=1&results-per-page=1")
+    );
+    // The org user cannot leave while holding a space role, unless recursively.
+    let org_user = format!("/v2/organizations/{ORG}/users/{TARGET}");
+    let (cell, body) = send(app.clone(), "DELETE", &org_user, admin).await;
+    assert_eq!(cell, Cell(400, Some(10006)), "{body}");
+    let (cell, _) = send(
+        app.clone(),
+        "DELETE",
+        &format!("{org_user}?recursive=maybe"),
+        admin,
+    )
+    .await;
+    assert_eq!(cell, Cell(400, Some(10005)));
+    let (cell, _) = send(
+        app.clone(),
+        "DELETE",
+        &format!("{org_user}?recursive=true"),
+        admin,
+    )
+    .await;
+    assert_eq!(cell, GONE);
+    let (_, list) = send(
+        app.clone(),
+        "GET",
+        &format!("/v2/spaces/{SPACE}/developers"),
+        admin,
+    )
+    .await;
+    assert_eq!(list["total_results"], 1);
+    // A space role for someone outside the org: CC's InvalidRelation.
+    let (cell, body) = send(
+        app.clone(),
+        "PUT",
+        &format!("/v2/spaces/{SPACE}/auditors/stranger"),
+        admin,
+    )
+    .await;
+    assert_eq!(cell, Cell(400, Some(1002)), "{body}");
+    // A bad paging parameter.
+    let (cell, _) = send(
+        app,
+        "GET",
+        &format!("/v2/spaces/{SPACE}/developers?results-per-page=101"),
+        admin,
+    )
+    .await;
+    assert_eq!(cell, Cell(400, Some(10005)));
+}
+
+#[tokio::test]
+async fn a_valid_token_is_echoed_in_x_user_guid() {
+    let app = service().await;
+    let request = Request::get(format!("/v2/spaces/{SPACE}/developers"))
+        .header("Authorization", format!("bearer {}", token("dev", RW)))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-user-guid"], "dev");
+    let request = Request::get(format!("/v2/spaces/{SPACE}/developers"))
+        .header("Authorization", "bearer nope")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert!(!response.headers().contains_key("x-user-guid"));
+}

@@ -1,0 +1,218 @@
+//! v2 pagination (reference §3.1): `page`, `results-per-page`, `order-direction`, and the
+//! envelope with `total_results`, `total_pages`, relative `prev_url`/`next_url` whose query keys
+//! are sorted.
+
+use serde_json::{json, Value};
+
+use crate::ApiError;
+
+/// The paging parameters of a v2 list request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    /// 1-based page.
+    pub page: u64,
+    /// Results per page.
+    pub per_page: u64,
+    /// `order-direction=desc`.
+    pub descending: bool,
+}
+
+/// CC's `renderer.default_results_per_page`.
+pub const DEFAULT_PER_PAGE: u64 = 50;
+/// CC's `renderer.max_results_per_page` for ordinary collections.
+pub const MAX_PER_PAGE: u64 = 100;
+
+/// `BadQueryParameter` (10005).
+pub fn bad_query(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "BadQueryParameter",
+        10005,
+        format!("The query parameter is invalid: {what}"),
+    )
+}
+
+impl Paging {
+    /// Parses a raw query string. Unknown keys are ignored (as CC does) except `q`, which no
+    /// collection served here can filter on, and `order-by`, which none can sort by. CC answers
+    /// a page below 1 or a non-number with a 500; tally says what is wrong with a 400.
+    pub fn parse(query: Option<&str>, max_per_page: u64) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+            .map_err(|_| bad_query("the query string is not URL-encoded"))?;
+        let mut paging = Self {
+            page: 1,
+            per_page: DEFAULT_PER_PAGE,
+            descending: false,
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "page" => {
+                    paging.page =
+                        value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|p| *p >= 1)
+                            .ok_or_else(|| {
+                                bad_query(format!(
+                                    "page must be a positive integer but was '{value}'"
+                                ))
+                            })?;
+                }
+                "results-per-page" => {
+                    let n = value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| {
+                            bad_query(format!(
+                                "results_per_page must be a positive integer but was '{value}'"
+                            ))
+                        })?;
+                    if n > max_per_page {
+                        return Err(bad_query(format!(
+                            "results_per_page must be <= {max_per_page}"
+                        )));
+                    }
+                    paging.per_page = n;
+                }
+                "order-direction" => {
+                    paging.descending = match value.as_str() {
+                        "asc" => false,
+                        "desc" => true,
+                        other => {
+                            return Err(bad_query(format!(
+                                "order_direction must be 'asc' or 'desc' but was '{other}'"
+                            )))
+                        }
+                    }
+                }
+                "q" => {
+                    let key = value.split([':', '>', '<', ' ']).next().unwrap_or("");
+                    return Err(bad_query(key));
+                }
+                "order-by" => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "OrderByParameterInvalid",
+                        10012,
+                        format!("Cannot order by: {value}"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(paging)
+    }
+
+    /// The envelope for one page of `items` (already in ascending order) at `path`.
+    pub fn envelope<T>(&self, path: &str, mut items: Vec<T>, render: impl Fn(T) -> Value) -> Value {
+        let total = items.len() as u64;
+        if self.descending {
+            items.reverse();
+        }
+        let total_pages = total.div_ceil(self.per_page);
+        let skip = (self.page - 1).saturating_mul(self.per_page);
+        let resources: Vec<Value> = items
+            .into_iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .take(usize::try_from(self.per_page).unwrap_or(usize::MAX))
+            .map(render)
+            .collect();
+        let url = |page: u64| {
+            format!(
+                "{path}?order-direction={}&page={page}&results-per-page={}",
+                if self.descending { "desc" } else { "asc" },
+                self.per_page
+            )
+        };
+        json!({
+            "total_results": total,
+            "total_pages": total_pages,
+            "prev_url": (self.page > 1).then(|| url(self.page - 1)),
+            "next_url": (self.page < total_pages).then(|| url(self.page + 1)),
+            "resources": resources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            Paging::parse(None, 100).unwrap(),
+            Paging {
+                page: 1,
+                per_page: 50,
+                descending: false
+            }
+        );
+        let p = Paging::parse(
+            Some("page=3&results-per-page=2&order-direction=desc&x=1"),
+            100,
+        )
+        .unwrap();
+        assert_eq!((p.page, p.per_page, p.descending), (3, 2, true));
+        for (query, message) in [
+            ("results-per-page=101", "results_per_page must be <= 100"),
+            (
+                "results-per-page=0",
+                "results_per_page must be a positive integer but was '0'",
+            ),
+            ("page=0", "page must be a positive integer but was '0'"),
+            ("page=x", "page must be a positive integer but was 'x'"),
+            (
+                "order-direction=up",
+                "order_direction must be 'asc' or 'desc' but was 'up'",
+            ),
+            ("q=name:x", "name"),
+        ] {
+            let error = Paging::parse(Some(query), 100).unwrap_err();
+            assert_eq!(error.code, 10005, "{query}");
+            assert_eq!(
+                error.message,
+                format!("The query parameter is invalid: {message}")
+            );
+        }
+        assert_eq!(
+            Paging::parse(Some("order-by=id"), 100).unwrap_err().code,
+            10012
+        );
+    }
+
+    #[test]
+    fn the_envelope_counts_pages_and_links_neighbours() {
+        let p = Paging::parse(Some("page=2&results-per-page=2"), 100).unwrap();
+        let page = p.envelope("/v2/x", vec![1, 2, 3, 4, 5], |n| json!(n));
+        assert_eq!(page["total_results"], 5);
+        assert_eq!(page["total_pages"], 3);
+        assert_eq!(page["resources"], json!([3, 4]));
+        assert_eq!(
+            page["prev_url"],
+            "/v2/x?order-direction=asc&page=1&results-per-page=2"
+        );
+        assert_eq!(
+            page["next_url"],
+            "/v2/x?order-direction=asc&page=3&results-per-page=2"
+        );
+        let desc = Paging::parse(Some("order-direction=desc&results-per-page=2"), 100).unwrap();
+        let page = desc.envelope("/v2/x", vec![1, 2, 3], |n| json!(n));
+        assert_eq!(page["resources"], json!([3, 2]));
+        assert_eq!(page["prev_url"], Value::Null);
+        let empty = Paging::parse(None, 100)
+            .unwrap()
+            .envelope("/v2/x", Vec::<u8>::new(), |n| json!(n));
+        assert_eq!(
+            empty["total_pages"], 0,
+            "v2 reports 0 pages for an empty set"
+        );
+        // Past the end: an empty page that still links back.
+        let past = Paging::parse(Some("page=9"), 100)
+            .unwrap()
+            .envelope("/v2/x", vec![1], |n| json!(n));
+        assert_eq!(past["resources"], json!([]));
+        assert!(past["prev_url"].is_string());
+    }
+}

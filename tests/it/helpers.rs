@@ -15,18 +15,23 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
+    pub settings: Settings,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(tempfile::tempdir().unwrap(), Vec::new()).await
+}
+
+/// A tally on `<dir>/data`, with settings from these `TALLY_…` variables.
+pub async fn spawn_app_in(dir: tempfile::TempDir, env: Vec<(String, String)>) -> TestApp {
     let overrides = Overrides {
         data_dir: Some(dir.path().join("data")),
         listen: Some("127.0.0.1:0".parse().unwrap()),
     };
-    let settings: Settings = tally::config::load(None, Vec::new(), &overrides).unwrap();
+    let settings: Settings = tally::config::load(None, env, &overrides).unwrap();
     let app = Application::build(&settings).await.unwrap();
     let address = format!("http://{}", app.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -36,9 +41,10 @@ pub async fn spawn_app() -> TestApp {
     TestApp {
         address,
         client: reqwest::Client::new(),
-        data_dir: settings.storage.data_dir,
+        data_dir: settings.storage.data_dir.clone(),
         stop: Some(stop),
         served: Some(served),
+        settings,
         _dir: dir,
     }
 }
@@ -52,15 +58,36 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) -> PathBuf {
+    /// A request with a development token for `user` with `scopes`.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+        scopes: &[&str],
+    ) -> reqwest::RequestBuilder {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let token = tally::auth::developer_token(&self.settings, user, &scopes, 600).unwrap();
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(token)
+    }
+
+    /// Stops the server gracefully and waits for it; the data directory stays.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(served) = self.served.take() {
             served.await.unwrap().unwrap();
         }
-        self.data_dir.clone()
+        let (_, dir) = self.into_dir();
+        dir
+    }
+
+    fn into_dir(self) -> (PathBuf, tempfile::TempDir) {
+        let TestApp { data_dir, _dir, .. } = self;
+        (data_dir, _dir)
     }
 }
 

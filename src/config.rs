@@ -96,8 +96,8 @@ pub struct UaaSettings {
     pub url: String,
 }
 
-/// `[auth]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[auth]` (its `Debug` output redacts the secrets).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Shared HMAC secrets for HS256/384/512 tokens, tried in order (rotation). When this and
@@ -115,6 +115,22 @@ pub struct AuthConfig {
     /// UAA's `token_keys` URL (e.g. `https://uaa.example.com/token_keys`): RSA public keys
     /// fetched at run time, cached 30 s, fetched again when a signature does not verify.
     pub token_keys_url: Option<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "hmac_secrets",
+                &format_args!("[{} redacted]", self.hmac_secrets.len()),
+            )
+            .field("rsa_public_key_files", &self.rsa_public_key_files)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("leeway_seconds", &self.leeway_seconds)
+            .field("token_keys_url", &self.token_keys_url)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {
@@ -395,5 +411,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let settings = Settings {
+            auth: AuthConfig {
+                hmac_secrets: vec!["s3cret-value".into()],
+                ..AuthConfig::default()
+            },
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(shown.contains("[1 redacted]"), "{shown}");
+        let http = tally_http::auth::AuthSettings {
+            hmac_secrets: vec![b"s3cret-value".to_vec()],
+            ..Default::default()
+        };
+        assert!(!format!("{http:?}").contains("s3cret"));
     }
 }

@@ -7,4 +7,5 @@
 mod cli;
 mod discovery;
 mod helpers;
+mod orgs;
 mod roles;

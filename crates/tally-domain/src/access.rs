@@ -241,6 +241,103 @@ pub fn org_read(who: Subject<'_>, state: &State, org: Option<Guid>) -> Result<()
     }
 }
 
+/// Orgs a caller sees in lists: global roles all, others those where they hold any role.
+pub fn org_list(who: Subject<'_>, state: &State) -> Result<Visible, Denial> {
+    if !who.scopes.may_read() {
+        return Err(Denial::InsufficientScope);
+    }
+    if who.scopes.sees_all() {
+        return Ok(Visible::All);
+    }
+    Ok(Visible::Within(
+        state
+            .roles_of(who.user)
+            .filter(|(_, role)| role.is_org_role())
+            .map(|(org, _)| org)
+            .collect(),
+    ))
+}
+
+/// Create an org: admin only (CC's `user_org_creation` feature flag is off by default).
+pub fn org_create(who: Subject<'_>) -> Result<(), Denial> {
+    if !who.scopes.may_write() {
+        return Err(Denial::InsufficientScope);
+    }
+    if who.scopes.admin {
+        Ok(())
+    } else {
+        Err(Denial::NotAuthorized)
+    }
+}
+
+/// Rename an org (`update`): admin or a manager of the org; delete it (`delete`): admin only.
+pub fn org_write(
+    who: Subject<'_>,
+    state: &State,
+    org: Option<Guid>,
+    delete: bool,
+) -> Result<(), Denial> {
+    if !who.scopes.may_write() {
+        return Err(Denial::InsufficientScope);
+    }
+    let org = org
+        .filter(|o| state.org(*o).is_some())
+        .ok_or(Denial::NotFound)?;
+    let allowed =
+        who.scopes.admin || (!delete && state.has_role(who.user, org, RoleKind::OrgManager));
+    if allowed {
+        Ok(())
+    } else {
+        Err(Denial::NotAuthorized)
+    }
+}
+
+/// Create a space in `org` (`None`: no such org): admin or a manager of the org. An unknown org
+/// is the caller's mistake in the body, so it is `NotFound` only after the token rule.
+pub fn space_create(who: Subject<'_>, state: &State, org: Option<Guid>) -> Result<(), Denial> {
+    if !who.scopes.may_write() {
+        return Err(Denial::InsufficientScope);
+    }
+    let org = org
+        .filter(|o| state.org(*o).is_some())
+        .ok_or(Denial::NotFound)?;
+    if who.scopes.admin || state.has_role(who.user, org, RoleKind::OrgManager) {
+        Ok(())
+    } else {
+        Err(Denial::NotAuthorized)
+    }
+}
+
+/// Rename a space (`update`): admin, a manager of its org, or a manager of the space; delete
+/// it (`delete`): admin or a manager of its org.
+pub fn space_manage(
+    who: Subject<'_>,
+    state: &State,
+    space: Option<Guid>,
+    delete: bool,
+) -> Result<(), Denial> {
+    if !who.scopes.may_write() {
+        return Err(Denial::InsufficientScope);
+    }
+    let space = space.and_then(|s| state.space(s)).ok_or(Denial::NotFound)?;
+    let allowed = who.scopes.admin
+        || state.has_role(who.user, space.org_guid, RoleKind::OrgManager)
+        || (!delete && state.has_role(who.user, space.guid, RoleKind::SpaceManager));
+    if allowed {
+        Ok(())
+    } else {
+        Err(Denial::NotAuthorized)
+    }
+}
+
+/// Whether the caller may see an app's `environment_json` (reference §5.1): admin,
+/// admin_read_only, or a developer of the app's space.
+pub fn sees_environment(who: Subject<'_>, state: &State, space: Guid) -> bool {
+    who.scopes.admin
+        || who.scopes.admin_read_only
+        || state.has_role(who.user, space, RoleKind::SpaceDeveloper)
+}
+
 /// Give or take a `role` in the org or space `resource` (`None`: no such org or space): the
 /// write token rule, then admin, a manager of the org, or (for space roles) a manager of the
 /// space.
@@ -584,5 +681,57 @@ mod tests {
         assert_eq!(shows("om", Some(SPACE), Some(ORG)), Ok(false));
         assert_eq!(audit_list(who("dev", ""), &state, Api::V2), Err(Scope));
         assert_eq!(audit_list(who("dev", ""), &state, Api::V3), Err(NotAuth));
+    }
+
+    #[test]
+    fn org_and_space_management() {
+        let state = world();
+        let rw = "read write";
+        assert_eq!(org_create(who("x", "admin")), Ok(()));
+        assert_eq!(org_create(who("om", rw)), Err(NotAuth));
+        assert_eq!(org_create(who("om", "read")), Err(Scope));
+        assert_eq!(org_write(who("om", rw), &state, Some(ORG), false), Ok(()));
+        assert_eq!(
+            org_write(who("om", rw), &state, Some(ORG), true),
+            Err(NotAuth)
+        );
+        assert_eq!(
+            org_write(who("x", "admin"), &state, Some(ORG), true),
+            Ok(())
+        );
+        assert_eq!(
+            org_write(who("x", "admin"), &state, None, true),
+            Err(NotFound)
+        );
+        assert_eq!(space_create(who("om", rw), &state, Some(ORG)), Ok(()));
+        assert_eq!(space_create(who("sm", rw), &state, Some(ORG)), Err(NotAuth));
+        assert_eq!(
+            space_create(who("sm", rw), &state, Some(SPACE)),
+            Err(NotFound)
+        );
+        assert_eq!(
+            space_manage(who("sm", rw), &state, Some(SPACE), false),
+            Ok(())
+        );
+        assert_eq!(
+            space_manage(who("sm", rw), &state, Some(SPACE), true),
+            Err(NotAuth)
+        );
+        assert_eq!(
+            space_manage(who("om", rw), &state, Some(SPACE), true),
+            Ok(())
+        );
+        assert_eq!(
+            space_manage(who("dev", rw), &state, Some(SPACE), false),
+            Err(NotAuth)
+        );
+        let orgs = org_list(who("ou", "read"), &state).map(|v| v.shows(None, Some(ORG)));
+        assert_eq!(orgs, Ok(true));
+        let orgs = org_list(who("x", "read"), &state).map(|v| v.shows(None, Some(ORG)));
+        assert_eq!(orgs, Ok(false));
+        assert!(sees_environment(who("dev", "read"), &state, SPACE));
+        assert!(sees_environment(who("x", "admin_ro"), &state, SPACE));
+        assert!(!sees_environment(who("x", "auditor"), &state, SPACE));
+        assert!(!sees_environment(who("sm", rw), &state, SPACE));
     }
 }

@@ -1,7 +1,8 @@
-//! JSON request bodies: at most [`MAX_JSON_BODY`] bytes, and every way a body can be wrong is
-//! answered in Cloud Controller's format (`MessageParseError`, 1001), never axum's plain text.
+//! JSON request bodies: at most [`MAX_JSON_BODY`] bytes, parsed as JSON whatever the
+//! `Content-Type` says (one real client labels JSON as form data), and every way a body can be
+//! wrong answered in Cloud Controller's format (`MessageParseError`, 1001), never axum's text.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
@@ -15,6 +16,21 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct CcJson<T>(pub T);
 
+/// CC `MessageParseError` (1001).
+pub fn parse_error(why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "MessageParseError",
+        1001,
+        format!("Request invalid due to parse error: {why}"),
+    )
+}
+
+/// CC's message for a required field that is missing.
+pub fn missing_field(field: &str) -> ApiError {
+    parse_error(format!("Field: {field}, Error: Missing field {field}"))
+}
+
 impl<S, T> FromRequest<S> for CcJson<T>
 where
     S: Send + Sync,
@@ -23,33 +39,37 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejected(rejection)),
-        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "InvalidRequest",
+                        10004,
+                        format!(
+                            "The request is invalid: the body is larger than {MAX_JSON_BODY} bytes"
+                        ),
+                    )
+                } else {
+                    parse_error("the body could not be read")
+                }
+            })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(Self)
+            .map_err(|e| parse_error(describe(&e)))
     }
 }
 
-fn rejected(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "InvalidRequest",
-            10004,
-            format!("The request is invalid: the body is larger than {MAX_JSON_BODY} bytes"),
-        );
+fn describe(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => error.to_string(),
+        Category::Syntax | Category::Eof | Category::Io => "invalid JSON".to_owned(),
     }
-    let why = match &rejection {
-        JsonRejection::MissingJsonContentType(_) | JsonRejection::JsonSyntaxError(_) => {
-            "invalid JSON".to_owned()
-        }
-        JsonRejection::JsonDataError(e) => e.body_text(),
-        other => other.body_text(),
-    };
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "MessageParseError",
-        1001,
-        format!("Request invalid due to parse error: {why}"),
-    )
 }

@@ -88,6 +88,13 @@ fn timed_out() -> ApiError {
     )
 }
 
+/// A fresh random guid for a resource a client creates.
+pub(crate) fn fresh_guid() -> tally_domain::Guid {
+    #[allow(clippy::disallowed_methods)] // new resources get random guids, as in CC
+    let uuid = uuid::Uuid::new_v4();
+    tally_domain::Guid::from_bytes(*uuid.as_bytes())
+}
+
 /// Maps a permission [`Denial`](tally_domain::access::Denial) to CC's error; `not_found` is the
 /// resource's own not-found error.
 pub(crate) fn deny(

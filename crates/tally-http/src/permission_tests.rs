@@ -192,6 +192,80 @@ fn table() -> Vec<(&'static str, String, [Cell; 12])> {
             not_found, not_found, SCOPE,
         ]
     };
+    let everyone = [MISSING, INVALID, OK, OK, OK, OK, OK, OK, OK, OK, OK, SCOPE];
+    let parse_error = Cell(400, Some(1001));
+    let not_empty = Cell(400, Some(10006));
+    rows.push(("GET", "/v2/organizations".to_owned(), everyone));
+    rows.push(("GET", format!("/v2/organizations/{o}"), org_read));
+    rows.push((
+        "GET",
+        format!("/v2/organizations/{n}"),
+        unknown(ORG_404, false),
+    ));
+    rows.push((
+        "POST",
+        "/v2/organizations".to_owned(),
+        [
+            MISSING,
+            INVALID,
+            parse_error,
+            SCOPE,
+            SCOPE,
+            NOT_AUTH,
+            NOT_AUTH,
+            NOT_AUTH,
+            NOT_AUTH,
+            NOT_AUTH,
+            NOT_AUTH,
+            SCOPE,
+        ],
+    ));
+    rows.push(("PUT", format!("/v2/organizations/{o}"), org_write(CREATED)));
+    rows.push((
+        "DELETE",
+        format!("/v2/organizations/{o}"),
+        [
+            MISSING, INVALID, not_empty, SCOPE, SCOPE, NOT_AUTH, NOT_AUTH, NOT_AUTH, NOT_AUTH,
+            NOT_AUTH, NOT_AUTH, SCOPE,
+        ],
+    ));
+    rows.push(("GET", "/v2/spaces".to_owned(), everyone));
+    rows.push(("GET", format!("/v2/spaces/{s}"), space_read));
+    rows.push(("GET", format!("/v2/spaces/{t}"), other_space_read));
+    rows.push(("GET", format!("/v2/spaces/{n}"), unknown(SPACE_404, false)));
+    rows.push((
+        "POST",
+        "/v2/spaces".to_owned(),
+        [
+            MISSING,
+            INVALID,
+            parse_error,
+            SCOPE,
+            SCOPE,
+            parse_error,
+            parse_error,
+            parse_error,
+            parse_error,
+            parse_error,
+            parse_error,
+            SCOPE,
+        ],
+    ));
+    rows.push(("PUT", format!("/v2/spaces/{s}"), space_write(CREATED)));
+    rows.push(("PUT", format!("/v2/spaces/{t}"), other_space_write(CREATED)));
+    rows.push((
+        "DELETE",
+        format!("/v2/spaces/{s}"),
+        [
+            MISSING, INVALID, GONE, SCOPE, SCOPE, NOT_AUTH, GONE, NOT_AUTH, NOT_AUTH, NOT_AUTH,
+            NOT_AUTH, SCOPE,
+        ],
+    ));
+    rows.push((
+        "DELETE",
+        format!("/v2/spaces/{n}"),
+        unknown(SPACE_404, true),
+    ));
     for role in ["users", "managers", "auditors", "billing_managers"] {
         rows.push(("GET", format!("/v2/organizations/{o}/{role}"), org_read));
         rows.push((

@@ -4,12 +4,28 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::AppState;
+use crate::{ApiError, AppState};
 
+mod orgs;
 pub mod paging;
 pub mod present;
+pub mod query;
 mod roles;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().merge(roles::router())
+    Router::new().merge(orgs::router()).merge(roles::router())
+}
+
+/// `recursive=true|false` (CC's boolean query parameter).
+pub(crate) fn recursive(query: Option<&str>) -> Result<bool, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| paging::bad_query("the query string is not URL-encoded"))?;
+    match pairs.iter().rev().find(|(k, _)| k == "recursive") {
+        None => Ok(false),
+        Some((_, v)) if v == "true" => Ok(true),
+        Some((_, v)) if v == "false" => Ok(false),
+        Some((_, v)) => Err(paging::bad_query(format!(
+            "recursive must be 'true' or 'false' but was '{v}'"
+        ))),
+    }
 }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::ApiError;
 
-/// The paging parameters of a v2 list request.
+/// The paging parameters of a v2 list request, and its `q` filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paging {
     /// 1-based page.
@@ -15,6 +15,10 @@ pub struct Paging {
     pub per_page: u64,
     /// `order-direction=desc`.
     pub descending: bool,
+    /// The `q` values as sent (kept for the page links).
+    pub q: Vec<String>,
+    /// The `q` conditions.
+    pub filter: Vec<crate::v2::query::Condition>,
 }
 
 /// CC's `renderer.default_results_per_page`.
@@ -33,16 +37,22 @@ pub fn bad_query(what: impl std::fmt::Display) -> ApiError {
 }
 
 impl Paging {
-    /// Parses a raw query string. Unknown keys are ignored (as CC does) except `q`, which no
-    /// collection served here can filter on, and `order-by`, which none can sort by. CC answers
-    /// a page below 1 or a non-number with a 500; tally says what is wrong with a 400.
-    pub fn parse(query: Option<&str>, max_per_page: u64) -> Result<Self, ApiError> {
+    /// Parses a raw query string for a collection that filters on `q_keys`. Unknown parameters
+    /// are ignored (as CC does) except `order-by`, which no collection here sorts by. CC
+    /// answers a page below 1 or a non-number with a 500; tally says what is wrong with a 400.
+    pub fn parse(
+        query: Option<&str>,
+        max_per_page: u64,
+        q_keys: &[&str],
+    ) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|_| bad_query("the query string is not URL-encoded"))?;
         let mut paging = Self {
             page: 1,
             per_page: DEFAULT_PER_PAGE,
             descending: false,
+            q: Vec::new(),
+            filter: Vec::new(),
         };
         for (key, value) in pairs {
             match key.as_str() {
@@ -86,10 +96,7 @@ impl Paging {
                         }
                     }
                 }
-                "q" => {
-                    let key = value.split([':', '>', '<', ' ']).next().unwrap_or("");
-                    return Err(bad_query(key));
-                }
+                "q" => paging.q.push(value),
                 "order-by" => {
                     return Err(ApiError::new(
                         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +108,7 @@ impl Paging {
                 _ => {}
             }
         }
+        paging.filter = crate::v2::query::parse(&paging.q, q_keys)?;
         Ok(paging)
     }
 
@@ -119,11 +127,17 @@ impl Paging {
             .map(render)
             .collect();
         let url = |page: u64| {
-            format!(
-                "{path}?order-direction={}&page={page}&results-per-page={}",
-                if self.descending { "desc" } else { "asc" },
-                self.per_page
-            )
+            let mut pairs: Vec<(&str, String)> = vec![
+                (
+                    "order-direction",
+                    if self.descending { "desc" } else { "asc" }.to_owned(),
+                ),
+                ("page", page.to_string()),
+            ];
+            pairs.extend(self.q.iter().map(|q| ("q", q.clone())));
+            pairs.push(("results-per-page", self.per_page.to_string()));
+            let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+            format!("{path}?{query}")
         };
         json!({
             "total_results": total,
@@ -142,16 +156,19 @@ mod tests {
     #[test]
     fn parameters_parse_and_bad_ones_say_why() {
         assert_eq!(
-            Paging::parse(None, 100).unwrap(),
+            Paging::parse(None, 100, &[]).unwrap(),
             Paging {
                 page: 1,
                 per_page: 50,
-                descending: false
+                descending: false,
+                q: Vec::new(),
+                filter: Vec::new(),
             }
         );
         let p = Paging::parse(
             Some("page=3&results-per-page=2&order-direction=desc&x=1"),
             100,
+            &[],
         )
         .unwrap();
         assert_eq!((p.page, p.per_page, p.descending), (3, 2, true));
@@ -168,8 +185,9 @@ mod tests {
                 "order_direction must be 'asc' or 'desc' but was 'up'",
             ),
             ("q=name:x", "name"),
+            ("q=name", "name"),
         ] {
-            let error = Paging::parse(Some(query), 100).unwrap_err();
+            let error = Paging::parse(Some(query), 100, &[]).unwrap_err();
             assert_eq!(error.code, 10005, "{query}");
             assert_eq!(
                 error.message,
@@ -177,41 +195,47 @@ mod tests {
             );
         }
         assert_eq!(
-            Paging::parse(Some("order-by=id"), 100).unwrap_err().code,
+            Paging::parse(Some("order-by=id"), 100, &[])
+                .unwrap_err()
+                .code,
             10012
         );
     }
 
     #[test]
     fn the_envelope_counts_pages_and_links_neighbours() {
-        let p = Paging::parse(Some("page=2&results-per-page=2"), 100).unwrap();
+        let p =
+            Paging::parse(Some("page=2&results-per-page=2&q=name:a b"), 100, &["name"]).unwrap();
         let page = p.envelope("/v2/x", vec![1, 2, 3, 4, 5], |n| json!(n));
         assert_eq!(page["total_results"], 5);
         assert_eq!(page["total_pages"], 3);
         assert_eq!(page["resources"], json!([3, 4]));
         assert_eq!(
             page["prev_url"],
-            "/v2/x?order-direction=asc&page=1&results-per-page=2"
+            "/v2/x?order-direction=asc&page=1&q=name%3Aa+b&results-per-page=2"
         );
         assert_eq!(
             page["next_url"],
-            "/v2/x?order-direction=asc&page=3&results-per-page=2"
+            "/v2/x?order-direction=asc&page=3&q=name%3Aa+b&results-per-page=2"
         );
-        let desc = Paging::parse(Some("order-direction=desc&results-per-page=2"), 100).unwrap();
+        let desc =
+            Paging::parse(Some("order-direction=desc&results-per-page=2"), 100, &[]).unwrap();
         let page = desc.envelope("/v2/x", vec![1, 2, 3], |n| json!(n));
         assert_eq!(page["resources"], json!([3, 2]));
         assert_eq!(page["prev_url"], Value::Null);
-        let empty = Paging::parse(None, 100)
-            .unwrap()
-            .envelope("/v2/x", Vec::<u8>::new(), |n| json!(n));
+        let empty =
+            Paging::parse(None, 100, &[])
+                .unwrap()
+                .envelope("/v2/x", Vec::<u8>::new(), |n| json!(n));
         assert_eq!(
             empty["total_pages"], 0,
             "v2 reports 0 pages for an empty set"
         );
         // Past the end: an empty page that still links back.
-        let past = Paging::parse(Some("page=9"), 100)
-            .unwrap()
-            .envelope("/v2/x", vec![1], |n| json!(n));
+        let past =
+            Paging::parse(Some("page=9"), 100, &[])
+                .unwrap()
+                .envelope("/v2/x", vec![1], |n| json!(n));
         assert_eq!(past["resources"], json!([]));
         assert!(past["prev_url"].is_string());
     }

@@ -13,7 +13,7 @@ use tally_domain::{access, Command, Guid, Membership, RoleKind, State as Table};
 
 use crate::auth::Caller;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
-use crate::v2::present;
+use crate::v2::{present, recursive};
 use crate::{deny, ApiError, AppState};
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -95,7 +95,7 @@ async fn list(
         access::space_read(caller.subject(), table, target)
     };
     allowed.map_err(|denial| deny(denial, || not_found(role, &guid)))?;
-    let paging = Paging::parse(query.as_deref(), MAX_PER_PAGE)?;
+    let paging = Paging::parse(query.as_deref(), MAX_PER_PAGE, &[])?;
     let Some(target) = target else {
         return Err(not_found(role, &guid));
     };
@@ -169,18 +169,4 @@ fn check(caller: &Caller, table: &Table, role: RoleKind, guid: &str) -> Result<G
     access::manage_role(caller.subject(), table, role, target)
         .map_err(|denial| deny(denial, || not_found(role, guid)))?;
     target.ok_or_else(|| not_found(role, guid))
-}
-
-/// `recursive=true|false` (CC's boolean query parameter).
-fn recursive(query: Option<&str>) -> Result<bool, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|_| crate::v2::paging::bad_query("the query string is not URL-encoded"))?;
-    match pairs.iter().rev().find(|(k, _)| k == "recursive") {
-        None => Ok(false),
-        Some((_, v)) if v == "true" => Ok(true),
-        Some((_, v)) if v == "false" => Ok(false),
-        Some((_, v)) => Err(crate::v2::paging::bad_query(format!(
-            "recursive must be 'true' or 'false' but was '{v}'"
-        ))),
-    }
 }

@@ -1,0 +1,309 @@
+//! `/v2/organizations` and `/v2/spaces`: create, get, list (`q=name:`, pages), rename, delete
+//! (refused while non-empty unless `recursive=true`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+use tally_domain::model::{Org, Space};
+use tally_domain::{access, Command, Guid, State as Table};
+
+use crate::auth::Caller;
+use crate::json::{missing_field, CcJson};
+use crate::v2::paging::{Paging, MAX_PER_PAGE};
+use crate::v2::{present, recursive};
+use crate::{deny, ApiError, AppState};
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2/organizations", get(list_orgs).post(create_org))
+        .route(
+            "/v2/organizations/{guid}",
+            get(get_org).put(rename_org).delete(delete_org),
+        )
+        .route("/v2/spaces", get(list_spaces).post(create_space))
+        .route(
+            "/v2/spaces/{guid}",
+            get(get_space).put(rename_space).delete(delete_space),
+        )
+}
+
+/// The body of org and space requests: `name`, and for spaces `organization_guid`. Other keys
+/// are ignored, as CC ignores keys it does not know.
+#[derive(Debug, Deserialize)]
+struct Body {
+    name: Option<String>,
+    organization_guid: Option<String>,
+}
+
+pub(crate) fn org_not_found(guid: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "OrganizationNotFound",
+        30003,
+        format!("The organization could not be found: {guid}"),
+    )
+}
+
+pub(crate) fn space_not_found(guid: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "SpaceNotFound",
+        40004,
+        format!("The app space could not be found: {guid}"),
+    )
+}
+
+fn org_guid(table: &Table, text: &str) -> Option<Guid> {
+    text.parse().ok().filter(|g| table.org(*g).is_some())
+}
+
+fn space_guid(table: &Table, text: &str) -> Option<Guid> {
+    text.parse().ok().filter(|g| table.space(*g).is_some())
+}
+
+fn created(location: String, body: Value) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn list_orgs(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.engine.view();
+    let visible = access::org_list(caller.subject(), &view.state)
+        .map_err(|d| deny(d, ApiError::not_found))?;
+    let paging = Paging::parse(query.as_deref(), MAX_PER_PAGE, &["name"])?;
+    let mut orgs: Vec<&Org> = view
+        .state
+        .orgs()
+        .filter(|o| visible.shows(None, Some(o.guid)))
+        .filter(|o| paging.filter.iter().all(|c| c.matches(&o.name)))
+        .collect();
+    orgs.sort_by_key(|o| (o.created_at, o.guid));
+    Ok(Json(paging.envelope(
+        "/v2/organizations",
+        orgs,
+        present::org,
+    )))
+}
+
+async fn get_org(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.engine.view();
+    let target = org_guid(&view.state, &guid);
+    access::org_read(caller.subject(), &view.state, target)
+        .map_err(|d| deny(d, || org_not_found(&guid)))?;
+    let org = target
+        .and_then(|g| view.state.org(g))
+        .ok_or_else(|| org_not_found(&guid))?;
+    Ok(Json(present::org(org)))
+}
+
+async fn create_org(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    CcJson(body): CcJson<Body>,
+) -> Result<Response, ApiError> {
+    access::org_create(caller.subject()).map_err(|d| deny(d, ApiError::not_found))?;
+    let name = body.name.ok_or_else(|| missing_field("name"))?;
+    let guid = crate::fresh_guid();
+    state
+        .engine
+        .submit(caller.envelope(Command::CreateOrg { guid, name }))
+        .await?;
+    let view = state.engine.view();
+    let org = view
+        .state
+        .org(guid)
+        .ok_or_else(|| org_not_found(&guid.to_string()))?;
+    Ok(created(
+        format!("/v2/organizations/{guid}"),
+        present::org(org),
+    ))
+}
+
+async fn rename_org(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+    CcJson(body): CcJson<Body>,
+) -> Result<Response, ApiError> {
+    let target = org_guid(&state.engine.view().state, &guid);
+    access::org_write(caller.subject(), &state.engine.view().state, target, false)
+        .map_err(|d| deny(d, || org_not_found(&guid)))?;
+    let target = target.ok_or_else(|| org_not_found(&guid))?;
+    if let Some(name) = body.name {
+        state
+            .engine
+            .submit(caller.envelope(Command::RenameOrg { guid: target, name }))
+            .await?;
+    }
+    let view = state.engine.view();
+    let org = view.state.org(target).ok_or_else(|| org_not_found(&guid))?;
+    Ok(created(
+        format!("/v2/organizations/{target}"),
+        present::org(org),
+    ))
+}
+
+async fn delete_org(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    let recursive = recursive(query.as_deref())?;
+    let view = state.engine.view();
+    let target = org_guid(&view.state, &guid);
+    access::org_write(caller.subject(), &view.state, target, true)
+        .map_err(|d| deny(d, || org_not_found(&guid)))?;
+    let target = target.ok_or_else(|| org_not_found(&guid))?;
+    state
+        .engine
+        .submit(caller.envelope(Command::DeleteOrg {
+            guid: target,
+            recursive,
+        }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_spaces(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.engine.view();
+    let visible = access::space_list(caller.subject(), &view.state)
+        .map_err(|d| deny(d, ApiError::not_found))?;
+    let paging = Paging::parse(
+        query.as_deref(),
+        MAX_PER_PAGE,
+        &["name", "organization_guid"],
+    )?;
+    let mut spaces: Vec<&Space> = view
+        .state
+        .spaces()
+        .filter(|s| visible.shows(Some(s.guid), None))
+        .filter(|s| {
+            paging.filter.iter().all(|c| match c.key.as_str() {
+                "name" => c.matches(&s.name),
+                _ => c.matches(&s.org_guid.to_string()),
+            })
+        })
+        .collect();
+    spaces.sort_by_key(|s| (s.created_at, s.guid));
+    Ok(Json(paging.envelope("/v2/spaces", spaces, present::space)))
+}
+
+async fn get_space(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.engine.view();
+    let target = space_guid(&view.state, &guid);
+    access::space_read(caller.subject(), &view.state, target)
+        .map_err(|d| deny(d, || space_not_found(&guid)))?;
+    let space = target
+        .and_then(|g| view.state.space(g))
+        .ok_or_else(|| space_not_found(&guid))?;
+    Ok(Json(present::space(space)))
+}
+
+async fn create_space(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    CcJson(body): CcJson<Body>,
+) -> Result<Response, ApiError> {
+    let view = state.engine.view();
+    let org_text = body.organization_guid.unwrap_or_default();
+    let org = org_guid(&view.state, &org_text);
+    match access::space_create(caller.subject(), &view.state, org) {
+        Err(access::Denial::NotFound) if org_text.is_empty() => {
+            return Err(missing_field("organization_guid"))
+        }
+        result => result.map_err(|d| deny(d, || org_not_found(&org_text)))?,
+    }
+    let org = org.ok_or_else(|| org_not_found(&org_text))?;
+    let name = body.name.ok_or_else(|| missing_field("name"))?;
+    let guid = crate::fresh_guid();
+    state
+        .engine
+        .submit(caller.envelope(Command::CreateSpace {
+            guid,
+            org_guid: org,
+            name,
+        }))
+        .await?;
+    let view = state.engine.view();
+    let space = view
+        .state
+        .space(guid)
+        .ok_or_else(|| space_not_found(&guid.to_string()))?;
+    Ok(created(format!("/v2/spaces/{guid}"), present::space(space)))
+}
+
+async fn rename_space(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+    CcJson(body): CcJson<Body>,
+) -> Result<Response, ApiError> {
+    let target = space_guid(&state.engine.view().state, &guid);
+    access::space_manage(caller.subject(), &state.engine.view().state, target, false)
+        .map_err(|d| deny(d, || space_not_found(&guid)))?;
+    let target = target.ok_or_else(|| space_not_found(&guid))?;
+    if let Some(name) = body.name {
+        state
+            .engine
+            .submit(caller.envelope(Command::RenameSpace { guid: target, name }))
+            .await?;
+    }
+    let view = state.engine.view();
+    let space = view
+        .state
+        .space(target)
+        .ok_or_else(|| space_not_found(&guid))?;
+    Ok(created(
+        format!("/v2/spaces/{target}"),
+        present::space(space),
+    ))
+}
+
+async fn delete_space(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    let recursive = recursive(query.as_deref())?;
+    let view = state.engine.view();
+    let target = space_guid(&view.state, &guid);
+    access::space_manage(caller.subject(), &view.state, target, true)
+        .map_err(|d| deny(d, || space_not_found(&guid)))?;
+    let target = target.ok_or_else(|| space_not_found(&guid))?;
+    state
+        .engine
+        .submit(caller.envelope(Command::DeleteSpace {
+            guid: target,
+            recursive,
+        }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -141,3 +141,35 @@ pub async fn write_history(data_dir: &Path, apps: u128) {
     }
     engine.shutdown().await;
 }
+
+/// The usage events in a stopped tally's data directory: `(state, previous_state,
+/// instance_count, app_name)` in log order.
+pub fn usage_events(data_dir: &Path) -> Vec<(String, Option<String>, i64, String)> {
+    let store = SledLog::open(&data_dir.join("log"), &SledOptions::default()).unwrap();
+    let meta = store.recover().unwrap().meta;
+    store
+        .usage_range(meta.usage_floor, meta.head, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, u)| {
+            (
+                u.state.as_str().to_owned(),
+                u.previous_state.map(|s| s.as_str().to_owned()),
+                u.instance_count,
+                u.app_name,
+            )
+        })
+        .collect()
+}
+
+/// The audit event types in a stopped tally's data directory, in log order.
+pub fn audit_types(data_dir: &Path) -> Vec<String> {
+    let store = SledLog::open(&data_dir.join("log"), &SledOptions::default()).unwrap();
+    let meta = store.recover().unwrap().meta;
+    store
+        .audit_range(1, meta.head, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, a)| a.event_type)
+        .collect()
+}

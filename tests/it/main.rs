@@ -4,6 +4,7 @@
 // the tests that receive them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
+mod apps;
 mod cli;
 mod discovery;
 mod helpers;

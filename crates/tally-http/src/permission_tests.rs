@@ -18,6 +18,7 @@ const ORG: Guid = Guid::from_u128(0x0A);
 const SPACE: Guid = Guid::from_u128(0x0B);
 const OTHER_SPACE: Guid = Guid::from_u128(0x0C);
 const NOWHERE: Guid = Guid::from_u128(0xDEAD);
+const APP: Guid = Guid::from_u128(0x0D);
 const TARGET: &str = "5b1f7d6e-0000-4000-8000-00000000beef";
 
 /// An org with two spaces; `om` manages the org, `oa` audits it, `sm` manages SPACE, `dev`
@@ -48,6 +49,15 @@ async fn service() -> Router {
             name: "other".into(),
         },
     ];
+    commands.push(Command::CreateApp {
+        guid: APP,
+        attributes: tally_domain::AppAttributes {
+            name: Some("app".into()),
+            space_guid: Some(SPACE),
+            ..Default::default()
+        },
+        audit_request: "{}".into(),
+    });
     let grant = |resource, role, user: &str| {
         Command::GrantRole(Membership {
             resource,
@@ -229,6 +239,52 @@ fn table() -> Vec<(&'static str, String, [Cell; 12])> {
             NOT_AUTH, NOT_AUTH, SCOPE,
         ],
     ));
+    let app_404 = Cell(404, Some(100004));
+    let dev_write = |ok| {
+        [
+            MISSING, INVALID, ok, SCOPE, SCOPE, NOT_AUTH, NOT_AUTH, NOT_AUTH, NOT_AUTH, ok,
+            NOT_AUTH, SCOPE,
+        ]
+    };
+    let a = APP;
+    rows.push(("GET", "/v2/apps".to_owned(), everyone));
+    rows.push(("GET", format!("/v2/apps/{a}"), space_read));
+    rows.push(("GET", format!("/v2/apps/{n}"), unknown(app_404, false)));
+    rows.push((
+        "POST",
+        "/v2/apps".to_owned(),
+        [
+            MISSING,
+            INVALID,
+            parse_error,
+            SCOPE,
+            SCOPE,
+            parse_error,
+            parse_error,
+            parse_error,
+            parse_error,
+            parse_error,
+            parse_error,
+            SCOPE,
+        ],
+    ));
+    rows.push(("PUT", format!("/v2/apps/{a}"), dev_write(CREATED)));
+    rows.push(("PUT", format!("/v2/apps/{n}"), unknown(app_404, true)));
+    rows.push(("DELETE", format!("/v2/apps/{a}"), dev_write(GONE)));
+    rows.push((
+        "POST",
+        format!("/v2/apps/{a}/restage"),
+        dev_write(Cell(400, Some(170002))),
+    ));
+    // Restage looks the app up before any permission check (§5.3).
+    rows.push((
+        "POST",
+        format!("/v2/apps/{n}/restage"),
+        [
+            MISSING, INVALID, app_404, app_404, app_404, app_404, app_404, app_404, app_404,
+            app_404, app_404, app_404,
+        ],
+    ));
     rows.push(("GET", "/v2/spaces".to_owned(), everyone));
     rows.push(("GET", format!("/v2/spaces/{s}"), space_read));
     rows.push(("GET", format!("/v2/spaces/{t}"), other_space_read));
@@ -257,8 +313,8 @@ fn table() -> Vec<(&'static str, String, [Cell; 12])> {
         "DELETE",
         format!("/v2/spaces/{s}"),
         [
-            MISSING, INVALID, GONE, SCOPE, SCOPE, NOT_AUTH, GONE, NOT_AUTH, NOT_AUTH, NOT_AUTH,
-            NOT_AUTH, SCOPE,
+            MISSING, INVALID, not_empty, SCOPE, SCOPE, NOT_AUTH, not_empty, NOT_AUTH, NOT_AUTH,
+            NOT_AUTH, NOT_AUTH, SCOPE,
         ],
     ));
     rows.push((

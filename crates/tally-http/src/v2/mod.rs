@@ -6,6 +6,8 @@ use axum::Router;
 
 use crate::{ApiError, AppState};
 
+pub mod app_body;
+mod apps;
 mod orgs;
 pub mod paging;
 pub mod present;
@@ -13,7 +15,10 @@ pub mod query;
 mod roles;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().merge(orgs::router()).merge(roles::router())
+    Router::new()
+        .merge(apps::router())
+        .merge(orgs::router())
+        .merge(roles::router())
 }
 
 /// `recursive=true|false` (CC's boolean query parameter).

@@ -1,0 +1,232 @@
+//! `/v2/apps` (reference §5.3): create, list, get, update (start, stop, scale, every §5.2
+//! attribute), delete, restage.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::Value;
+use tally_domain::model::App;
+use tally_domain::{access, Command, Guid, State as Table};
+
+use crate::auth::Caller;
+use crate::json::CcJson;
+use crate::v2::orgs::space_not_found;
+use crate::v2::paging::{Paging, MAX_PER_PAGE};
+use crate::v2::{app_body, present, recursive};
+use crate::{deny, ApiError, AppState};
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2/apps", get(list).post(create))
+        .route("/v2/apps/{guid}", get(show).put(update).delete(delete))
+        .route("/v2/apps/{guid}/restage", post(restage))
+}
+
+/// CC `AppNotFound` (100004).
+pub(crate) fn app_not_found(guid: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "AppNotFound",
+        100004,
+        format!("The app could not be found: {guid}"),
+    )
+}
+
+fn find<'a>(table: &'a Table, guid: &str) -> Option<&'a App> {
+    guid.parse::<Guid>().ok().and_then(|g| table.app(g))
+}
+
+fn render(caller: &Caller, table: &Table, app: &App) -> Value {
+    let show_env = access::sees_environment(caller.subject(), table, app.space_guid);
+    present::app(app, show_env)
+}
+
+/// 201 with `Location` and the app as it is after the write.
+fn created(state: &AppState, caller: &Caller, guid: Guid) -> Result<Response, ApiError> {
+    let view = state.engine.view();
+    let app = view
+        .state
+        .app(guid)
+        .ok_or_else(|| app_not_found(&guid.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v2/apps/{guid}"))],
+        Json(render(caller, &view.state, app)),
+    )
+        .into_response())
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.engine.view();
+    let table = &view.state;
+    let visible =
+        access::space_list(caller.subject(), table).map_err(|d| deny(d, ApiError::not_found))?;
+    let paging = Paging::parse(
+        query.as_deref(),
+        MAX_PER_PAGE,
+        &[
+            "name",
+            "space_guid",
+            "organization_guid",
+            "stack_guid",
+            "diego",
+        ],
+    )?;
+    let mut apps: Vec<&App> = table
+        .apps()
+        .filter(|a| visible.shows(Some(a.space_guid), None))
+        .filter(|a| {
+            paging.filter.iter().all(|c| match c.key.as_str() {
+                "name" => c.matches(&a.name),
+                "space_guid" => c.matches(&a.space_guid.to_string()),
+                "organization_guid" => c.matches_opt(
+                    table
+                        .space(a.space_guid)
+                        .map(|s| s.org_guid.to_string())
+                        .as_deref(),
+                ),
+                "stack_guid" => c.matches(&a.stack_guid.to_string()),
+                _ => c.matches(if a.diego { "true" } else { "false" }),
+            })
+        })
+        .collect();
+    apps.sort_by_key(|a| (a.created_at, a.guid));
+    Ok(Json(
+        paging.envelope("/v2/apps", apps, |a| render(&caller, table, a)),
+    ))
+}
+
+async fn show(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.engine.view();
+    let app = find(&view.state, &guid);
+    access::space_read(caller.subject(), &view.state, app.map(|a| a.space_guid))
+        .map_err(|d| deny(d, || app_not_found(&guid)))?;
+    let app = app.ok_or_else(|| app_not_found(&guid))?;
+    Ok(Json(render(&caller, &view.state, app)))
+}
+
+async fn create(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    CcJson(body): CcJson<Value>,
+) -> Result<Response, ApiError> {
+    let body = app_body::parse(&body, true)?;
+    {
+        let view = state.engine.view();
+        let space = body
+            .attributes
+            .space_guid
+            .filter(|s| view.state.space(*s).is_some());
+        match access::space_write(caller.subject(), &view.state, space) {
+            // No such space, or none named: the domain says which (missing field or 404).
+            Err(access::Denial::NotFound) => {
+                if let Some(text) = &body.bad_space_guid {
+                    return Err(space_not_found(text));
+                }
+            }
+            result => result.map_err(|d| deny(d, ApiError::not_found))?,
+        }
+    }
+    let guid = crate::fresh_guid();
+    state
+        .engine
+        .submit(caller.envelope(Command::CreateApp {
+            guid,
+            attributes: body.attributes,
+            audit_request: body.audit_request,
+        }))
+        .await?;
+    created(&state, &caller, guid)
+}
+
+async fn update(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+    CcJson(body): CcJson<Value>,
+) -> Result<Response, ApiError> {
+    let body = app_body::parse(&body, false)?;
+    let target = {
+        let view = state.engine.view();
+        let app = find(&view.state, &guid);
+        access::space_write(caller.subject(), &view.state, app.map(|a| a.space_guid))
+            .map_err(|d| deny(d, || app_not_found(&guid)))?;
+        let app = app.ok_or_else(|| app_not_found(&guid))?;
+        if let Some(text) = &body.bad_space_guid {
+            return Err(space_not_found(text));
+        }
+        // Moving an app needs the same right in the space it moves to.
+        if let Some(to) = body.attributes.space_guid.filter(|s| *s != app.space_guid) {
+            let exists = view.state.space(to).map(|s| s.guid);
+            access::space_write(caller.subject(), &view.state, exists)
+                .map_err(|d| deny(d, || space_not_found(&to.to_string())))?;
+        }
+        app.guid
+    };
+    state
+        .engine
+        .submit(caller.envelope(Command::UpdateApp {
+            guid: target,
+            attributes: body.attributes,
+            audit_request: body.audit_request,
+        }))
+        .await?;
+    created(&state, &caller, target)
+}
+
+async fn delete(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    let recursive = recursive(query.as_deref())?;
+    let target = {
+        let view = state.engine.view();
+        let app = find(&view.state, &guid);
+        access::space_write(caller.subject(), &view.state, app.map(|a| a.space_guid))
+            .map_err(|d| deny(d, || app_not_found(&guid)))?;
+        app.ok_or_else(|| app_not_found(&guid))?.guid
+    };
+    state
+        .engine
+        .submit(caller.envelope(Command::DeleteApp {
+            guid: target,
+            recursive,
+        }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Preconditions in CC's order (§5.3): the app must exist (404) before the token and object
+/// rules (403); the rest (instances, package state, bits) is the domain's.
+async fn restage(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+) -> Result<Response, ApiError> {
+    let target = {
+        let view = state.engine.view();
+        let app = find(&view.state, &guid).ok_or_else(|| app_not_found(&guid))?;
+        access::space_write(caller.subject(), &view.state, Some(app.space_guid))
+            .map_err(|d| deny(d, || app_not_found(&guid)))?;
+        app.guid
+    };
+    state
+        .engine
+        .submit(caller.envelope(Command::RestageApp { guid: target }))
+        .await?;
+    created(&state, &caller, target)
+}

@@ -1,0 +1,334 @@
+//! `/v2/apps` through the real server: every endpoint, its errors, and the usage and audit
+//! events each operation leaves in the log.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{audit_types, spawn_app, usage_events, TestApp};
+
+const ADMIN: &[&str] = &["cloud_controller.admin"];
+
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = app.request(method, path, "admin", ADMIN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// An org and a space; returns the space guid.
+async fn space(app: &TestApp) -> String {
+    let (_, org) = send(
+        app,
+        Method::POST,
+        "/v2/organizations",
+        Some(json!({"name": "o"})),
+    )
+    .await;
+    let org = org["metadata"]["guid"].as_str().unwrap().to_owned();
+    let (_, space) = send(
+        app,
+        Method::POST,
+        "/v2/spaces",
+        Some(json!({"name": "s", "organization_guid": org})),
+    )
+    .await;
+    space["metadata"]["guid"].as_str().unwrap().to_owned()
+}
+
+fn error(body: &Value) -> (&str, u64) {
+    (
+        body["error_code"].as_str().unwrap_or(""),
+        body["code"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn apps_are_created_with_ccs_defaults_and_validated_as_cc_validates() {
+    let app = spawn_app().await;
+    let space = space(&app).await;
+    let response = app
+        .request(Method::POST, "/v2/apps", "admin", ADMIN)
+        .json(&json!({"name": "web", "space_guid": space, "environment_json": {"K": "v"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = response.json().await.unwrap();
+    let guid = created["metadata"]["guid"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v2/apps/{guid}"));
+    let e = &created["entity"];
+    assert_eq!(e["memory"], 1024);
+    assert_eq!(e["instances"], 1);
+    assert_eq!(e["disk_quota"], 1024);
+    assert_eq!(e["state"], "STOPPED");
+    assert_eq!(e["package_state"], "PENDING");
+    assert_eq!(e["health_check_type"], "port");
+    assert_eq!(e["ports"], json!([8080]));
+    assert_eq!(e["diego"], true);
+    assert_eq!(e["environment_json"], json!({"K": "v"}));
+    assert_eq!(
+        e["docker_credentials"],
+        json!({"username": null, "password": null})
+    );
+    assert_eq!(e["detected_start_command"], "");
+    assert_eq!(e["space_url"], format!("/v2/spaces/{space}"));
+
+    // §5.4: each validation failure with CC's error and status; nothing reaches the log.
+    let cases = [
+        (
+            json!({"space_guid": space}),
+            StatusCode::BAD_REQUEST,
+            ("CF-MessageParseError", 1001),
+        ),
+        (
+            json!({"name": "x", "space_guid": space, "memory": 0}),
+            StatusCode::BAD_REQUEST,
+            ("CF-AppMemoryInvalid", 100006),
+        ),
+        (
+            json!({"name": "x", "space_guid": space, "instances": -1}),
+            StatusCode::BAD_REQUEST,
+            ("CF-AppInvalid", 100001),
+        ),
+        (
+            json!({"name": "x", "space_guid": space, "disk_quota": 4096}),
+            StatusCode::BAD_REQUEST,
+            ("CF-AppInvalid", 100001),
+        ),
+        (
+            json!({"name": "x", "space_guid": space, "state": "RUNNING"}),
+            StatusCode::BAD_REQUEST,
+            ("CF-AppInvalid", 100001),
+        ),
+        (
+            json!({"name": "x", "space_guid": space, "state": "STARTED"}),
+            StatusCode::BAD_REQUEST,
+            ("CF-AppPackageInvalid", 150001),
+        ),
+        (
+            json!({"name": "x", "space_guid": space, "docker_credentials": {"username": "u", "password": "p"}}),
+            StatusCode::BAD_REQUEST,
+            ("CF-DockerImageMissing", 150008),
+        ),
+        (
+            json!({"name": "x", "space_guid": space, "memory": "big"}),
+            StatusCode::BAD_REQUEST,
+            ("CF-MessageParseError", 1001),
+        ),
+        (
+            json!({"name": "web", "space_guid": space}),
+            StatusCode::BAD_REQUEST,
+            ("CF-AppNameTaken", 100002),
+        ),
+        (
+            json!({"name": "x", "space_guid": "00000000-0000-0000-0000-0000000000ff"}),
+            StatusCode::NOT_FOUND,
+            ("CF-SpaceNotFound", 40004),
+        ),
+        (
+            json!({"name": "x", "space_guid": "nope"}),
+            StatusCode::NOT_FOUND,
+            ("CF-SpaceNotFound", 40004),
+        ),
+    ];
+    for (body, status, expected) in cases {
+        let (got, answer) = send(&app, Method::POST, "/v2/apps", Some(body.clone())).await;
+        assert_eq!((got, error(&answer)), (status, expected), "{body}");
+    }
+    let (status, answer) = send(
+        &app,
+        Method::GET,
+        "/v2/apps/00000000-0000-0000-0000-0000000000ff",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::NOT_FOUND, ("CF-AppNotFound", 100004))
+    );
+    let (_, list) = send(&app, Method::GET, "/v2/apps", None).await;
+    assert_eq!(list["total_results"], 1, "refused creates left nothing");
+    let dir = app.stop().await;
+    let data = dir.path().join("data");
+    assert_eq!(audit_types(&data), ["audit.app.create"]);
+    assert!(
+        usage_events(&data).is_empty(),
+        "creating a stopped app bills nothing"
+    );
+}
+
+#[tokio::test]
+async fn start_scale_stop_and_delete_emit_ccs_usage_events() {
+    let app = spawn_app().await;
+    let space = space(&app).await;
+    let (status, created) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(
+            json!({"name": "d", "space_guid": space, "docker_image": "nginx",
+                    "docker_credentials": {"username": "u", "password": "secret"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["entity"]["docker_credentials"]["password"], "***");
+    let path = format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap());
+    let steps = [
+        json!({"state": "STARTED"}),
+        json!({"instances": 3}),
+        json!({"disk_quota": 2048}),
+        json!({"name": "renamed"}),
+        json!({"state": "STOPPED"}),
+        json!({"instances": 5}),
+        json!({"state": "STARTED"}),
+    ];
+    for body in steps {
+        let response = app
+            .request(Method::PUT, &path, "admin", ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{body}");
+    }
+    let (_, shown) = send(&app, Method::GET, &path, None).await;
+    assert_eq!(shown["entity"]["instances"], 5);
+    assert_eq!(shown["entity"]["name"], "renamed");
+    assert_eq!(shown["entity"]["state"], "STARTED");
+    let (status, _) = send(&app, Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(&app, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let dir = app.stop().await;
+    let events = usage_events(&dir.path().join("data"));
+    let summary: Vec<(&str, Option<&str>, i64)> = events
+        .iter()
+        .map(|(s, p, n, _)| (s.as_str(), p.as_deref(), *n))
+        .collect();
+    // Start (which stages the docker package: immediate staging completes at once); scale
+    // while started; nothing for disk or name; stop; nothing for a stopped scale; start again
+    // at 5; delete stops it.
+    assert_eq!(
+        summary,
+        [
+            ("STARTED", Some("STOPPED"), 1),
+            ("STAGING_STARTED", Some("STAGING"), 1),
+            ("STAGING_STOPPED", Some("STAGING"), 1),
+            ("BUILDPACK_SET", Some("STARTED"), 1),
+            ("STARTED", Some("STARTED"), 3),
+            ("STOPPED", Some("STARTED"), 3),
+            ("STARTED", Some("STOPPED"), 5),
+            ("STOPPED", Some("STARTED"), 5),
+        ]
+    );
+    assert_eq!(events[5].3, "renamed");
+}
+
+#[tokio::test]
+async fn lists_filter_with_q_and_page_until_next_url_is_null() {
+    let app = spawn_app().await;
+    let space = space(&app).await;
+    for n in 0..7 {
+        send(
+            &app,
+            Method::POST,
+            "/v2/apps",
+            Some(json!({"name": format!("app-{n}"), "space_guid": space})),
+        )
+        .await;
+    }
+    let mut next = Some("/v2/apps?results-per-page=3".to_owned());
+    let mut names = Vec::new();
+    while let Some(url) = next {
+        let (status, page) = send(&app, Method::GET, &url, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["total_pages"], 3);
+        for r in page["resources"].as_array().unwrap() {
+            names.push(r["entity"]["name"].as_str().unwrap().to_owned());
+        }
+        next = page["next_url"].as_str().map(str::to_owned);
+    }
+    assert_eq!(names.len(), 7);
+    let (_, page) = send(
+        &app,
+        Method::GET,
+        &format!("/v2/apps?q=name:app-3&q=space_guid:{space}"),
+        None,
+    )
+    .await;
+    assert_eq!(page["total_results"], 1);
+    let (_, page) = send(
+        &app,
+        Method::GET,
+        "/v2/apps?q=name%20IN%20app-1,app-2;diego:true",
+        None,
+    )
+    .await;
+    assert_eq!(page["total_results"], 2);
+    let (_, page) = send(&app, Method::GET, "/v2/apps?q=name>=app-5", None).await;
+    assert_eq!(page["total_results"], 2);
+    let (status, answer) = send(&app, Method::GET, "/v2/apps?results-per-page=101", None).await;
+    assert_eq!((status, error(&answer).1), (StatusCode::BAD_REQUEST, 10005));
+    let (status, answer) = send(&app, Method::GET, "/v2/apps?order-by=name", None).await;
+    assert_eq!(
+        (status, error(&answer).1),
+        (StatusCode::INTERNAL_SERVER_ERROR, 10012)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restage_checks_preconditions_in_ccs_order() {
+    let app = spawn_app().await;
+    let space = space(&app).await;
+    let (status, answer) = send(
+        &app,
+        Method::POST,
+        "/v2/apps/00000000-0000-0000-0000-0000000000ff/restage",
+        None,
+    )
+    .await;
+    assert_eq!((status, error(&answer).1), (StatusCode::NOT_FOUND, 100004));
+    let (_, created) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(json!({"name": "r", "space_guid": space, "instances": 0})),
+    )
+    .await;
+    let path = format!(
+        "/v2/apps/{}/restage",
+        created["metadata"]["guid"].as_str().unwrap()
+    );
+    // A caller without the write scope: 403, after the app was found.
+    let response = app
+        .request(Method::POST, &path, "reader", &["cloud_controller.read"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let (status, answer) = send(&app, Method::POST, &path, None).await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_REQUEST, ("CF-StagingError", 170001))
+    );
+    let app_path = path.trim_end_matches("/restage").to_owned();
+    send(&app, Method::PUT, &app_path, Some(json!({"instances": 1}))).await;
+    let (status, answer) = send(&app, Method::POST, &path, None).await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_REQUEST, ("CF-NotStaged", 170002))
+    );
+    app.stop().await;
+}

@@ -87,6 +87,7 @@ impl Application {
                     settings.server.max_upload_mb.saturating_mul(1024 * 1024),
                 )
                 .unwrap_or(usize::MAX),
+                packages_dir: settings.storage.data_dir.join("packages"),
             },
             verifier,
         });

@@ -332,3 +332,136 @@ async fn restage_checks_preconditions_in_ccs_order() {
     );
     app.stop().await;
 }
+
+/// The smallest valid zip: an empty archive (its end-of-central-directory record).
+fn empty_zip() -> Vec<u8> {
+    let mut zip = b"PK\x05\x06".to_vec();
+    zip.extend([0u8; 18]);
+    zip
+}
+
+async fn upload(app: &TestApp, path: &str, bits: Vec<u8>, resources: &str) -> (StatusCode, Value) {
+    let form = reqwest::multipart::Form::new()
+        .text("resources", resources.to_owned())
+        .part(
+            "application",
+            reqwest::multipart::Part::bytes(bits).file_name("app.zip"),
+        );
+    let response = app
+        .request(Method::PUT, path, "admin", ADMIN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn uploaded_bits_stage_on_start_and_restage_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_in(
+        dir,
+        vec![("TALLY_SERVER__MAX_UPLOAD_MB".into(), "1".into())],
+    )
+    .await;
+    let space = space(&app).await;
+    let (_, created) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(json!({"name": "b", "space_guid": space})),
+    )
+    .await;
+    let path = format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap());
+    let bits = format!("{path}/bits");
+    // Refusals first: not a zip, too large, cached resources, no application part.
+    let (status, answer) = upload(&app, &bits, b"not a zip".to_vec(), "[]").await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_REQUEST, ("CF-AppBitsUploadInvalid", 160001))
+    );
+    let mut big = empty_zip();
+    big.resize(2 * 1024 * 1024, 0);
+    let (status, _) = upload(&app, &bits, big, "[]").await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = upload(
+        &app,
+        &bits,
+        empty_zip(),
+        r#"[{"fn":"a","sha1":"b","size":1}]"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, shown) = send(&app, Method::GET, &path, None).await;
+    assert_eq!(
+        shown["entity"]["package_updated_at"],
+        Value::Null,
+        "refused uploads change nothing"
+    );
+    let packages = app.data_dir.join("packages");
+    let leftovers = std::fs::read_dir(&packages).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "partial uploads are removed");
+
+    let (status, answer) = upload(&app, &bits, empty_zip(), "[]").await;
+    assert_eq!((status, answer), (StatusCode::CREATED, json!({})));
+    let stored: Vec<_> = std::fs::read_dir(&packages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        std::fs::read(packages.join(&stored[0])).unwrap(),
+        empty_zip()
+    );
+    let (_, shown) = send(&app, Method::GET, &path, None).await;
+    assert_eq!(shown["entity"]["package_state"], "PENDING");
+    assert!(shown["entity"]["package_updated_at"].is_string());
+
+    let (status, started) = send(&app, Method::PUT, &path, Some(json!({"state": "STARTED"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(started["entity"]["package_state"], "STAGED");
+    assert_eq!(started["entity"]["detected_buildpack"], "binary_buildpack");
+    let response = app
+        .request(Method::POST, &format!("{path}/restage"), "admin", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["location"], path.as_str());
+    let dir = app.stop().await;
+    let data = dir.path().join("data");
+    let states: Vec<String> = usage_events(&data)
+        .into_iter()
+        .map(|(s, _, _, _)| s)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "STARTED",
+            "STAGING_STARTED",
+            "STAGING_STOPPED",
+            "BUILDPACK_SET", // start
+            "STOPPED",
+            "STARTED",
+            "STAGING_STARTED",
+            "STAGING_STOPPED",
+            "BUILDPACK_SET", // restage
+        ]
+    );
+    let audits = audit_types(&data);
+    for expected in [
+        "audit.app.create",
+        "audit.app.upload-bits",
+        "audit.app.update",
+        "audit.app.restage",
+        "audit.app.build.create",
+        "audit.app.build.staged",
+    ] {
+        assert!(
+            audits.iter().any(|a| a == expected),
+            "{expected} missing from {audits:?}"
+        );
+    }
+}

@@ -37,6 +37,8 @@ pub struct HttpSettings {
     pub request_timeout: std::time::Duration,
     /// Largest package upload, bytes.
     pub max_upload_bytes: usize,
+    /// Where uploaded packages are stored (`<data_dir>/packages`).
+    pub packages_dir: std::path::PathBuf,
 }
 
 /// What every handler shares.
@@ -57,9 +59,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The API plus `extra` routes (tests add probes this way).
 pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let timeout = state.settings.request_timeout;
+    let max_upload = state.settings.max_upload_bytes;
     Router::new()
         .merge(root::router())
-        .merge(v2::router())
+        .merge(v2::router(max_upload))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)

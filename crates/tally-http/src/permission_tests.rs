@@ -94,6 +94,7 @@ async fn service() -> Router {
             uaa_url: "http://uaa.example.org".into(),
             request_timeout: std::time::Duration::from_secs(60),
             max_upload_bytes: 1 << 20,
+            packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
         },
         verifier,
     }))
@@ -271,6 +272,13 @@ fn table() -> Vec<(&'static str, String, [Cell; 12])> {
     rows.push(("PUT", format!("/v2/apps/{a}"), dev_write(CREATED)));
     rows.push(("PUT", format!("/v2/apps/{n}"), unknown(app_404, true)));
     rows.push(("DELETE", format!("/v2/apps/{a}"), dev_write(GONE)));
+    // No multipart body: refused after the permission check.
+    rows.push((
+        "PUT",
+        format!("/v2/apps/{a}/bits"),
+        dev_write(Cell(400, Some(160001))),
+    ));
+    rows.push(("PUT", format!("/v2/apps/{n}/bits"), unknown(app_404, true)));
     rows.push((
         "POST",
         format!("/v2/apps/{a}/restage"),

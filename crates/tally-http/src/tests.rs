@@ -38,6 +38,7 @@ fn state_with_timeout(request_timeout: std::time::Duration) -> Arc<AppState> {
             uaa_url: "http://uaa.example.org".into(),
             request_timeout,
             max_upload_bytes: 1 << 20,
+            packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
         },
         verifier,
     })

@@ -8,14 +8,22 @@ use crate::{ApiError, AppState};
 
 pub mod app_body;
 mod apps;
+pub mod bits;
 mod orgs;
 pub mod paging;
 pub mod present;
 pub mod query;
 mod roles;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
+/// The v2 routes; package uploads may be up to `max_upload_bytes` (plus multipart framing).
+pub(crate) fn router(max_upload_bytes: usize) -> Router<Arc<AppState>> {
+    let bits = Router::new()
+        .route("/v2/apps/{guid}/bits", axum::routing::put(bits::upload))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            max_upload_bytes.saturating_add(64 * 1024),
+        ));
     Router::new()
+        .merge(bits)
         .merge(apps::router())
         .merge(orgs::router())
         .merge(roles::router())

@@ -66,14 +66,17 @@ pub enum StagingMode {
     External,
 }
 
-/// `[staging]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[staging]` (its `Debug` output redacts the callback password).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StagingSettings {
     /// `immediate` or `external`.
     pub mode: StagingMode,
     /// Buildpack immediate staging reports when an app asked for none.
     pub default_buildpack: String,
+    /// The password a runtime presents (HTTP Basic, user `staging`) on
+    /// `POST /internal/v3/staging/:build_guid/build_completed`; unset refuses every callback.
+    pub callback_password: Option<String>,
 }
 
 /// `[apps]`
@@ -115,6 +118,19 @@ pub struct AuthConfig {
     /// UAA's `token_keys` URL (e.g. `https://uaa.example.com/token_keys`): RSA public keys
     /// fetched at run time, cached 30 s, fetched again when a signature does not verify.
     pub token_keys_url: Option<String>,
+}
+
+impl std::fmt::Debug for StagingSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagingSettings")
+            .field("mode", &self.mode)
+            .field("default_buildpack", &self.default_buildpack)
+            .field(
+                "callback_password",
+                &self.callback_password.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -192,6 +208,7 @@ impl Default for StagingSettings {
         Self {
             mode: StagingMode::Immediate,
             default_buildpack: "binary_buildpack".to_owned(),
+            callback_password: None,
         }
     }
 }
@@ -419,6 +436,10 @@ mod tests {
             auth: AuthConfig {
                 hmac_secrets: vec!["s3cret-value".into()],
                 ..AuthConfig::default()
+            },
+            staging: StagingSettings {
+                callback_password: Some("s3cret-value".into()),
+                ..StagingSettings::default()
             },
             ..Settings::default()
         };

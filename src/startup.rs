@@ -88,6 +88,11 @@ impl Application {
                 )
                 .unwrap_or(usize::MAX),
                 packages_dir: settings.storage.data_dir.join("packages"),
+                staging_callback_password: settings
+                    .staging
+                    .callback_password
+                    .clone()
+                    .map(tally_http::Redacted),
             },
             verifier,
         });

@@ -465,3 +465,134 @@ async fn uploaded_bits_stage_on_start_and_restage_restarts() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_external_runtime_reports_staging_through_the_authenticated_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_in(
+        dir,
+        vec![
+            ("TALLY_STAGING__MODE".into(), "external".into()),
+            ("TALLY_STAGING__CALLBACK_PASSWORD".into(), "pw".into()),
+        ],
+    )
+    .await;
+    let space = space(&app).await;
+    let mut builds = Vec::new();
+    let mut paths = Vec::new();
+    for name in ["ok", "broken"] {
+        let (_, created) = send(
+            &app,
+            Method::POST,
+            "/v2/apps",
+            Some(json!({"name": name, "space_guid": space})),
+        )
+        .await;
+        let path = format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap());
+        let (status, _) = upload(&app, &format!("{path}/bits"), empty_zip(), "[]").await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, started) = send(&app, Method::PUT, &path, Some(json!({"state": "STARTED"}))).await;
+        assert_eq!(
+            started["entity"]["package_state"], "PENDING",
+            "staging is in flight"
+        );
+        builds.push(
+            started["entity"]["staging_task_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        paths.push(path);
+    }
+    let callback = |build: &str| {
+        format!(
+            "{}/internal/v3/staging/{build}/build_completed",
+            app.address
+        )
+    };
+    let success = json!({"result": {"lifecycle_metadata": {"detected_buildpack": "ruby_buildpack"},
+                                    "process_types": {"web": "bundle exec rackup"}}});
+    // No credential, a wrong one: refused, nothing changes.
+    let response = app
+        .client
+        .post(callback(&builds[0]))
+        .json(&success)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app
+        .client
+        .post(callback(&builds[0]))
+        .basic_auth("staging", Some("nope"))
+        .json(&success)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app
+        .client
+        .post(callback(&builds[0]))
+        .basic_auth("staging", Some("pw"))
+        .json(&success)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, staged) = send(&app, Method::GET, &paths[0], None).await;
+    assert_eq!(staged["entity"]["package_state"], "STAGED");
+    assert_eq!(staged["entity"]["detected_buildpack"], "ruby_buildpack");
+    assert_eq!(
+        staged["entity"]["detected_start_command"],
+        "bundle exec rackup"
+    );
+    // A second report for the same build is refused.
+    let response = app
+        .client
+        .post(callback(&builds[0]))
+        .basic_auth("staging", Some("pw"))
+        .json(&success)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let response = app
+        .client
+        .post(callback(&builds[1]))
+        .basic_auth("staging", Some("pw"))
+        .json(&json!({"failed": true, "error": {"id": "StagingError", "message": "no buildpack detected"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, failed) = send(&app, Method::GET, &paths[1], None).await;
+    assert_eq!(failed["entity"]["package_state"], "FAILED");
+    assert_eq!(failed["entity"]["state"], "STOPPED");
+    assert_eq!(failed["entity"]["staging_failed_reason"], "StagingError");
+    let unknown = app
+        .client
+        .post(callback("00000000-0000-0000-0000-0000000000ff"))
+        .basic_auth("staging", Some("pw"))
+        .json(&success)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let dir = app.stop().await;
+    let states: Vec<(String, String)> = usage_events(&dir.path().join("data"))
+        .into_iter()
+        .map(|(s, _, _, name)| (s, name))
+        .collect();
+    let of = |app: &str| -> Vec<&str> {
+        states
+            .iter()
+            .filter(|(_, n)| n == app || n.is_empty())
+            .map(|(s, _)| s.as_str())
+            .collect()
+    };
+    assert_eq!(
+        of("ok").iter().filter(|s| **s == "BUILDPACK_SET").count(),
+        1
+    );
+    assert!(of("broken").contains(&"STOPPED"));
+}

@@ -17,6 +17,7 @@ pub mod error;
 pub mod json;
 pub mod middleware;
 mod root;
+mod staging;
 pub mod v2;
 
 use std::sync::Arc;
@@ -39,6 +40,18 @@ pub struct HttpSettings {
     pub max_upload_bytes: usize,
     /// Where uploaded packages are stored (`<data_dir>/packages`).
     pub packages_dir: std::path::PathBuf,
+    /// The password of the staging callback (user `staging`); `None` refuses every callback.
+    pub staging_callback_password: Option<Redacted>,
+}
+
+/// A secret: shown as `[redacted]` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// What every handler shares.
@@ -63,6 +76,7 @@ pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) ->
     Router::new()
         .merge(root::router())
         .merge(v2::router(max_upload))
+        .merge(staging::router())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)

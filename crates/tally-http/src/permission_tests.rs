@@ -95,6 +95,7 @@ async fn service() -> Router {
             request_timeout: std::time::Duration::from_secs(60),
             max_upload_bytes: 1 << 20,
             packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
+            staging_callback_password: None,
         },
         verifier,
     }))

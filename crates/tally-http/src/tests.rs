@@ -39,6 +39,7 @@ fn state_with_timeout(request_timeout: std::time::Duration) -> Arc<AppState> {
             request_timeout,
             max_upload_bytes: 1 << 20,
             packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
+            staging_callback_password: None,
         },
         verifier,
     })

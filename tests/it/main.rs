@@ -7,6 +7,7 @@
 mod apps;
 mod cli;
 mod discovery;
+mod events;
 mod helpers;
 mod orgs;
 mod roles;

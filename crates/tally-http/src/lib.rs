@@ -19,6 +19,7 @@ pub mod middleware;
 mod root;
 mod staging;
 pub mod v2;
+pub mod v3;
 
 use std::sync::Arc;
 
@@ -76,6 +77,7 @@ pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) ->
     Router::new()
         .merge(root::router())
         .merge(v2::router(max_upload))
+        .merge(v3::router())
         .merge(staging::router())
         .merge(extra)
         .fallback(not_found)

@@ -24,6 +24,11 @@ const TARGET: &str = "5b1f7d6e-0000-4000-8000-00000000beef";
 /// An org with two spaces; `om` manages the org, `oa` audits it, `sm` manages SPACE, `dev`
 /// develops in it, `ou` is only an org user, TARGET is the org user the requests manage.
 async fn service() -> Router {
+    service_with_event().await.0
+}
+
+/// The service, and the guid of the audit event of the app's creation.
+async fn service_with_event() -> (Router, String) {
     let engine = Arc::new(
         Engine::start(
             Arc::new(MemLog::in_memory()),
@@ -87,7 +92,14 @@ async fn service() -> Router {
         ..auth::AuthSettings::default()
     })
     .unwrap();
-    router(Arc::new(AppState {
+    let view = engine.view();
+    let audit = engine.audit_after(&view, 0, 1000).await.unwrap();
+    let event = audit
+        .iter()
+        .find(|(_, e)| e.event_type == "audit.app.create")
+        .map(|(_, e)| e.guid.to_string())
+        .unwrap();
+    let app = router(Arc::new(AppState {
         engine,
         settings: HttpSettings {
             external_url: "http://api.example.org".into(),
@@ -98,7 +110,8 @@ async fn service() -> Router {
             staging_callback_password: None,
         },
         verifier,
-    }))
+    }));
+    (app, event)
 }
 
 fn token(user: &str, scopes: &[&str]) -> String {
@@ -294,6 +307,63 @@ fn table() -> Vec<(&'static str, String, [Cell; 12])> {
             app_404, app_404, app_404,
         ],
     ));
+    let found_10010 = Cell(404, Some(10010));
+    rows.push(("GET", "/v2/events".to_owned(), everyone));
+    rows.push((
+        "GET",
+        "/v2/events/{EVENT}".to_owned(),
+        [
+            MISSING, INVALID, OK, OK, OK, NOT_AUTH, NOT_AUTH, OK, NOT_AUTH, OK, NOT_AUTH, SCOPE,
+        ],
+    ));
+    rows.push((
+        "GET",
+        format!("/v2/events/{n}"),
+        unknown(Cell(404, Some(230002)), false),
+    ));
+    rows.push((
+        "GET",
+        "/v3/audit_events".to_owned(),
+        [
+            MISSING, INVALID, OK, OK, OK, OK, OK, OK, OK, OK, OK, NOT_AUTH,
+        ],
+    ));
+    rows.push((
+        "GET",
+        "/v3/audit_events/{EVENT}".to_owned(),
+        [
+            MISSING,
+            INVALID,
+            OK,
+            OK,
+            OK,
+            found_10010,
+            found_10010,
+            OK,
+            found_10010,
+            OK,
+            found_10010,
+            NOT_AUTH,
+        ],
+    ));
+    rows.push((
+        "GET",
+        format!("/v3/audit_events/{n}"),
+        [
+            MISSING,
+            INVALID,
+            found_10010,
+            found_10010,
+            found_10010,
+            found_10010,
+            found_10010,
+            found_10010,
+            found_10010,
+            found_10010,
+            found_10010,
+            NOT_AUTH,
+        ],
+    ));
     rows.push(("GET", "/v2/spaces".to_owned(), everyone));
     rows.push(("GET", format!("/v2/spaces/{s}"), space_read));
     rows.push(("GET", format!("/v2/spaces/{t}"), other_space_read));
@@ -415,7 +485,12 @@ async fn send(app: Router, method: &str, path: &str, authorization: Option<&str>
         .await
         .unwrap();
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let code = (status >= 400).then(|| json["code"].as_u64().unwrap_or(0) as u32);
+    let code = (status >= 400).then(|| {
+        json["code"]
+            .as_u64()
+            .or(json["errors"][0]["code"].as_u64())
+            .unwrap_or(0) as u32
+    });
     (Cell(status, code), json)
 }
 
@@ -433,7 +508,9 @@ async fn every_endpoint_answers_every_caller_as_the_table_says() {
                     format!("bearer {value}")
                 }
             });
-            let (got, body) = send(service().await, method, &path, header.as_deref()).await;
+            let (service, event) = service_with_event().await;
+            let path = path.replace("{EVENT}", &event);
+            let (got, body) = send(service, method, &path, header.as_deref()).await;
             cells += 1;
             if got != want {
                 wrong.push(format!(

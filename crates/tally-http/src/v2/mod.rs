@@ -9,6 +9,7 @@ use crate::{ApiError, AppState};
 pub mod app_body;
 mod apps;
 pub mod bits;
+pub(crate) mod events;
 mod orgs;
 pub mod paging;
 pub mod present;
@@ -25,6 +26,7 @@ pub(crate) fn router(max_upload_bytes: usize) -> Router<Arc<AppState>> {
     Router::new()
         .merge(bits)
         .merge(apps::router())
+        .merge(events::router())
         .merge(orgs::router())
         .merge(roles::router())
 }

@@ -19,6 +19,8 @@ pub struct Paging {
     pub q: Vec<String>,
     /// The `q` conditions.
     pub filter: Vec<crate::v2::query::Condition>,
+    /// `order-by`, when the collection accepts the one sent.
+    pub order_by: Option<String>,
 }
 
 /// CC's `renderer.default_results_per_page`.
@@ -38,12 +40,22 @@ pub fn bad_query(what: impl std::fmt::Display) -> ApiError {
 
 impl Paging {
     /// Parses a raw query string for a collection that filters on `q_keys`. Unknown parameters
-    /// are ignored (as CC does) except `order-by`, which no collection here sorts by. CC
+    /// are ignored (as CC does) except `order-by`, which this collection cannot sort by. CC
     /// answers a page below 1 or a non-number with a 500; tally says what is wrong with a 400.
     pub fn parse(
         query: Option<&str>,
         max_per_page: u64,
         q_keys: &[&str],
+    ) -> Result<Self, ApiError> {
+        Self::parse_ordered(query, max_per_page, q_keys, &[])
+    }
+
+    /// [`Paging::parse`] for a collection that accepts `order-by` with one of `order_keys`.
+    pub fn parse_ordered(
+        query: Option<&str>,
+        max_per_page: u64,
+        q_keys: &[&str],
+        order_keys: &[&str],
     ) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|_| bad_query("the query string is not URL-encoded"))?;
@@ -53,6 +65,7 @@ impl Paging {
             descending: false,
             q: Vec::new(),
             filter: Vec::new(),
+            order_by: None,
         };
         for (key, value) in pairs {
             match key.as_str() {
@@ -97,6 +110,9 @@ impl Paging {
                     }
                 }
                 "q" => paging.q.push(value),
+                "order-by" if order_keys.contains(&value.as_str()) => {
+                    paging.order_by = Some(value);
+                }
                 "order-by" => {
                     return Err(ApiError::new(
                         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,6 +150,9 @@ impl Paging {
                 ),
                 ("page", page.to_string()),
             ];
+            if let Some(order_by) = &self.order_by {
+                pairs.insert(0, ("order-by", order_by.clone()));
+            }
             pairs.extend(self.q.iter().map(|q| ("q", q.clone())));
             pairs.push(("results-per-page", self.per_page.to_string()));
             let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
@@ -163,6 +182,7 @@ mod tests {
                 descending: false,
                 q: Vec::new(),
                 filter: Vec::new(),
+                order_by: None,
             }
         );
         let p = Paging::parse(

@@ -1,0 +1,14 @@
+//! The v3 API (`/v3/...`).
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::AppState;
+
+mod audit_events;
+pub mod list;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new().merge(audit_events::router())
+}

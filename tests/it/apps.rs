@@ -206,10 +206,34 @@ async fn start_scale_stop_and_delete_emit_ccs_usage_events() {
     assert_eq!(shown["entity"]["instances"], 5);
     assert_eq!(shown["entity"]["name"], "renamed");
     assert_eq!(shown["entity"]["state"], "STARTED");
-    let (status, _) = send(&app, Method::DELETE, &path, None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    // `{}` bodies on GET and DELETE are accepted, as some clients send them.
+    let response = app
+        .request(Method::GET, &path, "admin", ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app
+        .request(Method::DELETE, &path, "admin", ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let (status, _) = send(&app, Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Deleting a stopped app bills nothing.
+    let (_, quiet) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(json!({"name": "quiet", "space_guid": space})),
+    )
+    .await;
+    let quiet = format!("/v2/apps/{}", quiet["metadata"]["guid"].as_str().unwrap());
+    let (status, _) = send(&app, Method::DELETE, &quiet, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let dir = app.stop().await;
     let events = usage_events(&dir.path().join("data"));
     let summary: Vec<(&str, Option<&str>, i64)> = events
@@ -233,6 +257,7 @@ async fn start_scale_stop_and_delete_emit_ccs_usage_events() {
         ]
     );
     assert_eq!(events[5].3, "renamed");
+    assert!(events.iter().all(|(_, _, _, name)| name != "quiet"));
 }
 
 #[tokio::test]

@@ -10,4 +10,5 @@ mod discovery;
 mod events;
 mod helpers;
 mod orgs;
+mod python_client;
 mod roles;

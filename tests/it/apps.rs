@@ -4,9 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{audit_types, spawn_app, usage_events, TestApp};
-
-const ADMIN: &[&str] = &["cloud_controller.admin"];
+use crate::helpers::{audit_types, spawn_app, usage_events, TestApp, ADMIN};
 
 async fn send(
     app: &TestApp,
@@ -14,14 +12,7 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = app.request(method, path, "admin", ADMIN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.admin(method, path, body).await
 }
 
 /// An org and a space; returns the space guid.

@@ -3,18 +3,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
-
-const ADMIN: &[&str] = &["cloud_controller.admin"];
+use crate::helpers::{spawn_app, TestApp, ADMIN};
 
 async fn get(app: &TestApp, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .request(Method::GET, path, "admin", ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.admin(Method::GET, path, None).await
 }
 
 async fn post(app: &TestApp, method: Method, path: &str, body: Value) -> Value {

@@ -173,3 +173,29 @@ pub fn audit_types(data_dir: &Path) -> Vec<String> {
         .map(|(_, a)| a.event_type)
         .collect()
 }
+
+/// Global admin scopes for [`TestApp::admin`].
+pub const ADMIN: &[&str] = &["cloud_controller.admin"];
+
+impl TestApp {
+    /// A request as a global admin, with an optional JSON body; the status and the JSON answer
+    /// (`null` when the body is not JSON).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.request(method, path, "admin", ADMIN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}

@@ -3,9 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
-
-const ADMIN: &[&str] = &["cloud_controller.admin"];
+use crate::helpers::{spawn_app, TestApp, ADMIN};
 
 async fn send(
     app: &TestApp,
@@ -13,14 +11,7 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = app.request(method, path, "admin", ADMIN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.admin(method, path, body).await
 }
 
 /// Follows `next_url` from `path` until it is null; returns every resource's name.

@@ -4,11 +4,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_in, write_history};
+use crate::helpers::{spawn_app_in, write_history, ADMIN};
 
 const ORG: &str = "00000000-0000-0000-0000-000000000001";
 const SPACE: &str = "00000000-0000-0000-0000-000000000002";
-const ADMIN: &[&str] = &["cloud_controller.admin"];
 
 #[tokio::test]
 async fn roles_given_over_http_survive_a_restart() {

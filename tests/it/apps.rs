@@ -526,35 +526,28 @@ async fn an_external_runtime_reports_staging_through_the_authenticated_callback(
             app.address
         )
     };
+    let report = |build: &str, password: Option<&'static str>, body: Value| {
+        let mut request = app.client.post(callback(build)).json(&body);
+        if let Some(password) = password {
+            request = request.basic_auth("staging", Some(password));
+        }
+        async move { request.send().await.unwrap().status() }
+    };
     let success = json!({"result": {"lifecycle_metadata": {"detected_buildpack": "ruby_buildpack"},
                                     "process_types": {"web": "bundle exec rackup"}}});
     // No credential, a wrong one: refused, nothing changes.
-    let response = app
-        .client
-        .post(callback(&builds[0]))
-        .json(&success)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = app
-        .client
-        .post(callback(&builds[0]))
-        .basic_auth("staging", Some("nope"))
-        .json(&success)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = app
-        .client
-        .post(callback(&builds[0]))
-        .basic_auth("staging", Some("pw"))
-        .json(&success)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        report(&builds[0], None, success.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        report(&builds[0], Some("nope"), success.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        report(&builds[0], Some("pw"), success.clone()).await,
+        StatusCode::OK
+    );
     let (_, staged) = send(&app, Method::GET, &paths[0], None).await;
     assert_eq!(staged["entity"]["package_state"], "STAGED");
     assert_eq!(staged["entity"]["detected_buildpack"], "ruby_buildpack");
@@ -563,37 +556,24 @@ async fn an_external_runtime_reports_staging_through_the_authenticated_callback(
         "bundle exec rackup"
     );
     // A second report for the same build is refused.
-    let response = app
-        .client
-        .post(callback(&builds[0]))
-        .basic_auth("staging", Some("pw"))
-        .json(&success)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let response = app
-        .client
-        .post(callback(&builds[1]))
-        .basic_auth("staging", Some("pw"))
-        .json(&json!({"failed": true, "error": {"id": "StagingError", "message": "no buildpack detected"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        report(&builds[0], Some("pw"), success.clone()).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(report(&builds[1], Some("pw"), json!({"failed": true, "error": {"id": "StagingError", "message": "no buildpack detected"}})).await, StatusCode::OK);
     let (_, failed) = send(&app, Method::GET, &paths[1], None).await;
     assert_eq!(failed["entity"]["package_state"], "FAILED");
     assert_eq!(failed["entity"]["state"], "STOPPED");
     assert_eq!(failed["entity"]["staging_failed_reason"], "StagingError");
-    let unknown = app
-        .client
-        .post(callback("00000000-0000-0000-0000-0000000000ff"))
-        .basic_auth("staging", Some("pw"))
-        .json(&success)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        report(
+            "00000000-0000-0000-0000-0000000000ff",
+            Some("pw"),
+            success.clone()
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
     let dir = app.stop().await;
     let states: Vec<(String, String)> = usage_events(&dir.path().join("data"))
         .into_iter()

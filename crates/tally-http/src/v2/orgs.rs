@@ -143,8 +143,9 @@ async fn rename_org(
     Path(guid): Path<String>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    let target = org_guid(&state.engine.view().state, &guid);
-    access::org_write(caller.subject(), &state.engine.view().state, target, false)
+    let before = state.engine.view();
+    let target = org_guid(&before.state, &guid);
+    access::org_write(caller.subject(), &before.state, target, false)
         .map_err(|d| deny(d, || org_not_found(&guid)))?;
     let target = target.ok_or_else(|| org_not_found(&guid))?;
     if let Some(name) = body.name {
@@ -265,8 +266,9 @@ async fn rename_space(
     Path(guid): Path<String>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    let target = space_guid(&state.engine.view().state, &guid);
-    access::space_manage(caller.subject(), &state.engine.view().state, target, false)
+    let before = state.engine.view();
+    let target = space_guid(&before.state, &guid);
+    access::space_manage(caller.subject(), &before.state, target, false)
         .map_err(|d| deny(d, || space_not_found(&guid)))?;
     let target = target.ok_or_else(|| space_not_found(&guid))?;
     if let Some(name) = body.name {

@@ -23,13 +23,14 @@ pub fn run(data_dir: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<bool
     if let Some(meta) = &report.meta {
         writeln!(
             out,
-            "head {} epoch {} log_start {} checkpoint {}; {} entity records, {} usage events, {} audit events, {} table rows",
+            "head {} epoch {} log_start {} checkpoint {}; {} entity records, {} usage events ({} pruned), {} audit events, {} table rows",
             meta.head,
             meta.epoch,
             meta.log_start,
             meta.checkpoint,
             report.entity_records,
             report.usage_events,
+            report.pruned_usage_events,
             report.audit_events,
             report.table_rows
         )?;

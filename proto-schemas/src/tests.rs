@@ -238,6 +238,17 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "record_usage_pruned",
+            record(
+                18,
+                RecordBodyV1::UsagePruned(UsagePrunedV1 {
+                    guid: guid(3),
+                    created_at: 1_700_000_000_000_000,
+                    cutoff: 1_702_678_400_000_000,
+                }),
+            ),
+        ),
+        (
             "row_members",
             envelope(&TableRowV1::Members(members())).unwrap(),
         ),

@@ -83,6 +83,9 @@ pub enum RecordBodyV1 {
     RoleRevoked(MembershipV1),
     /// tag 13: an audit event whose actee is not a guid (a user id such as a UAA client id).
     AuditTextActee(AuditTextActeeV1),
+    /// tag 14: a usage event removed by retention. It keeps its position (the log stays
+    /// dense) and enough to tell a consumer whose cursor points here what happened.
+    UsagePruned(UsagePrunedV1),
 }
 
 /// A row of the persisted app table.
@@ -376,6 +379,17 @@ pub struct AuditTextActeeV1 {
     pub event: AuditEventV1,
     /// actee id
     pub actee: String,
+}
+
+/// What is left of a usage event that retention removed.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct UsagePrunedV1 {
+    /// The event's guid.
+    pub guid: GuidV1,
+    /// When the event was written (µs).
+    pub created_at: i64,
+    /// The cutoff of the prune that removed it (µs): events older than this were pruned.
+    pub cutoff: i64,
 }
 
 /// The reseeded usage events of an epoch: app guid and sequence number, sorted by guid.

@@ -12,9 +12,9 @@
 //! - `writer`: the writer thread (group commit, checkpoints, purge, compaction).
 //! - [`EngineError`]: the engine's one error type.
 
+pub mod usage;
 mod writer;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,8 +24,10 @@ use tally_domain::{
     event_guid_seq, DomainConfig, DomainError, Envelope, Event, Guid, IdGen, Seq, State, Timestamp,
     UsageEvent,
 };
-use tally_store::{LogStore, Meta, StoreError};
+use tally_store::{LogStore, Meta, StoreError, UsageSlot};
+
 use tokio::sync::{mpsc, oneshot, watch};
+pub use usage::{ReseedIndex, Selection, UsageIndex, UsageQuery};
 
 /// Where time comes from.
 pub trait Clock: Send + 'static {
@@ -109,9 +111,6 @@ impl From<StoreError> for EngineError {
     }
 }
 
-/// Where the reseeded events of the current epoch are: app guid → sequence number.
-pub type ReseedIndex = HashMap<Guid, Seq>;
-
 /// The durable state readers see: the table and the meta as of the last fsynced commit.
 #[derive(Debug, Clone)]
 pub struct View {
@@ -121,6 +120,15 @@ pub struct View {
     pub meta: Meta,
     /// The reseeded events of the current epoch (their guids are app guids).
     pub reseeded: Arc<ReseedIndex>,
+    /// The reachable usage events up to the head: position and time of each.
+    pub usage: UsageIndex,
+}
+
+impl View {
+    /// The first position after the reseeded block that opens the epoch.
+    pub fn reseed_end(&self) -> Seq {
+        self.meta.usage_floor + self.meta.reseeded
+    }
 }
 
 /// What a committed command wrote.
@@ -157,6 +165,13 @@ pub enum Cursor {
         /// When it began.
         since: Option<Timestamp>,
     },
+    /// Retention removed the event.
+    Pruned {
+        /// When the event was written.
+        created_at: Timestamp,
+        /// The prune removed events written before this.
+        cutoff: Timestamp,
+    },
     /// No such event.
     Unknown,
 }
@@ -167,6 +182,12 @@ pub(crate) enum Request {
         oneshot::Sender<Result<Committed, EngineError>>,
     ),
     Purge(oneshot::Sender<Result<Purged, EngineError>>),
+    /// Retention replaced these events of this epoch by tombstones: drop them from the index.
+    Pruned {
+        epoch: u64,
+        seqs: Vec<Seq>,
+        done: oneshot::Sender<()>,
+    },
     Shutdown(oneshot::Sender<()>),
     /// Test support: stop at once, skipping the final checkpoint (what a crash leaves).
     #[cfg(test)]
@@ -198,23 +219,20 @@ impl Engine {
             "log recovered"
         );
         let meta = &recovered.meta;
-        let reseeded: ReseedIndex = store.reseed_index(meta.epoch)?.into_iter().collect();
-        let reseeded = Arc::new(reseeded);
+        let reseeded = Arc::new(ReseedIndex::new(store.reseed_index(meta.epoch)?));
+        let usage: UsageIndex = store
+            .usage_positions(meta.usage_floor, meta.head)?
+            .into_iter()
+            .map(|(seq, at)| (seq, at.timestamp_micros()))
+            .collect();
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
         let (publish, view) = watch::channel(Arc::new(View {
             state: recovered.state.clone(),
             meta: recovered.meta.clone(),
-            reseeded: reseeded.clone(),
-        }));
-        let writer = writer::Writer::new(
-            store.clone(),
-            config,
-            clock,
-            ids,
-            recovered,
             reseeded,
-            publish,
-        );
+            usage,
+        }));
+        let writer = writer::Writer::new(store.clone(), config, clock, ids, recovered, publish);
         let handle = std::thread::Builder::new()
             .name("tally-writer".to_owned())
             .spawn(move || writer.run(requests))
@@ -345,47 +363,147 @@ impl Engine {
         view: &View,
         guid: Guid,
     ) -> Result<Option<(Seq, UsageEvent)>, EngineError> {
-        let Cursor::At(seq) = self.cursor(view, guid).await? else {
+        let Some(seq) = self.usage_seq(view, guid) else {
             return Ok(None);
         };
         let store = self.store.clone();
         let found = blocking(move || store.usage_at(seq)).await?;
-        Ok(found
-            .filter(|event| event.guid == guid)
-            .map(|event| (seq, event)))
+        Ok(match found {
+            Some(UsageSlot::Event(event)) if event.guid == guid => Some((seq, event)),
+            _ => None,
+        })
+    }
+
+    /// Where the event with this guid would be in the view's epoch, if anywhere.
+    fn usage_seq(&self, view: &View, guid: Guid) -> Option<Seq> {
+        view.reseeded
+            .get(&guid)
+            .or_else(|| event_guid_seq(guid))
+            .filter(|seq| (view.meta.usage_floor..=view.meta.head).contains(seq))
     }
 
     /// Resolves an `after_guid` cursor against a view. Event guids carry their sequence number,
-    /// so a purged event is told apart from one that never existed without any index; the
-    /// reseeded events of the current epoch (whose guids are app guids) are found in the view.
+    /// so a purged or pruned event is told apart from one that never existed without any
+    /// index; the reseeded events of the current epoch (whose guids are app guids) are found
+    /// in the view.
     pub async fn cursor(&self, view: &View, guid: Guid) -> Result<Cursor, EngineError> {
         let meta = &view.meta;
-        if let Some(seq) = view.reseeded.get(&guid) {
-            return Ok(Cursor::At(*seq));
-        }
         let purged = Cursor::Purged {
             epoch: meta.epoch,
             since: meta.epoch_started_at,
         };
-        let Some(seq) = event_guid_seq(guid) else {
-            // An app guid used as a cursor points at a reseeded event of an earlier epoch.
-            let was_reseeded = meta.epoch > 1 && view.state.app(guid).is_some();
-            return Ok(if was_reseeded {
-                purged
-            } else {
-                Cursor::Unknown
+        if let Some(seq) = self.usage_seq(view, guid) {
+            let store = self.store.clone();
+            let found = blocking(move || store.usage_at(seq)).await?;
+            return Ok(match found {
+                Some(UsageSlot::Event(event)) if event.guid == guid => Cursor::At(seq),
+                Some(UsageSlot::Pruned(p)) if p.guid == guid => Cursor::Pruned {
+                    created_at: p.created_at,
+                    cutoff: p.cutoff,
+                },
+                _ => Cursor::Unknown,
             });
-        };
-        if seq > meta.head {
-            return Ok(Cursor::Unknown);
         }
-        let store = self.store.clone();
-        let found = blocking(move || store.usage_at(seq)).await?;
-        Ok(match found {
-            Some(event) if event.guid == guid && seq >= meta.usage_floor => Cursor::At(seq),
-            _ if seq < meta.usage_floor => purged,
-            _ => Cursor::Unknown,
+        Ok(match event_guid_seq(guid) {
+            Some(seq) if seq < meta.usage_floor => purged,
+            Some(_) => Cursor::Unknown,
+            // An app guid used as a cursor points at a reseeded event of an earlier epoch.
+            None if meta.epoch > 1 && view.state.app(guid).is_some() => purged,
+            None => Cursor::Unknown,
         })
+    }
+
+    /// A page of usage events: how many the query selects, and the page's events in order.
+    pub async fn usage_page(
+        &self,
+        view: &View,
+        query: &UsageQuery<'_>,
+    ) -> Result<(u64, Vec<(Seq, UsageEvent)>), EngineError> {
+        let selection = usage::select(&view.usage, &view.reseeded, view.reseed_end(), query);
+        let seqs: Vec<Seq> = selection
+            .page
+            .iter()
+            .filter_map(|i| view.usage.get(*i).map(|(seq, _)| *seq))
+            .collect();
+        let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return Ok((selection.total, Vec::new()));
+        };
+        // One ordered read when the page is dense in the log, else one read per event.
+        let span = match (
+            usage::position(&view.usage, low),
+            usage::position(&view.usage, high),
+        ) {
+            (Some(a), Some(b)) => b - a + 1,
+            _ => usize::MAX,
+        };
+        let store = self.store.clone();
+        let wanted = seqs.clone();
+        let mut found: std::collections::HashMap<Seq, UsageEvent> = blocking(move || {
+            if span <= wanted.len().saturating_mul(2).saturating_add(64) {
+                Ok(store.usage_range(low, high, span)?.into_iter().collect())
+            } else {
+                let mut out = std::collections::HashMap::new();
+                for seq in wanted {
+                    if let Some(UsageSlot::Event(event)) = store.usage_at(seq)? {
+                        out.insert(seq, event);
+                    }
+                }
+                Ok(out)
+            }
+        })
+        .await?;
+        // An event pruned since the view was published is simply left out.
+        let events = seqs
+            .into_iter()
+            .filter_map(|seq| found.remove(&seq).map(|event| (seq, event)))
+            .collect();
+        Ok((selection.total, events))
+    }
+
+    /// Retention: replaces every usage event written before `cutoff` by a tombstone, except
+    /// the newest event and the latest STARTED event of every process that is still started.
+    /// Runs beside the writer, which waits for at most one small step at a time. Returns how
+    /// many events it removed.
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, EngineError> {
+        let view = self.view();
+        let store = self.store.clone();
+        let epoch = view.meta.epoch;
+        let plan_view = view.clone();
+        let seqs = blocking(move || {
+            let view = plan_view;
+            let mut events = Vec::new();
+            let mut from = view.meta.usage_floor;
+            loop {
+                let chunk = store.usage_range(from, view.meta.head, PRUNE_READ_CHUNK)?;
+                let Some(&(last, _)) = chunk.last() else {
+                    break;
+                };
+                events.extend(chunk);
+                from = last + 1;
+            }
+            let seqs = usage::prunable(&view.usage, events, &view.state, cutoff);
+            let mut removed = Vec::with_capacity(seqs.len());
+            for step in seqs.chunks(PRUNE_STEP) {
+                if store.prune(epoch, step, cutoff)? == 0 {
+                    // A purge started a new epoch: everything planned is unreachable anyway.
+                    break;
+                }
+                removed.extend_from_slice(step);
+            }
+            Ok(removed)
+        })
+        .await?;
+        let count = seqs.len();
+        if count > 0 {
+            let (done, finished) = oneshot::channel();
+            self.queue
+                .send(Request::Pruned { epoch, seqs, done })
+                .await
+                .map_err(|_| EngineError::Stopped)?;
+            let _ = finished.await;
+            tracing::info!(pruned = count, %cutoff, epoch, "usage events pruned");
+        }
+        Ok(count)
     }
 
     /// Audit events after `after` (exclusive), up to the durable head.
@@ -422,6 +540,11 @@ impl Engine {
         self.store.size_on_disk()
     }
 }
+
+/// Usage events read per step while planning a prune.
+const PRUNE_READ_CHUNK: usize = 8192;
+/// Usage events replaced per store step while pruning (the writer waits for at most one step).
+const PRUNE_STEP: usize = 512;
 
 /// Runs a store read off the async runtime.
 async fn blocking<T: Send + 'static>(

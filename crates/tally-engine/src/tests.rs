@@ -138,8 +138,14 @@ impl LogStore for GatedStore {
     ) -> Result<Vec<(Seq, UsageEvent)>, StoreError> {
         self.inner.usage_range_rev(f, u, l)
     }
-    fn usage_at(&self, seq: Seq) -> Result<Option<UsageEvent>, StoreError> {
+    fn usage_at(&self, seq: Seq) -> Result<Option<UsageSlot>, StoreError> {
         self.inner.usage_at(seq)
+    }
+    fn usage_positions(&self, f: Seq, u: Seq) -> Result<Vec<(Seq, Timestamp)>, StoreError> {
+        self.inner.usage_positions(f, u)
+    }
+    fn prune(&self, epoch: u64, seqs: &[Seq], cutoff: Timestamp) -> Result<usize, StoreError> {
+        self.inner.prune(epoch, seqs, cutoff)
     }
     fn reseed_index(&self, epoch: u64) -> Result<Vec<(Guid, Seq)>, StoreError> {
         self.inner.reseed_index(epoch)
@@ -659,4 +665,216 @@ async fn fuzzy_checkpoint_rounds_recover_exactly_when_cut_short() {
     engine.shutdown().await;
     let recovered = store.recover().unwrap();
     assert_eq!((recovered.state, recovered.replayed), (expected, 0));
+}
+
+/// A clock the test moves.
+#[derive(Clone)]
+struct ManualClock(Arc<Mutex<Timestamp>>);
+
+impl Clock for ManualClock {
+    fn now(&mut self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn day(n: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp(1_700_000_000 + n * 86_400, 0).unwrap()
+}
+
+fn all_events(query_after: Option<Seq>) -> UsageQuery<'static> {
+    UsageQuery {
+        after: query_after,
+        guids: None,
+        created: None,
+        by_created_at: false,
+        descending: false,
+        offset: 0,
+        limit: 1000,
+    }
+}
+
+#[tokio::test]
+async fn prune_keeps_the_newest_event_and_the_start_of_every_running_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let clock = ManualClock(Arc::new(Mutex::new(day(0))));
+    let open = |clock: ManualClock| {
+        let store: Arc<dyn LogStore> =
+            Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap());
+        let engine = Arc::new(
+            Engine::start(
+                store.clone(),
+                EngineConfig::default(),
+                Box::new(clock),
+                Box::new(RandomIds),
+            )
+            .unwrap(),
+        );
+        (store, engine)
+    };
+    let (store, engine) = open(clock.clone());
+    setup(&engine, 3).await;
+    let mut written = Vec::new();
+    for command in [
+        set_state(0, true), // app 0 started ...
+        scale(0, 2),        // ... and scaled: only this STARTED event must stay
+        set_state(1, true), // app 1 started long ago and still running: kept
+        set_state(2, true), // app 2 started and stopped: both go ...
+        set_state(2, false),
+    ] {
+        written.extend(engine.submit(command).await.unwrap().records);
+    }
+    // Starting a docker app also stages it (STAGING_* and BUILDPACK_SET events).
+    let usage: Vec<(Seq, UsageEvent)> = written
+        .into_iter()
+        .filter_map(|(seq, e)| match e {
+            Event::UsageRecorded(u) => Some((seq, u)),
+            _ => None,
+        })
+        .collect();
+    let process = |wanted: UsageState, n: u64| -> Vec<(Seq, Guid)> {
+        usage
+            .iter()
+            .filter(|(_, u)| u.state == wanted && u.app_guid == app_guid(n).to_string())
+            .map(|(seq, u)| (*seq, u.guid))
+            .collect()
+    };
+    let (starts0, starts1) = (
+        process(UsageState::Started, 0),
+        process(UsageState::Started, 1),
+    );
+    let (starts2, stops2) = (
+        process(UsageState::Started, 2),
+        process(UsageState::Stopped, 2),
+    );
+    assert_eq!(
+        (starts0.len(), starts1.len(), starts2.len(), stops2.len()),
+        (2, 1, 1, 1)
+    );
+    *clock.0.lock().unwrap() = day(40);
+    // Kept: app 0's scale, app 1's start, and the newest event of the epoch (app 2's stop).
+    let pruned = engine.prune(day(9)).await.unwrap();
+    assert_eq!(pruned, usage.len() - 3);
+    let view = engine.view();
+    let (total, events) = engine.usage_page(&view, &all_events(None)).await.unwrap();
+    let kept: Vec<Guid> = events.iter().map(|(_, e)| e.guid).collect();
+    assert_eq!(total, 3);
+    assert_eq!(kept, vec![starts0[1].1, starts1[0].1, stops2[0].1]);
+    let expected = Cursor::Pruned {
+        created_at: usage
+            .iter()
+            .find(|(s, _)| *s == starts0[0].0)
+            .unwrap()
+            .1
+            .created_at,
+        cutoff: day(9),
+    };
+    assert_eq!(engine.cursor(&view, starts0[0].1).await.unwrap(), expected);
+    assert!(engine
+        .usage_event(&view, starts2[0].1)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        engine.cursor(&view, starts1[0].1).await.unwrap(),
+        Cursor::At(starts1[0].0)
+    );
+    // Pruning again removes nothing more; a later event makes app 2's stop prunable.
+    assert_eq!(engine.prune(day(9)).await.unwrap(), 0);
+    engine.submit(scale(1, 3)).await.unwrap();
+    assert_eq!(
+        engine.prune(day(9)).await.unwrap(),
+        2,
+        "app 1's old start and app 2's stop"
+    );
+    let view = engine.view();
+    assert_eq!(view.usage.len(), 2);
+    engine.shutdown().await;
+    drop(engine);
+    assert!(store.verify().unwrap().problems.is_empty());
+    drop(store);
+    // After a restart the index and the cursors say the same.
+    let (store, engine) = open(clock.clone());
+    let view = engine.view();
+    assert_eq!(view.usage.len(), 2);
+    let (total, _) = engine.usage_page(&view, &all_events(None)).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(engine.cursor(&view, starts0[0].1).await.unwrap(), expected);
+    assert_eq!(
+        store.verify().unwrap().pruned_usage_events,
+        usage.len() as u64 - 1
+    );
+}
+
+#[test]
+fn usage_queries_count_page_and_order_like_cloud_controller() {
+    use crate::usage::{select, ReseedIndex};
+    // A reseeded block at 10..=12 whose guids sort the other way round, then live events.
+    let reseeded = ReseedIndex::new(vec![
+        (Guid::from_u128(3), 10),
+        (Guid::from_u128(2), 11),
+        (Guid::from_u128(1), 12),
+    ]);
+    let index: UsageIndex = [(10, 5), (11, 5), (12, 5), (14, 6), (16, 7), (17, 8)]
+        .into_iter()
+        .collect();
+    let query = |after, by_created_at, descending, offset, limit| UsageQuery {
+        after,
+        guids: None,
+        created: None,
+        by_created_at,
+        descending,
+        offset,
+        limit,
+    };
+    let pick = |q: &UsageQuery<'_>| {
+        let s = select(&index, &reseeded, 13, q);
+        let seqs: Vec<Seq> = s.page.iter().map(|i| index[*i].0).collect();
+        (s.total, seqs)
+    };
+    assert_eq!(pick(&query(None, false, false, 0, 2)), (6, vec![10, 11]));
+    assert_eq!(pick(&query(None, false, false, 5, 2)), (6, vec![17]));
+    assert_eq!(pick(&query(None, false, false, 6, 2)), (6, vec![]));
+    assert_eq!(
+        pick(&query(Some(11), false, false, 0, 9)),
+        (4, vec![12, 14, 16, 17])
+    );
+    assert_eq!(
+        pick(&query(Some(13), false, false, 0, 9)),
+        (3, vec![14, 16, 17])
+    );
+    assert_eq!(pick(&query(Some(17), false, false, 0, 9)), (0, vec![]));
+    assert_eq!(pick(&query(None, false, true, 1, 2)), (6, vec![16, 14]));
+    assert_eq!(pick(&query(Some(14), false, true, 0, 9)), (2, vec![17, 16]));
+    // created_at order: the reseeded block by guid, then the log.
+    assert_eq!(
+        pick(&query(None, true, false, 0, 9)),
+        (6, vec![12, 11, 10, 14, 16, 17])
+    );
+    assert_eq!(
+        pick(&query(Some(10), true, false, 0, 3)),
+        (5, vec![12, 11, 14])
+    );
+    assert_eq!(
+        pick(&query(None, true, true, 0, 9)),
+        (6, vec![17, 16, 14, 10, 11, 12])
+    );
+    // guids: reseeded and stamped guids alike; unknown and earlier ones drop out.
+    let wanted = [
+        event_guid(16, Guid::from_u128(9)),
+        Guid::from_u128(2),
+        event_guid(15, Guid::from_u128(9)),
+        Guid::from_u128(3),
+    ];
+    let q = UsageQuery {
+        guids: Some(&wanted),
+        ..query(Some(10), false, false, 0, 9)
+    };
+    assert_eq!(pick(&q), (2, vec![11, 16]));
+    let late = |at: Timestamp| at.timestamp_micros() >= 7;
+    let q = UsageQuery {
+        created: Some(&late),
+        ..query(None, false, true, 0, 9)
+    };
+    assert_eq!(pick(&q), (2, vec![17, 16]));
 }

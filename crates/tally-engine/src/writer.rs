@@ -28,7 +28,9 @@ use tally_store::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex, View};
+use crate::{
+    Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex, UsageIndex, View,
+};
 
 pub(crate) struct Writer {
     store: Arc<dyn LogStore>,
@@ -48,6 +50,8 @@ pub(crate) struct Writer {
     /// Group commits since the last truncation step (under load, one step every few groups).
     groups_since_truncation_step: u32,
     reseeded: Arc<ReseedIndex>,
+    /// The reachable usage events, published with every view.
+    usage: UsageIndex,
     publish: watch::Sender<Arc<View>>,
     /// Set when stopped without a final checkpoint (tests simulating a crash).
     abandoned: bool,
@@ -62,9 +66,9 @@ impl Writer {
         clock: Box<dyn Clock>,
         ids: Box<dyn IdGen + Send>,
         recovered: Recovered,
-        reseeded: Arc<ReseedIndex>,
         publish: watch::Sender<Arc<View>>,
     ) -> Self {
+        let first = publish.borrow().clone();
         Self {
             store,
             config,
@@ -78,18 +82,21 @@ impl Writer {
             round: None,
             truncation: None,
             groups_since_truncation_step: 0,
-            reseeded,
+            reseeded: first.reseeded.clone(),
+            usage: first.usage.clone(),
             publish,
             abandoned: false,
         }
     }
 
-    /// Time never goes backwards inside the log, so `created_at` order agrees with log order;
-    /// and it has the log's precision (microseconds), so what is in memory equals what is on disk.
+    /// Time moves forward from commit to commit inside the log (by a microsecond when the
+    /// clock did not), so `created_at` order agrees with log order and no later commit shares
+    /// the timestamp of a purge's reseeded events; and it has the log's precision
+    /// (microseconds), so what is in memory equals what is on disk.
     fn now(&mut self) -> Timestamp {
         let now = self.clock.now().trunc_subsecs(6);
         let now = match self.last_now {
-            Some(last) if last > now => last,
+            Some(last) if last >= now => last + chrono::Duration::microseconds(1),
             _ => now,
         };
         self.last_now = Some(now);
@@ -154,6 +161,14 @@ impl Writer {
                 Request::Purge(reply) => {
                     self.commit_commands(std::mem::take(&mut pending));
                     let _ = reply.send(self.purge());
+                }
+                Request::Pruned { epoch, seqs, done } => {
+                    if epoch == self.meta.epoch {
+                        let gone: std::collections::HashSet<Seq> = seqs.into_iter().collect();
+                        self.usage.retain(|(seq, _)| !gone.contains(seq));
+                        self.publish_view();
+                    }
+                    let _ = done.send(());
                 }
                 #[cfg(test)]
                 Request::Abandon(done) => {
@@ -255,6 +270,12 @@ impl Writer {
             Ok(()) => {
                 self.meta = meta;
                 self.advance_round(slice_end);
+                for (seq, event) in &commit.records {
+                    if let Event::UsageRecorded(u) = event {
+                        self.usage
+                            .push_back((*seq, u.created_at.timestamp_micros()));
+                    }
+                }
                 self.publish_view();
                 let head = self.meta.head;
                 let mut records = commit.records;
@@ -286,6 +307,20 @@ impl Writer {
                 self.state = recovered.state;
                 self.meta = recovered.meta;
                 self.dirty.extend(recovered.touched);
+                match self
+                    .store
+                    .usage_positions(self.meta.usage_floor, self.meta.head)
+                {
+                    Ok(positions) => {
+                        self.usage = positions
+                            .into_iter()
+                            .map(|(seq, at)| (seq, at.timestamp_micros()))
+                            .collect();
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot re-read the usage index after a failed write")
+                    }
+                }
                 self.publish_view();
             }
             Err(error) => tracing::error!(%error, "cannot re-read the log after a failed write"),
@@ -371,10 +406,19 @@ impl Writer {
             reseeded: count as u64,
             ..self.meta.clone()
         };
-        let index: ReseedIndex = records
+        let index = ReseedIndex::new(
+            records
+                .iter()
+                .filter_map(|(seq, event)| match event {
+                    Event::UsageRecorded(u) => Some((u.guid, *seq)),
+                    _ => None,
+                })
+                .collect(),
+        );
+        let usage: UsageIndex = records
             .iter()
             .filter_map(|(seq, event)| match event {
-                Event::UsageRecorded(u) => Some((u.guid, *seq)),
+                Event::UsageRecorded(u) => Some((*seq, u.created_at.timestamp_micros())),
                 _ => None,
             })
             .collect();
@@ -388,6 +432,7 @@ impl Writer {
             Ok(()) => {
                 self.meta = meta;
                 self.reseeded = Arc::new(index);
+                self.usage = usage;
                 self.compaction_pending = true;
                 self.publish_view();
                 self.start_truncation();
@@ -515,6 +560,7 @@ impl Writer {
             state: self.state.clone(),
             meta: self.meta.clone(),
             reseeded: self.reseeded.clone(),
+            usage: self.usage.clone(),
         }));
     }
 }

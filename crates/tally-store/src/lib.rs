@@ -50,6 +50,28 @@ pub enum StoreError {
     Encode(String),
 }
 
+/// What retention left of a usage event: its guid, when it was written, and the cutoff of the
+/// prune that removed it. It keeps the event's position, so the log stays dense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrunedUsage {
+    /// The event's guid.
+    pub guid: Guid,
+    /// When the event was written.
+    pub created_at: Timestamp,
+    /// Events written before this were pruned.
+    pub cutoff: Timestamp,
+}
+
+/// A position of the usage stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived values, read one at a time
+pub enum UsageSlot {
+    /// The event.
+    Event(UsageEvent),
+    /// Retention removed it.
+    Pruned(PrunedUsage),
+}
+
 /// The store's bookkeeping, written atomically with every commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
@@ -254,6 +276,8 @@ pub struct VerifyReport {
     pub entity_records: u64,
     /// Reachable usage events checked.
     pub usage_events: u64,
+    /// Usage events retention removed (their positions remain).
+    pub pruned_usage_events: u64,
     /// Audit events checked.
     pub audit_events: u64,
     /// Table rows checked.
@@ -303,8 +327,19 @@ pub trait LogStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Seq, UsageEvent)>, StoreError>;
 
-    /// The usage event at `seq`, if there is one.
-    fn usage_at(&self, seq: Seq) -> Result<Option<UsageEvent>, StoreError>;
+    /// What the usage stream holds at `seq`: an event, what retention left of one, or nothing.
+    fn usage_at(&self, seq: Seq) -> Result<Option<UsageSlot>, StoreError>;
+
+    /// The sequence numbers and times of the usage events (not the pruned ones) with
+    /// `from <= seq <= upto`, in order: what the engine's in-memory usage index is built from.
+    fn usage_positions(&self, from: Seq, upto: Seq) -> Result<Vec<(Seq, Timestamp)>, StoreError>;
+
+    /// Retention: replaces the usage events at `seqs` (ascending) by [`PrunedUsage`] records
+    /// naming `cutoff`, a few blocks at a time. Does nothing and returns 0 unless `epoch` is the
+    /// current epoch; positions below the usage floor, beyond the head or not holding a usage
+    /// event are skipped. Returns how many events it replaced. Not fsynced: after a crash the
+    /// events are simply still there (the next commit's fsync makes it durable).
+    fn prune(&self, epoch: u64, seqs: &[Seq], cutoff: Timestamp) -> Result<usize, StoreError>;
 
     /// Audit events with `from <= seq <= upto`, in order, at most `limit`.
     fn audit_range(

@@ -7,15 +7,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use proto_schemas::v1::{
     BlockV1, LogRecordV1, MetaV1, RecordBodyV1, ReseedIndexV1, SnapshotChunkV1, TableBucketV1,
+    UsagePrunedV1,
 };
 use tally_domain::audit::AuditEvent;
-use tally_domain::{event_guid_seq, Event, Guid, Seq, State, UsageEvent};
+use tally_domain::{event_guid_seq, Event, Guid, Seq, State, Timestamp, UsageEvent};
 
 use crate::backend::{Backend, MemBackend, Op, SledBackend, SledOptions};
 use crate::keys::*;
-use crate::mapping::{event_from, event_to, micros, row_from, row_to, time};
+use crate::mapping::{event_from, event_to, micros, pruned_from, row_from, row_to, time};
 use crate::{
-    Commit, LogStore, Meta, Recovered, StoreError, TableRow, VerifyReport, SNAPSHOT_CHUNKS,
+    Commit, LogStore, Meta, PrunedUsage, Recovered, StoreError, TableRow, UsageSlot, VerifyReport,
+    SNAPSHOT_CHUNKS,
 };
 
 /// Records per block: values of at most ~100 KiB, below the size where sled keeps a value out of
@@ -95,18 +97,33 @@ fn read_meta<B: Backend>(backend: &B) -> Result<Option<Meta>, StoreError> {
     }
 }
 
-/// Decodes the block stored under `key`: its records must be non-empty, of the key's stream,
-/// strictly increasing and start at the key's sequence number.
-fn decode_block(prefix: u8, key: &[u8], value: &[u8]) -> Result<Vec<(Seq, Event)>, StoreError> {
+/// One decoded record of a block: a fact, or what retention left of a usage event.
+#[allow(clippy::large_enum_variant)] // short-lived values, read one at a time
+pub(crate) enum Entry {
+    /// A log record.
+    Event(Event),
+    /// A pruned usage event (usage stream only).
+    Pruned(PrunedUsage),
+}
+
+/// Decodes the raw block stored under `key`.
+fn open_block(prefix: u8, key: &[u8], value: &[u8]) -> Result<(Seq, BlockV1), StoreError> {
     let first = seq_of(key).ok_or_else(|| {
         corrupt(
             format!("{} key {key:?}", kind_name(prefix)),
             "malformed key",
         )
     })?;
-    let position = |seq: Seq| format!("{} seq {seq}", kind_name(prefix));
     let block: BlockV1 = proto_schemas::open(value)
         .map_err(|e| corrupt(format!("{} block at seq {first}", kind_name(prefix)), e))?;
+    Ok((first, block))
+}
+
+/// Decodes the block stored under `key`: its records must be non-empty, of the key's stream,
+/// strictly increasing and start at the key's sequence number.
+fn decode_block(prefix: u8, key: &[u8], value: &[u8]) -> Result<Vec<(Seq, Entry)>, StoreError> {
+    let (first, block) = open_block(prefix, key, value)?;
+    let position = |seq: Seq| format!("{} seq {seq}", kind_name(prefix));
     let mut out = Vec::with_capacity(block.records.len());
     let mut previous: Option<Seq> = None;
     for record in block.records {
@@ -123,10 +140,13 @@ fn decode_block(prefix: u8, key: &[u8], value: &[u8]) -> Result<Vec<(Seq, Event)
         }
         previous = Some(seq);
         let kind_ok = match (&record.body, prefix) {
-            (RecordBodyV1::Usage(_), USAGE)
+            (RecordBodyV1::Usage(_) | RecordBodyV1::UsagePruned(_), USAGE)
             | (RecordBodyV1::Audit(_) | RecordBodyV1::AuditTextActee(_), AUDIT) => true,
             (
-                RecordBodyV1::Usage(_) | RecordBodyV1::Audit(_) | RecordBodyV1::AuditTextActee(_),
+                RecordBodyV1::Usage(_)
+                | RecordBodyV1::UsagePruned(_)
+                | RecordBodyV1::Audit(_)
+                | RecordBodyV1::AuditTextActee(_),
                 _,
             ) => false,
             (_, ENTITY) => true,
@@ -138,10 +158,13 @@ fn decode_block(prefix: u8, key: &[u8], value: &[u8]) -> Result<Vec<(Seq, Event)
                 "record of the wrong kind for its stream",
             ));
         }
-        out.push((
-            seq,
-            event_from(record.body).map_err(|e| corrupt(position(seq), e))?,
-        ));
+        let entry = match record.body {
+            RecordBodyV1::UsagePruned(p) => {
+                Entry::Pruned(pruned_from(p).map_err(|e| corrupt(position(seq), e))?)
+            }
+            body => Entry::Event(event_from(body).map_err(|e| corrupt(position(seq), e))?),
+        };
+        out.push((seq, entry));
     }
     if out.is_empty() {
         return Err(corrupt(
@@ -208,16 +231,29 @@ fn rows_in_buckets(state: &State, first_bucket: u16, last_bucket: u16) -> Vec<Ta
         .collect()
 }
 
-fn usage_of(event: Event) -> Option<UsageEvent> {
-    match event {
-        Event::UsageRecorded(u) => Some(u),
-        _ => None,
+/// What a read of a stream makes of one entry: `Some(Some(item))` to keep, `Some(None)` to skip
+/// (a pruned event), `None` when the entry is of the wrong kind.
+type Pick<T> = Option<Option<T>>;
+
+fn usage_of(entry: Entry) -> Pick<UsageEvent> {
+    match entry {
+        Entry::Event(Event::UsageRecorded(u)) => Some(Some(u)),
+        Entry::Pruned(_) => Some(None),
+        Entry::Event(_) => None,
     }
 }
 
-fn audit_of(event: Event) -> Option<AuditEvent> {
-    match event {
-        Event::AuditRecorded(a) => Some(a),
+fn slot_of(entry: Entry) -> Pick<UsageSlot> {
+    match entry {
+        Entry::Event(Event::UsageRecorded(u)) => Some(Some(UsageSlot::Event(u))),
+        Entry::Pruned(p) => Some(Some(UsageSlot::Pruned(p))),
+        Entry::Event(_) => None,
+    }
+}
+
+fn audit_of(entry: Entry) -> Pick<AuditEvent> {
+    match entry {
+        Entry::Event(Event::AuditRecorded(a)) => Some(Some(a)),
         _ => None,
     }
 }
@@ -256,19 +292,21 @@ impl<B: Backend> Log<B> {
         upto: Seq,
         limit: usize,
         reverse: bool,
-        pick: impl Fn(Event) -> Option<T>,
+        pick: impl Fn(Entry) -> Pick<T>,
     ) -> Result<Vec<(Seq, T)>, StoreError> {
         let mut out: Vec<(Seq, T)> = Vec::new();
         if from > upto || limit == 0 {
             return Ok(out);
         }
-        let take = |seq: Seq, event: Event, out: &mut Vec<(Seq, T)>| -> Result<bool, StoreError> {
+        let take = |seq: Seq, entry: Entry, out: &mut Vec<(Seq, T)>| -> Result<bool, StoreError> {
             if seq < from || seq > upto {
                 return Ok(true);
             }
-            let item = pick(event)
+            let item = pick(entry)
                 .ok_or_else(|| corrupt(format!("{} seq {seq}", kind_name(prefix)), "wrong kind"))?;
-            out.push((seq, item));
+            if let Some(item) = item {
+                out.push((seq, item));
+            }
             Ok(out.len() < limit)
         };
         if reverse {
@@ -407,7 +445,7 @@ impl<B: Backend> Log<B> {
         &self,
         prefix: u8,
         from: Seq,
-        visit: &mut dyn FnMut(Seq, Event) -> Result<(), StoreError>,
+        visit: &mut dyn FnMut(Seq, Entry) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.backend.scan(
             &seq_key(prefix, from),
@@ -465,10 +503,12 @@ impl<B: Backend> LogStore for Log<B> {
             }
             Ok(())
         };
-        self.each_record(ENTITY, replay_from, &mut |seq, event| {
+        self.each_record(ENTITY, replay_from, &mut |seq, entry| {
             mark(seq)?;
-            state.evolve(&event);
-            touched.extend(TableRow::guid_of(&event));
+            if let Entry::Event(event) = entry {
+                state.evolve(&event);
+                touched.extend(TableRow::guid_of(&event));
+            }
             replayed += 1;
             Ok(())
         })?;
@@ -622,11 +662,108 @@ impl<B: Backend> LogStore for Log<B> {
         self.range(USAGE, from, upto, limit, true, usage_of)
     }
 
-    fn usage_at(&self, seq: Seq) -> Result<Option<UsageEvent>, StoreError> {
+    fn usage_at(&self, seq: Seq) -> Result<Option<UsageSlot>, StoreError> {
         Ok(self
-            .range(USAGE, seq, seq, 1, false, usage_of)?
+            .range(USAGE, seq, seq, 1, false, slot_of)?
             .pop()
             .map(|(_, u)| u))
+    }
+
+    fn usage_positions(&self, from: Seq, upto: Seq) -> Result<Vec<(Seq, Timestamp)>, StoreError> {
+        let mut out = Vec::new();
+        if from > upto {
+            return Ok(out);
+        }
+        // Blocks are per commit and a purge starts a commit, so no block straddles `from`
+        // when it is a usage floor; a block straddling it anyway is filtered record by record.
+        self.backend.scan(
+            &seq_key(USAGE, from),
+            &range_end(USAGE, upto),
+            false,
+            &mut |key, value| {
+                let (_, block) = open_block(USAGE, key, value)?;
+                for record in block.records {
+                    if let RecordBodyV1::Usage(u) = record.body {
+                        if (from..=upto).contains(&record.seq) {
+                            let at = time(u.created_at).map_err(|e| {
+                                corrupt(format!("usage event seq {}", record.seq), e)
+                            })?;
+                            out.push((record.seq, at));
+                        }
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        Ok(out)
+    }
+
+    fn prune(&self, epoch: u64, seqs: &[Seq], cutoff: Timestamp) -> Result<usize, StoreError> {
+        // Under the commit lock: the floor cannot move (and compaction cannot delete a block
+        // this rewrites) while a step runs. A step is a few blocks, so writers barely wait.
+        let committed = self.lock()?;
+        let (Some(&lowest), Some(&highest)) = (seqs.first(), seqs.last()) else {
+            return Ok(0);
+        };
+        if committed.epoch != epoch {
+            return Ok(0);
+        }
+        let lowest = lowest.max(committed.usage_floor);
+        let highest = highest.min(committed.head);
+        if lowest > highest {
+            return Ok(0);
+        }
+        let wanted: BTreeSet<Seq> = seqs
+            .iter()
+            .copied()
+            .filter(|s| (lowest..=highest).contains(s))
+            .collect();
+        let mut blocks: Vec<(Vec<u8>, BlockV1)> = Vec::new();
+        // The block holding `lowest` starts at or before it.
+        let mut visit = |key: &[u8], value: &[u8]| -> Result<ControlFlow<()>, StoreError> {
+            let (_, block) = open_block(USAGE, key, value)?;
+            if block.records.iter().any(|r| wanted.contains(&r.seq)) {
+                blocks.push((key.to_vec(), block));
+            }
+            Ok(ControlFlow::Continue(()))
+        };
+        let mut first_block = None;
+        self.backend.scan(
+            &[USAGE],
+            &seq_key(USAGE, lowest.saturating_add(1)),
+            true,
+            &mut |key, _| {
+                first_block = Some(key.to_vec());
+                Ok(ControlFlow::Break(()))
+            },
+        )?;
+        let start = first_block.unwrap_or_else(|| seq_key(USAGE, lowest).to_vec());
+        self.backend
+            .scan(&start, &range_end(USAGE, highest), false, &mut visit)?;
+        let cutoff_us = micros(cutoff);
+        let mut replaced = 0;
+        let mut ops = Vec::with_capacity(blocks.len());
+        for (key, mut block) in blocks {
+            for record in &mut block.records {
+                if !wanted.contains(&record.seq) {
+                    continue;
+                }
+                if let RecordBodyV1::Usage(u) = &record.body {
+                    record.body = RecordBodyV1::UsagePruned(UsagePrunedV1 {
+                        guid: u.guid,
+                        created_at: u.created_at,
+                        cutoff: cutoff_us,
+                    });
+                    replaced += 1;
+                }
+            }
+            ops.push(Op::Put(key, encoded(proto_schemas::envelope(&block))?));
+        }
+        if !ops.is_empty() {
+            self.backend.apply(ops, false)?;
+        }
+        drop(committed);
+        Ok(replaced)
     }
 
     fn audit_range(
@@ -727,7 +864,7 @@ impl<B: Backend> LogStore for Log<B> {
         let visit_blocks = |prefix: u8,
                             from: Seq,
                             problems: &mut Vec<String>,
-                            on: &mut dyn FnMut(Seq, Event)|
+                            on: &mut dyn FnMut(Seq, Entry)|
          -> Result<(), StoreError> {
             self.backend.scan(
                 &seq_key(prefix, from),
@@ -769,12 +906,14 @@ impl<B: Backend> LogStore for Log<B> {
         // persisted table with the records after its checkpoint folded over it (a checkpoint may
         // hold rows newer than its position: entity events carry whole rows, so both converge).
         let mut after_checkpoint = Vec::new();
-        for (seq, event) in entity {
+        for (seq, entry) in entity {
             report.entity_records += 1;
             mark(seq, &mut problems);
-            replay.evolve(&event);
-            if seq > meta.checkpoint {
-                after_checkpoint.push(event);
+            if let Entry::Event(event) = entry {
+                replay.evolve(&event);
+                if seq > meta.checkpoint {
+                    after_checkpoint.push(event);
+                }
             }
         }
 
@@ -801,30 +940,44 @@ impl<B: Backend> LogStore for Log<B> {
         visit_blocks(USAGE, meta.usage_floor, &mut problems, &mut |seq, event| {
             usage.push((seq, event))
         })?;
-        for (seq, event) in usage {
-            report.usage_events += 1;
+        for (seq, entry) in usage {
             mark(seq, &mut problems);
-            if let Event::UsageRecorded(u) = event {
-                let reseeded = seq < meta.usage_floor + meta.reseeded;
-                let guid_ok = if reseeded {
-                    u.parent_app_guid == Some(u.guid)
-                } else {
-                    event_guid_seq(u.guid) == Some(seq)
-                };
-                if !guid_ok {
-                    problems.push(format!(
-                        "usage event seq {seq}: guid {} does not match its position",
-                        u.guid
-                    ));
+            let reseeded = seq < meta.usage_floor + meta.reseeded;
+            let (guid, guid_ok) = match entry {
+                Entry::Event(Event::UsageRecorded(u)) => {
+                    report.usage_events += 1;
+                    let ok = if reseeded {
+                        u.parent_app_guid == Some(u.guid)
+                    } else {
+                        event_guid_seq(u.guid) == Some(seq)
+                    };
+                    (u.guid, ok)
                 }
+                // A pruned reseeded event no longer says which app it was for.
+                Entry::Pruned(p) => {
+                    report.pruned_usage_events += 1;
+                    (p.guid, reseeded || event_guid_seq(p.guid) == Some(seq))
+                }
+                Entry::Event(_) => continue,
+            };
+            if !guid_ok {
+                problems.push(format!(
+                    "usage event seq {seq}: guid {guid} does not match its position"
+                ));
             }
         }
         if meta.reseeded > 0 {
             let last = meta.usage_floor + meta.reseeded - 1;
             let expected: Vec<(Guid, Seq)> = {
                 let mut events: Vec<(Guid, Seq)> =
-                    match self.range(USAGE, meta.usage_floor, last, usize::MAX, false, usage_of) {
-                        Ok(events) => events.into_iter().map(|(seq, u)| (u.guid, seq)).collect(),
+                    match self.range(USAGE, meta.usage_floor, last, usize::MAX, false, slot_of) {
+                        Ok(slots) => slots
+                            .into_iter()
+                            .map(|(seq, slot)| match slot {
+                                UsageSlot::Event(u) => (u.guid, seq),
+                                UsageSlot::Pruned(p) => (p.guid, seq),
+                            })
+                            .collect(),
                         Err(e) => {
                             problems.push(e.to_string());
                             Vec::new()
@@ -848,10 +1001,10 @@ impl<B: Backend> LogStore for Log<B> {
         visit_blocks(AUDIT, 0, &mut problems, &mut |seq, event| {
             audit.push((seq, event))
         })?;
-        for (seq, event) in audit {
+        for (seq, entry) in audit {
             report.audit_events += 1;
             mark(seq, &mut problems);
-            if let Event::AuditRecorded(a) = event {
+            if let Entry::Event(Event::AuditRecorded(a)) = entry {
                 if event_guid_seq(a.guid) != Some(seq) {
                     problems.push(format!(
                         "audit event seq {seq}: guid {} does not match its position",

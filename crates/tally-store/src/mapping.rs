@@ -333,6 +333,14 @@ pub(crate) fn usage_from(u: UsageEventV1) -> R<UsageEvent> {
     })
 }
 
+pub(crate) fn pruned_from(p: UsagePrunedV1) -> R<crate::PrunedUsage> {
+    Ok(crate::PrunedUsage {
+        guid: guid(p.guid),
+        created_at: time(p.created_at)?,
+        cutoff: time(p.cutoff)?,
+    })
+}
+
 fn audit_to(a: &AuditEvent) -> AuditEventV1 {
     AuditEventV1 {
         guid: g(a.guid),
@@ -421,6 +429,11 @@ pub(crate) fn event_from(body: RecordBodyV1) -> R<Event> {
         }),
         RecordBodyV1::RoleGranted(m) => Event::RoleGranted(membership_from(m)?),
         RecordBodyV1::RoleRevoked(m) => Event::RoleRevoked(membership_from(m)?),
+        RecordBodyV1::UsagePruned(_) => {
+            return Err(MappingError(
+                "a pruned usage event is not a fact of the log".to_owned(),
+            ))
+        }
     })
 }
 

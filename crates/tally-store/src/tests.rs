@@ -121,6 +121,9 @@ enum Step {
     Compact(usize),
     /// Drop and reopen (sled) or recover (memory).
     Reopen,
+    /// Retention: prune the usage events whose position modulo 3 is this (as of the current
+    /// epoch, or of the previous one when `stale`, which must change nothing).
+    Prune { residue: u64, stale: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -131,6 +134,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (1u32..4).prop_map(Step::Truncate),
         1 => (1usize..50).prop_map(Step::Compact),
         1 => Just(Step::Reopen),
+        1 => (0u64..3, prop::bool::weighted(0.2))
+            .prop_map(|(residue, stale)| Step::Prune { residue, stale }),
     ]
 }
 
@@ -141,6 +146,7 @@ struct Model {
     state: State,
     dirty: Vec<Guid>,
     usage: BTreeMap<Seq, UsageEvent>,
+    pruned: BTreeMap<Seq, PrunedUsage>,
     audit: BTreeMap<Seq, AuditEvent>,
     next_guid: u128,
 }
@@ -221,6 +227,7 @@ impl Model {
                 let mut out = Vec::new();
                 let mut seq = self.meta.head;
                 self.usage.clear();
+                self.pruned.clear();
                 for a in self
                     .state
                     .apps()
@@ -246,7 +253,7 @@ impl Model {
                     snapshot: None,
                 })
             }
-            Step::Truncate(_) => None,
+            Step::Truncate(_) | Step::Prune { .. } => None,
             Step::Compact(_) | Step::Reopen => None,
         }
     }
@@ -284,8 +291,22 @@ fn check(store: &dyn LogStore, model: &Model) {
         }
     }
     for seq in meta.usage_floor..=meta.head {
-        assert_eq!(store.usage_at(seq).unwrap().as_ref(), model.usage.get(&seq));
+        let expected = match (model.usage.get(&seq), model.pruned.get(&seq)) {
+            (Some(u), _) => Some(UsageSlot::Event(u.clone())),
+            (None, Some(p)) => Some(UsageSlot::Pruned(*p)),
+            (None, None) => None,
+        };
+        assert_eq!(store.usage_at(seq).unwrap(), expected);
     }
+    let positions: Vec<(Seq, Timestamp)> = model
+        .usage
+        .iter()
+        .map(|(seq, u)| (*seq, u.created_at))
+        .collect();
+    assert_eq!(
+        store.usage_positions(meta.usage_floor, meta.head).unwrap(),
+        positions
+    );
     let audits = store.audit_range(1, meta.head, usize::MAX).unwrap();
     let expected: Vec<(Seq, AuditEvent)> =
         model.audit.iter().map(|(s, a)| (*s, a.clone())).collect();
@@ -344,6 +365,37 @@ fn run(steps: &[Step], mut open: impl FnMut(Option<Box<dyn LogStore>>) -> Box<dy
                 }
             }
             Step::Reopen => store = open(Some(store)),
+            Step::Prune { residue, stale } => {
+                let cutoff = at(100);
+                let seqs: Vec<Seq> = model
+                    .usage
+                    .keys()
+                    .copied()
+                    .filter(|seq| seq % 3 == *residue)
+                    .collect();
+                let epoch = model.meta.epoch - u64::from(*stale);
+                // Two calls, as the engine's steps make them.
+                let (first, second) = seqs.split_at(seqs.len() / 2);
+                let replaced = store.prune(epoch, first, cutoff).unwrap()
+                    + store.prune(epoch, second, cutoff).unwrap();
+                if *stale {
+                    assert_eq!(replaced, 0);
+                } else {
+                    assert_eq!(replaced, seqs.len());
+                    for seq in seqs {
+                        if let Some(u) = model.usage.remove(&seq) {
+                            model.pruned.insert(
+                                seq,
+                                PrunedUsage {
+                                    guid: u.guid,
+                                    created_at: u.created_at,
+                                    cutoff,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
             _ => {}
         }
         check(store.as_ref(), &model);

@@ -35,6 +35,8 @@ pub struct Application {
     listener: TcpListener,
     engine: Arc<Engine>,
     router: axum::Router,
+    /// Ends long polls and streams when shutdown begins.
+    close: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -75,6 +77,7 @@ impl Application {
             .trim_end_matches('/')
             .to_owned();
         let verifier = crate::auth::verifier(settings)?;
+        let (close, closing) = tally_http::Closing::new();
         let state = Arc::new(AppState {
             engine: engine.clone(),
             settings: HttpSettings {
@@ -95,10 +98,12 @@ impl Application {
                     .map(tally_http::Redacted),
             },
             verifier,
+            closing,
         });
         Ok(Self {
             listener,
             engine,
+            close,
             router: tally_http::router(state),
         })
     }
@@ -114,6 +119,12 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let close = self.close;
+        let shutdown = async move {
+            shutdown.await;
+            // Long polls answer and streams end now, so in-flight requests can finish.
+            let _ = close.send(true);
+        };
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -14,8 +14,17 @@
 //! - [`v1`]: the version 1 record types.
 //! - [`envelope`] / [`open`]: wrap and check a record.
 //! - `fixtures/v1/`: golden bytes.
+//! - [`wire`] and `proto/`: the public protobuf schema of the usage-event stream.
 
 pub mod v1;
+
+/// The public protobuf messages of `proto/tally/usage/v1/usage.proto` (the binary usage-event
+/// stream), generated at build time. Unlike [`v1`], this is a wire format for consumers, not a
+/// disk format; it evolves by adding fields with new numbers.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod wire {
+    include!(concat!(env!("OUT_DIR"), "/tally.usage.v1.rs"));
+}
 
 use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 

@@ -18,6 +18,7 @@ pub mod json;
 pub mod middleware;
 mod root;
 mod staging;
+pub mod usage;
 pub mod v2;
 pub mod v3;
 
@@ -63,6 +64,33 @@ pub struct AppState {
     pub settings: HttpSettings,
     /// Checks bearer tokens.
     pub verifier: auth::TokenVerifier,
+    /// Tells long polls and streams to finish when tally shuts down.
+    pub closing: Closing,
+}
+
+/// Whether tally is shutting down: long polls answer at once and streams end, so a graceful
+/// shutdown does not wait for them.
+#[derive(Debug, Clone)]
+pub struct Closing(tokio::sync::watch::Receiver<bool>);
+
+impl Closing {
+    /// A closing signal and the sender that raises it (`send(true)`).
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        (sender, Self(receiver))
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown begins (never, if the sender is gone without raising it).
+    pub async fn closed(&mut self) {
+        if self.0.wait_for(|closing| *closing).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The whole API. Unknown routes and unknown methods get CC's 404 `NotFound`.

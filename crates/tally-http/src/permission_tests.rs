@@ -110,6 +110,7 @@ async fn service_with_event() -> (Router, String) {
             staging_callback_password: None,
         },
         verifier,
+        closing: crate::Closing::new().1,
     }));
     (app, event)
 }

@@ -42,6 +42,7 @@ fn state_with_timeout(request_timeout: std::time::Duration) -> Arc<AppState> {
             staging_callback_password: None,
         },
         verifier,
+        closing: crate::Closing::new().1,
     })
 }
 

@@ -29,7 +29,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 /// Audit events read from the log per step when listing.
 const CHUNK: usize = 10_000;
 
-fn event_not_found(guid: &str) -> ApiError {
+pub(crate) fn event_not_found(guid: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "EventNotFound",

@@ -15,6 +15,7 @@ pub mod paging;
 pub mod present;
 pub mod query;
 mod roles;
+pub mod usage_events;
 
 /// The v2 routes; package uploads may be up to `max_upload_bytes` (plus multipart framing).
 pub(crate) fn router(max_upload_bytes: usize) -> Router<Arc<AppState>> {
@@ -29,6 +30,7 @@ pub(crate) fn router(max_upload_bytes: usize) -> Router<Arc<AppState>> {
         .merge(events::router())
         .merge(orgs::router())
         .merge(roles::router())
+        .merge(usage_events::router())
 }
 
 /// `recursive=true|false` (CC's boolean query parameter).

@@ -134,7 +134,6 @@ impl Paging {
         if self.descending {
             items.reverse();
         }
-        let total_pages = total.div_ceil(self.per_page);
         let skip = (self.page - 1).saturating_mul(self.per_page);
         let resources: Vec<Value> = items
             .into_iter()
@@ -142,6 +141,24 @@ impl Paging {
             .take(usize::try_from(self.per_page).unwrap_or(usize::MAX))
             .map(render)
             .collect();
+        self.page_envelope(path, total, resources, &[])
+    }
+
+    /// Results to skip before this page.
+    pub fn offset(&self) -> u64 {
+        (self.page - 1).saturating_mul(self.per_page)
+    }
+
+    /// The envelope for a page already cut: `total` results in all, `resources` on this page;
+    /// `keep` are further parameters the page links preserve (such as `after_guid`).
+    pub fn page_envelope(
+        &self,
+        path: &str,
+        total: u64,
+        resources: Vec<Value>,
+        keep: &[(&str, String)],
+    ) -> Value {
+        let total_pages = total.div_ceil(self.per_page);
         let url = |page: u64| {
             let mut pairs: Vec<(&str, String)> = vec![
                 (
@@ -151,10 +168,13 @@ impl Paging {
                 ("page", page.to_string()),
             ];
             if let Some(order_by) = &self.order_by {
-                pairs.insert(0, ("order-by", order_by.clone()));
+                pairs.push(("order-by", order_by.clone()));
             }
             pairs.extend(self.q.iter().map(|q| ("q", q.clone())));
             pairs.push(("results-per-page", self.per_page.to_string()));
+            pairs.extend(keep.iter().cloned());
+            // Sorted by key (stable, so repeated `q` keep their order), as CC sorts them.
+            pairs.sort_by_key(|(key, _)| *key);
             let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
             format!("{path}?{query}")
         };

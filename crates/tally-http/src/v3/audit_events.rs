@@ -40,6 +40,9 @@ const SPEC: Spec<'static> = Spec {
     ],
     times: &["created_ats", "updated_ats"],
     order_by: &["created_at", "updated_at"],
+    refused: &[],
+    single: &[],
+    extensions: &[],
     error: bad_query,
 };
 

@@ -60,6 +60,8 @@ pub struct ListQuery {
     pub lists: BTreeMap<String, Vec<String>>,
     /// Timestamp filters by key (`created_ats`, `updated_ats`).
     pub times: BTreeMap<String, TimeFilter>,
+    /// tally's extension parameters, by key (accepted, not listed in CC's messages).
+    pub extensions: BTreeMap<String, String>,
     /// Every parameter as sent, for the links.
     sent: Vec<(String, String)>,
 }
@@ -72,6 +74,13 @@ pub struct Spec<'a> {
     pub times: &'a [&'a str],
     /// Fields `order_by` may name.
     pub order_by: &'a [&'a str],
+    /// Timestamp keys CC lists as valid but always refuses on this resource.
+    pub refused: &'a [&'a str],
+    /// List keys that take exactly one value.
+    pub single: &'a [&'a str],
+    /// tally's own parameters (documented extensions): accepted, but not named in the
+    /// "Valid parameters" message, which stays CC's.
+    pub extensions: &'a [&'a str],
     /// Builds the error for a list of problems (400 for audit events, 422 for usage events).
     pub error: fn(String) -> ApiError,
 }
@@ -136,6 +145,15 @@ impl ListQuery {
                         problems.push(format!("Order by can only be: {}", allowed.join(", ")));
                     }
                 }
+                refused if spec.refused.contains(&refused) => problems.push(format!(
+                    "Filtering by '{refused}' is not allowed on this resource."
+                )),
+                single if spec.single.contains(&single) && value.contains(',') => {
+                    problems.push(format!("{} filter accepts only one guid", humanize(single)))
+                }
+                extension if spec.extensions.contains(&extension) => {
+                    out.extensions.insert(key.clone(), value.clone());
+                }
                 list if spec.lists.contains(&list) || spec.lists.contains(&key.as_str()) => {
                     out.lists
                         .insert(key.clone(), value.split(',').map(str::to_owned).collect());
@@ -190,7 +208,12 @@ impl ListQuery {
                 "'per_page'".to_owned(),
                 "'order_by'".to_owned(),
             ];
-            valid.extend(spec.times.iter().map(|k| format!("'{k}'")));
+            valid.extend(
+                spec.times
+                    .iter()
+                    .chain(spec.refused)
+                    .map(|k| format!("'{k}'")),
+            );
             valid.extend(spec.lists.iter().map(|k| format!("'{k}'")));
             problems.insert(
                 0,
@@ -249,17 +272,26 @@ impl ListQuery {
         json!({ "href": format!("{base}?{query}") })
     }
 
+    /// Results to skip before this page.
+    pub fn offset(&self) -> u64 {
+        (self.page - 1).saturating_mul(self.per_page)
+    }
+
     /// The envelope for `items` (already in the requested order) at the absolute URL `base`.
     pub fn envelope<T>(&self, base: &str, items: Vec<T>, render: impl Fn(T) -> Value) -> Value {
         let total = items.len() as u64;
-        let total_pages = total.div_ceil(self.per_page).max(1);
-        let skip = (self.page - 1).saturating_mul(self.per_page);
         let resources: Vec<Value> = items
             .into_iter()
-            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .skip(usize::try_from(self.offset()).unwrap_or(usize::MAX))
             .take(usize::try_from(self.per_page).unwrap_or(usize::MAX))
             .map(render)
             .collect();
+        self.page_envelope(base, total, resources)
+    }
+
+    /// The envelope for a page already cut: `total` results in all, `resources` on this page.
+    pub fn page_envelope(&self, base: &str, total: u64, resources: Vec<Value>) -> Value {
+        let total_pages = total.div_ceil(self.per_page).max(1);
         json!({
             "pagination": {
                 "total_results": total,
@@ -291,6 +323,9 @@ mod tests {
         lists: &["guids", "types", "target_guids", "target_guids[not]"],
         times: &["created_ats"],
         order_by: &["created_at"],
+        refused: &[],
+        single: &[],
+        extensions: &[],
         error: bad,
     };
 

@@ -8,7 +8,11 @@ use crate::AppState;
 
 mod audit_events;
 pub mod list;
+pub mod stream;
+pub(crate) mod usage_events;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().merge(audit_events::router())
+    Router::new()
+        .merge(audit_events::router())
+        .merge(usage_events::router())
 }

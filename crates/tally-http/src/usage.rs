@@ -1,0 +1,218 @@
+//! What the usage-event endpoints share (reference §1.5, §1.6, §3): the v2 and v3 shapes of an
+//! event, `after_guid` resolved against the log (with the errors that say whether a cursor was
+//! purged or pruned), the long-poll wait, and the epoch headers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+use tally_domain::access::Api;
+use tally_domain::model::obfuscate_url_credentials;
+use tally_domain::{Guid, Seq, UsageEvent};
+use tally_engine::{Cursor, UsageQuery, View};
+
+use crate::v2::present::time;
+use crate::{ApiError, AppState};
+
+/// The longest a list request waits for a new event (`wait`, seconds).
+pub const MAX_WAIT_SECONDS: u64 = 30;
+
+/// `X-Tally-Epoch`: the current epoch (1 until the first purge-and-reseed).
+pub const EPOCH_HEADER: HeaderName = HeaderName::from_static("x-tally-epoch");
+/// `X-Tally-Epoch-Started-At`: when the current epoch began (absent in the first epoch).
+pub const EPOCH_STARTED_HEADER: HeaderName = HeaderName::from_static("x-tally-epoch-started-at");
+
+/// The epoch headers for a view.
+pub fn epoch_headers(view: &View) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(EPOCH_HEADER, HeaderValue::from(view.meta.epoch));
+    if let Some(since) = view.meta.epoch_started_at {
+        if let Ok(value) = HeaderValue::from_str(&time(since)) {
+            headers.insert(EPOCH_STARTED_HEADER, value);
+        }
+    }
+    headers
+}
+
+/// A v2 resource: `metadata` (no `updated_at`) and the 20 entity keys in CC's order.
+pub fn v2_resource(e: &UsageEvent) -> Value {
+    json!({
+        "metadata": {
+            "guid": e.guid.to_string(),
+            "url": format!("/v2/app_usage_events/{}", e.guid),
+            "created_at": time(e.created_at),
+        },
+        "entity": {
+            "state": e.state.as_str(),
+            "previous_state": e.previous_state.map(|s| s.as_str()),
+            "memory_in_mb_per_instance": e.memory_in_mb_per_instance,
+            "previous_memory_in_mb_per_instance": e.previous_memory_in_mb_per_instance,
+            "instance_count": e.instance_count,
+            "previous_instance_count": e.previous_instance_count,
+            "app_guid": e.app_guid,
+            "app_name": e.app_name,
+            "space_guid": e.space_guid.to_string(),
+            "space_name": e.space_name,
+            "org_guid": e.org_guid.to_string(),
+            "buildpack_guid": e.buildpack_guid.map(|g| g.to_string()),
+            "buildpack_name": e.buildpack_name.as_deref().map(obfuscate_url_credentials),
+            "package_state": e.package_state,
+            "previous_package_state": e.previous_package_state,
+            "parent_app_guid": e.parent_app_guid.map(|g| g.to_string()),
+            "parent_app_name": e.parent_app_name,
+            "process_type": e.process_type,
+            "task_name": e.task_name,
+            "task_guid": e.task_guid.map(|g| g.to_string()),
+        }
+    })
+}
+
+/// A v3 resource: nested `current`/`previous`, `updated_at` = `created_at`, an absolute link.
+pub fn v3_resource(base: &str, e: &UsageEvent) -> Value {
+    let at = time(e.created_at);
+    let process_guid = (!e.app_guid.is_empty()).then_some(e.app_guid.as_str());
+    json!({
+        "guid": e.guid.to_string(),
+        "created_at": at,
+        "updated_at": at,
+        "state": { "current": e.state.as_str(), "previous": e.previous_state.map(|s| s.as_str()) },
+        "app": {
+            "guid": e.parent_app_guid.map(|g| g.to_string()),
+            "name": e.parent_app_name,
+        },
+        "process": { "guid": process_guid, "type": e.process_type },
+        "space": { "guid": e.space_guid.to_string(), "name": e.space_name },
+        "organization": { "guid": e.org_guid.to_string() },
+        "buildpack": {
+            "guid": e.buildpack_guid.map(|g| g.to_string()),
+            "name": e.buildpack_name,
+        },
+        "task": { "guid": e.task_guid.map(|g| g.to_string()), "name": e.task_name },
+        "memory_in_mb_per_instance": {
+            "current": e.memory_in_mb_per_instance,
+            "previous": e.previous_memory_in_mb_per_instance,
+        },
+        "instance_count": { "current": e.instance_count, "previous": e.previous_instance_count },
+        "links": { "self": { "href": format!("{base}/v3/app_usage_events/{}", e.guid) } },
+    })
+}
+
+/// The list error of an API: v2 400 `BadQueryParameter`, v3 422 `UnprocessableEntity`.
+pub fn list_error(api: Api, message: String) -> ApiError {
+    match api {
+        Api::V2 => crate::v2::paging::bad_query(message),
+        Api::V3 => unprocessable(message),
+    }
+}
+
+/// v3 422 `UnprocessableEntity` (10008).
+pub fn unprocessable(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "UnprocessableEntity",
+        10008,
+        message,
+    )
+}
+
+/// Why a cursor cannot be followed, in words a consumer can act on.
+fn cursor_problem(guid: &str, cursor: &Cursor) -> Option<String> {
+    match cursor {
+        Cursor::At(_) | Cursor::Unknown => None,
+        Cursor::Purged { epoch, since } => {
+            Some(format!(
+            "event {guid} was purged: a purge-and-reseed started epoch {epoch}{}; read the new \
+             epoch from its start (no after_guid)",
+            since.map(|t| format!(" at {}", time(t))).unwrap_or_default()
+        ))
+        }
+        Cursor::Pruned { created_at, cutoff } => Some(format!(
+            "event {guid} was pruned: it was written at {}, and retention removed the events \
+             written before {}",
+            time(*created_at),
+            time(*cutoff)
+        )),
+    }
+}
+
+/// Resolves `after_guid` against a view: its position, or CC's error for an unknown cursor
+/// (v2 400/10005, v3 422/10008) with a detail that says whether it was purged or pruned.
+pub async fn resolve_after(
+    state: &AppState,
+    view: &View,
+    api: Api,
+    text: &str,
+) -> Result<Seq, ApiError> {
+    let cursor = match text.parse::<Guid>() {
+        Ok(guid) => state.engine.cursor(view, guid).await?,
+        Err(_) => Cursor::Unknown,
+    };
+    if let Cursor::At(seq) = cursor {
+        return Ok(seq);
+    }
+    let problem = cursor_problem(text, &cursor);
+    if let Some(problem) = &problem {
+        tracing::info!(cursor = text, %problem, "a consumer's cursor no longer exists");
+    }
+    Err(match (api, problem) {
+        (Api::V2, None) => list_error(api, text.to_owned()),
+        (Api::V2, Some(problem)) => list_error(api, format!("{text} ({problem})")),
+        (Api::V3, None) => unprocessable(AFTER_GUID_INVALID.to_owned()),
+        (Api::V3, Some(problem)) => unprocessable(format!("{AFTER_GUID_INVALID} ({problem})")),
+    })
+}
+
+const AFTER_GUID_INVALID: &str = "After guid filter must be a valid app usage event guid.";
+
+/// Parses `wait` (seconds to wait for a first event; tally's extension), capped at
+/// [`MAX_WAIT_SECONDS`] and below the request timeout.
+pub fn parse_wait(state: &AppState, api: Api, value: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(value) = value else {
+        return Ok(Duration::ZERO);
+    };
+    let seconds = value.parse::<u64>().map_err(|_| {
+        let message = match api {
+            Api::V2 => format!("wait must be a whole number of seconds but was '{value}'"),
+            Api::V3 => format!("Wait must be a whole number of seconds but was '{value}'"),
+        };
+        list_error(api, message)
+    })?;
+    let cap = state
+        .settings
+        .request_timeout
+        .saturating_sub(Duration::from_secs(1))
+        .min(Duration::from_secs(MAX_WAIT_SECONDS));
+    Ok(Duration::from_secs(seconds).min(cap))
+}
+
+/// One page of a usage-event list, waiting up to `wait` for a first event when there is none
+/// yet. The cursor is resolved again against every new view, so a purge or prune that happens
+/// while a request waits is reported.
+pub async fn poll<'q>(
+    state: &AppState,
+    api: Api,
+    after_guid: Option<&str>,
+    wait: Duration,
+    query: impl Fn(Option<Seq>) -> UsageQuery<'q>,
+) -> Result<(Arc<View>, u64, Vec<(Seq, UsageEvent)>), ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut views = state.engine.subscribe();
+    let mut closing = state.closing.clone();
+    loop {
+        let view = views.borrow_and_update().clone();
+        let after = match after_guid {
+            Some(text) => Some(resolve_after(state, &view, api, text).await?),
+            None => None,
+        };
+        let (total, events) = state.engine.usage_page(&view, &query(after)).await?;
+        if total > 0 || tokio::time::Instant::now() >= deadline || closing.is_closing() {
+            return Ok((view, total, events));
+        }
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return Ok((view, total, events)) },
+            () = tokio::time::sleep_until(deadline) => {}
+            () = closing.closed() => {}
+        }
+    }
+}

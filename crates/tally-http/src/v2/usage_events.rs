@@ -1,0 +1,97 @@
+//! `GET /v2/app_usage_events`, `GET /v2/app_usage_events/:guid` and
+//! `POST /v2/app_usage_events/destructively_purge_all_and_reseed_started_apps`
+//! (reference §3.1, §3.2, §4.2), plus tally's `wait` long poll.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tally_domain::access::{self, Api};
+use tally_domain::Guid;
+use tally_engine::UsageQuery;
+
+use crate::auth::Caller;
+use crate::usage::{epoch_headers, parse_wait, poll, v2_resource};
+use crate::v2::events::event_not_found;
+use crate::v2::paging::{bad_query, Paging};
+use crate::{deny, ApiError, AppState};
+
+/// This collection's page size limit (CC's "large" renderer).
+pub const MAX_PER_PAGE: u64 = 10_000;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2/app_usage_events", get(list))
+        .route("/v2/app_usage_events/{guid}", get(show))
+        .route(
+            "/v2/app_usage_events/destructively_purge_all_and_reseed_started_apps",
+            post(purge),
+        )
+}
+
+/// The last value of `key` in a raw query string.
+pub(crate) fn param(query: Option<&str>, key: &str) -> Result<Option<String>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| bad_query("the query string is not URL-encoded"))?;
+    Ok(pairs
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v))
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    access::usage_list(caller.subject(), Api::V2).map_err(|d| deny(d, ApiError::not_found))?;
+    let paging = Paging::parse(query.as_deref(), MAX_PER_PAGE, &[])?;
+    let after_guid = param(query.as_deref(), "after_guid")?;
+    let wait = parse_wait(&state, Api::V2, param(query.as_deref(), "wait")?.as_deref())?;
+    let limit = usize::try_from(paging.per_page).unwrap_or(usize::MAX);
+    let (view, total, events) = poll(&state, Api::V2, after_guid.as_deref(), wait, |after| {
+        UsageQuery {
+            after,
+            guids: None,
+            created: None,
+            by_created_at: false,
+            descending: paging.descending,
+            offset: paging.offset(),
+            limit,
+        }
+    })
+    .await?;
+    let resources = events.iter().map(|(_, e)| v2_resource(e)).collect();
+    let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
+    let body = paging.page_envelope("/v2/app_usage_events", total, resources, &keep);
+    Ok((epoch_headers(&view), Json(body)).into_response())
+}
+
+async fn show(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = state.engine.view();
+    let found = match guid.parse::<Guid>() {
+        Ok(g) => state.engine.usage_event(&view, g).await?,
+        Err(_) => None,
+    };
+    access::usage_read(caller.subject(), Api::V2, found.is_some())
+        .map_err(|d| deny(d, || event_not_found(&guid)))?;
+    let Some((_, event)) = found else {
+        return Err(event_not_found(&guid));
+    };
+    Ok((epoch_headers(&view), Json(v2_resource(&event))).into_response())
+}
+
+async fn purge(caller: Caller, State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    access::usage_purge(caller.subject(), Api::V2).map_err(|d| deny(d, ApiError::not_found))?;
+    state.engine.purge_and_reseed().await?;
+    let view = state.engine.view();
+    Ok((StatusCode::NO_CONTENT, epoch_headers(&view)).into_response())
+}

@@ -1,0 +1,127 @@
+//! `GET /v3/app_usage_events`, `GET /v3/app_usage_events/:guid` and
+//! `POST /v3/app_usage_events/actions/destructively_purge_all_and_reseed`
+//! (reference §3.3, §3.4, §4.3), plus tally's `wait` long poll.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tally_domain::access::{self, Api, Visible};
+use tally_domain::{Guid, Timestamp};
+use tally_engine::UsageQuery;
+
+use crate::auth::Caller;
+use crate::usage::{epoch_headers, parse_wait, poll, unprocessable, v3_resource};
+use crate::v3::list::{ListQuery, Spec};
+use crate::{deny, ApiError, AppState};
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v3/app_usage_events", get(list))
+        .route(
+            "/v3/app_usage_events/stream",
+            get(crate::v3::stream::stream),
+        )
+        .route("/v3/app_usage_events/{guid}", get(show))
+        .route(
+            "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
+            post(purge),
+        )
+}
+
+/// The list's parameters, in the order CC names them.
+pub(crate) const SPEC: Spec<'static> = Spec {
+    lists: &["guids", "after_guid"],
+    times: &["created_ats"],
+    order_by: &["created_at"],
+    refused: &["updated_ats"],
+    single: &["after_guid"],
+    extensions: &["wait"],
+    error: unprocessable,
+};
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        10010,
+        "App usage event not found",
+    )
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let visible = access::usage_list(caller.subject(), Api::V3).map_err(|d| deny(d, not_found))?;
+    let q = ListQuery::parse(query.as_deref(), &SPEC)?;
+    let base = &state.settings.external_url;
+    let path = format!("{base}/v3/app_usage_events");
+    if matches!(visible, Visible::Nothing) {
+        // CC validates the parameters, then shows such callers nothing.
+        let view = state.engine.view();
+        let body = q.page_envelope(&path, 0, Vec::new());
+        return Ok((epoch_headers(&view), Json(body)).into_response());
+    }
+    let wait = parse_wait(
+        &state,
+        Api::V3,
+        q.extensions.get("wait").map(String::as_str),
+    )?;
+    let after_guid = q.lists.get("after_guid").and_then(|v| v.first()).cloned();
+    let guids: Option<Vec<Guid>> = q.lists.get("guids").map(|values| {
+        values
+            .iter()
+            .filter_map(|v| v.parse::<Guid>().ok())
+            .collect()
+    });
+    let created = |at: Timestamp| q.allows_time("created_ats", at);
+    let has_times = q.times.contains_key("created_ats");
+    let limit = usize::try_from(q.per_page).unwrap_or(usize::MAX);
+    let (view, total, events) = poll(&state, Api::V3, after_guid.as_deref(), wait, |after| {
+        UsageQuery {
+            after,
+            guids: guids.as_deref(),
+            created: has_times.then_some(&created as &(dyn Fn(Timestamp) -> bool + Sync)),
+            by_created_at: q.order_by.is_some(),
+            descending: q.descending(),
+            offset: q.offset(),
+            limit,
+        }
+    })
+    .await?;
+    let resources = events.iter().map(|(_, e)| v3_resource(base, e)).collect();
+    let body = q.page_envelope(&path, total, resources);
+    Ok((epoch_headers(&view), Json(body)).into_response())
+}
+
+async fn show(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(guid): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = state.engine.view();
+    let found = match guid.parse::<Guid>() {
+        Ok(g) => state.engine.usage_event(&view, g).await?,
+        Err(_) => None,
+    };
+    access::usage_read(caller.subject(), Api::V3, found.is_some())
+        .map_err(|d| deny(d, not_found))?;
+    let Some((_, event)) = found else {
+        return Err(not_found());
+    };
+    let body = v3_resource(&state.settings.external_url, &event);
+    Ok((epoch_headers(&view), Json(body)).into_response())
+}
+
+async fn purge(caller: Caller, State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    access::usage_purge(caller.subject(), Api::V3).map_err(|d| deny(d, not_found))?;
+    state.engine.purge_and_reseed().await?;
+    let view = state.engine.view();
+    Ok((epoch_headers(&view), Json(json!({}))).into_response())
+}

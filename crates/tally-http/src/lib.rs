@@ -174,3 +174,5 @@ async fn not_found() -> ApiError {
 mod permission_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_tests;

@@ -20,6 +20,7 @@ const OTHER_SPACE: Guid = Guid::from_u128(0x0C);
 const NOWHERE: Guid = Guid::from_u128(0xDEAD);
 const APP: Guid = Guid::from_u128(0x0D);
 const TARGET: &str = "5b1f7d6e-0000-4000-8000-00000000beef";
+const DOCKER_APP: Guid = Guid::from_u128(0x0E);
 
 /// An org with two spaces; `om` manages the org, `oa` audits it, `sm` manages SPACE, `dev`
 /// develops in it, `ou` is only an org user, TARGET is the org user the requests manage.
@@ -27,8 +28,8 @@ async fn service() -> Router {
     service_with_event().await.0
 }
 
-/// The service, and the guid of the audit event of the app's creation.
-async fn service_with_event() -> (Router, String) {
+/// The service, and the guids of the audit event of the app's creation and of a usage event.
+async fn service_with_event() -> (Router, String, String) {
     let engine = Arc::new(
         Engine::start(
             Arc::new(MemLog::in_memory()),
@@ -59,6 +60,18 @@ async fn service_with_event() -> (Router, String) {
         attributes: tally_domain::AppAttributes {
             name: Some("app".into()),
             space_guid: Some(SPACE),
+            ..Default::default()
+        },
+        audit_request: "{}".into(),
+    });
+    // A started docker app: its start writes usage events.
+    commands.push(Command::CreateApp {
+        guid: DOCKER_APP,
+        attributes: tally_domain::AppAttributes {
+            name: Some("docker".into()),
+            space_guid: Some(SPACE),
+            docker_image: Some("nginx".into()),
+            state: Some("STARTED".into()),
             ..Default::default()
         },
         audit_request: "{}".into(),
@@ -99,6 +112,10 @@ async fn service_with_event() -> (Router, String) {
         .find(|(_, e)| e.event_type == "audit.app.create")
         .map(|(_, e)| e.guid.to_string())
         .unwrap();
+    let usage = engine.usage_after(&view, 0, 1).await.unwrap()[0]
+        .1
+        .guid
+        .to_string();
     let app = router(Arc::new(AppState {
         engine,
         settings: HttpSettings {
@@ -112,7 +129,7 @@ async fn service_with_event() -> (Router, String) {
         verifier,
         closing: crate::Closing::new().1,
     }));
-    (app, event)
+    (app, event, usage)
 }
 
 fn token(user: &str, scopes: &[&str]) -> String {
@@ -309,6 +326,70 @@ fn table() -> Vec<(&'static str, String, [Cell; 12])> {
         ],
     ));
     let found_10010 = Cell(404, Some(10010));
+    // Reference §8.2, every cell.
+    let usage_404 = Cell(404, Some(10010));
+    let global = |list: Cell, v3_rest: Cell| {
+        [
+            MISSING, INVALID, OK, OK, OK, list, list, list, list, list, list, v3_rest,
+        ]
+    };
+    rows.push((
+        "GET",
+        "/v2/app_usage_events".to_owned(),
+        [
+            MISSING, INVALID, OK, OK, SCOPE, SCOPE, SCOPE, SCOPE, SCOPE, SCOPE, SCOPE, SCOPE,
+        ],
+    ));
+    rows.push((
+        "GET",
+        "/v2/app_usage_events/{USAGE}".to_owned(),
+        global(NOT_AUTH, SCOPE),
+    ));
+    rows.push((
+        "GET",
+        format!("/v2/app_usage_events/{n}"),
+        unknown(Cell(404, Some(230002)), false),
+    ));
+    let purge = |denied: Cell, ok: Cell| {
+        [
+            MISSING, INVALID, ok, denied, denied, denied, denied, denied, denied, denied, denied,
+            denied,
+        ]
+    };
+    rows.push((
+        "POST",
+        "/v2/app_usage_events/destructively_purge_all_and_reseed_started_apps".to_owned(),
+        purge(SCOPE, GONE),
+    ));
+    rows.push((
+        "GET",
+        "/v3/app_usage_events".to_owned(),
+        global(OK, NOT_AUTH),
+    ));
+    rows.push((
+        "GET",
+        "/v3/app_usage_events/{USAGE}".to_owned(),
+        global(usage_404, NOT_AUTH),
+    ));
+    rows.push((
+        "GET",
+        format!("/v3/app_usage_events/{n}"),
+        [
+            MISSING, INVALID, usage_404, usage_404, usage_404, usage_404, usage_404, usage_404,
+            usage_404, usage_404, usage_404, NOT_AUTH,
+        ],
+    ));
+    rows.push((
+        "POST",
+        "/v3/app_usage_events/actions/destructively_purge_all_and_reseed".to_owned(),
+        purge(NOT_AUTH, OK),
+    ));
+    // The stream (tally's extension) admits whoever the list shows events to.
+    rows.push((
+        "GET",
+        "/v3/app_usage_events/stream".to_owned(),
+        global(NOT_AUTH, NOT_AUTH),
+    ));
     rows.push(("GET", "/v2/events".to_owned(), everyone));
     rows.push((
         "GET",
@@ -482,6 +563,10 @@ async fn send(app: Router, method: &str, path: &str, authorization: Option<&str>
         .await
         .unwrap();
     let status = response.status().as_u16();
+    if path.contains("/stream") && status == 200 {
+        // An endless stream: its status is the answer.
+        return (Cell(status, None), Value::Null);
+    }
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
@@ -509,8 +594,8 @@ async fn every_endpoint_answers_every_caller_as_the_table_says() {
                     format!("bearer {value}")
                 }
             });
-            let (service, event) = service_with_event().await;
-            let path = path.replace("{EVENT}", &event);
+            let (service, event, usage) = service_with_event().await;
+            let path = path.replace("{EVENT}", &event).replace("{USAGE}", &usage);
             let (got, body) = send(service, method, &path, header.as_deref()).await;
             cells += 1;
             if got != want {

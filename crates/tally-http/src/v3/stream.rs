@@ -11,7 +11,9 @@
 //! - length-delimited protobuf (`application/x-protobuf`): `tally.usage.v1.StreamFrame`.
 //!
 //! The first frame names the epoch. When a purge-and-reseed starts a new epoch while the
-//! stream is open, an epoch frame announces it and the new epoch's reseeded events follow.
+//! stream is open, an epoch frame announces it and the new epoch's reseeded events follow
+//! (events of the old epoch not yet sent when the purge committed are purged with it, as
+//! they are for a polling consumer; the reseeded events carry the state they led to).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,7 +31,6 @@ use tally_engine::View;
 
 use crate::auth::Caller;
 use crate::usage::{epoch_headers, resolve_after, unprocessable, v3_resource};
-use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState, Closing};
 
 /// Events read from the log per step.
@@ -37,15 +38,37 @@ const BATCH: usize = 1000;
 /// Quiet time after which a heartbeat frame is sent.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
-const SPEC: Spec<'static> = Spec {
-    lists: &["after_guid"],
-    times: &[],
-    order_by: &[],
-    refused: &[],
-    single: &["after_guid"],
-    extensions: &["format"],
-    error: unprocessable,
-};
+/// The stream's parameters: `after_guid` (one) and `format`; anything else is refused.
+fn parse_query(query: Option<&str>) -> Result<(Option<String>, Option<String>), ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| unprocessable("The query string is not URL-encoded".to_owned()))?;
+    let (mut after, mut format, mut problems) = (None, None, Vec::new());
+    let mut unknown = Vec::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "after_guid" if value.contains(',') => {
+                problems.push("After guid filter accepts only one guid".to_owned())
+            }
+            "after_guid" => after = Some(value),
+            "format" => format = Some(value),
+            _ => unknown.push(format!("'{key}'")),
+        }
+    }
+    if !unknown.is_empty() {
+        problems.insert(
+            0,
+            format!(
+                "Unknown query parameter(s): {}. Valid parameters are: 'after_guid', 'format'",
+                unknown.join(", ")
+            ),
+        );
+    }
+    if problems.is_empty() {
+        Ok((after, format))
+    } else {
+        Err(unprocessable(problems.join(", ")))
+    }
+}
 
 /// How the frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,23 +278,16 @@ pub(crate) async fn stream(
         // mislead, so the stream says no.
         return Err(deny(access::Denial::NotAuthorized, ApiError::not_found));
     }
-    let q = ListQuery::parse(query.as_deref(), &SPEC)?;
+    let (after_guid, format) = parse_query(query.as_deref())?;
     let header_text = |name: header::HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let format = Format::choose(
-        q.extensions.get("format").map(String::as_str),
-        header_text(header::ACCEPT).as_deref(),
-    )?;
-    let cursor = q
-        .lists
-        .get("after_guid")
-        .and_then(|v| v.first())
-        .cloned()
-        .or_else(|| header_text(header::HeaderName::from_static("last-event-id")));
+    let format = Format::choose(format.as_deref(), header_text(header::ACCEPT).as_deref())?;
+    let cursor =
+        after_guid.or_else(|| header_text(header::HeaderName::from_static("last-event-id")));
     let views = state.engine.subscribe();
     let view = views.borrow().clone();
     let after = match &cursor {

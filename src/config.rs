@@ -21,6 +21,8 @@ pub struct Settings {
     pub staging: StagingSettings,
     /// App defaults (CC's config keys).
     pub apps: AppSettings,
+    /// How long usage events are kept.
+    pub retention: RetentionSettings,
     /// The UAA clients are sent to for tokens.
     pub uaa: UaaSettings,
     /// How bearer tokens are checked.
@@ -89,6 +91,17 @@ pub struct AppSettings {
     pub default_disk_mb: i64,
     /// `maximum_app_disk_in_mb`.
     pub max_disk_mb: i64,
+}
+
+/// `[retention]`: the scheduled prune of old usage events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Usage events older than this many days are pruned (CC's
+    /// `app_usage_events.cutoff_age_in_days`); 0 keeps every event.
+    pub cutoff_age_days: u32,
+    /// Minutes between prunes (the first runs a minute after start-up).
+    pub prune_interval_minutes: u64,
 }
 
 /// `[uaa]`
@@ -219,6 +232,15 @@ impl Default for AppSettings {
             default_memory_mb: 1024,
             default_disk_mb: 1024,
             max_disk_mb: 2048,
+        }
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            cutoff_age_days: 31,
+            prune_interval_minutes: 60,
         }
     }
 }

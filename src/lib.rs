@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod config;
 pub mod startup;
+pub mod tail;
 pub mod telemetry;
 pub mod verify;

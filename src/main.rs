@@ -1,4 +1,4 @@
-//! `tally`: serve, verify.
+//! `tally`: serve, token, tail, verify.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tally::config::{self, Overrides};
 use tally::startup::{shutdown_signal, Application};
-use tally::{auth, telemetry, verify};
+use tally::{auth, tail, telemetry, verify};
 
 /// mimalloc reuses freed memory instead of returning large blocks to the kernel and faulting in
 /// fresh zeroed pages for the next group commit (glibc's behaviour above 128 KiB), which a
@@ -58,6 +58,33 @@ enum Command {
         /// Seconds the token stays valid.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+    },
+    /// Print usage events as they commit, one JSON object per line, resuming from a checkpoint
+    /// and across server restarts (a reference consumer of the stream).
+    Tail {
+        /// The server; default: http://<server.listen> of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// A bearer token with a global read role; default: a development token
+        /// (admin_read_only) signed like `tally token`.
+        #[arg(long, env = "TALLY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Start after this event guid (wins over the checkpoint).
+        #[arg(long)]
+        after: Option<String>,
+        /// A file that keeps the guid of the last event printed: read at start, rewritten
+        /// (atomically) as events are printed.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// A TOML config file (for the default URL and token).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (for the default token).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Check a stopped data directory offline; exits non-zero on any problem.
     Verify {
@@ -131,6 +158,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 auth::developer_token(&settings, &user_id, &scopes, ttl)?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            url,
+            token,
+            after,
+            checkpoint,
+            limit,
+            config,
+            data_dir,
+        } => {
+            let settings = settings(config.as_deref(), data_dir, None)?;
+            let token = match token {
+                Some(token) => token,
+                None => auth::developer_token(
+                    &settings,
+                    "tally-tail",
+                    &["cloud_controller.admin_read_only".to_owned()],
+                    24 * 3600,
+                )?,
+            };
+            let options = tail::TailOptions {
+                url: url.unwrap_or_else(|| format!("http://{}", settings.server.listen)),
+                token,
+                after,
+                checkpoint,
+                limit,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(tail::run(&options, &mut std::io::stdout()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {

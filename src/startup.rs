@@ -37,6 +37,8 @@ pub struct Application {
     router: axum::Router,
     /// Ends long polls and streams when shutdown begins.
     close: tokio::sync::watch::Sender<bool>,
+    /// The scheduled prune.
+    retention: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -100,10 +102,12 @@ impl Application {
             verifier,
             closing,
         });
+        let retention = tokio::spawn(retention(engine.clone(), settings.retention.clone()));
         Ok(Self {
             listener,
             engine,
             close,
+            retention,
             router: tally_http::router(state),
         })
     }
@@ -128,8 +132,29 @@ impl Application {
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
+        self.retention.abort();
         self.engine.shutdown().await;
         served.context("the HTTP server failed")
+    }
+}
+
+/// Prunes usage events older than `cutoff_age_days` a minute after start-up, then every
+/// `prune_interval_minutes` (reference §4.5; the engine keeps what billing needs).
+async fn retention(engine: Arc<Engine>, settings: crate::config::RetentionSettings) {
+    if settings.cutoff_age_days == 0 {
+        return;
+    }
+    let interval = std::time::Duration::from_secs(settings.prune_interval_minutes.max(1) * 60);
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    loop {
+        #[allow(clippy::disallowed_methods)] // the cutoff is relative to the wall clock, as CC's
+        let now = chrono::Utc::now();
+        let cutoff = now - chrono::Duration::days(i64::from(settings.cutoff_age_days));
+        match engine.prune(cutoff).await {
+            Ok(pruned) => tracing::info!(pruned, %cutoff, "retention ran"),
+            Err(error) => tracing::warn!(%error, "retention failed; it runs again later"),
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -27,9 +27,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// A tally on `<dir>/data`, with settings from these `TALLY_…` variables.
 pub async fn spawn_app_in(dir: tempfile::TempDir, env: Vec<(String, String)>) -> TestApp {
+    spawn_app_on(dir, env, "127.0.0.1:0").await
+}
+
+/// [`spawn_app_in`] listening on `listen` (a restarted server keeps its address this way).
+pub async fn spawn_app_on(
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    listen: &str,
+) -> TestApp {
     let overrides = Overrides {
         data_dir: Some(dir.path().join("data")),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
+        listen: Some(listen.parse().unwrap()),
     };
     let settings: Settings = tally::config::load(None, env, &overrides).unwrap();
     let app = Application::build(&settings).await.unwrap();

@@ -12,3 +12,4 @@ mod helpers;
 mod orgs;
 mod python_client;
 mod roles;
+mod usage;

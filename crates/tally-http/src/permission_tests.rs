@@ -99,12 +99,6 @@ async fn service_with_event() -> (Router, String, String) {
             .await
             .unwrap();
     }
-    let verifier = auth::TokenVerifier::new(auth::AuthSettings {
-        hmac_secrets: vec![SECRET.to_vec()],
-        audience: "cloud_controller".into(),
-        ..auth::AuthSettings::default()
-    })
-    .unwrap();
     let view = engine.view();
     let audit = engine.audit_after(&view, 0, 1000).await.unwrap();
     let event = audit
@@ -116,19 +110,13 @@ async fn service_with_event() -> (Router, String, String) {
         .1
         .guid
         .to_string();
-    let app = router(Arc::new(AppState {
+    let app = router(crate::tests::test_state(
         engine,
-        settings: HttpSettings {
-            external_url: "http://api.example.org".into(),
-            uaa_url: "http://uaa.example.org".into(),
-            request_timeout: std::time::Duration::from_secs(60),
-            max_upload_bytes: 1 << 20,
-            packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
-            staging_callback_password: None,
-        },
-        verifier,
-        closing: crate::Closing::new().1,
-    }));
+        SECRET,
+        "http://api.example.org",
+        std::time::Duration::from_secs(60),
+        crate::Closing::new().1,
+    ));
     (app, event, usage)
 }
 

@@ -25,16 +25,34 @@ fn state_with_timeout(request_timeout: std::time::Duration) -> Arc<AppState> {
         Box::new(RandomIds),
     )
     .unwrap();
+    test_state(
+        Arc::new(engine),
+        SECRET,
+        "http://api.example.org",
+        request_timeout,
+        crate::Closing::new().1,
+    )
+}
+
+/// The shared state of a test router over `engine`: tokens signed with the HMAC `secret`,
+/// links built from `external_url`.
+pub(crate) fn test_state(
+    engine: Arc<Engine>,
+    secret: &[u8],
+    external_url: &str,
+    request_timeout: std::time::Duration,
+    closing: crate::Closing,
+) -> Arc<AppState> {
     let verifier = auth::TokenVerifier::new(auth::AuthSettings {
-        hmac_secrets: vec![SECRET.to_vec()],
+        hmac_secrets: vec![secret.to_vec()],
         audience: "cloud_controller".into(),
         ..auth::AuthSettings::default()
     })
     .unwrap();
     Arc::new(AppState {
-        engine: Arc::new(engine),
+        engine,
         settings: HttpSettings {
-            external_url: "http://api.example.org".into(),
+            external_url: external_url.into(),
             uaa_url: "http://uaa.example.org".into(),
             request_timeout,
             max_upload_bytes: 1 << 20,
@@ -42,7 +60,7 @@ fn state_with_timeout(request_timeout: std::time::Duration) -> Arc<AppState> {
             staging_callback_password: None,
         },
         verifier,
-        closing: crate::Closing::new().1,
+        closing,
     })
 }
 

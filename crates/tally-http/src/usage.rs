@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde_json::{json, Value};
+use serde::Serialize;
 use tally_domain::access::Api;
 use tally_domain::model::obfuscate_url_credentials;
 use tally_domain::{Guid, Seq, UsageEvent};
@@ -35,67 +35,229 @@ pub fn epoch_headers(view: &View) -> HeaderMap {
     headers
 }
 
-/// A v2 resource: `metadata` (no `updated_at`) and the 20 entity keys in CC's order.
-pub fn v2_resource(e: &UsageEvent) -> Value {
-    json!({
-        "metadata": {
-            "guid": e.guid.to_string(),
-            "url": format!("/v2/app_usage_events/{}", e.guid),
-            "created_at": time(e.created_at),
-        },
-        "entity": {
-            "state": e.state.as_str(),
-            "previous_state": e.previous_state.map(|s| s.as_str()),
-            "memory_in_mb_per_instance": e.memory_in_mb_per_instance,
-            "previous_memory_in_mb_per_instance": e.previous_memory_in_mb_per_instance,
-            "instance_count": e.instance_count,
-            "previous_instance_count": e.previous_instance_count,
-            "app_guid": e.app_guid,
-            "app_name": e.app_name,
-            "space_guid": e.space_guid.to_string(),
-            "space_name": e.space_name,
-            "org_guid": e.org_guid.to_string(),
-            "buildpack_guid": e.buildpack_guid.map(|g| g.to_string()),
-            "buildpack_name": e.buildpack_name.as_deref().map(obfuscate_url_credentials),
-            "package_state": e.package_state,
-            "previous_package_state": e.previous_package_state,
-            "parent_app_guid": e.parent_app_guid.map(|g| g.to_string()),
-            "parent_app_name": e.parent_app_name,
-            "process_type": e.process_type,
-            "task_name": e.task_name,
-            "task_guid": e.task_guid.map(|g| g.to_string()),
-        }
-    })
+/// A guid, serialized as its text without an intermediate `String`.
+#[derive(Clone, Copy)]
+struct Text(Guid);
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
 }
 
-/// A v3 resource: nested `current`/`previous`, `updated_at` = `created_at`, an absolute link.
-pub fn v3_resource(base: &str, e: &UsageEvent) -> Value {
-    let at = time(e.created_at);
-    let process_guid = (!e.app_guid.is_empty()).then_some(e.app_guid.as_str());
-    json!({
-        "guid": e.guid.to_string(),
-        "created_at": at,
-        "updated_at": at,
-        "state": { "current": e.state.as_str(), "previous": e.previous_state.map(|s| s.as_str()) },
-        "app": {
-            "guid": e.parent_app_guid.map(|g| g.to_string()),
-            "name": e.parent_app_name,
+fn text(guid: Option<Guid>) -> Option<Text> {
+    guid.map(Text)
+}
+
+/// CC's timestamp: `YYYY-MM-DDThh:mm:ssZ`.
+fn stamp(t: tally_domain::Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A v2 usage-event resource (reference §1.5): `metadata` without `updated_at`, and the 20
+/// entity keys in CC's order, nulls included. Serialized straight from the event.
+#[derive(Serialize)]
+pub struct V2Usage<'a> {
+    metadata: V2Metadata,
+    entity: V2Entity<'a>,
+}
+
+#[derive(Serialize)]
+struct V2Metadata {
+    guid: Text,
+    url: String,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct V2Entity<'a> {
+    state: &'static str,
+    previous_state: Option<&'static str>,
+    memory_in_mb_per_instance: i64,
+    previous_memory_in_mb_per_instance: Option<i64>,
+    instance_count: i64,
+    previous_instance_count: Option<i64>,
+    app_guid: &'a str,
+    app_name: &'a str,
+    space_guid: Text,
+    space_name: &'a str,
+    org_guid: Text,
+    buildpack_guid: Option<Text>,
+    buildpack_name: Option<String>,
+    package_state: Option<&'a str>,
+    previous_package_state: Option<&'a str>,
+    parent_app_guid: Option<Text>,
+    parent_app_name: Option<&'a str>,
+    process_type: Option<&'a str>,
+    task_name: Option<&'a str>,
+    task_guid: Option<Text>,
+}
+
+/// The v2 resource of an event.
+pub fn v2_resource(e: &UsageEvent) -> V2Usage<'_> {
+    V2Usage {
+        metadata: V2Metadata {
+            guid: Text(e.guid),
+            url: format!("/v2/app_usage_events/{}", e.guid),
+            created_at: stamp(e.created_at),
         },
-        "process": { "guid": process_guid, "type": e.process_type },
-        "space": { "guid": e.space_guid.to_string(), "name": e.space_name },
-        "organization": { "guid": e.org_guid.to_string() },
-        "buildpack": {
-            "guid": e.buildpack_guid.map(|g| g.to_string()),
-            "name": e.buildpack_name,
+        entity: V2Entity {
+            state: e.state.as_str(),
+            previous_state: e.previous_state.map(|s| s.as_str()),
+            memory_in_mb_per_instance: e.memory_in_mb_per_instance,
+            previous_memory_in_mb_per_instance: e.previous_memory_in_mb_per_instance,
+            instance_count: e.instance_count,
+            previous_instance_count: e.previous_instance_count,
+            app_guid: &e.app_guid,
+            app_name: &e.app_name,
+            space_guid: Text(e.space_guid),
+            space_name: &e.space_name,
+            org_guid: Text(e.org_guid),
+            buildpack_guid: text(e.buildpack_guid),
+            // v2 obfuscates credentials again when presenting (v3 does not).
+            buildpack_name: e.buildpack_name.as_deref().map(obfuscate_url_credentials),
+            package_state: e.package_state.as_deref(),
+            previous_package_state: e.previous_package_state.as_deref(),
+            parent_app_guid: text(e.parent_app_guid),
+            parent_app_name: e.parent_app_name.as_deref(),
+            process_type: e.process_type.as_deref(),
+            task_name: e.task_name.as_deref(),
+            task_guid: text(e.task_guid),
         },
-        "task": { "guid": e.task_guid.map(|g| g.to_string()), "name": e.task_name },
-        "memory_in_mb_per_instance": {
-            "current": e.memory_in_mb_per_instance,
-            "previous": e.previous_memory_in_mb_per_instance,
+    }
+}
+
+/// A v3 usage-event resource (reference §1.6): nested `current`/`previous`, `updated_at` =
+/// `created_at`, an absolute `links.self.href`.
+#[derive(Serialize)]
+pub struct V3Usage<'a> {
+    guid: Text,
+    created_at: String,
+    updated_at: String,
+    state: Pair<&'static str>,
+    app: Named<'a>,
+    process: Process<'a>,
+    space: SpaceRef<'a>,
+    organization: OrgRef,
+    buildpack: Named<'a>,
+    task: Named<'a>,
+    memory_in_mb_per_instance: Pair<i64>,
+    instance_count: Pair<i64>,
+    links: Links,
+}
+
+#[derive(Serialize)]
+struct Pair<T> {
+    current: T,
+    previous: Option<T>,
+}
+
+#[derive(Serialize)]
+struct Named<'a> {
+    guid: Option<Text>,
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Process<'a> {
+    guid: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SpaceRef<'a> {
+    guid: Text,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct OrgRef {
+    guid: Text,
+}
+
+#[derive(Serialize)]
+struct Links {
+    #[serde(rename = "self")]
+    me: Href,
+}
+
+#[derive(Serialize)]
+struct Href {
+    href: String,
+}
+
+/// The v3 resource of an event; links start at `base` (the external URL).
+pub fn v3_resource<'a>(base: &str, e: &'a UsageEvent) -> V3Usage<'a> {
+    let at = stamp(e.created_at);
+    V3Usage {
+        guid: Text(e.guid),
+        created_at: at.clone(),
+        updated_at: at,
+        state: Pair {
+            current: e.state.as_str(),
+            previous: e.previous_state.map(|s| s.as_str()),
         },
-        "instance_count": { "current": e.instance_count, "previous": e.previous_instance_count },
-        "links": { "self": { "href": format!("{base}/v3/app_usage_events/{}", e.guid) } },
-    })
+        app: Named {
+            guid: text(e.parent_app_guid),
+            name: e.parent_app_name.as_deref(),
+        },
+        // CC maps the empty process guid of staging and task events to null.
+        process: Process {
+            guid: (!e.app_guid.is_empty()).then_some(e.app_guid.as_str()),
+            kind: e.process_type.as_deref(),
+        },
+        space: SpaceRef {
+            guid: Text(e.space_guid),
+            name: &e.space_name,
+        },
+        organization: OrgRef {
+            guid: Text(e.org_guid),
+        },
+        buildpack: Named {
+            guid: text(e.buildpack_guid),
+            name: e.buildpack_name.as_deref(),
+        },
+        task: Named {
+            guid: text(e.task_guid),
+            name: e.task_name.as_deref(),
+        },
+        memory_in_mb_per_instance: Pair {
+            current: e.memory_in_mb_per_instance,
+            previous: e.previous_memory_in_mb_per_instance,
+        },
+        instance_count: Pair {
+            current: e.instance_count,
+            previous: e.previous_instance_count,
+        },
+        links: Links {
+            me: Href {
+                href: format!("{base}/v3/app_usage_events/{}", e.guid),
+            },
+        },
+    }
+}
+
+/// The usage event `guid` names, if the caller may read it (reference §8.2), with the view it
+/// was read from; `not_found` is the API's own not-found error.
+pub async fn readable(
+    state: &AppState,
+    who: tally_domain::access::Subject<'_>,
+    api: Api,
+    guid: &str,
+    not_found: impl Fn() -> ApiError,
+) -> Result<(Arc<View>, UsageEvent), ApiError> {
+    let view = state.engine.view();
+    let found = match guid.parse::<Guid>() {
+        Ok(g) => state.engine.usage_event(&view, g).await?,
+        Err(_) => None,
+    };
+    tally_domain::access::usage_read(who, api, found.is_some())
+        .map_err(|d| crate::deny(d, &not_found))?;
+    match found {
+        Some((_, event)) => Ok((view, event)),
+        None => Err(not_found()),
+    }
 }
 
 /// The list error of an API: v2 400 `BadQueryParameter`, v3 422 `UnprocessableEntity`.

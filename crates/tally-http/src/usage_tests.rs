@@ -73,26 +73,14 @@ impl Harness {
             Box::new(RandomIds),
         )
         .unwrap();
-        let verifier = auth::TokenVerifier::new(auth::AuthSettings {
-            hmac_secrets: vec![SECRET.to_vec()],
-            audience: "cloud_controller".into(),
-            ..auth::AuthSettings::default()
-        })
-        .unwrap();
         let (close, closing) = Closing::new();
-        let state = Arc::new(AppState {
-            engine: Arc::new(engine),
-            settings: HttpSettings {
-                external_url: BASE.into(),
-                uaa_url: "http://uaa.example.org".into(),
-                request_timeout: Duration::from_secs(60),
-                max_upload_bytes: 1 << 20,
-                packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
-                staging_callback_password: None,
-            },
-            verifier,
+        let state = crate::tests::test_state(
+            Arc::new(engine),
+            SECRET,
+            BASE,
+            Duration::from_secs(60),
             closing,
-        });
+        );
         let harness = Self {
             app: router(state.clone()),
             state,

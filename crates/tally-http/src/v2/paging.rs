@@ -2,7 +2,7 @@
 //! envelope with `total_results`, `total_pages`, relative `prev_url`/`next_url` whose query keys
 //! are sorted.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::ApiError;
 
@@ -141,7 +141,7 @@ impl Paging {
             .take(usize::try_from(self.per_page).unwrap_or(usize::MAX))
             .map(render)
             .collect();
-        self.page_envelope(path, total, resources, &[])
+        serde_json::to_value(self.page_envelope(path, total, resources, &[])).unwrap_or(Value::Null)
     }
 
     /// Results to skip before this page.
@@ -151,13 +151,13 @@ impl Paging {
 
     /// The envelope for a page already cut: `total` results in all, `resources` on this page;
     /// `keep` are further parameters the page links preserve (such as `after_guid`).
-    pub fn page_envelope(
+    pub fn page_envelope<T: serde::Serialize>(
         &self,
         path: &str,
         total: u64,
-        resources: Vec<Value>,
+        resources: Vec<T>,
         keep: &[(&str, String)],
-    ) -> Value {
+    ) -> Page<T> {
         let total_pages = total.div_ceil(self.per_page);
         let url = |page: u64| {
             let mut pairs: Vec<(&str, String)> = vec![
@@ -178,19 +178,35 @@ impl Paging {
             let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
             format!("{path}?{query}")
         };
-        json!({
-            "total_results": total,
-            "total_pages": total_pages,
-            "prev_url": (self.page > 1).then(|| url(self.page - 1)),
-            "next_url": (self.page < total_pages).then(|| url(self.page + 1)),
-            "resources": resources,
-        })
+        Page {
+            total_results: total,
+            total_pages,
+            prev_url: (self.page > 1).then(|| url(self.page - 1)),
+            next_url: (self.page < total_pages).then(|| url(self.page + 1)),
+            resources,
+        }
     }
+}
+
+/// A v2 page, serialized in CC's key order.
+#[derive(Debug, serde::Serialize)]
+pub struct Page<T> {
+    /// Results in all.
+    pub total_results: u64,
+    /// Pages in all (0 when empty).
+    pub total_pages: u64,
+    /// The previous page, relative.
+    pub prev_url: Option<String>,
+    /// The next page, relative.
+    pub next_url: Option<String>,
+    /// This page.
+    pub resources: Vec<T>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parameters_parse_and_bad_ones_say_why() {

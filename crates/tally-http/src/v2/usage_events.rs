@@ -10,11 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tally_domain::access::{self, Api};
-use tally_domain::Guid;
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
-use crate::usage::{epoch_headers, parse_wait, poll, v2_resource};
+use crate::usage::{epoch_headers, parse_wait, poll, readable, v2_resource};
 use crate::v2::events::event_not_found;
 use crate::v2::paging::{bad_query, Paging};
 use crate::{deny, ApiError, AppState};
@@ -65,7 +64,7 @@ async fn list(
         }
     })
     .await?;
-    let resources = events.iter().map(|(_, e)| v2_resource(e)).collect();
+    let resources: Vec<_> = events.iter().map(|(_, e)| v2_resource(e)).collect();
     let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
     let body = paging.page_envelope("/v2/app_usage_events", total, resources, &keep);
     Ok((epoch_headers(&view), Json(body)).into_response())
@@ -76,16 +75,10 @@ async fn show(
     State(state): State<Arc<AppState>>,
     Path(guid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let view = state.engine.view();
-    let found = match guid.parse::<Guid>() {
-        Ok(g) => state.engine.usage_event(&view, g).await?,
-        Err(_) => None,
-    };
-    access::usage_read(caller.subject(), Api::V2, found.is_some())
-        .map_err(|d| deny(d, || event_not_found(&guid)))?;
-    let Some((_, event)) = found else {
-        return Err(event_not_found(&guid));
-    };
+    let (view, event) = readable(&state, caller.subject(), Api::V2, &guid, || {
+        event_not_found(&guid)
+    })
+    .await?;
     Ok((epoch_headers(&view), Json(v2_resource(&event))).into_response())
 }
 

@@ -286,24 +286,38 @@ impl ListQuery {
             .take(usize::try_from(self.per_page).unwrap_or(usize::MAX))
             .map(render)
             .collect();
-        self.page_envelope(base, total, resources)
+        serde_json::to_value(self.page_envelope(base, total, resources)).unwrap_or(Value::Null)
     }
 
     /// The envelope for a page already cut: `total` results in all, `resources` on this page.
-    pub fn page_envelope(&self, base: &str, total: u64, resources: Vec<Value>) -> Value {
+    pub fn page_envelope<T: serde::Serialize>(
+        &self,
+        base: &str,
+        total: u64,
+        resources: Vec<T>,
+    ) -> Page<T> {
         let total_pages = total.div_ceil(self.per_page).max(1);
-        json!({
-            "pagination": {
+        Page {
+            pagination: json!({
                 "total_results": total,
                 "total_pages": total_pages,
                 "first": self.link(base, 1),
                 "last": self.link(base, total_pages),
                 "next": if self.page < total_pages { self.link(base, self.page + 1) } else { Value::Null },
                 "previous": if self.page > 1 { self.link(base, self.page - 1) } else { Value::Null },
-            },
-            "resources": resources,
-        })
+            }),
+            resources,
+        }
     }
+}
+
+/// A v3 page.
+#[derive(Debug, serde::Serialize)]
+pub struct Page<T> {
+    /// `total_results`, `total_pages`, `first`, `last`, `next`, `previous`.
+    pub pagination: Value,
+    /// This page.
+    pub resources: Vec<T>,
 }
 
 #[cfg(test)]

@@ -164,12 +164,27 @@ fn epoch_json(view: &View) -> Value {
     })
 }
 
+/// An NDJSON event line.
+#[derive(serde::Serialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: crate::usage::V3Usage<'a>,
+}
+
 fn encode(format: Format, base: &str, frame: Frame<'_>) -> Bytes {
     match format {
         Format::Ndjson => {
             let value = match frame {
                 Frame::Epoch(view) => epoch_json(view),
-                Frame::Event(e) => json!({"type": "usage_event", "event": v3_resource(base, e)}),
+                Frame::Event(e) => {
+                    let line = serde_json::to_string(&EventFrame {
+                        kind: "usage_event",
+                        event: v3_resource(base, e),
+                    })
+                    .unwrap_or_default();
+                    return Bytes::from(line + "\n");
+                }
                 Frame::Heartbeat => json!({"type": "heartbeat"}),
             };
             Bytes::from(format!("{value}\n"))
@@ -179,7 +194,7 @@ fn encode(format: Format, base: &str, frame: Frame<'_>) -> Bytes {
             Frame::Event(e) => format!(
                 "event: usage_event\nid: {}\ndata: {}\n\n",
                 e.guid,
-                v3_resource(base, e)
+                serde_json::to_string(&v3_resource(base, e)).unwrap_or_default()
             ),
             Frame::Heartbeat => ": heartbeat\n\n".to_owned(),
         }),

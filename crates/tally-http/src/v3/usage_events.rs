@@ -15,7 +15,7 @@ use tally_domain::{Guid, Timestamp};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
-use crate::usage::{epoch_headers, parse_wait, poll, unprocessable, v3_resource};
+use crate::usage::{epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource};
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
 
@@ -65,7 +65,7 @@ async fn list(
     if matches!(visible, Visible::Nothing) {
         // CC validates the parameters, then shows such callers nothing.
         let view = state.engine.view();
-        let body = q.page_envelope(&path, 0, Vec::new());
+        let body = q.page_envelope(&path, 0, Vec::<()>::new());
         return Ok((epoch_headers(&view), Json(body)).into_response());
     }
     let wait = parse_wait(
@@ -95,7 +95,7 @@ async fn list(
         }
     })
     .await?;
-    let resources = events.iter().map(|(_, e)| v3_resource(base, e)).collect();
+    let resources: Vec<_> = events.iter().map(|(_, e)| v3_resource(base, e)).collect();
     let body = q.page_envelope(&path, total, resources);
     Ok((epoch_headers(&view), Json(body)).into_response())
 }
@@ -105,16 +105,7 @@ async fn show(
     State(state): State<Arc<AppState>>,
     Path(guid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let view = state.engine.view();
-    let found = match guid.parse::<Guid>() {
-        Ok(g) => state.engine.usage_event(&view, g).await?,
-        Err(_) => None,
-    };
-    access::usage_read(caller.subject(), Api::V3, found.is_some())
-        .map_err(|d| deny(d, not_found))?;
-    let Some((_, event)) = found else {
-        return Err(not_found());
-    };
+    let (view, event) = readable(&state, caller.subject(), Api::V3, &guid, not_found).await?;
     let body = v3_resource(&state.settings.external_url, &event);
     Ok((epoch_headers(&view), Json(body)).into_response())
 }

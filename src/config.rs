@@ -29,6 +29,41 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// Logging.
     pub log: LogSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]` (its `Debug` output redacts the token).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Whether the main listener serves `GET /metrics`.
+    pub main_listener: bool,
+    /// A separate admin listener serving only `/metrics`, `/healthz` and `/readyz` (e.g.
+    /// `0.0.0.0:9181`); none by default.
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` wants `Authorization: Bearer <token>`; unauthenticated otherwise.
+    pub token: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            main_listener: true,
+            listen: None,
+            token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("main_listener", &self.main_listener)
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// `[server]`
@@ -462,6 +497,10 @@ mod tests {
             staging: StagingSettings {
                 callback_password: Some("s3cret-value".into()),
                 ..StagingSettings::default()
+            },
+            metrics: MetricsSettings {
+                token: Some("s3cret-value".into()),
+                ..MetricsSettings::default()
             },
             ..Settings::default()
         };

@@ -30,9 +30,43 @@ pub fn open_log(settings: &Settings) -> anyhow::Result<SledLog> {
         .with_context(|| format!("cannot open the log in {}", dir.display()))
 }
 
+/// Every metric tally exports, in one registry: the engine's, the edge's, the gauges read
+/// from the view at scrape time, the process's (CPU, memory, file descriptors) and build info.
+fn metrics_registry(
+    engine_metrics: &tally_engine::EngineMetrics,
+    engine: &Engine,
+    http: &tally_http::metrics::HttpMetrics,
+    data_dir: &Path,
+) -> prometheus::Result<prometheus::Registry> {
+    let registry = prometheus::Registry::new();
+    engine_metrics.register(&registry)?;
+    registry.register(Box::new(engine.view_collector()?))?;
+    registry.register(Box::new(crate::telemetry::DiskCollector::new(
+        data_dir.to_path_buf(),
+    )?))?;
+    http.register(&registry)?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let build = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "tally_build_info",
+            "The running build: its version and git commit (always 1).",
+        ),
+        &["version", "git_sha"],
+    )?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TALLY_GIT_SHA")])
+        .set(1);
+    registry.register(Box::new(build))?;
+    Ok(registry)
+}
+
 /// A tally that is listening.
 pub struct Application {
     listener: TcpListener,
+    /// The admin listener (`[metrics] listen`) and its routes.
+    admin: Option<(TcpListener, axum::Router)>,
     engine: Arc<Engine>,
     router: axum::Router,
     /// Ends long polls and streams when shutdown begins.
@@ -60,6 +94,7 @@ impl Application {
             checkpoint_every: settings.storage.checkpoint_every.max(1),
             ..EngineConfig::default()
         };
+        let engine_metrics = config.metrics.clone();
         let engine = tokio::task::spawn_blocking(move || {
             Engine::start(store, config, Box::new(SystemClock), Box::new(RandomIds))
         })
@@ -80,6 +115,14 @@ impl Application {
             .to_owned();
         let verifier = crate::auth::verifier(settings)?;
         let (close, closing) = tally_http::Closing::new();
+        let http_metrics = tally_http::metrics::HttpMetrics::new();
+        let registry = metrics_registry(
+            &engine_metrics,
+            &engine,
+            &http_metrics,
+            &settings.storage.data_dir,
+        )
+        .context("cannot register the metrics")?;
         let state = Arc::new(AppState {
             engine: engine.clone(),
             settings: HttpSettings {
@@ -101,10 +144,26 @@ impl Application {
             },
             verifier,
             closing,
+            metrics: tally_http::metrics::Metrics {
+                registry,
+                http: http_metrics,
+                token: settings.metrics.token.clone().map(tally_http::Redacted),
+                on_main_listener: settings.metrics.main_listener,
+            },
         });
+        let admin = match settings.metrics.listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} (metrics.listen)"))?;
+                Some((listener, tally_http::admin_router(state.clone())))
+            }
+            None => None,
+        };
         let retention = tokio::spawn(retention(engine.clone(), settings.retention.clone()));
         Ok(Self {
             listener,
+            admin,
             engine,
             close,
             retention,
@@ -117,6 +176,13 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// The admin listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish,
     /// finishes queued commands, writes a final checkpoint and returns.
     pub async fn run_until_stopped(
@@ -124,6 +190,18 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let close = self.close;
+        // The admin listener stops when shutdown begins (so readiness stops answering too).
+        let admin = self.admin.map(|(listener, router)| {
+            let mut closing = close.subscribe();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = closing.wait_for(|closing| *closing).await;
+                };
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            })
+        });
         let shutdown = async move {
             shutdown.await;
             // Long polls answer and streams end now, so in-flight requests can finish.
@@ -140,6 +218,20 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         self.retention.abort();
+        if let Some(admin) = admin {
+            if served.is_err() {
+                // The main listener failed without a shutdown signal: stop the admin one too.
+                admin.abort();
+            }
+            match admin.await {
+                Ok(Err(error)) => tracing::warn!(%error, "the admin listener failed"),
+                Err(error) if !error.is_cancelled() => {
+                    tracing::warn!(%error, "the admin listener task failed")
+                }
+                Err(_) => {}
+                Ok(Ok(())) => {}
+            }
+        }
         self.engine.shutdown().await;
         served.context("the HTTP server failed")
     }

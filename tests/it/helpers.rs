@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 /// A tally serving on a random port, with its own data directory.
 pub struct TestApp {
     pub address: String,
+    /// The admin listener (`TALLY_METRICS__LISTEN`), if configured.
+    pub admin_address: Option<String>,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     pub settings: Settings,
@@ -43,12 +45,14 @@ pub async fn spawn_app_on(
     let settings: Settings = tally::config::load(None, env, &overrides).unwrap();
     let app = Application::build(&settings).await.unwrap();
     let address = format!("http://{}", app.local_addr().unwrap());
+    let admin_address = app.admin_addr().map(|a| format!("http://{a}"));
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
         address,
+        admin_address,
         client: reqwest::Client::new(),
         data_dir: settings.storage.data_dir.clone(),
         stop: Some(stop),

@@ -9,6 +9,7 @@ mod cli;
 mod discovery;
 mod events;
 mod helpers;
+mod operations;
 mod orgs;
 mod python_client;
 mod roles;

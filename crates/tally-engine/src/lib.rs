@@ -12,9 +12,11 @@
 //! - `writer`: the writer thread (group commit, checkpoints, purge, compaction).
 //! - [`EngineError`]: the engine's one error type.
 
+pub mod metrics;
 pub mod usage;
 mod writer;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use tally_domain::{
 };
 use tally_store::{LogStore, Meta, StoreError, UsageSlot};
 
+pub use metrics::EngineMetrics;
 use tokio::sync::{mpsc, oneshot, watch};
 pub use usage::{ReseedIndex, Selection, UsageIndex, UsageQuery};
 
@@ -71,6 +74,8 @@ pub struct EngineConfig {
     pub compact_budget: usize,
     /// Capacity of the command queue (back-pressure beyond it).
     pub queue_capacity: usize,
+    /// Where the writer reports (unregistered unless the caller registers them).
+    pub metrics: EngineMetrics,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +86,7 @@ impl Default for EngineConfig {
             checkpoint_every: 50_000,
             compact_budget: 128,
             queue_capacity: 65_536,
+            metrics: EngineMetrics::default(),
         }
     }
 }
@@ -182,6 +188,8 @@ pub(crate) enum Request {
         oneshot::Sender<Result<Committed, EngineError>>,
     ),
     Purge(oneshot::Sender<Result<Purged, EngineError>>),
+    /// Readiness: an fsynced write of the meta as it is.
+    Probe(oneshot::Sender<Result<(), EngineError>>),
     /// Retention replaced these events of this epoch by tombstones: drop them from the index.
     Pruned {
         epoch: u64,
@@ -200,6 +208,9 @@ pub struct Engine {
     view: watch::Receiver<Arc<View>>,
     store: Arc<dyn LogStore>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    metrics: EngineMetrics,
+    /// Whether the writer's last store write succeeded.
+    writable: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -232,7 +243,17 @@ impl Engine {
             reseeded,
             usage,
         }));
-        let writer = writer::Writer::new(store.clone(), config, clock, ids, recovered, publish);
+        let metrics = config.metrics.clone();
+        let writable = Arc::new(AtomicBool::new(true));
+        let writer = writer::Writer::new(
+            store.clone(),
+            config,
+            clock,
+            ids,
+            recovered,
+            publish,
+            writable.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name("tally-writer".to_owned())
             .spawn(move || writer.run(requests))
@@ -244,17 +265,52 @@ impl Engine {
             view,
             store,
             writer: Mutex::new(Some(handle)),
+            metrics,
+            writable,
         })
     }
 
     /// Decides and commits a command; returns once its records are durable.
     pub async fn submit(&self, envelope: Envelope) -> Result<Committed, EngineError> {
+        let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Request::Command(Box::new(envelope), reply))
             .await
             .map_err(|_| EngineError::Stopped)?;
+        let answered = answer.await.map_err(|_| EngineError::Stopped)?;
+        self.metrics
+            .append_duration
+            .observe(started.elapsed().as_secs_f64());
+        answered
+    }
+
+    /// Whether the last write to the log succeeded (false after a failed write, until a write
+    /// succeeds again).
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+
+    /// Proves the log takes an fsynced write now (readiness): rewrites the meta as it is,
+    /// after every command queued before it.
+    pub async fn probe(&self) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request::Probe(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
         answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// The writer's metrics.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// A collector of the gauges read from the durable view at scrape time (apps, instances,
+    /// memory of started apps; log size and records; usage events).
+    pub fn view_collector(&self) -> prometheus::Result<metrics::ViewCollector> {
+        metrics::ViewCollector::new(self.view.clone(), self.store.clone())
     }
 
     /// Purge-and-reseed as one atomic write at one log position (design.md invariant 5).
@@ -501,6 +557,7 @@ impl Engine {
                 .await
                 .map_err(|_| EngineError::Stopped)?;
             let _ = finished.await;
+            self.metrics.pruned.inc_by(count as u64);
             tracing::info!(pruned = count, %cutoff, epoch, "usage events pruned");
         }
         Ok(count)

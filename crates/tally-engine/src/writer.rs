@@ -53,6 +53,8 @@ pub(crate) struct Writer {
     /// The reachable usage events, published with every view.
     usage: UsageIndex,
     publish: watch::Sender<Arc<View>>,
+    /// Whether the last store write succeeded (readiness).
+    writable: Arc<std::sync::atomic::AtomicBool>,
     /// Set when stopped without a final checkpoint (tests simulating a crash).
     abandoned: bool,
 }
@@ -67,7 +69,9 @@ impl Writer {
         ids: Box<dyn IdGen + Send>,
         recovered: Recovered,
         publish: watch::Sender<Arc<View>>,
+        writable: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
+        config.metrics.positions(&recovered.meta);
         let first = publish.borrow().clone();
         Self {
             store,
@@ -85,6 +89,7 @@ impl Writer {
             reseeded: first.reseeded.clone(),
             usage: first.usage.clone(),
             publish,
+            writable,
             abandoned: false,
         }
     }
@@ -161,6 +166,10 @@ impl Writer {
                 Request::Purge(reply) => {
                     self.commit_commands(std::mem::take(&mut pending));
                     let _ = reply.send(self.purge());
+                }
+                Request::Probe(reply) => {
+                    self.commit_commands(std::mem::take(&mut pending));
+                    let _ = reply.send(self.probe());
                 }
                 Request::Pruned { epoch, seqs, done } => {
                     if epoch == self.meta.epoch {
@@ -260,14 +269,24 @@ impl Writer {
             });
         }
         let (checkpoint, slice_end) = self.checkpoint_slice(&mut meta, CHECKPOINT_SLICE);
+        let metrics = &self.config.metrics;
+        metrics
+            .head
+            .set(i64::try_from(meta.head).unwrap_or(i64::MAX));
+        metrics.batch_size.observe(records.len() as f64);
         let commit = Commit {
             records,
             meta: meta.clone(),
             checkpoint,
             snapshot: None,
         };
-        match self.store.commit(&commit) {
+        match self.write(&commit) {
             Ok(()) => {
+                self.config
+                    .metrics
+                    .appends
+                    .with_label_values(&["state_change"])
+                    .inc_by(commit.records.len() as u64);
                 self.meta = meta;
                 self.advance_round(slice_end);
                 for (seq, event) in &commit.records {
@@ -306,6 +325,7 @@ impl Writer {
             Ok(recovered) => {
                 self.state = recovered.state;
                 self.meta = recovered.meta;
+                self.config.metrics.positions(&self.meta);
                 self.dirty.extend(recovered.touched);
                 match self
                     .store
@@ -373,7 +393,7 @@ impl Writer {
             checkpoint,
             snapshot: None,
         };
-        match self.store.commit(&commit) {
+        match self.write(&commit) {
             Ok(()) => {
                 self.meta = meta;
                 self.advance_round(end);
@@ -428,11 +448,23 @@ impl Writer {
             checkpoint: None,
             snapshot: None,
         };
-        match self.store.commit(&commit) {
+        match self.write(&commit) {
             Ok(()) => {
                 self.meta = meta;
                 self.reseeded = Arc::new(index);
                 self.usage = usage;
+                let metrics = &self.config.metrics;
+                metrics
+                    .appends
+                    .with_label_values(&["reseed"])
+                    .inc_by(count as u64);
+                metrics.purges.inc();
+                metrics
+                    .purge_last
+                    .set(now.timestamp_micros() as f64 / 1_000_000.0);
+                metrics
+                    .purge_seeded
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
                 self.compaction_pending = true;
                 self.publish_view();
                 self.start_truncation();
@@ -478,7 +510,7 @@ impl Writer {
             checkpoint: Some(checkpoint),
             snapshot: None,
         };
-        match self.store.commit(&commit) {
+        match self.write(&commit) {
             Ok(()) => {
                 self.meta = meta;
                 self.dirty.clear();
@@ -523,7 +555,7 @@ impl Writer {
             checkpoint: None,
             snapshot: Some(snapshot),
         };
-        match self.store.commit(&commit) {
+        match self.write(&commit) {
             Ok(()) if end == SNAPSHOT_CHUNKS => {
                 self.meta = meta;
                 self.truncation = None;
@@ -551,6 +583,44 @@ impl Writer {
             Err(error) => {
                 tracing::warn!(%error, "compaction failed; will retry after the next commit");
                 self.compaction_pending = false;
+            }
+        }
+    }
+
+    /// Every store write goes through here: timed, counted, and remembered for readiness.
+    fn write(&mut self, commit: &Commit) -> Result<(), tally_store::StoreError> {
+        let started = std::time::Instant::now();
+        let written = self.store.commit(commit);
+        let metrics = &self.config.metrics;
+        metrics
+            .flush_duration
+            .observe(started.elapsed().as_secs_f64());
+        match &written {
+            Ok(()) => {
+                metrics.commits.inc();
+                metrics.positions(&commit.meta);
+            }
+            Err(_) => metrics.commit_failures.inc(),
+        }
+        self.writable
+            .store(written.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        written
+    }
+
+    /// Readiness: proves the log takes an fsynced write now, by rewriting the meta as it is.
+    fn probe(&mut self) -> Result<(), EngineError> {
+        let commit = Commit {
+            records: Vec::new(),
+            meta: self.meta.clone(),
+            checkpoint: None,
+            snapshot: None,
+        };
+        match self.write(&commit) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "the log refused a probe write");
+                self.reload();
+                Err(error.into())
             }
         }
     }

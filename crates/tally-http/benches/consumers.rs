@@ -197,6 +197,7 @@ async fn main() {
         })
         .unwrap(),
         closing: Closing::new().1,
+        metrics: Default::default(),
     });
     // As `tally serve` does: TCP_NODELAY on every connection.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

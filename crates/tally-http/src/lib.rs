@@ -6,6 +6,7 @@
 //! - [`error`]: [`ApiError`] and the CC error table.
 //! - [`middleware`]: `X-VCAP-Request-ID`, `nosniff`, error rendering.
 //! - [`json`]: the JSON body extractor (size limit, CC's parse errors).
+//! - [`metrics`]: request metrics, `/metrics`.
 //! - `root`: `/`, `/v2/info`, `/healthz`, `/readyz`.
 //! - [`v2`]: the v2 API (pagination, presenters, org and space roles).
 //!
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod middleware;
 mod root;
 mod staging;
@@ -66,6 +68,8 @@ pub struct AppState {
     pub verifier: auth::TokenVerifier,
     /// Tells long polls and streams to finish when tally shuts down.
     pub closing: Closing,
+    /// The registry `/metrics` serves, and the edge's own metrics.
+    pub metrics: metrics::Metrics,
 }
 
 /// Whether tally is shutting down: long polls answer at once and streams end, so a graceful
@@ -102,15 +106,20 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let timeout = state.settings.request_timeout;
     let max_upload = state.settings.max_upload_bytes;
-    Router::new()
+    let mut routes = Router::new()
         .merge(root::router())
         .merge(v2::router(max_upload))
         .merge(v3::router())
         .merge(staging::router())
-        .merge(extra)
+        .merge(extra);
+    if state.metrics.on_main_listener {
+        routes = routes.route("/metrics", axum::routing::get(metrics::metrics));
+    }
+    routes
+        .route_layer(axum::middleware::from_fn(metrics::record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_JSON_BODY))
         .layer(
             tower::ServiceBuilder::new()
@@ -119,7 +128,25 @@ pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) ->
                 ))
                 .timeout(timeout),
         )
-        .layer(axum::middleware::from_fn(middleware::cc_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            middleware::cc_headers,
+        ))
+}
+
+/// The admin listener's routes: `/metrics`, `/healthz` and `/readyz`, nothing of the API.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::metrics))
+        .merge(root::health_router())
+        .route_layer(axum::middleware::from_fn(metrics::record_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            middleware::cc_headers,
+        ))
 }
 
 /// A request that outlived `server.request_timeout_seconds`. A command it had already handed to

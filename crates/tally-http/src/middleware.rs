@@ -1,13 +1,17 @@
 //! Headers every response carries, and the rendering of [`ApiError`]s, in one middleware.
 
+use std::sync::Arc;
+
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::auth::UserSlot;
 use crate::error::PendingError;
+use crate::metrics::RouteSlot;
+use crate::AppState;
 
 /// `X-VCAP-Request-ID`.
 pub static VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
@@ -35,9 +39,17 @@ pub fn request_id(client: Option<&str>, fresh: uuid::Uuid) -> String {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Sets `X-VCAP-Request-ID` and `X-Content-Type-Options`, and renders a pending [`ApiError`]
-/// as Cloud Controller's v2 or v3 body (v3 for `/v3/...`, v2 otherwise).
-pub async fn cc_headers(mut request: Request, next: Next) -> Response {
+/// Sets `X-VCAP-Request-ID` and `X-Content-Type-Options`, renders a pending [`ApiError`]
+/// as Cloud Controller's v2 or v3 body (v3 for `/v3/...`, v2 otherwise), and measures and
+/// logs the request: one span per request (method, route template, path, request id, user),
+/// one line when it is answered (status, latency), counted by method, route and status class.
+pub async fn cc_headers(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
     let client = request
         .headers()
         .get(&VCAP_REQUEST_ID)
@@ -50,9 +62,12 @@ pub async fn cc_headers(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
     let user = UserSlot::default();
     request.extensions_mut().insert(user.clone());
+    let route = RouteSlot::default();
+    request.extensions_mut().insert(route.clone());
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
+        route = tracing::field::Empty,
         path = %request.uri().path(),
         request_id = %id,
         user_id = tracing::field::Empty,
@@ -98,8 +113,21 @@ pub async fn cc_headers(mut request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    let elapsed = started.elapsed();
+    let status = response.status();
+    state
+        .metrics
+        .http
+        .observe(&method, route.label(), status, elapsed.as_secs_f64());
+    span.record("route", route.label());
     let _entered = span.enter();
-    tracing::info!(status = response.status().as_u16(), "request served");
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Levels by operator impact: a 5xx is tally failing a client; the rest is the access log.
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), latency_ms, "request failed");
+    } else {
+        tracing::info!(status = status.as_u16(), latency_ms, "request served");
+    }
     response
 }
 

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -16,6 +18,12 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(root))
         .route("/v2/info", get(info))
+        .merge(health_router())
+}
+
+/// `/healthz` and `/readyz` (served on the admin listener too).
+pub(crate) fn health_router() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
 }
@@ -70,8 +78,34 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Recovery finished and the writer runs: the log's position and epoch.
-async fn readyz(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let view = state.engine.view();
-    Json(json!({ "status": "ready", "head": view.meta.head, "epoch": view.meta.epoch }))
+/// Ready to take writes: recovery finished (the router only exists after it), tally is not
+/// shutting down, and the log takes an fsynced write now (a probe rewrites the meta, so a
+/// full or failing disk shows here, and shows as recovered as soon as writes work again).
+/// 200 with the durable head and epoch, or 503 saying why.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let unready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "reason": reason })),
+        )
+            .into_response()
+    };
+    if state.closing.is_closing() {
+        return unready("tally is shutting down".to_owned());
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, state.engine.probe()).await {
+        Ok(Ok(())) => {
+            let view = state.engine.view();
+            Json(json!({ "status": "ready", "head": view.meta.head, "epoch": view.meta.epoch }))
+                .into_response()
+        }
+        Ok(Err(error)) => unready(format!("the log is not writable: {error}")),
+        Err(_) => unready(format!(
+            "the log did not take a write within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
 }
+
+/// How long readiness waits for its probe write (behind the commands queued before it).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -49,6 +49,12 @@ pub(crate) fn test_state(
         ..auth::AuthSettings::default()
     })
     .unwrap();
+    let metrics = crate::metrics::Metrics {
+        on_main_listener: true,
+        ..Default::default()
+    };
+    metrics.http.register(&metrics.registry).unwrap();
+    engine.metrics().register(&metrics.registry).unwrap();
     Arc::new(AppState {
         engine,
         settings: HttpSettings {
@@ -61,6 +67,7 @@ pub(crate) fn test_state(
         },
         verifier,
         closing,
+        metrics,
     })
 }
 
@@ -261,4 +268,58 @@ async fn a_request_that_outlives_the_timeout_gets_a_cc_503() {
     let (status, body) = call(app, "/v3/test_slow", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("\"CF-ServiceUnavailable\""), "{body}");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_logs_writability_and_metrics_count_the_failure() {
+    let store = Arc::new(MemLog::in_memory());
+    let engine = Arc::new(
+        Engine::start(
+            store.clone(),
+            EngineConfig::default(),
+            Box::new(SystemClock),
+            Box::new(RandomIds),
+        )
+        .unwrap(),
+    );
+    let (close, closing) = crate::Closing::new();
+    let state = test_state(
+        engine.clone(),
+        SECRET,
+        "http://api.example.org",
+        std::time::Duration::from_secs(60),
+        closing,
+    );
+    let app = router(state);
+    let (status, body) = call(app.clone(), "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "{\"status\":\"ready\",\"head\":0,\"epoch\":1}");
+
+    // A disk that refuses writes: not ready, and saying why; liveness is unaffected.
+    store.backend().fail_writes(1);
+    let (status, body) = call(app.clone(), "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains("the log is not writable") && body.contains("simulated write failure"),
+        "{body}"
+    );
+    assert!(!engine.writable());
+    assert_eq!(call(app.clone(), "/healthz", None).await.0, StatusCode::OK);
+    let (_, metrics) = call(app.clone(), "/metrics", None).await;
+    assert!(
+        metrics.contains("tally_log_commit_failures_total 1\n"),
+        "{metrics}"
+    );
+
+    // Writes work again: ready at the next probe, with nothing of the failed write visible.
+    let (status, body) = call(app.clone(), "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(engine.writable());
+    assert_eq!(engine.view().meta.head, 0);
+
+    // Shutting down: not ready any more.
+    close.send(true).unwrap();
+    let (status, body) = call(app, "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("shutting down"), "{body}");
 }

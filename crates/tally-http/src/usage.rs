@@ -313,6 +313,17 @@ pub async fn resolve_after(
     if let Cursor::At(seq) = cursor {
         return Ok(seq);
     }
+    let reason = match cursor {
+        Cursor::Purged { .. } => "purged",
+        Cursor::Pruned { .. } => "pruned",
+        Cursor::At(_) | Cursor::Unknown => "unknown",
+    };
+    state
+        .metrics
+        .http
+        .cursor_not_found
+        .with_label_values(&[reason])
+        .inc();
     let problem = cursor_problem(text, &cursor);
     if let Some(problem) = &problem {
         tracing::info!(cursor = text, %problem, "a consumer's cursor no longer exists");

@@ -225,6 +225,8 @@ struct Tail {
     after: Seq,
     /// Frames ready to send.
     ready: VecDeque<Bytes>,
+    /// Counts the stream as open while it lives.
+    _open: crate::metrics::OpenStream,
 }
 
 impl Tail {
@@ -256,6 +258,11 @@ impl Tail {
                 .await
             {
                 Ok(events) if !events.is_empty() => {
+                    self.state
+                        .metrics
+                        .http
+                        .stream_events
+                        .inc_by(events.len() as u64);
                     for (seq, event) in events {
                         self.after = seq;
                         self.ready
@@ -317,6 +324,7 @@ pub(crate) async fn stream(
         epoch: 0,
         after,
         ready: VecDeque::new(),
+        _open: crate::metrics::OpenStream::new(&state.metrics.http.streams_open),
     };
     let body = futures_util::stream::unfold(tail, |mut tail| async move {
         let bytes = tail.next().await?;

@@ -296,6 +296,30 @@ async fn metrics_follow_real_traffic_and_pass_promtool() {
     drop(stream);
 
     check_with_promtool(&["check", "metrics"], &after.text);
+    // The dashboard and the alert rules in deploy/ read only metrics that exist.
+    for file in [
+        "grafana/tally-dashboard.json",
+        "prometheus/tally-alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(deploy(file)).unwrap();
+        let names = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("tally_") || word.starts_with("process_"));
+        let mut used = 0;
+        for name in names {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|family| after.types.get(*family).map(String::as_str) == Some("histogram"))
+                .unwrap_or(name);
+            assert!(
+                after.types.contains_key(family),
+                "{file} reads {name}, which tally does not export"
+            );
+            used += 1;
+        }
+        assert!(used >= 5, "{file} reads only {used} metrics");
+    }
     app.stop().await;
 }
 

@@ -1,4 +1,4 @@
-//! `tally`: serve, token, tail, verify.
+//! `tally`: serve, token, tail, export, import, verify.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tally::config::{self, Overrides};
 use tally::startup::{shutdown_signal, Application};
-use tally::{auth, tail, telemetry, verify};
+use tally::{auth, backup, tail, telemetry, verify};
 
 /// mimalloc reuses freed memory instead of returning large blocks to the kernel and faulting in
 /// fresh zeroed pages for the next group commit (glibc's behaviour above 128 KiB), which a
@@ -83,6 +83,39 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// The data directory (for the default token).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Write a consistent, checksummed backup of a data directory's log to a file, whether or
+    /// not a tally is running on it (a running one is asked over HTTP; writes go on).
+    Export {
+        /// A TOML config file (data directory, and the running server's address).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The backup file to write (replaced only once the new one is complete).
+        #[arg(long)]
+        out: PathBuf,
+        /// The running tally, when it holds the data directory; default:
+        /// http://<server.listen> of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// A global admin's token for the running tally; default: a development token
+        /// signed like `tally token`.
+        #[arg(long, env = "TALLY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Restore a backup into a data directory that holds no log yet, then verify it.
+    Import {
+        /// The backup file.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// A TOML config file to take the data directory from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory to restore into.
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -190,6 +223,68 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(tail::run(&options, &mut std::io::stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            config,
+            data_dir,
+            out,
+            url,
+            token,
+        } => {
+            let settings = settings(config.as_deref(), data_dir, None)?;
+            let online = || {
+                let token = match token {
+                    Some(token) => token,
+                    None => auth::developer_token(
+                        &settings,
+                        "tally-export",
+                        &["cloud_controller.admin".to_owned()],
+                        3600,
+                    )?,
+                };
+                Ok(backup::Online {
+                    url: url.unwrap_or_else(|| format!("http://{}", settings.server.listen)),
+                    token,
+                })
+            };
+            let summary = backup::export(
+                &settings.storage.data_dir,
+                settings.storage.cache_capacity_mb,
+                &out,
+                online,
+            )?;
+            println!(
+                "exported the log up to seq {} (epoch {}) to {}: {}{}",
+                summary.meta.head,
+                summary.meta.epoch,
+                out.display(),
+                backup::size(summary.bytes),
+                if summary.online {
+                    ", through the running tally"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import {
+            input,
+            config,
+            data_dir,
+        } => {
+            let settings = settings(config.as_deref(), data_dir, None)?;
+            let summary = backup::import(
+                &input,
+                &settings.storage.data_dir,
+                settings.storage.cache_capacity_mb,
+            )?;
+            println!(
+                "imported the log up to seq {} (epoch {}) into {}; verify passed",
+                summary.meta.head,
+                summary.meta.epoch,
+                settings.storage.data_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {

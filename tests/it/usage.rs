@@ -15,7 +15,7 @@ const APPS: usize = 12;
 const WRITERS: usize = 6;
 
 /// An org, a space and `APPS` docker apps; their guids.
-async fn apps(app: &TestApp) -> Vec<String> {
+pub(crate) async fn apps(app: &TestApp) -> Vec<String> {
     let (_, org) = app
         .admin(
             Method::POST,
@@ -48,7 +48,7 @@ async fn apps(app: &TestApp) -> Vec<String> {
 }
 
 /// `WRITERS` clients starting, stopping and scaling the apps until `stop` is set.
-fn storm(
+pub(crate) fn storm(
     app: &Arc<TestApp>,
     guids: &[String],
     stop: &Arc<AtomicBool>,
@@ -85,7 +85,7 @@ fn guid_of(event: &Value) -> String {
 }
 
 /// Every event of the current epoch, in order.
-async fn everything(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn everything(app: &TestApp) -> Vec<Value> {
     let (status, page) = app
         .admin(
             Method::GET,

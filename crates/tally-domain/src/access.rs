@@ -157,6 +157,15 @@ pub fn usage_purge(who: Subject<'_>, api: Api) -> Result<(), Denial> {
     }
 }
 
+/// Exporting a backup of the whole log: global admins only (it holds every org's data).
+pub fn export_backup(who: Subject<'_>) -> Result<(), Denial> {
+    if who.scopes.admin {
+        Ok(())
+    } else {
+        Err(Denial::NotAuthorized)
+    }
+}
+
 /// The spaces whose apps a user sees (§8.3 "visible"): spaces where the user is developer,
 /// manager or auditor, and every space of an org the user manages.
 pub fn visible_spaces(state: &State, user: &str) -> BTreeSet<Guid> {

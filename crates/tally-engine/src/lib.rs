@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod usage;
 mod writer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,9 +26,12 @@ use tally_domain::{
     event_guid_seq, DomainConfig, DomainError, Envelope, Event, Guid, IdGen, Seq, State, Timestamp,
     UsageEvent,
 };
-use tally_store::{LogStore, Meta, StoreError, UsageSlot};
+pub use tally_store::StoreError;
+use tally_store::{ExportVisitor, LogStore, Meta, UsageSlot};
 
 pub use metrics::EngineMetrics;
+/// The backup file format, for those who write or read what [`Engine::begin_export`] copies.
+pub use tally_store::backup;
 use tokio::sync::{mpsc, oneshot, watch};
 pub use usage::{ReseedIndex, Selection, UsageIndex, UsageQuery};
 
@@ -209,8 +212,39 @@ pub struct Engine {
     store: Arc<dyn LogStore>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: EngineMetrics,
+    signals: Signals,
+}
+
+/// What the engine and its writer share besides the view.
+#[derive(Clone)]
+pub(crate) struct Signals {
     /// Whether the writer's last store write succeeded.
-    writable: Arc<AtomicBool>,
+    pub(crate) writable: Arc<AtomicBool>,
+    /// Exports in progress (compaction waits for them).
+    pub(crate) exports: Arc<AtomicUsize>,
+}
+
+/// An export in progress: the durable meta it copies, with compaction paused until it is
+/// dropped.
+pub struct Export {
+    /// The meta the copy is consistent with (its head, epoch and floors).
+    pub at: Meta,
+    store: Arc<dyn LogStore>,
+    exports: Arc<AtomicUsize>,
+}
+
+impl Export {
+    /// Visits every entry of the copy (blocking: run it off the async runtime). See
+    /// [`LogStore::export`].
+    pub fn write(&self, visit: &mut ExportVisitor<'_>) -> Result<u64, EngineError> {
+        Ok(self.store.export(&self.at, visit)?)
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        self.exports.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Engine {
@@ -244,7 +278,10 @@ impl Engine {
             usage,
         }));
         let metrics = config.metrics.clone();
-        let writable = Arc::new(AtomicBool::new(true));
+        let signals = Signals {
+            writable: Arc::new(AtomicBool::new(true)),
+            exports: Arc::new(AtomicUsize::new(0)),
+        };
         let writer = writer::Writer::new(
             store.clone(),
             config,
@@ -252,7 +289,7 @@ impl Engine {
             ids,
             recovered,
             publish,
-            writable.clone(),
+            signals.clone(),
         );
         let handle = std::thread::Builder::new()
             .name("tally-writer".to_owned())
@@ -266,7 +303,7 @@ impl Engine {
             store,
             writer: Mutex::new(Some(handle)),
             metrics,
-            writable,
+            signals,
         })
     }
 
@@ -288,7 +325,7 @@ impl Engine {
     /// Whether the last write to the log succeeded (false after a failed write, until a write
     /// succeeds again).
     pub fn writable(&self) -> bool {
-        self.writable.load(Ordering::Relaxed)
+        self.signals.writable.load(Ordering::Relaxed)
     }
 
     /// Proves the log takes an fsynced write now (readiness): rewrites the meta as it is,
@@ -300,6 +337,20 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Stopped)?;
         answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Starts a consistent export of the log as of the current durable view, while writes go
+    /// on: compaction (the only thing that deletes keys that view reaches) pauses until the
+    /// returned [`Export`] is dropped.
+    pub fn begin_export(&self) -> Export {
+        // Paused first, then the view read: a compaction step already running only deletes
+        // what the current view no longer reaches (it runs on the writer, after the publish).
+        self.signals.exports.fetch_add(1, Ordering::SeqCst);
+        Export {
+            at: self.view().meta.clone(),
+            store: self.store.clone(),
+            exports: self.signals.exports.clone(),
+        }
     }
 
     /// The writer's metrics.

@@ -53,8 +53,8 @@ pub(crate) struct Writer {
     /// The reachable usage events, published with every view.
     usage: UsageIndex,
     publish: watch::Sender<Arc<View>>,
-    /// Whether the last store write succeeded (readiness).
-    writable: Arc<std::sync::atomic::AtomicBool>,
+    /// Readiness and exports in progress, shared with the engine.
+    signals: crate::Signals,
     /// Set when stopped without a final checkpoint (tests simulating a crash).
     abandoned: bool,
 }
@@ -69,7 +69,7 @@ impl Writer {
         ids: Box<dyn IdGen + Send>,
         recovered: Recovered,
         publish: watch::Sender<Arc<View>>,
-        writable: Arc<std::sync::atomic::AtomicBool>,
+        signals: crate::Signals,
     ) -> Self {
         config.metrics.positions(&recovered.meta);
         let first = publish.borrow().clone();
@@ -89,7 +89,7 @@ impl Writer {
             reseeded: first.reseeded.clone(),
             usage: first.usage.clone(),
             publish,
-            writable,
+            signals,
             abandoned: false,
         }
     }
@@ -114,28 +114,30 @@ impl Writer {
             self.start_truncation();
         }
         loop {
-            let first =
-                if self.round.is_some() || self.truncation.is_some() || self.compaction_pending {
-                    match requests.try_recv() {
-                        Ok(request) => request,
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            if self.round.is_some() {
-                                self.checkpoint_step();
-                            } else if self.truncation.is_some() {
-                                self.truncation_step(IDLE_TRUNCATION_CHUNKS);
-                            } else {
-                                self.compact_step();
-                            }
-                            continue;
+            let first = if self.round.is_some()
+                || self.truncation.is_some()
+                || (self.compaction_pending && !self.exporting())
+            {
+                match requests.try_recv() {
+                    Ok(request) => request,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if self.round.is_some() {
+                            self.checkpoint_step();
+                        } else if self.truncation.is_some() {
+                            self.truncation_step(IDLE_TRUNCATION_CHUNKS);
+                        } else {
+                            self.compact_step();
                         }
-                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                        continue;
                     }
-                } else {
-                    match requests.blocking_recv() {
-                        Some(request) => request,
-                        None => break,
-                    }
-                };
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match requests.blocking_recv() {
+                    Some(request) => request,
+                    None => break,
+                }
+            };
             let mut group = vec![first];
             while group.len() < self.config.max_batch {
                 match requests.try_recv() {
@@ -576,7 +578,19 @@ impl Writer {
         }
     }
 
+    /// Whether an export is reading the store: compaction waits, so every key the export's
+    /// meta reaches stays until it ends (compaction resumes after the next request).
+    fn exporting(&self) -> bool {
+        self.signals
+            .exports
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
     fn compact_step(&mut self) {
+        if self.exporting() {
+            return;
+        }
         match self.store.compact(self.config.compact_budget) {
             Ok(0) => self.compaction_pending = false,
             Ok(deleted) => tracing::debug!(deleted, "compacted unreachable keys"),
@@ -602,7 +616,8 @@ impl Writer {
             }
             Err(_) => metrics.commit_failures.inc(),
         }
-        self.writable
+        self.signals
+            .writable
             .store(written.is_ok(), std::sync::atomic::Ordering::Relaxed);
         written
     }

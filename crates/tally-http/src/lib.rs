@@ -7,6 +7,7 @@
 //! - [`middleware`]: `X-VCAP-Request-ID`, `nosniff`, error rendering.
 //! - [`json`]: the JSON body extractor (size limit, CC's parse errors).
 //! - [`metrics`]: request metrics, `/metrics`.
+//! - `backup`: `GET /admin/export`, a backup of the running log.
 //! - `root`: `/`, `/v2/info`, `/healthz`, `/readyz`.
 //! - [`v2`]: the v2 API (pagination, presenters, org and space roles).
 //!
@@ -14,6 +15,7 @@
 //! the answer with one function (`deny`).
 
 pub mod auth;
+mod backup;
 pub mod error;
 pub mod json;
 pub mod metrics;
@@ -111,6 +113,7 @@ pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) ->
         .merge(v2::router(max_upload))
         .merge(v3::router())
         .merge(staging::router())
+        .merge(backup::router())
         .merge(extra);
     if state.metrics.on_main_listener {
         routes = routes.route("/metrics", axum::routing::get(metrics::metrics));

@@ -83,10 +83,7 @@ impl SledBackend {
                 // sled reports the lock conflict as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                     if std::time::Instant::now() >= deadline {
-                        return Err(StoreError::Io(format!(
-                            "the data directory {} is in use by another tally process",
-                            dir.display()
-                        )));
+                        return Err(StoreError::InUse(dir.display().to_string()));
                     }
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }

@@ -9,9 +9,11 @@
 //! - [`LogStore`]: the contract (atomicity, ordering, durability, errors).
 //! - [`Log`]: the key layout, commit, reads, recovery, verification, compaction.
 //! - [`backend`]: the KV backends.
+//! - [`backup`]: the backup file (export and import).
 //! - `mapping`: domain values ↔ `proto-schemas` v1 records.
 
 pub mod backend;
+pub mod backup;
 mod keys;
 mod log;
 mod mapping;
@@ -48,6 +50,9 @@ pub enum StoreError {
     /// A value could not be encoded.
     #[error("record does not encode: {0}")]
     Encode(String),
+    /// Another process (a running tally) holds the data directory.
+    #[error("the data directory {0} is in use by another tally process")]
+    InUse(String),
 }
 
 /// What retention left of a usage event: its guid, when it was written, and the cutoff of the
@@ -286,6 +291,9 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
+/// Receives the key/value entries of an export ([`LogStore::export`]).
+pub type ExportVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// tally's log store.
 ///
 /// # Contract
@@ -367,6 +375,14 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Bytes the store occupies on disk (0 for the in-memory store).
     fn size_on_disk(&self) -> u64;
+
+    /// Visits a consistent copy of the log as of `at`, a meta that was committed: the meta
+    /// (with checkpoint 0: the copy has no persisted table), the base snapshot of its log
+    /// start, the blocks of every stream from its floor to its head and the reseed index of its
+    /// epoch. The caller must keep `compact` from running until this returns (it would delete
+    /// keys `at` still reaches once a later commit moved a floor). Returns how many entries
+    /// it visited. See [`backup`] for the file these entries go into.
+    fn export(&self, at: &Meta, visit: &mut ExportVisitor<'_>) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

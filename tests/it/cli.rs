@@ -37,7 +37,11 @@ fn serve(cwd: &Path, args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver
             .expect("tally serve printed nothing");
         if let Some(at) = line.find("tally is listening on http://") {
             let rest = &line[at + "tally is listening on http://".len()..];
-            let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            // Text logs end the address with a space, JSON logs with a quote.
+            let address: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"')
+                .collect();
             return (child, address, received);
         }
         assert!(
@@ -99,6 +103,44 @@ fn serve_on_the_embedded_default_then_stop_on_sigterm() {
     let (ok, report) = verify(&data_dir);
     assert!(ok, "{report}");
     assert!(report.contains("ok:"), "{report}");
+}
+
+#[test]
+fn json_logs_carry_one_span_per_request_with_route_status_and_latency() {
+    let cwd = tempfile::tempdir().unwrap();
+    let config = cwd.path().join("tally.toml");
+    std::fs::write(&config, "[log]\nformat = \"json\"\n").unwrap();
+    let (mut child, address, lines) = serve(
+        cwd.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let guid = "7c3e1a52-0000-4000-8000-000000000001";
+    reqwest::blocking_get(&format!("http://{address}/v2/apps/{guid}"));
+    assert!(terminate(&mut child).success());
+    let logged: Vec<serde_json::Value> = lines
+        .try_iter()
+        .chain(std::iter::from_fn(|| {
+            lines.recv_timeout(Duration::from_secs(2)).ok()
+        }))
+        .map(|line| serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let served = logged
+        .iter()
+        .find(|l| {
+            l["message"] == "request served" && l["span"]["path"] == format!("/v2/apps/{guid}")
+        })
+        .unwrap_or_else(|| panic!("no request line in {logged:?}"));
+    assert_eq!(served["level"], "INFO");
+    assert_eq!(served["status"], 401);
+    assert!(served["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(served["span"]["method"], "GET");
+    assert_eq!(served["span"]["route"], "/v2/apps/{guid}");
+    assert!(!served["span"]["request_id"].as_str().unwrap().is_empty());
 }
 
 #[test]

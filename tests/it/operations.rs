@@ -11,8 +11,15 @@ use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_in, TestApp};
 
-/// `promtool`, installed from Debian's `prometheus` package when missing (CI runs as root).
+/// `promtool`, installed from Debian's `prometheus` package when missing (CI runs as root);
+/// once per test binary, since the tests that need it run in parallel and apt takes one at a
+/// time.
 fn promtool() -> PathBuf {
+    static PROMTOOL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROMTOOL.get_or_init(find_or_install_promtool).clone()
+}
+
+fn find_or_install_promtool() -> PathBuf {
     let found = |path: &str| {
         Command::new(path)
             .arg("--version")

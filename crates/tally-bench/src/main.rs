@@ -1,0 +1,369 @@
+//! `tally-bench`: drives a tally over HTTP as its users do and prints throughput and
+//! p50/p90/p99/max latency (a Markdown table, or JSON with `--json`).
+//!
+//! Every workload runs against `--url` (with `--token` or `TALLY_TOKEN`, a global admin's) or,
+//! without `--url`, against a fresh tally it starts from the `tally` binary (`--tally`, default:
+//! the `tally` next to this binary) on a temporary data directory. `startup` always starts its
+//! own. Build both first: `cargo build --release -p tally -p tally-bench`.
+
+mod report;
+mod scenarios;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use report::{Latencies, Row};
+use target::Target;
+
+#[derive(Parser)]
+#[command(name = "tally-bench", about = "Load generator for tally")]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct Common {
+    /// A running tally; default: start a fresh one.
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// A global admin's token for `--url`.
+    #[arg(long, env = "TALLY_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// The `tally` binary to start; default: the one next to this binary.
+    #[arg(long, global = true)]
+    tally: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Create N apps, then toggle start/scale/stop with C connections for a duration.
+    StateChanges {
+        #[arg(long, default_value_t = 1000)]
+        apps: usize,
+        /// Connection counts to run, one after the other.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+        concurrency: Vec<usize>,
+        /// Seconds per connection count.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Read every usage event from the start: v3 pages of 5000 and v2 pages of 10000.
+    CatchUp {
+        /// When the epoch holds fewer events, write that many first (start/scale/stop).
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+    },
+    /// One consumer on the live stream while writers commit; commit-to-delivery latency.
+    TailLatency {
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// Milliseconds between one writer's requests.
+        #[arg(long, default_value_t = 5)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// N started apps, then purge-and-reseed; checks the stream then holds exactly N events.
+    Purge {
+        #[arg(long, default_value_t = 100_000)]
+        apps: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Start-up time and RSS with a data directory of M log records (and N apps).
+    Startup {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 100_000)]
+        apps: usize,
+        /// Start-ups measured.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Everything above with its defaults, each on a fresh tally.
+    All,
+}
+
+impl Common {
+    fn tally(&self) -> anyhow::Result<PathBuf> {
+        match &self.tally {
+            Some(path) => Ok(path.clone()),
+            None => Ok(std::env::current_exe()?
+                .parent()
+                .context("no directory")?
+                .join("tally")),
+        }
+    }
+
+    /// The tally to drive, and the temporary directory of one the bench started.
+    async fn target(&self) -> anyhow::Result<(Target, Option<tempfile::TempDir>)> {
+        match &self.url {
+            Some(url) => {
+                let token = self
+                    .token
+                    .as_deref()
+                    .context("--url needs --token (or TALLY_TOKEN): a global admin's token")?;
+                Ok((Target::connect(url, token)?, None))
+            }
+            None => {
+                let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
+                let target = Target::spawn(&self.tally()?, &dir.path().join("data")).await?;
+                Ok((target, Some(dir)))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tally-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tally-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let common = &cli.common;
+    let mut rows = Vec::new();
+    match cli.workload {
+        Workload::StateChanges {
+            apps,
+            concurrency,
+            seconds,
+        } => state_changes(common, apps, &concurrency, seconds, &mut rows).await?,
+        Workload::CatchUp { events } => catch_up(common, events, &mut rows).await?,
+        Workload::TailLatency {
+            writers,
+            interval_ms,
+            seconds,
+        } => tail_latency(common, writers, interval_ms, seconds, &mut rows).await?,
+        Workload::Purge { apps, rounds } => purge(common, apps, rounds, &mut rows).await?,
+        Workload::Startup {
+            records,
+            apps,
+            rounds,
+        } => startup(common, records, apps, rounds, &mut rows).await?,
+        Workload::All => {
+            state_changes(common, 1000, &[1, 16, 64], 10, &mut rows).await?;
+            catch_up(common, 300_000, &mut rows).await?;
+            tail_latency(common, 4, 5, 10, &mut rows).await?;
+            purge(common, 100_000, 3, &mut rows).await?;
+            startup(common, 1_000_000, 100_000, 3, &mut rows).await?;
+        }
+    }
+    report::print(&rows, common.json)
+}
+
+fn push(rows: &mut Vec<Row>, row: Row) {
+    report::announce(&row);
+    rows.push(row);
+}
+
+async fn state_changes(
+    common: &Common,
+    apps: usize,
+    concurrency: &[usize],
+    seconds: u64,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let (target, _dir) = common.target().await?;
+    let guids = scenarios::create_apps(&target, apps, false, 64).await?;
+    for &c in concurrency {
+        let row = scenarios::state_changes(&target, &guids, c.max(1), Duration::from_secs(seconds))
+            .await?;
+        push(rows, row);
+    }
+    Ok(())
+}
+
+async fn catch_up(common: &Common, events: u64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let (target, _dir) = common.target().await?;
+    let have = target.usage_events().await?;
+    if have < events {
+        // Each app's start, scale and stop write one usage event each.
+        let apps = scenarios::create_apps(&target, 1000, false, 64).await?;
+        let started = Instant::now();
+        while target.usage_events().await? < events {
+            scenarios::state_changes(&target, &apps, 64, Duration::from_secs(5)).await?;
+        }
+        eprintln!(
+            "wrote {} usage events in {:.0} s",
+            target.usage_events().await?,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for v3 in [true, false] {
+        let (row, _) = scenarios::catch_up(&target, v3).await?;
+        push(rows, row);
+    }
+    Ok(())
+}
+
+async fn tail_latency(
+    common: &Common,
+    writers: usize,
+    interval_ms: u64,
+    seconds: u64,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let (target, _dir) = common.target().await?;
+    let apps = scenarios::create_apps(&target, writers.max(1) * 8, false, 16).await?;
+    let row = scenarios::tail_latency(
+        &target,
+        &apps,
+        writers.max(1),
+        Duration::from_millis(interval_ms.max(1)),
+        Duration::from_secs(seconds),
+    )
+    .await?;
+    push(rows, row);
+    Ok(())
+}
+
+async fn purge(
+    common: &Common,
+    apps: usize,
+    rounds: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let (target, _dir) = common.target().await?;
+    let already = target.usage_events().await?;
+    anyhow::ensure!(
+        common.url.is_none() || already == 0,
+        "purge needs a tally with no usage events yet (its stream must hold only these apps)"
+    );
+    scenarios::create_apps(&target, apps, true, 64).await?;
+    let row = scenarios::purge(&target, apps, rounds.max(1)).await?;
+    push(rows, row);
+    Ok(())
+}
+
+async fn startup(
+    common: &Common,
+    records: u64,
+    apps: usize,
+    rounds: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let tally = common.tally()?;
+    let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
+    let data = dir.path().join("data");
+    let target = Target::spawn(&tally, &data).await?;
+    let filling = Instant::now();
+    let guids = scenarios::create_apps(&target, apps, false, 64).await?;
+    while target.head().await? < records {
+        scenarios::state_changes(&target, &guids, 64, Duration::from_secs(5)).await?;
+    }
+    let head = target.head().await?;
+    let events = target.usage_events().await?;
+    eprintln!(
+        "filled the log to {head} records ({events} usage events, {apps} apps) in {:.0} s",
+        filling.elapsed().as_secs_f64()
+    );
+    target.stop()?;
+    let mut ready = Latencies::new();
+    let mut rss = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let target = Target::spawn(&tally, &data).await?;
+        if let Some(after) = target.ready_after {
+            ready.record(after);
+        }
+        rss.extend(target.rss_bytes());
+        target.stop()?;
+    }
+    let size: u64 = walk_size(&data.join("log"));
+    let rss_mb = rss.iter().max().map_or(0.0, |b| *b as f64 / 1e6);
+    push(
+        rows,
+        Row::new(
+            "startup",
+            format!("{head} records, {apps} apps, {} start-ups", rounds.max(1)),
+        )
+        .latency(&ready)
+        .note(format!(
+            "process start → /readyz 200; RSS after recovery {rss_mb:.0} MB (max); log {:.0} MB on disk",
+            size as f64 / 1e6
+        ))
+        .goal("ready ≤ 3 s; RSS ≤ 300 MB"),
+    );
+    // Backups of the same directory: offline export, then import into a new one.
+    let backup = dir.path().join("backup.tallybak");
+    let run = |args: &[&std::ffi::OsStr]| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let output = std::process::Command::new(&tally).args(args).output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "tally {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(started.elapsed())
+    };
+    let export = run(&[
+        "export".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--out".as_ref(),
+        backup.as_os_str(),
+    ])?;
+    let bytes = std::fs::metadata(&backup)?.len();
+    let import = run(&[
+        "import".as_ref(),
+        "--in".as_ref(),
+        backup.as_os_str(),
+        "--data-dir".as_ref(),
+        dir.path().join("restored").as_os_str(),
+    ])?;
+    let mb = bytes as f64 / 1e6;
+    push(
+        rows,
+        Row::new("backup", format!("{head} records, backup {mb:.0} MB"))
+            .throughput(mb / export.as_secs_f64(), "MB/s export")
+            .note(format!(
+                "tally export {:.1} s; tally import (with table rebuild and verify) {:.1} s",
+                export.as_secs_f64(),
+                import.as_secs_f64()
+            )),
+    );
+    Ok(())
+}
+
+/// Bytes of every file under `dir`.
+fn walk_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => walk_size(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

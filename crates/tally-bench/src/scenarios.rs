@@ -1,0 +1,421 @@
+//! The workloads, each driving tally only through its HTTP API.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::report::{Latencies, Row};
+use crate::target::Target;
+
+/// Creates an org, a space and `count` docker apps (started or stopped) with `concurrency`
+/// requests in flight; their guids.
+pub async fn create_apps(
+    target: &Target,
+    count: usize,
+    started: bool,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    #[allow(clippy::disallowed_methods)] // a unique name per run
+    let run = chrono::Utc::now().timestamp_micros();
+    let (status, org) = target
+        .json(
+            Method::POST,
+            "/v2/organizations",
+            Some(json!({"name": format!("bench-{run}")})),
+        )
+        .await?;
+    ensure!(
+        status == StatusCode::CREATED,
+        "creating the org: {status} {org}"
+    );
+    let org = org["metadata"]["guid"].as_str().context("org guid")?;
+    let (status, space) = target
+        .json(
+            Method::POST,
+            "/v2/spaces",
+            Some(json!({"name": "bench", "organization_guid": org})),
+        )
+        .await?;
+    ensure!(
+        status == StatusCode::CREATED,
+        "creating the space: {status} {space}"
+    );
+    let space = space["metadata"]["guid"]
+        .as_str()
+        .context("space guid")?
+        .to_owned();
+    let state = if started { "STARTED" } else { "STOPPED" };
+    let started_at = Instant::now();
+    let guids: Vec<String> = futures_util::stream::iter(0..count)
+        .map(|n| {
+            let space = space.clone();
+            async move {
+                let body = json!({"name": format!("app-{n}"), "space_guid": space,
+                                  "docker_image": "nginx", "memory": 128, "state": state});
+                let (status, app) = target.json(Method::POST, "/v2/apps", Some(body)).await?;
+                ensure!(
+                    status == StatusCode::CREATED,
+                    "creating an app: {status} {app}"
+                );
+                Ok(app["metadata"]["guid"]
+                    .as_str()
+                    .context("app guid")?
+                    .to_owned())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    eprintln!(
+        "created {count} {} apps in {:.1} s",
+        state.to_lowercase(),
+        started_at.elapsed().as_secs_f64()
+    );
+    Ok(guids)
+}
+
+/// The change a toggling client makes to an app on its `n`-th visit: start, scale, stop.
+fn change(n: usize) -> serde_json::Value {
+    match n % 3 {
+        0 => json!({"state": "STARTED"}),
+        1 => json!({"instances": 1 + (n / 3) % 3}),
+        _ => json!({"state": "STOPPED"}),
+    }
+}
+
+/// `concurrency` clients toggling the apps (each client its own apps) for `duration`.
+pub async fn state_changes(
+    target: &Target,
+    apps: &[String],
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    let events_before = target.usage_events().await?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let clients: Vec<_> = (0..concurrency)
+        .map(|k| {
+            let mine: Vec<String> = apps.iter().skip(k).step_by(concurrency).cloned().collect();
+            async move {
+                let mut latencies = Latencies::new();
+                let mut visits = vec![0usize; mine.len()];
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let slot = i % mine.len();
+                    let body = change(visits[slot]);
+                    let sent = Instant::now();
+                    let response = target
+                        .request(Method::PUT, &format!("/v2/apps/{}", mine[slot]))
+                        .json(&body)
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let text = response.bytes().await?;
+                    latencies.record(sent.elapsed());
+                    ensure!(
+                        status == StatusCode::CREATED,
+                        "PUT answered {status}: {}",
+                        String::from_utf8_lossy(&text)
+                    );
+                    visits[slot] += 1;
+                    i += 1;
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            }
+        })
+        .collect();
+    let mut latencies = Latencies::new();
+    for result in futures_util::future::join_all(clients).await {
+        latencies.merge(&result?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let events = target.usage_events().await? - events_before;
+    let requests = latencies.count();
+    Ok(Row::new(
+        "state-changes",
+        format!(
+            "C={concurrency}, {} s, {} apps",
+            duration.as_secs(),
+            apps.len()
+        ),
+    )
+    .throughput(events as f64 / elapsed, "events/s")
+    .latency(&latencies)
+    .note(format!(
+        "{requests} PUTs ({:.0}/s), {events} usage events",
+        requests as f64 / elapsed
+    ))
+    .goal(match concurrency {
+        64 => "≥ 15,000 events/s, p99 ≤ 20 ms",
+        1 => "p50 ≤ 1 ms",
+        _ => "",
+    }))
+}
+
+#[derive(Deserialize)]
+struct V3Page {
+    resources: Vec<V3Event>,
+}
+
+#[derive(Deserialize)]
+struct V3Event {
+    guid: String,
+}
+
+#[derive(Deserialize)]
+struct V2Page {
+    resources: Vec<V2Event>,
+}
+
+#[derive(Deserialize)]
+struct V2Event {
+    metadata: V2Metadata,
+}
+
+#[derive(Deserialize)]
+struct V2Metadata {
+    guid: String,
+}
+
+/// Reads every usage event of the epoch from the start, following `after_guid`, with pages of
+/// `per_page` (v3) or `results-per-page` (v2); events/s and per-page latency.
+pub async fn catch_up(target: &Target, v3: bool) -> anyhow::Result<(Row, u64)> {
+    let per_page = if v3 { 5000 } else { 10000 };
+    let mut after: Option<String> = None;
+    let mut events = 0u64;
+    let mut latencies = Latencies::new();
+    let started = Instant::now();
+    loop {
+        let mut path = if v3 {
+            format!("/v3/app_usage_events?per_page={per_page}")
+        } else {
+            format!("/v2/app_usage_events?results-per-page={per_page}")
+        };
+        if let Some(guid) = &after {
+            path.push_str(&format!("&after_guid={guid}"));
+        }
+        let sent = Instant::now();
+        let response = target.request(Method::GET, &path).send().await?;
+        ensure!(
+            response.status() == StatusCode::OK,
+            "{path}: {}",
+            response.status()
+        );
+        let bytes = response.bytes().await?;
+        let guids: Vec<String> = if v3 {
+            serde_json::from_slice::<V3Page>(&bytes)?
+                .resources
+                .into_iter()
+                .map(|e| e.guid)
+                .collect()
+        } else {
+            serde_json::from_slice::<V2Page>(&bytes)?
+                .resources
+                .into_iter()
+                .map(|e| e.metadata.guid)
+                .collect()
+        };
+        latencies.record(sent.elapsed());
+        events += guids.len() as u64;
+        match guids.last() {
+            Some(last) if guids.len() == per_page => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (api, goal) = if v3 {
+        ("v3 per_page=5000", "≥ 150,000 events/s")
+    } else {
+        ("v2 results-per-page=10000", "")
+    };
+    Ok((
+        Row::new("catch-up", format!("{api}, {events} events"))
+            .throughput(events as f64 / elapsed, "events/s")
+            .latency(&latencies)
+            .note(format!("{} pages, latency per page", latencies.count()))
+            .goal(goal),
+        events,
+    ))
+}
+
+/// The newest usage event's guid, if any.
+async fn newest_event(target: &Target) -> anyhow::Result<Option<String>> {
+    let (status, page) = target
+        .json(
+            Method::GET,
+            "/v3/app_usage_events?per_page=1&order_by=-created_at",
+            None,
+        )
+        .await?;
+    ensure!(status == StatusCode::OK, "newest event: {status} {page}");
+    Ok(page["resources"][0]["guid"].as_str().map(str::to_owned))
+}
+
+fn now_micros() -> i64 {
+    #[allow(clippy::disallowed_methods)] // latency against the server's commit time
+    let now = chrono::Utc::now();
+    now.timestamp_micros()
+}
+
+/// One consumer on the live stream (length-delimited protobuf, whose events carry their
+/// commit time in microseconds) while `writers` clients change apps, each `interval` apart,
+/// for `duration`: the time from each event's commit to its arrival, and from the write
+/// request being sent to the event's arrival.
+pub async fn tail_latency(
+    target: &Target,
+    apps: &[String],
+    writers: usize,
+    interval: Duration,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    use prost::Message;
+    let after = newest_event(target).await?;
+    let mut path = "/v3/app_usage_events/stream?format=protobuf".to_owned();
+    if let Some(after) = &after {
+        path.push_str(&format!("&after_guid={after}"));
+    }
+    let response = target.request(Method::GET, &path).send().await?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "stream: {}",
+        response.status()
+    );
+    // Which write request produced an event: app guid → when its PUT was sent.
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (sent_at, stop) = (sent_at.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut commit = Latencies::new();
+            let mut submit = Latencies::new();
+            let mut body = response.bytes_stream();
+            let mut buffer: Vec<u8> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let chunk =
+                    match tokio::time::timeout(Duration::from_millis(200), body.next()).await {
+                        Ok(Some(chunk)) => chunk?,
+                        Ok(None) => bail!("the stream ended"),
+                        Err(_) => continue,
+                    };
+                let arrived = Instant::now();
+                let arrived_micros = now_micros();
+                buffer.extend_from_slice(&chunk);
+                loop {
+                    let mut view = buffer.as_slice();
+                    let Ok(length) = prost::decode_length_delimiter(&mut view) else {
+                        break;
+                    };
+                    let prefix = buffer.len() - view.len();
+                    if view.len() < length {
+                        break;
+                    }
+                    let frame = proto_schemas::wire::StreamFrame::decode(&view[..length])?;
+                    buffer.drain(..prefix + length);
+                    if let Some(proto_schemas::wire::stream_frame::Frame::Event(event)) =
+                        frame.frame
+                    {
+                        let lag = (arrived_micros - event.created_at_micros).max(0);
+                        commit.record(Duration::from_micros(lag.unsigned_abs()));
+                        if let Some(sent) = sent_at
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("poisoned"))?
+                            .remove(&event.app_guid)
+                        {
+                            submit.record(arrived - sent);
+                        }
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((commit, submit))
+        })
+    };
+    let deadline = Instant::now() + duration;
+    let clients: Vec<_> = (0..writers)
+        .map(|k| {
+            let mine: Vec<String> = apps.iter().skip(k).step_by(writers).cloned().collect();
+            let sent_at = sent_at.clone();
+            async move {
+                let mut visits = vec![0usize; mine.len()];
+                let mut i = 0;
+                let mut ticker = tokio::time::interval(interval);
+                while Instant::now() < deadline {
+                    ticker.tick().await;
+                    let slot = i % mine.len();
+                    if let Ok(mut sent) = sent_at.lock() {
+                        sent.insert(mine[slot].clone(), Instant::now());
+                    }
+                    let status = target
+                        .request(Method::PUT, &format!("/v2/apps/{}", mine[slot]))
+                        .json(&change(visits[slot]))
+                        .send()
+                        .await?
+                        .status();
+                    ensure!(status == StatusCode::CREATED, "PUT answered {status}");
+                    visits[slot] += 1;
+                    i += 1;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .collect();
+    for result in futures_util::future::join_all(clients).await {
+        result?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (commit, submit) = consumer.await??;
+    let submit = submit.summary().map_or(String::new(), |s| {
+        format!(
+            "request sent → event received: p50 {:.2}, p99 {:.2}, max {:.2} ms",
+            s.p50_ms, s.p99_ms, s.max_ms
+        )
+    });
+    Ok(Row::new(
+        "tail-latency",
+        format!(
+            "{writers} writers every {} ms, {} s, stream (protobuf)",
+            interval.as_millis(),
+            duration.as_secs()
+        ),
+    )
+    .latency(&commit)
+    .note(format!(
+        "commit (its timestamp, taken before the fsync) → event received; {submit}"
+    ))
+    .goal("p99 ≤ 10 ms after its commit"))
+}
+
+/// Purge-and-reseed of `started` started apps, `rounds` times; then reads the stream and
+/// checks it holds exactly one event per started app.
+pub async fn purge(target: &Target, started: usize, rounds: usize) -> anyhow::Result<Row> {
+    let mut latencies = Latencies::new();
+    for _ in 0..rounds {
+        let sent = Instant::now();
+        let (status, body) = target
+            .json(
+                Method::POST,
+                "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
+                None,
+            )
+            .await?;
+        latencies.record(sent.elapsed());
+        ensure!(status == StatusCode::OK, "purge answered {status}: {body}");
+    }
+    let (_, events) = catch_up(target, true).await?;
+    if events != started as u64 {
+        bail!("after the purge the stream holds {events} events, not {started}");
+    }
+    Ok(
+        Row::new("purge", format!("{started} started apps, {rounds} purges"))
+            .latency(&latencies)
+            .note(format!("the stream then held exactly {events} events"))
+            .goal("≤ 1 s, atomic"),
+    )
+}

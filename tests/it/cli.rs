@@ -13,7 +13,10 @@ use crate::helpers::write_history;
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 
 /// Starts `tally serve` in `cwd` and waits for the address it logs.
-fn serve(cwd: &Path, args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn serve(
+    cwd: &Path,
+    args: &[&str],
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(TALLY)
         .arg("serve")
         .args(args)

@@ -212,3 +212,59 @@ impl TestApp {
         )
     }
 }
+
+/// `tally verify` on a stopped data directory: whether it passed, and what it printed.
+pub fn verify(data_dir: &Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["verify", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// An org, a space and `count` started docker apps on the tally at `url`, 32 requests at a time.
+pub async fn started_apps(url: &str, token: &str, count: usize) {
+    use futures_util::StreamExt;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{url}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let org: serde_json::Value = post("/v2/organizations", serde_json::json!({"name": "o"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let space: serde_json::Value = post(
+        "/v2/spaces",
+        serde_json::json!({"name": "s", "organization_guid": org["metadata"]["guid"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let space = space["metadata"]["guid"].clone();
+    futures_util::stream::iter(0..count)
+        .map(|n| {
+            let body = serde_json::json!({"name": format!("app-{n}"), "space_guid": space,
+                                          "docker_image": "nginx", "state": "STARTED"});
+            let request = post("/v2/apps", body);
+            async move {
+                assert_eq!(request.await.unwrap().status(), 201);
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}

@@ -7,6 +7,7 @@
 mod apps;
 mod backup;
 mod cli;
+mod crash;
 mod discovery;
 mod events;
 mod helpers;

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tally_domain::{DomainError, Guid};
 use tally_engine::{Engine, EngineConfig, EngineError, RandomIds, SystemClock};
-use tally_store::MemLog;
+use tally_store::{LogStore, MemLog};
 use tower::ServiceExt;
 
 use crate::*;
@@ -322,4 +322,78 @@ async fn readiness_follows_the_logs_writability_and_metrics_count_the_failure() 
     let (status, body) = call(app, "/readyz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("shutting down"), "{body}");
+}
+
+#[tokio::test]
+async fn a_failed_disk_write_is_a_clear_503_changes_nothing_and_writes_work_again_after() {
+    let store = Arc::new(MemLog::in_memory());
+    let engine = Arc::new(
+        Engine::start(
+            store.clone(),
+            EngineConfig::default(),
+            Box::new(SystemClock),
+            Box::new(RandomIds),
+        )
+        .unwrap(),
+    );
+    let state = test_state(
+        engine.clone(),
+        SECRET,
+        "http://api.example.org",
+        std::time::Duration::from_secs(60),
+        crate::Closing::new().1,
+    );
+    let app = router(state);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({"user_id": "admin", "aud": ["cloud_controller"], "exp": exp,
+                                    "scope": ["cloud_controller.admin"]});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let create = |name: &str| {
+        Request::post("/v2/organizations")
+            .header("Authorization", format!("bearer {token}"))
+            .header("Content-Type", "application/json")
+            .body(Body::from(format!("{{\"name\":\"{name}\"}}")))
+            .unwrap()
+    };
+    let send = |request: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+
+    // The disk refuses the write: CC's 503, and nothing of it anywhere.
+    store.backend().fail_writes(1);
+    let (status, body) = send(create("refused")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        "{\"description\":\"The service is currently unavailable\",\"error_code\":\"CF-ServiceUnavailable\",\"code\":10015}\n"
+    );
+    assert_eq!(engine.view().meta.head, 0);
+    assert!(engine.view().state.org_named("refused").is_none());
+    assert_eq!(store.recover().unwrap().meta.head, 0);
+
+    // Writes work again: the next one commits at position 1, densely.
+    let (status, body) = send(create("accepted")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(engine.view().state.org_named("accepted").is_some());
+    assert!(engine.view().state.org_named("refused").is_none());
+    let recovered = store.recover().unwrap();
+    assert_eq!(recovered.meta.head, engine.view().meta.head);
+    assert!(store.verify().unwrap().problems.is_empty());
 }

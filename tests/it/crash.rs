@@ -230,20 +230,23 @@ async fn kill_9_under_http_write_load_loses_and_duplicates_nothing() {
     // A last restart: the consumer catches up; then a graceful stop and a check of the log.
     let live = Server::start(cwd.path(), &data_dir);
     follow(&live, &mut consumed, &mut seen).await;
-    let (_, all) = live
-        .call(
-            Method::GET,
-            "/v2/app_usage_events?results-per-page=10000",
-            None,
-        )
-        .await
-        .unwrap();
-    let all: Vec<String> = all["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["metadata"]["guid"].as_str().unwrap().to_owned())
-        .collect();
+    // Every event, read independently through v2 pages.
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let path = match all.last() {
+            Some(last) => format!("/v2/app_usage_events?results-per-page=10000&after_guid={last}"),
+            None => "/v2/app_usage_events?results-per-page=10000".to_owned(),
+        };
+        let (_, page) = live.call(Method::GET, &path, None).await.unwrap();
+        let page = page["resources"].as_array().unwrap();
+        if page.is_empty() {
+            break;
+        }
+        all.extend(
+            page.iter()
+                .map(|e| e["metadata"]["guid"].as_str().unwrap().to_owned()),
+        );
+    }
     assert_eq!(consumed, all, "the consumer saw every event once, in order");
     live.stop();
 

@@ -201,6 +201,8 @@ async fn not_found() -> ApiError {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod permission_tests;
 #[cfg(test)]
 mod tests;

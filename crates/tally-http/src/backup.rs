@@ -11,18 +11,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use tally_domain::access;
 use tally_engine::backup::BackupWriter;
 use tally_engine::StoreError;
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::{deny, ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/admin/export", get(export))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(export))
 }
 
 /// The body arrives in pieces of this size.
@@ -65,6 +65,11 @@ impl Write for BodyWriter {
     }
 }
 
+/// A backup of the log, consistent as of the durable head in `X-Tally-Head`.
+#[utoipa::path(get, path = "/admin/export", tag = "operations", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the backup file", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = "default", description = "Cloud Controller's error (401, 403)", body = crate::openapi::CcError)))]
 async fn export(caller: Caller, State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     access::export_backup(caller.subject()).map_err(|d| deny(d, ApiError::not_found))?;
     let export = state.engine.begin_export();

@@ -9,6 +9,7 @@
 //! - [`metrics`]: request metrics, `/metrics`.
 //! - `backup`: `GET /admin/export`, a backup of the running log.
 //! - `root`: `/`, `/v2/info`, `/healthz`, `/readyz`.
+//! - `openapi`: the OpenAPI document's frame; every handler documents itself.
 //! - [`v2`]: the v2 API (pagination, presenters, org and space roles).
 //!
 //! Every handler asks [`tally_domain::access`] whether the caller may do what it asks, and maps
@@ -20,6 +21,7 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod middleware;
+mod openapi;
 mod root;
 mod staging;
 pub mod usage;
@@ -107,17 +109,24 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The API plus `extra` routes (tests add probes this way).
 pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let timeout = state.settings.request_timeout;
-    let max_upload = state.settings.max_upload_bytes;
-    let mut routes = Router::new()
-        .merge(root::router())
-        .merge(v2::router(max_upload))
-        .merge(v3::router())
-        .merge(staging::router())
-        .merge(backup::router())
-        .merge(extra);
-    if state.metrics.on_main_listener {
-        routes = routes.route("/metrics", axum::routing::get(metrics::metrics));
-    }
+    let (routes, document) = api(
+        state.settings.max_upload_bytes,
+        state.metrics.on_main_listener,
+    )
+    .split_for_parts();
+    let document = Arc::new(document.to_pretty_json().unwrap_or_default());
+    let routes = routes.merge(extra).route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    document.as_str().to_owned(),
+                )
+            }
+        }),
+    );
     routes
         .route_layer(axum::middleware::from_fn(metrics::record_route))
         .fallback(not_found)
@@ -137,11 +146,37 @@ pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) ->
         ))
 }
 
+/// Every documented route, with the OpenAPI document they make (see [`openapi`]).
+fn api(
+    max_upload_bytes: usize,
+    metrics_on_main_listener: bool,
+) -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    let api = utoipa_axum::router::OpenApiRouter::with_openapi(
+        <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+    )
+    .merge(root::router())
+    .merge(v2::router(max_upload_bytes))
+    .merge(v3::router())
+    .merge(staging::router())
+    .merge(backup::router());
+    if metrics_on_main_listener {
+        api.routes(utoipa_axum::routes!(metrics::metrics))
+    } else {
+        api
+    }
+}
+
+/// The OpenAPI document of the API (what `GET /openapi.json` serves).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api(0, true).into_openapi()
+}
+
 /// The admin listener's routes: `/metrics`, `/healthz` and `/readyz`, nothing of the API.
 pub fn admin_router(state: Arc<AppState>) -> Router {
+    let (health, _) = root::health_router().split_for_parts();
     Router::new()
         .route("/metrics", axum::routing::get(metrics::metrics))
-        .merge(root::health_router())
+        .merge(health)
         .route_layer(axum::middleware::from_fn(metrics::record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)

@@ -170,6 +170,10 @@ pub(crate) async fn record_route(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: the Prometheus text format (version 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "metrics.token is set and the bearer token is not it", body = crate::openapi::CcError)))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(Redacted(expected)) = &state.metrics.token {
         let given = headers

@@ -166,7 +166,7 @@ fn callers() -> Vec<(&'static str, Option<String>)> {
 
 /// Expected answer: a status, and for errors the CC code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cell(u16, Option<u32>);
+pub(crate) struct Cell(u16, Option<u32>);
 
 const OK: Cell = Cell(200, None);
 const CREATED: Cell = Cell(201, None);
@@ -179,7 +179,7 @@ const ORG_404: Cell = Cell(404, Some(30003));
 const SPACE_404: Cell = Cell(404, Some(40004));
 
 /// One row per endpoint; the cells follow `callers()`.
-fn table() -> Vec<(&'static str, String, [Cell; 12])> {
+pub(crate) fn table() -> Vec<(&'static str, String, [Cell; 12])> {
     let (o, s, t, n) = (ORG, SPACE, OTHER_SPACE, NOWHERE);
     let open = [OK; 12];
     let mut rows = vec![

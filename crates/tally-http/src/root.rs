@@ -5,29 +5,33 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
 /// CC API version tally reports on `/v2/info`.
 pub const API_VERSION: &str = "2.186.0";
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/", get(root))
-        .route("/v2/info", get(info))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(root))
+        .routes(routes!(info))
         .merge(health_router())
 }
 
 /// `/healthz` and `/readyz` (served on the admin listener too).
-pub(crate) fn health_router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub(crate) fn health_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
+/// Cloud Controller's root document.
+#[utoipa::path(get, path = "/", tag = "discovery",
+    responses((status = 200, description = "links to the v2 and v3 APIs and the UAA", body = serde_json::Value)))]
 async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
     let base = &state.settings.external_url;
     let uaa = &state.settings.uaa_url;
@@ -51,6 +55,9 @@ async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
+/// `/v2/info`.
+#[utoipa::path(get, path = "/v2/info", tag = "discovery",
+    responses((status = 200, description = "API version, token endpoints", body = serde_json::Value)))]
 async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
     let uaa = &state.settings.uaa_url;
     Json(json!({
@@ -74,6 +81,8 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -82,6 +91,10 @@ async fn healthz() -> &'static str {
 /// shutting down, and the log takes an fsynced write now (a probe rewrites the meta, so a
 /// full or failing disk shows here, and shows as recovered as soon as writes work again).
 /// 200 with the durable head and epoch, or 503 saying why.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "ready: the durable head and epoch", body = serde_json::Value),
+        (status = 503, description = "not ready, and why", body = serde_json::Value)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let unready = |reason: String| {
         (

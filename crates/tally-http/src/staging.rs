@@ -10,20 +10,17 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use base64::Engine as _;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tally_domain::{Actor, BuildOutcome, Command, Envelope, Guid};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route(
-        "/internal/v3/staging/{build_guid}/build_completed",
-        post(build_completed),
-    )
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(build_completed))
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +77,13 @@ fn authorized(headers: &HeaderMap, password: Option<&str>) -> bool {
     bool::from(decoded.as_slice().ct_eq(expected.as_bytes()))
 }
 
+/// A runtime reports the end of a build (HTTP Basic, user `staging`).
+#[utoipa::path(post, path = "/internal/v3/staging/{build_guid}/build_completed", tag = "staging",
+    params(("build_guid" = String, Path, description = "the build")),
+    request_body(content = serde_json::Value, description = "`{\"result\": {...}}` or `{\"failed\": true, \"error\": {...}}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "recorded"),
+        (status = "default", description = "Cloud Controller's error (401, 404, 422)", body = crate::openapi::V3Errors)))]
 async fn build_completed(
     State(state): State<Arc<AppState>>,
     Path(build_guid): Path<String>,

@@ -397,3 +397,82 @@ async fn a_failed_disk_write_is_a_clear_503_changes_nothing_and_writes_work_agai
     assert_eq!(recovered.meta.head, engine.view().meta.head);
     assert!(store.verify().unwrap().problems.is_empty());
 }
+
+/// The (method, path template) pairs of the OpenAPI document.
+fn documented() -> Vec<(String, String)> {
+    let document = serde_json::to_value(crate::openapi_document()).unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                operations.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_that_exist() {
+    let operations = documented();
+    // Every endpoint of the permission table (which covers every endpoint tally serves) is in
+    // the document.
+    for (method, path, _) in crate::permission_tests::table() {
+        let path = path.split('?').next().unwrap();
+        assert!(
+            operations
+                .iter()
+                .any(|(m, t)| m == method && matches_template(t, path)),
+            "{method} {path} is served but not documented"
+        );
+    }
+    // Every documented operation is routed: the router does not answer it with its fallback.
+    for (method, template) in &operations {
+        let path: String = template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "0b2bd2d6-6a39-4a4e-9d2a-5f0a8e3c1a11"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let response = app()
+            .oneshot(
+                Request::builder()
+                    .method(method.as_str())
+                    .uri(&path)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("Unknown request"),
+            "{method} {template} is documented but not routed"
+        );
+    }
+    // The document is served, and is the one built here.
+    let (status, body) = call(app(), "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let served: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(served["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    assert_eq!(
+        served,
+        serde_json::to_value(crate::openapi_document()).unwrap()
+    );
+    assert!(operations.len() >= 40, "{} operations", operations.len());
+}

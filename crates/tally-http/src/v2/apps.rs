@@ -2,12 +2,13 @@
 //! attribute), delete, restage.
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::Value;
 use tally_domain::model::App;
 use tally_domain::{access, Command, Guid, State as Table};
@@ -19,11 +20,11 @@ use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{app_body, present, recursive};
 use crate::{deny, ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v2/apps", get(list).post(create))
-        .route("/v2/apps/{guid}", get(show).put(update).delete(delete))
-        .route("/v2/apps/{guid}/restage", post(restage))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, delete))
+        .routes(routes!(restage))
 }
 
 /// CC `AppNotFound` (100004).
@@ -60,6 +61,8 @@ fn created(state: &AppState, caller: &Caller, guid: Guid) -> Result<Response, Ap
         .into_response())
 }
 
+/// The apps the caller sees, a v2 page.
+#[utoipa::path(get, path = "/v2/apps", tag = "apps", security(("bearer" = [])), params(crate::openapi::V2ListParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn list(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -104,6 +107,8 @@ async fn list(
     ))
 }
 
+/// One app.
+#[utoipa::path(get, path = "/v2/apps/{guid}", tag = "apps", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn show(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -117,6 +122,8 @@ async fn show(
     Ok(Json(render(&caller, &view.state, app)))
 }
 
+/// Creates an app.
+#[utoipa::path(post, path = "/v2/apps", tag = "apps", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "name, space_guid and CC's optional app fields"), responses((status = 201, description = "the app", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn create(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -151,6 +158,8 @@ async fn create(
     created(&state, &caller, guid)
 }
 
+/// Updates an app: start, stop, scale, rename, ...
+#[utoipa::path(put, path = "/v2/apps/{guid}", tag = "apps", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), request_body(content = serde_json::Value, content_type = "application/json", description = "CC's app fields to change"), responses((status = 201, description = "the app", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn update(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -186,6 +195,8 @@ async fn update(
     created(&state, &caller, target)
 }
 
+/// Deletes an app.
+#[utoipa::path(delete, path = "/v2/apps/{guid}", tag = "apps", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 204, description = "deleted"), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn delete(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -212,6 +223,8 @@ async fn delete(
 
 /// Preconditions in CC's order (§5.3): the app must exist (404) before the token and object
 /// rules (403); the rest (instances, package state, bits) is the domain's.
+/// Restages an app.
+#[utoipa::path(post, path = "/v2/apps/{guid}/restage", tag = "apps", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 201, description = "the app", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn restage(
     caller: Caller,
     State(state): State<Arc<AppState>>,

@@ -55,6 +55,13 @@ impl Drop for TempFile {
     }
 }
 
+/// Uploads an app's package (multipart: `resources`, `application` zip).
+#[utoipa::path(put, path = "/v2/apps/{guid}/bits", tag = "apps", security(("bearer" = [])),
+    params(("guid" = String, Path, description = "the app"),
+           ("async" = Option<bool>, Query, description = "accepted; the upload is synchronous")),
+    request_body(content = String, content_type = "multipart/form-data", description = "`resources` (must be `[]`) and `application` (a zip)"),
+    responses((status = 201, description = "stored", body = serde_json::Value),
+              (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 pub(crate) async fn upload(
     caller: Caller,
     State(state): State<Arc<AppState>>,

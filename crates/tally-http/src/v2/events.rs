@@ -4,11 +4,12 @@
 //! never go backwards), at most 100 per page.
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
@@ -20,10 +21,10 @@ use crate::v2::present::time;
 use crate::v2::query::{Condition, Op};
 use crate::{deny, ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v2/events", get(list))
-        .route("/v2/events/{guid}", get(show))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
 }
 
 /// Audit events read from the log per step when listing.
@@ -126,6 +127,8 @@ fn present(e: &AuditEvent) -> Value {
     })
 }
 
+/// Audit events, a v2 page.
+#[utoipa::path(get, path = "/v2/events", tag = "events", security(("bearer" = [])), params(crate::openapi::V2ListParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn list(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -162,6 +165,8 @@ async fn list(
     Ok(Json(paging.envelope("/v2/events", shown, |e| present(&e))))
 }
 
+/// One audit event.
+#[utoipa::path(get, path = "/v2/events/{guid}", tag = "events", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn show(
     caller: Caller,
     State(state): State<Arc<AppState>>,

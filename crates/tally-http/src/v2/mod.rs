@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiError, AppState};
 
@@ -18,13 +19,11 @@ mod roles;
 pub mod usage_events;
 
 /// The v2 routes; package uploads may be up to `max_upload_bytes` (plus multipart framing).
-pub(crate) fn router(max_upload_bytes: usize) -> Router<Arc<AppState>> {
-    let bits = Router::new()
-        .route("/v2/apps/{guid}/bits", axum::routing::put(bits::upload))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            max_upload_bytes.saturating_add(64 * 1024),
-        ));
-    Router::new()
+pub(crate) fn router(max_upload_bytes: usize) -> OpenApiRouter<Arc<AppState>> {
+    let bits = OpenApiRouter::new().routes(routes!(bits::upload)).layer(
+        axum::extract::DefaultBodyLimit::max(max_upload_bytes.saturating_add(64 * 1024)),
+    );
+    OpenApiRouter::new()
         .merge(bits)
         .merge(apps::router())
         .merge(events::router())

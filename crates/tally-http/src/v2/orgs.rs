@@ -2,12 +2,13 @@
 //! (refused while non-empty unless `recursive=true`).
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use tally_domain::model::{Org, Space};
@@ -19,18 +20,12 @@ use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
 use crate::{deny, ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v2/organizations", get(list_orgs).post(create_org))
-        .route(
-            "/v2/organizations/{guid}",
-            get(get_org).put(rename_org).delete(delete_org),
-        )
-        .route("/v2/spaces", get(list_spaces).post(create_space))
-        .route(
-            "/v2/spaces/{guid}",
-            get(get_space).put(rename_space).delete(delete_space),
-        )
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orgs, create_org))
+        .routes(routes!(get_org, rename_org, delete_org))
+        .routes(routes!(list_spaces, create_space))
+        .routes(routes!(get_space, rename_space, delete_space))
 }
 
 /// The body of org and space requests: `name`, and for spaces `organization_guid`. Other keys
@@ -76,6 +71,8 @@ fn created(location: String, body: Value) -> Response {
         .into_response()
 }
 
+/// The organizations the caller sees, a v2 page.
+#[utoipa::path(get, path = "/v2/organizations", tag = "organizations", security(("bearer" = [])), params(crate::openapi::V2ListParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn list_orgs(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -99,6 +96,8 @@ async fn list_orgs(
     )))
 }
 
+/// One organization.
+#[utoipa::path(get, path = "/v2/organizations/{guid}", tag = "organizations", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn get_org(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -114,6 +113,8 @@ async fn get_org(
     Ok(Json(present::org(org)))
 }
 
+/// Creates an organization.
+#[utoipa::path(post, path = "/v2/organizations", tag = "organizations", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "name"), responses((status = 201, description = "the organization", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn create_org(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -137,6 +138,8 @@ async fn create_org(
     ))
 }
 
+/// Renames an organization.
+#[utoipa::path(put, path = "/v2/organizations/{guid}", tag = "organizations", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), request_body(content = serde_json::Value, content_type = "application/json", description = "name"), responses((status = 201, description = "the organization", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn rename_org(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -162,6 +165,8 @@ async fn rename_org(
     ))
 }
 
+/// Deletes an organization (recursive=true with its spaces).
+#[utoipa::path(delete, path = "/v2/organizations/{guid}", tag = "organizations", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid"), ("recursive" = Option<bool>, Query, description = "delete its spaces too")), responses((status = 204, description = "deleted"), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn delete_org(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -184,6 +189,8 @@ async fn delete_org(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The spaces the caller sees, a v2 page.
+#[utoipa::path(get, path = "/v2/spaces", tag = "spaces", security(("bearer" = [])), params(crate::openapi::V2ListParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn list_spaces(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -212,6 +219,8 @@ async fn list_spaces(
     Ok(Json(paging.envelope("/v2/spaces", spaces, present::space)))
 }
 
+/// One space.
+#[utoipa::path(get, path = "/v2/spaces/{guid}", tag = "spaces", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn get_space(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -227,6 +236,8 @@ async fn get_space(
     Ok(Json(present::space(space)))
 }
 
+/// Creates a space.
+#[utoipa::path(post, path = "/v2/spaces", tag = "spaces", security(("bearer" = [])), request_body(content = serde_json::Value, content_type = "application/json", description = "name, organization_guid"), responses((status = 201, description = "the space", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn create_space(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -260,6 +271,8 @@ async fn create_space(
     Ok(created(format!("/v2/spaces/{guid}"), present::space(space)))
 }
 
+/// Renames a space.
+#[utoipa::path(put, path = "/v2/spaces/{guid}", tag = "spaces", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), request_body(content = serde_json::Value, content_type = "application/json", description = "name"), responses((status = 201, description = "the space", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn rename_space(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -288,6 +301,8 @@ async fn rename_space(
     ))
 }
 
+/// Deletes a space (recursive=true with its apps).
+#[utoipa::path(delete, path = "/v2/spaces/{guid}", tag = "spaces", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid"), ("recursive" = Option<bool>, Query, description = "delete its apps too")), responses((status = 204, description = "deleted"), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn delete_space(
     caller: Caller,
     State(state): State<Arc<AppState>>,

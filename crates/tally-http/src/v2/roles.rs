@@ -10,14 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tally_domain::{access, Command, Guid, Membership, RoleKind, State as Table};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Caller;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
 use crate::{deny, ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
     let mut router = Router::new();
+    let mut paths = utoipa::openapi::path::Paths::new();
     for role in RoleKind::ALL {
         let base = if role.is_org_role() {
             "/v2/organizations"
@@ -37,8 +39,107 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
                         revoke(role, caller, state, path, query)
                     }),
             );
+        document(&mut paths, role, &collection);
     }
+    let mut router = OpenApiRouter::from(router);
+    router.get_openapi_mut().paths.paths.extend(paths.paths);
     router
+}
+
+/// The operations of one role's collection, in the OpenAPI document (the handlers are
+/// closures over the role, which `#[utoipa::path]` cannot annotate; this loop is the one that
+/// registers them).
+fn document(paths: &mut utoipa::openapi::path::Paths, role: RoleKind, collection: &str) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ContentBuilder, RefOr, Required, ResponseBuilder};
+    let resource = if role.is_org_role() {
+        "organization"
+    } else {
+        "space"
+    };
+    let parameter = |name: &str, place: ParameterIn, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .required(if matches!(place, ParameterIn::Path) {
+                Required::True
+            } else {
+                Required::False
+            })
+            .parameter_in(place)
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String),
+            ))
+            .description(Some(description))
+            .build()
+    };
+    let error = ResponseBuilder::new()
+        .description("Cloud Controller's error")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "CcError",
+                ))))
+                .build(),
+        )
+        .build();
+    let operation =
+        |summary: String, ok: (&str, &str), extra: Vec<utoipa::openapi::path::Parameter>| {
+            let mut builder = OperationBuilder::new()
+                .summary(Some(summary))
+                .tag("roles")
+                .security(utoipa::openapi::security::SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                ))
+                .parameter(parameter(
+                    "guid",
+                    ParameterIn::Path,
+                    &format!("the {resource}"),
+                ))
+                .response(ok.0, ResponseBuilder::new().description(ok.1).build())
+                .response("default", error.clone());
+            for p in extra {
+                builder = builder.parameter(p);
+            }
+            builder.build()
+        };
+    let association = role.association();
+    paths.add_path_operation(
+        collection,
+        vec![HttpMethod::Get],
+        operation(
+            format!("The {association} of an {resource}, a v2 page."),
+            ("200", "a v2 page of users"),
+            vec![
+                parameter("page", ParameterIn::Query, "page number, from 1"),
+                parameter("results-per-page", ParameterIn::Query, "1–100"),
+            ],
+        ),
+    );
+    let member = format!("{collection}/{{user}}");
+    paths.add_path_operation(
+        &member,
+        vec![HttpMethod::Put],
+        operation(
+            format!("Gives a user the {association} role of an {resource}."),
+            ("201", "the organization or space"),
+            vec![parameter("user", ParameterIn::Path, "the user's id")],
+        ),
+    );
+    paths.add_path_operation(
+        &member,
+        vec![HttpMethod::Delete],
+        operation(
+            format!("Takes the {association} role of an {resource} from a user."),
+            ("204", "removed"),
+            vec![
+                parameter("user", ParameterIn::Path, "the user's id"),
+                parameter("recursive", ParameterIn::Query, "true or false"),
+            ],
+        ),
+    );
 }
 
 /// The org or space a path names; an id that is not a guid names nothing.

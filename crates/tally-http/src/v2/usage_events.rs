@@ -3,12 +3,13 @@
 //! (reference §3.1, §3.2, §4.2), plus tally's `wait` long poll.
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use tally_domain::access::{self, Api};
 use tally_engine::UsageQuery;
 
@@ -21,14 +22,11 @@ use crate::{deny, ApiError, AppState};
 /// This collection's page size limit (CC's "large" renderer).
 pub const MAX_PER_PAGE: u64 = 10_000;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v2/app_usage_events", get(list))
-        .route("/v2/app_usage_events/{guid}", get(show))
-        .route(
-            "/v2/app_usage_events/destructively_purge_all_and_reseed_started_apps",
-            post(purge),
-        )
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(purge))
 }
 
 /// The last value of `key` in a raw query string.
@@ -42,6 +40,8 @@ pub(crate) fn param(query: Option<&str>, key: &str) -> Result<Option<String>, Ap
         .map(|(_, v)| v))
 }
 
+/// Usage events of the epoch, a v2 page; follow after_guid.
+#[utoipa::path(get, path = "/v2/app_usage_events", tag = "usage events", security(("bearer" = [])), params(crate::openapi::V2UsageParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn list(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -70,6 +70,8 @@ async fn list(
     Ok((epoch_headers(&view), Json(body)).into_response())
 }
 
+/// One usage event.
+#[utoipa::path(get, path = "/v2/app_usage_events/{guid}", tag = "usage events", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn show(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -82,6 +84,8 @@ async fn show(
     Ok((epoch_headers(&view), Json(v2_resource(&event))).into_response())
 }
 
+/// Purge-and-reseed: a new epoch of one STARTED event per started app.
+#[utoipa::path(post, path = "/v2/app_usage_events/destructively_purge_all_and_reseed_started_apps", tag = "usage events", security(("bearer" = [])), responses((status = 204, description = "purged"), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn purge(caller: Caller, State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     access::usage_purge(caller.subject(), Api::V2).map_err(|d| deny(d, ApiError::not_found))?;
     state.engine.purge_and_reseed().await?;

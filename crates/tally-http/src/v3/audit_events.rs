@@ -1,11 +1,12 @@
 //! `GET /v3/audit_events` and `GET /v3/audit_events/:guid` (reference §6.4).
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
 use tally_domain::{AuditEvent, Guid};
@@ -14,10 +15,10 @@ use crate::auth::Caller;
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v3/audit_events", get(list))
-        .route("/v3/audit_events/{guid}", get(show))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
 }
 
 fn bad_query(message: String) -> ApiError {
@@ -75,6 +76,8 @@ fn present(base: &str, e: &AuditEvent) -> Value {
     })
 }
 
+/// Audit events, a v3 page.
+#[utoipa::path(get, path = "/v3/audit_events", tag = "audit events", security(("bearer" = [])), params(crate::openapi::V3AuditParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn list(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -115,6 +118,8 @@ async fn list(
     )))
 }
 
+/// One audit event.
+#[utoipa::path(get, path = "/v3/audit_events/{guid}", tag = "audit events", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn show(
     caller: Caller,
     State(state): State<Arc<AppState>>,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
@@ -11,8 +11,8 @@ pub mod list;
 pub mod stream;
 pub(crate) mod usage_events;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
         .merge(audit_events::router())
         .merge(usage_events::router())
 }

@@ -287,6 +287,16 @@ impl Tail {
     }
 }
 
+/// The live tail of the usage events: server-sent events, NDJSON or length-delimited protobuf
+/// (`proto-schemas/proto/tally/usage/v1/usage.proto`); an epoch frame first and on every purge.
+#[utoipa::path(get, path = "/v3/app_usage_events/stream", tag = "usage events", security(("bearer" = [])),
+    params(
+        ("after_guid" = Option<String>, Query, description = "start after this event"),
+        ("format" = Option<String>, Query, description = "ndjson (default), sse or protobuf"),
+        ("Last-Event-ID" = Option<String>, Header, description = "SSE resume point")),
+    responses(
+        (status = 200, description = "the stream, until shutdown", content_type = "application/x-ndjson"),
+        (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 pub(crate) async fn stream(
     caller: Caller,
     State(state): State<Arc<AppState>>,

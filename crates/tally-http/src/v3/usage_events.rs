@@ -3,12 +3,13 @@
 //! (reference §3.3, §3.4, §4.3), plus tally's `wait` long poll.
 
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 use tally_domain::access::{self, Api, Visible};
 use tally_domain::{Guid, Timestamp};
@@ -19,18 +20,12 @@ use crate::usage::{epoch_headers, parse_wait, poll, readable, unprocessable, v3_
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v3/app_usage_events", get(list))
-        .route(
-            "/v3/app_usage_events/stream",
-            get(crate::v3::stream::stream),
-        )
-        .route("/v3/app_usage_events/{guid}", get(show))
-        .route(
-            "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
-            post(purge),
-        )
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(crate::v3::stream::stream))
+        .routes(routes!(show))
+        .routes(routes!(purge))
 }
 
 /// The list's parameters, in the order CC names them.
@@ -53,6 +48,8 @@ fn not_found() -> ApiError {
     )
 }
 
+/// Usage events of the epoch, a v3 page; follow after_guid.
+#[utoipa::path(get, path = "/v3/app_usage_events", tag = "usage events", security(("bearer" = [])), params(crate::openapi::V3UsageParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn list(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -100,6 +97,8 @@ async fn list(
     Ok((epoch_headers(&view), Json(body)).into_response())
 }
 
+/// One usage event.
+#[utoipa::path(get, path = "/v3/app_usage_events/{guid}", tag = "usage events", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn show(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -110,6 +109,8 @@ async fn show(
     Ok((epoch_headers(&view), Json(body)).into_response())
 }
 
+/// Purge-and-reseed: a new epoch of one STARTED event per started app.
+#[utoipa::path(post, path = "/v3/app_usage_events/actions/destructively_purge_all_and_reseed", tag = "usage events", security(("bearer" = [])), responses((status = 200, description = "{}", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn purge(caller: Caller, State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     access::usage_purge(caller.subject(), Api::V3).map_err(|d| deny(d, not_found))?;
     state.engine.purge_and_reseed().await?;

@@ -15,4 +15,5 @@ mod operations;
 mod orgs;
 mod python_client;
 mod roles;
+mod schemathesis;
 mod usage;

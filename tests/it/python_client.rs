@@ -11,7 +11,7 @@ use crate::helpers::spawn_app_in;
 
 const CLIENT: &str = "cloudfoundry-client==1.40.4";
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     for candidate in ["python3", "python"] {
         if Command::new(candidate)
             .arg("--version")

@@ -84,7 +84,9 @@ pub(crate) struct V2UsageParams {
     /// `asc` or `desc`.
     #[param(rename = "order-direction")]
     order_direction: Option<String>,
-    /// Seconds to wait for a first event (tally's long poll; at most 30).
+    /// Seconds to wait for a first event (tally's long poll; at most 30, and below the
+    /// request timeout).
+    #[param(minimum = 0)]
     wait: Option<i64>,
 }
 
@@ -105,7 +107,9 @@ pub(crate) struct V3UsageParams {
     page: Option<i64>,
     /// Results per page (1–5000).
     per_page: Option<i64>,
-    /// Seconds to wait for a first event (tally's long poll; at most 30).
+    /// Seconds to wait for a first event (tally's long poll; at most 30, and below the
+    /// request timeout).
+    #[param(minimum = 0)]
     wait: Option<i64>,
 }
 

@@ -83,7 +83,7 @@ fn authorized(headers: &HeaderMap, password: Option<&str>) -> bool {
     request_body(content = serde_json::Value, description = "`{\"result\": {...}}` or `{\"failed\": true, \"error\": {...}}`", content_type = "application/json"),
     responses(
         (status = 200, description = "recorded"),
-        (status = "default", description = "Cloud Controller's error (401, 404, 422)", body = crate::openapi::V3Errors)))]
+        (status = "default", description = "Cloud Controller's error (401, 404, 422)", body = crate::openapi::CcError)))]
 async fn build_completed(
     State(state): State<Arc<AppState>>,
     Path(build_guid): Path<String>,

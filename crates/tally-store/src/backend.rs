@@ -39,7 +39,18 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 fn io(error: sled::Error) -> StoreError {
-    StoreError::Io(error.to_string())
+    match error {
+        // A page of sled's own files failed sled's checksum: the data directory is damaged,
+        // not the disk busy. sled knows the offset only sometimes; say so when it does not.
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            position: match at {
+                Some(pointer) => format!("sled's log file, {pointer:?}"),
+                None => "sled's log file (sled does not say at which offset)".to_owned(),
+            },
+            reason: "a page failed sled's checksum".to_owned(),
+        },
+        other => StoreError::Io(other.to_string()),
+    }
 }
 
 /// How to open sled.

@@ -67,6 +67,24 @@ fn wait_or_kill(mut child: Child, limit: Duration) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `tally serve` on a data directory it must refuse; what it printed.
+fn serve_refuses(data_dir: &Path) -> String {
+    let child = Command::new(TALLY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_or_kill(child, Duration::from_secs(30));
+    assert!(
+        !output.status.success(),
+        "tally serve started on a damaged log"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -176,20 +194,7 @@ fn verify_passes_on_history_and_names_the_position_of_a_corrupt_record() {
     assert!(report.contains("usage event block at seq"), "{report}");
 
     // Start-up refuses too, naming the position.
-    let child = Command::new(TALLY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_or_kill(child, Duration::from_secs(30));
-    assert!(
-        !output.status.success(),
-        "tally serve started on a corrupt log"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_refuses(&data_dir);
     assert!(
         stderr.contains("usage event block at seq") && stderr.contains("checksum"),
         "{stderr}"
@@ -453,20 +458,7 @@ fn bytes_flipped_in_sleds_files_stop_start_up_and_fail_verify() {
     let (ok, report) = verify(&data_dir);
     assert!(!ok, "verify passed a damaged data directory: {report}");
     assert!(report.contains("corrupt record at"), "{report}");
-    let child = Command::new(TALLY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_or_kill(child, Duration::from_secs(30));
-    assert!(
-        !output.status.success(),
-        "tally serve started on a damaged log"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_refuses(&data_dir);
     assert!(
         stderr.contains("corrupt record at") && stderr.contains("checksum"),
         "{stderr}"

@@ -270,8 +270,14 @@ async fn a_request_that_outlives_the_timeout_gets_a_cc_503() {
     assert!(body.contains("\"CF-ServiceUnavailable\""), "{body}");
 }
 
-#[tokio::test]
-async fn readiness_follows_the_logs_writability_and_metrics_count_the_failure() {
+/// The API over an in-memory store the test can make fail, with its engine and the sender
+/// that starts shutdown.
+fn service_over_memory() -> (
+    Arc<MemLog>,
+    Arc<Engine>,
+    Router,
+    tokio::sync::watch::Sender<bool>,
+) {
     let store = Arc::new(MemLog::in_memory());
     let engine = Arc::new(
         Engine::start(
@@ -290,7 +296,12 @@ async fn readiness_follows_the_logs_writability_and_metrics_count_the_failure() 
         std::time::Duration::from_secs(60),
         closing,
     );
-    let app = router(state);
+    (store, engine, router(state), close)
+}
+
+#[tokio::test]
+async fn readiness_follows_the_logs_writability_and_metrics_count_the_failure() {
+    let (store, engine, app, close) = service_over_memory();
     let (status, body) = call(app.clone(), "/readyz", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, "{\"status\":\"ready\",\"head\":0,\"epoch\":1}");
@@ -326,24 +337,7 @@ async fn readiness_follows_the_logs_writability_and_metrics_count_the_failure() 
 
 #[tokio::test]
 async fn a_failed_disk_write_is_a_clear_503_changes_nothing_and_writes_work_again_after() {
-    let store = Arc::new(MemLog::in_memory());
-    let engine = Arc::new(
-        Engine::start(
-            store.clone(),
-            EngineConfig::default(),
-            Box::new(SystemClock),
-            Box::new(RandomIds),
-        )
-        .unwrap(),
-    );
-    let state = test_state(
-        engine.clone(),
-        SECRET,
-        "http://api.example.org",
-        std::time::Duration::from_secs(60),
-        crate::Closing::new().1,
-    );
-    let app = router(state);
+    let (store, engine, app, _close) = service_over_memory();
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

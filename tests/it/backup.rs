@@ -84,14 +84,7 @@ async fn a_backup_of_a_running_tally_restores_the_same_apps_and_events() {
             .await;
         assert_eq!(status, 201);
     }
-    let (status, _) = app
-        .admin(
-            Method::POST,
-            "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    app.purge().await;
     let (status, _) = app
         .admin(
             Method::PUT,

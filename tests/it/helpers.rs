@@ -187,6 +187,42 @@ pub fn audit_types(data_dir: &Path) -> Vec<String> {
         .collect()
 }
 
+impl TestApp {
+    /// An org `o` and a space `s` in it, created by an admin; their guids.
+    pub async fn org_and_space(&self) -> (String, String) {
+        let (status, org) = self
+            .admin(
+                reqwest::Method::POST,
+                "/v2/organizations",
+                Some(serde_json::json!({"name": "o"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{org}");
+        let org = org["metadata"]["guid"].as_str().unwrap().to_owned();
+        let (status, space) = self
+            .admin(
+                reqwest::Method::POST,
+                "/v2/spaces",
+                Some(serde_json::json!({"name": "s", "organization_guid": org})),
+            )
+            .await;
+        assert_eq!(status, 201, "{space}");
+        (org, space["metadata"]["guid"].as_str().unwrap().to_owned())
+    }
+
+    /// A v3 purge-and-reseed by an admin, which must succeed.
+    pub async fn purge(&self) {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
 /// Global admin scopes for [`TestApp::admin`].
 pub const ADMIN: &[&str] = &["cloud_controller.admin"];
 

@@ -122,22 +122,7 @@ async fn metrics_follow_real_traffic_and_pass_promtool() {
     assert_eq!(before.value("tally_log_epoch"), 1.0);
 
     // An org, a space, one started app (2 × 256 MB) and one stopped app; then scale and purge.
-    let (_, org) = app
-        .admin(
-            Method::POST,
-            "/v2/organizations",
-            Some(json!({"name": "o"})),
-        )
-        .await;
-    let org = org["metadata"]["guid"].as_str().unwrap().to_owned();
-    let (_, space) = app
-        .admin(
-            Method::POST,
-            "/v2/spaces",
-            Some(json!({"name": "s", "organization_guid": org})),
-        )
-        .await;
-    let space = space["metadata"]["guid"].as_str().unwrap().to_owned();
+    let (org, space) = app.org_and_space().await;
     let mut guids = Vec::new();
     for (name, state) in [("web", "STARTED"), ("worker", "STOPPED")] {
         let (status, body) = app
@@ -163,14 +148,7 @@ async fn metrics_follow_real_traffic_and_pass_promtool() {
     assert_eq!(status, 201);
     let (_, events) = app.admin(Method::GET, "/v3/app_usage_events", None).await;
     let old_cursor = events["resources"][0]["guid"].as_str().unwrap().to_owned();
-    let (status, _) = app
-        .admin(
-            Method::POST,
-            "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    app.purge().await;
     // A consumer holding a purged cursor is refused (and counted).
     let (status, _) = app
         .admin(

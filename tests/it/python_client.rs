@@ -11,7 +11,7 @@ use crate::helpers::spawn_app_in;
 
 const CLIENT: &str = "cloudfoundry-client==1.40.4";
 
-pub(crate) fn python() -> String {
+fn python() -> String {
     for candidate in ["python3", "python"] {
         if Command::new(candidate)
             .arg("--version")
@@ -36,12 +36,13 @@ pub(crate) fn python() -> String {
     "python3".to_owned()
 }
 
-/// The virtual environment with the client, created once.
-fn venv() -> PathBuf {
+/// A virtual environment under the target directory with `package` (`name==version`) from
+/// PyPI, created once and kept between runs (`target/py-<name>-<version>`).
+pub(crate) fn pypi_venv(package: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let dir = target.join("py-cloudfoundry-client-1.40.4");
+    let dir = target.join(format!("py-{}", package.replace("==", "-")));
     let marker = dir.join("installed");
     if marker.exists() {
         return dir;
@@ -54,21 +55,23 @@ fn venv() -> PathBuf {
         .unwrap();
     assert!(status.success(), "python3 -m venv failed");
     let output = Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", CLIENT])
+        .args(["install", "--quiet", "--disable-pip-version-check", package])
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "pip install {CLIENT} failed:\n{}",
+        "pip install {package} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    std::fs::write(&marker, CLIENT).unwrap();
+    std::fs::write(&marker, package).unwrap();
     dir
 }
 
 #[tokio::test]
 async fn the_pypi_cloudfoundry_client_manages_apps_against_tally() {
-    let venv = tokio::task::spawn_blocking(venv).await.unwrap();
+    let venv = tokio::task::spawn_blocking(|| pypi_venv(CLIENT))
+        .await
+        .unwrap();
     // The fake UAA: its address must be known before tally starts (tally links to it).
     let uaa = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let uaa_url = format!("http://{}", uaa.local_addr().unwrap());

@@ -4,50 +4,17 @@
 //! still verifies afterwards. schemathesis is installed into a virtual environment under the
 //! target directory on first use (kept between runs).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::helpers::spawn_app_in;
 
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
-fn venv() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let dir = target.join("py-schemathesis-4.32.5");
-    let marker = dir.join("installed");
-    if marker.exists() {
-        return dir;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let status = Command::new(crate::python_client::python())
-        .args(["-m", "venv"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "python3 -m venv failed");
-    let output = Command::new(dir.join("bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SCHEMATHESIS,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "pip install {SCHEMATHESIS} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::write(&marker, SCHEMATHESIS).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_document() {
-    let venv = tokio::task::spawn_blocking(venv).await.unwrap();
+    let venv = tokio::task::spawn_blocking(|| crate::python_client::pypi_venv(SCHEMATHESIS))
+        .await
+        .unwrap();
     // Long polls end within 2 s here (`wait` is capped below the request timeout), so the
     // fuzzer's generated waits do not stall it.
     let app = spawn_app_in(

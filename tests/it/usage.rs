@@ -16,22 +16,7 @@ const WRITERS: usize = 6;
 
 /// An org, a space and `APPS` docker apps; their guids.
 pub(crate) async fn apps(app: &TestApp) -> Vec<String> {
-    let (_, org) = app
-        .admin(
-            Method::POST,
-            "/v2/organizations",
-            Some(json!({"name": "o"})),
-        )
-        .await;
-    let org = org["metadata"]["guid"].as_str().unwrap().to_owned();
-    let (_, space) = app
-        .admin(
-            Method::POST,
-            "/v2/spaces",
-            Some(json!({"name": "s", "organization_guid": org})),
-        )
-        .await;
-    let space = space["metadata"]["guid"].as_str().unwrap().to_owned();
+    let (_, space) = app.org_and_space().await;
     let mut guids = Vec::new();
     for n in 0..APPS {
         let (status, body) = app

@@ -120,10 +120,29 @@ impl Target {
 
     /// Resident memory of the process the bench started, bytes (Linux `/proc`).
     pub fn rss_bytes(&self) -> Option<u64> {
+        self.status_kib("VmRSS:").map(|kib| kib * 1024)
+    }
+
+    /// The peak resident set of a tally this tool started (`VmHWM`).
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.status_kib("VmHWM:").map(|kib| kib * 1024)
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The resident set once the allocator has handed back what start-up freed: it does so a
+    /// second after the memory was freed, on its next call, so this sends what an orchestrator
+    /// sends anyway (a readiness probe every 250 ms) for two seconds first.
+    pub async fn settled_rss_bytes(&self) -> anyhow::Result<Option<u64>> {
+        for _ in 0..8 {
+            self.request(Method::GET, "/readyz").send().await?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(self.rss_bytes())
     }
 
     /// Stops a started tally with SIGTERM (graceful: final checkpoint) and waits for it.

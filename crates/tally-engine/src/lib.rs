@@ -270,6 +270,8 @@ impl Engine {
             .into_iter()
             .map(|(seq, at)| (seq, at.timestamp_micros()))
             .collect();
+        // Recovery has read every page of the log once (to check it); let them go.
+        store.release_cache()?;
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
         let (publish, view) = watch::channel(Arc::new(View {
             state: recovered.state.clone(),

@@ -165,6 +165,9 @@ impl LogStore for GatedStore {
     fn size_on_disk(&self) -> u64 {
         0
     }
+    fn release_cache(&self) -> Result<(), StoreError> {
+        self.inner.release_cache()
+    }
     fn export(&self, at: &Meta, visit: &mut ExportVisitor<'_>) -> Result<u64, StoreError> {
         self.inner.export(at, visit)
     }

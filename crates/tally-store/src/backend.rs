@@ -36,6 +36,10 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError>;
     /// Bytes on disk.
     fn size_on_disk(&self) -> u64;
+    /// Lets go of what reads have cached in memory. Waits for reads and writes in progress.
+    fn release_cache(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn io(error: sled::Error) -> StoreError {
@@ -71,8 +75,16 @@ impl Default for SledOptions {
 /// sled 0.34.7: everything in the default tree, so one `Batch` is atomic across the log, the
 /// table and the indexes; durability comes from `flush()`, never from sled's background flush
 /// (which is switched off).
+///
+/// The handle sits behind a lock only so that [`Backend::release_cache`] can reopen it: sled's
+/// LRU evicts nothing for a store of few, large pages like tally's (it settles accesses per
+/// shard, 256 shards, only once 64 have queued in one shard; a log of a million records is a
+/// few thousand pages), so every page a read touched stays in memory until the database is
+/// dropped. Every operation holds the read lock while it runs.
 pub struct SledBackend {
-    db: sled::Db,
+    db: RwLock<Option<sled::Db>>,
+    dir: std::path::PathBuf,
+    options: SledOptions,
 }
 
 impl SledBackend {
@@ -82,6 +94,14 @@ impl SledBackend {
     /// a moment after the last handle is dropped; so a lock conflict is retried for up to two
     /// seconds before it is reported.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: RwLock::new(Some(Self::open_db(dir, options)?)),
+            dir: dir.to_path_buf(),
+            options: options.clone(),
+        })
+    }
+
+    fn open_db(dir: &Path, options: &SledOptions) -> Result<sled::Db, StoreError> {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
@@ -90,7 +110,7 @@ impl SledBackend {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
             match config.open() {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => return Ok(db),
                 // sled reports the lock conflict as an `Other` I/O error with this text.
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                     if std::time::Instant::now() >= deadline {
@@ -102,11 +122,35 @@ impl SledBackend {
             }
         }
     }
+
+    /// Runs one operation on the open database, holding the read lock. If a reopen failed,
+    /// the database is opened again first (or the operation fails with the reason).
+    fn with_db<T>(
+        &self,
+        operation: impl FnOnce(&sled::Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        loop {
+            {
+                let guard = self.db.read().map_err(|_| Self::poisoned())?;
+                if let Some(db) = guard.as_ref() {
+                    return operation(db);
+                }
+            }
+            let mut db = self.db.write().map_err(|_| Self::poisoned())?;
+            if db.is_none() {
+                *db = Some(Self::open_db(&self.dir, &self.options)?);
+            }
+        }
+    }
+
+    fn poisoned() -> StoreError {
+        StoreError::Io("sled handle lock poisoned".to_owned())
+    }
 }
 
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+        self.with_db(|db| Ok(db.get(key).map_err(io)?.map(|v| v.to_vec())))
     }
 
     fn scan(
@@ -120,26 +164,27 @@ impl Backend for SledBackend {
         if from >= to {
             return Ok(());
         }
-        let range = self.db.range(from..to);
-        let mut step =
-            |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<ControlFlow<()>, StoreError> {
+        self.with_db(|db| {
+            let range = db.range(from..to);
+            let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| {
                 let (key, value) = item.map_err(io)?;
                 visit(&key, &value)
             };
-        if reverse {
-            for item in range.rev() {
-                if step(item)?.is_break() {
-                    break;
+            if reverse {
+                for item in range.rev() {
+                    if step(item)?.is_break() {
+                        break;
+                    }
+                }
+            } else {
+                for item in range {
+                    if step(item)?.is_break() {
+                        break;
+                    }
                 }
             }
-        } else {
-            for item in range {
-                if step(item)?.is_break() {
-                    break;
-                }
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
@@ -150,15 +195,29 @@ impl Backend for SledBackend {
                 Op::Delete(key) => batch.remove(key),
             }
         }
-        self.db.apply_batch(batch).map_err(io)?;
-        if durable {
-            self.db.flush().map_err(io)?;
-        }
-        Ok(())
+        self.with_db(|db| {
+            db.apply_batch(batch).map_err(io)?;
+            if durable {
+                db.flush().map_err(io)?;
+            }
+            Ok(())
+        })
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.with_db(|db| Ok(db.size_on_disk().unwrap_or(0)))
+            .unwrap_or(0)
+    }
+
+    /// Flushes, drops the database (and with it every cached page) and opens it again. If the
+    /// reopen fails, the next operation tries again.
+    fn release_cache(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().map_err(|_| Self::poisoned())?;
+        // Nothing depends on this flush: every write tally acknowledged was fsynced already.
+        let flushed = db.take().map(|open| open.flush());
+        *db = Some(Self::open_db(&self.dir, &self.options)?);
+        flushed.transpose().map_err(io)?;
+        Ok(())
     }
 }
 

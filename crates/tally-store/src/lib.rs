@@ -376,6 +376,12 @@ pub trait LogStore: Send + Sync + 'static {
     /// Bytes the store occupies on disk (0 for the in-memory store).
     fn size_on_disk(&self) -> u64;
 
+    /// Lets go of the pages reads have cached (sled: flushes and reopens the database, which
+    /// is the only way to make sled 0.34.7 drop them; see [`SledBackend`]). Waits for reads and
+    /// writes in progress; loses nothing. Start-up calls it once recovery has read what it
+    /// needs, so the pages of the full recovery pass do not stay resident.
+    fn release_cache(&self) -> Result<(), StoreError>;
+
     /// Visits a consistent copy of the log as of `at`, a meta that was committed: the meta
     /// (with checkpoint 0: the copy has no persisted table), the base snapshot of its log
     /// start, the blocks of every stream from its floor to its head and the reseed index of its

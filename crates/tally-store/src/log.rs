@@ -24,6 +24,9 @@ use crate::{
 /// its log segments (a purge of 100,000 apps writes about 400 such values).
 const BLOCK_RECORDS: usize = 256;
 
+/// Bytes the start-up check reads between two [`LogStore::release_cache`] calls.
+const RECOVERY_READ_CHUNK: usize = 64 * 1024 * 1024;
+
 /// The log over a backend. See [`LogStore`] for the contract.
 pub struct Log<B> {
     backend: B,
@@ -440,6 +443,36 @@ impl<B: Backend> Log<B> {
         Ok((TableRow::fold(rows), chunks))
     }
 
+    /// Checks the checksum of every stored value, in key order; returns how many it checked.
+    /// sled keeps every page a read touched (see [`SledBackend`]), so the pass lets go of the
+    /// cache after each `chunk` bytes read: it needs the memory of one chunk, not of the log.
+    /// (One pass: two concurrent scans made start-up slower, evicting each other's pages.)
+    pub(crate) fn check_values(&self, chunk: usize) -> Result<usize, StoreError> {
+        let mut checked = 0;
+        let mut from = Vec::new();
+        loop {
+            let mut read = 0;
+            let mut resume = None;
+            self.backend
+                .scan(&from, &[0xff], false, &mut |key, value| {
+                    proto_schemas::check(value).map_err(|e| corrupt(describe(key), e))?;
+                    checked += 1;
+                    read += key.len() + value.len();
+                    if read < chunk {
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                    // The smallest key after this one.
+                    resume = Some([key, &[0]].concat());
+                    Ok(ControlFlow::Break(()))
+                })?;
+            self.backend.release_cache()?;
+            match resume {
+                Some(next) => from = next,
+                None => return Ok(checked),
+            }
+        }
+    }
+
     /// Visits every record of one stream from the block starting at `from` on.
     fn each_record(
         &self,
@@ -465,12 +498,8 @@ impl<B: Backend> LogStore for Log<B> {
     fn recover(&self) -> Result<Recovered, StoreError> {
         let meta = read_meta(&self.backend)?.unwrap_or_default();
         // A bit flipped anywhere stops start-up, naming the position: every stored value's
-        // checksum is checked (cheap); the tail replayed below is also decoded in full. (One
-        // pass: two concurrent scans made start-up slower, evicting each other's cache pages.)
-        self.backend.scan(&[], &[0xff], false, &mut |key, value| {
-            proto_schemas::check(value).map_err(|e| corrupt(describe(key), e))?;
-            Ok(ControlFlow::Continue(()))
-        })?;
+        // checksum is checked (cheap); the tail replayed below is also decoded in full.
+        self.check_values(RECOVERY_READ_CHUNK)?;
         let mut touched = Vec::new();
         let (mut state, replay_from) = if meta.checkpoint + 1 >= meta.log_start {
             (self.load_table()?, meta.checkpoint + 1)
@@ -1066,6 +1095,10 @@ impl<B: Backend> LogStore for Log<B> {
 
     fn size_on_disk(&self) -> u64 {
         self.backend.size_on_disk()
+    }
+
+    fn release_cache(&self) -> Result<(), StoreError> {
+        self.backend.release_cache()
     }
 
     fn export(&self, at: &Meta, visit: &mut ExportVisitor<'_>) -> Result<u64, StoreError> {

@@ -121,6 +121,8 @@ enum Step {
     Compact(usize),
     /// Drop and reopen (sled) or recover (memory).
     Reopen,
+    /// Let go of the read cache (sled reopens underneath, the handle stays).
+    ReleaseCache,
     /// Retention: prune the usage events whose position modulo 3 is this (as of the current
     /// epoch, or of the previous one when `stale`, which must change nothing).
     Prune { residue: u64, stale: bool },
@@ -134,6 +136,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (1u32..4).prop_map(Step::Truncate),
         1 => (1usize..50).prop_map(Step::Compact),
         1 => Just(Step::Reopen),
+        1 => Just(Step::ReleaseCache),
         1 => (0u64..3, prop::bool::weighted(0.2))
             .prop_map(|(residue, stale)| Step::Prune { residue, stale }),
     ]
@@ -254,7 +257,7 @@ impl Model {
                 })
             }
             Step::Truncate(_) | Step::Prune { .. } => None,
-            Step::Compact(_) | Step::Reopen => None,
+            Step::Compact(_) | Step::Reopen | Step::ReleaseCache => None,
         }
     }
 }
@@ -365,6 +368,7 @@ fn run(steps: &[Step], mut open: impl FnMut(Option<Box<dyn LogStore>>) -> Box<dy
                 }
             }
             Step::Reopen => store = open(Some(store)),
+            Step::ReleaseCache => store.release_cache().unwrap(),
             Step::Prune { residue, stale } => {
                 let cutoff = at(100);
                 let seqs: Vec<Seq> = model
@@ -632,6 +636,121 @@ fn corruption_is_reported_with_its_position_and_never_served() {
         recovery.to_string().contains("usage event block at seq 1"),
         "{recovery}"
     );
+}
+
+/// A sled store holding `blocks` usage blocks of one record each (seq 1..=blocks), checkpointed.
+fn sled_with_usage_blocks(path: &std::path::Path, blocks: u64) -> SledLog {
+    let store = SledLog::open(path, &SledOptions::default()).unwrap();
+    for seq in 1..=blocks {
+        let u = usage(
+            event_guid(seq, Guid::from_u128(7)),
+            SPACE,
+            UsageState::Started,
+        );
+        store
+            .commit(&Commit {
+                records: vec![(seq, Event::UsageRecorded(u))],
+                meta: Meta {
+                    head: seq,
+                    checkpoint: seq,
+                    ..Meta::default()
+                },
+                checkpoint: Some(Checkpoint {
+                    state: State::default(),
+                    dirty: Vec::new(),
+                }),
+                snapshot: None,
+            })
+            .unwrap();
+    }
+    store
+}
+
+#[test]
+fn the_start_up_check_reads_every_value_once_across_cache_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_with_usage_blocks(&dir.path().join("db"), 40);
+    let mut keys = 0;
+    store
+        .backend()
+        .scan(&[], &[0xff], false, &mut |_, _| {
+            keys += 1;
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .unwrap();
+    // One value per chunk, a few per chunk, and everything in one chunk.
+    for chunk in [1, 700, usize::MAX] {
+        assert_eq!(store.check_values(chunk).unwrap(), keys, "chunk {chunk}");
+    }
+    // A flipped bit in the last block is found however the pass is cut.
+    let key = crate::keys::seq_key(crate::keys::USAGE, 40);
+    let mut value = store.backend().get(&key).unwrap().unwrap();
+    value[3] ^= 0x10;
+    store
+        .backend()
+        .apply(vec![backend::Op::Put(key.to_vec(), value)], true)
+        .unwrap();
+    for chunk in [1, 700, usize::MAX] {
+        let error = store.check_values(chunk).unwrap_err();
+        assert!(
+            error.to_string().contains("usage event block at seq 40"),
+            "chunk {chunk}: {error}"
+        );
+    }
+}
+
+#[test]
+fn releasing_the_cache_while_others_read_and_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = std::sync::Arc::new(sled_with_usage_blocks(&path, 10));
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for seq in 11..=200 {
+                let u = usage(
+                    event_guid(seq, Guid::from_u128(7)),
+                    SPACE,
+                    UsageState::Started,
+                );
+                store
+                    .commit(&Commit {
+                        records: vec![(seq, Event::UsageRecorded(u))],
+                        meta: Meta {
+                            head: seq,
+                            checkpoint: 10,
+                            ..Meta::default()
+                        },
+                        checkpoint: None,
+                        snapshot: None,
+                    })
+                    .unwrap();
+            }
+        })
+    };
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                let events = store.usage_range(1, 10, 100).unwrap();
+                assert_eq!(events.len(), 10);
+            }
+        })
+    };
+    for _ in 0..20 {
+        store.release_cache().unwrap();
+    }
+    writer.join().unwrap();
+    reader.join().unwrap();
+    let events = store.usage_range(1, 200, 1000).unwrap();
+    assert_eq!(
+        events.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
+    drop(store);
+    let reopened = SledLog::open(&path, &SledOptions::default()).unwrap();
+    assert_eq!(reopened.recover().unwrap().meta.head, 200);
+    assert_eq!(reopened.usage_range(1, 200, 1000).unwrap().len(), 200);
 }
 
 #[test]

@@ -87,7 +87,7 @@ pub struct ServerSettings {
 pub struct StorageSettings {
     /// The data directory (relative paths are relative to the working directory).
     pub data_dir: PathBuf,
-    /// sled's page cache, MiB.
+    /// sled's page cache, MiB: tally releases it whenever this much was read or written since.
     pub cache_capacity_mb: u64,
     /// Records between table checkpoints (bounds the replay at start-up).
     pub checkpoint_every: u64,

@@ -60,7 +60,9 @@ fn io(error: sled::Error) -> StoreError {
 /// How to open sled.
 #[derive(Debug, Clone)]
 pub struct SledOptions {
-    /// Page cache size in bytes (sled's default of 1 GiB is far too much for tally).
+    /// Page cache size in bytes (sled's default of 1 GiB is far too much for tally). sled does
+    /// not keep to it (see [`SledBackend`]); tally does, by releasing the cache whenever this
+    /// many bytes were read or written since the last release.
     pub cache_capacity_bytes: u64,
 }
 
@@ -79,12 +81,20 @@ impl Default for SledOptions {
 /// The handle sits behind a lock only so that [`Backend::release_cache`] can reopen it: sled's
 /// LRU evicts nothing for a store of few, large pages like tally's (it settles accesses per
 /// shard, 256 shards, only once 64 have queued in one shard; a log of a million records is a
-/// few thousand pages), so every page a read touched stays in memory until the database is
-/// dropped. Every operation holds the read lock while it runs.
+/// few thousand pages), so every page a read or write touched stays in memory until the
+/// database is dropped. Every operation holds the read lock while it runs. Once the bytes read
+/// and written since the last release pass the cache capacity, the operation that passed it
+/// releases the cache if nothing else holds the database at that moment (it never waits: a
+/// long export is not interrupted, and a later operation tries again); the reopen stalls the
+/// others for the time sled takes to open (tens of milliseconds for a log of a million records).
 pub struct SledBackend {
     db: RwLock<Option<sled::Db>>,
     dir: std::path::PathBuf,
     options: SledOptions,
+    /// Bytes read or written since the cache was last released.
+    touched: AtomicU64,
+    /// How many times the cache was released.
+    releases: AtomicU64,
 }
 
 impl SledBackend {
@@ -98,7 +108,42 @@ impl SledBackend {
             db: RwLock::new(Some(Self::open_db(dir, options)?)),
             dir: dir.to_path_buf(),
             options: options.clone(),
+            touched: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
         })
+    }
+
+    /// How many times the cache was released (reopened) since this backend was opened.
+    pub fn cache_releases(&self) -> u64 {
+        self.releases.load(Ordering::Relaxed)
+    }
+
+    /// Counts bytes an operation touched; past the capacity, releases the cache if it can do
+    /// so without waiting. Called after the operation let go of the database.
+    fn touched(&self, bytes: usize) {
+        let total = self.touched.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        if total < self.options.cache_capacity_bytes {
+            return;
+        }
+        let Ok(mut db) = self.db.try_write() else {
+            return;
+        };
+        self.touched.store(0, Ordering::Relaxed);
+        if let Err(error) = self.reopen(&mut db) {
+            // The next operation opens it again (or reports why it cannot).
+            tracing::error!(%error, "releasing sled's cache failed");
+        }
+    }
+
+    /// Flushes and drops the database (and with it every cached page), then opens it again.
+    fn reopen(&self, db: &mut Option<sled::Db>) -> Result<(), StoreError> {
+        let (dir, options, releases) = (&self.dir, &self.options, &self.releases);
+        // Nothing depends on this flush: every write tally acknowledged was fsynced already.
+        releases.fetch_add(1, Ordering::Relaxed);
+        let flushed = db.take().map(|open| open.flush());
+        *db = Some(Self::open_db(dir, options)?);
+        flushed.transpose().map_err(io)?;
+        Ok(())
     }
 
     fn open_db(dir: &Path, options: &SledOptions) -> Result<sled::Db, StoreError> {
@@ -150,7 +195,9 @@ impl SledBackend {
 
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_db(|db| Ok(db.get(key).map_err(io)?.map(|v| v.to_vec())))
+        let value = self.with_db(|db| Ok(db.get(key).map_err(io)?.map(|v| v.to_vec())))?;
+        self.touched(value.as_ref().map_or(0, Vec::len));
+        Ok(value)
     }
 
     fn scan(
@@ -164,10 +211,12 @@ impl Backend for SledBackend {
         if from >= to {
             return Ok(());
         }
-        self.with_db(|db| {
+        let mut read = 0;
+        let scanned = self.with_db(|db| {
             let range = db.range(from..to);
             let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| {
                 let (key, value) = item.map_err(io)?;
+                read += key.len() + value.len();
                 visit(&key, &value)
             };
             if reverse {
@@ -184,14 +233,20 @@ impl Backend for SledBackend {
                 }
             }
             Ok(())
-        })
+        });
+        self.touched(read);
+        scanned
     }
 
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut written = 0;
         for op in ops {
             match op {
-                Op::Put(key, value) => batch.insert(key, value),
+                Op::Put(key, value) => {
+                    written += key.len() + value.len();
+                    batch.insert(key, value);
+                }
                 Op::Delete(key) => batch.remove(key),
             }
         }
@@ -201,7 +256,9 @@ impl Backend for SledBackend {
                 db.flush().map_err(io)?;
             }
             Ok(())
-        })
+        })?;
+        self.touched(written);
+        Ok(())
     }
 
     fn size_on_disk(&self) -> u64 {
@@ -213,11 +270,8 @@ impl Backend for SledBackend {
     /// reopen fails, the next operation tries again.
     fn release_cache(&self) -> Result<(), StoreError> {
         let mut db = self.db.write().map_err(|_| Self::poisoned())?;
-        // Nothing depends on this flush: every write tally acknowledged was fsynced already.
-        let flushed = db.take().map(|open| open.flush());
-        *db = Some(Self::open_db(&self.dir, &self.options)?);
-        flushed.transpose().map_err(io)?;
-        Ok(())
+        self.touched.store(0, Ordering::Relaxed);
+        self.reopen(&mut db)
     }
 }
 

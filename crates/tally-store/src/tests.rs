@@ -417,12 +417,19 @@ proptest! {
     }
 
     #[test]
-    fn sled_store_matches_the_model(steps in prop::collection::vec(step(), 1..25)) {
+    fn sled_store_matches_the_model(
+        steps in prop::collection::vec(step(), 1..25),
+        small_cache in any::<bool>(),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
+        // A small cache makes the store release it (reopen sled) every few operations.
+        let options = SledOptions {
+            cache_capacity_bytes: if small_cache { 16 * 1024 } else { 64 << 20 },
+        };
         run(&steps, |previous| {
             drop(previous);
-            Box::new(SledLog::open(&path, &SledOptions::default()).unwrap())
+            Box::new(SledLog::open(&path, &options).unwrap())
         });
     }
 }
@@ -751,6 +758,61 @@ fn releasing_the_cache_while_others_read_and_write_loses_nothing() {
     let reopened = SledLog::open(&path, &SledOptions::default()).unwrap();
     assert_eq!(reopened.recover().unwrap().meta.head, 200);
     assert_eq!(reopened.usage_range(1, 200, 1000).unwrap().len(), 200);
+}
+
+#[test]
+fn the_store_keeps_to_its_cache_capacity_by_releasing_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let small = SledOptions {
+        cache_capacity_bytes: 4 * 1024,
+    };
+    let store = SledLog::open(&path, &small).unwrap();
+    let mut expected = Vec::new();
+    for seq in 1..=60 {
+        let u = usage(
+            event_guid(seq, Guid::from_u128(9)),
+            SPACE,
+            UsageState::Started,
+        );
+        expected.push((seq, u.clone()));
+        store
+            .commit(&Commit {
+                records: vec![(seq, Event::UsageRecorded(u))],
+                meta: Meta {
+                    head: seq,
+                    ..Meta::default()
+                },
+                checkpoint: None,
+                snapshot: None,
+            })
+            .unwrap();
+        assert_eq!(store.usage_range(1, seq, 100).unwrap(), expected);
+    }
+    let releases = store.backend().cache_releases();
+    assert!(releases >= 10, "{releases} releases of a 4 KiB cache");
+    // A large cache is not released by the same work.
+    let large = SledLog::open(&dir.path().join("large"), &SledOptions::default()).unwrap();
+    large
+        .commit(&Commit {
+            records: expected
+                .iter()
+                .map(|(seq, u)| (*seq, Event::UsageRecorded(u.clone())))
+                .collect(),
+            meta: Meta {
+                head: 60,
+                ..Meta::default()
+            },
+            checkpoint: None,
+            snapshot: None,
+        })
+        .unwrap();
+    assert_eq!(large.usage_range(1, 60, 100).unwrap(), expected);
+    assert_eq!(large.backend().cache_releases(), 0);
+    drop(store);
+    let reopened = SledLog::open(&path, &SledOptions::default()).unwrap();
+    assert_eq!(reopened.recover().unwrap().meta.head, 60);
+    assert_eq!(reopened.usage_range(1, 60, 100).unwrap(), expected);
 }
 
 #[test]

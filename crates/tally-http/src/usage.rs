@@ -12,7 +12,7 @@ use tally_domain::model::obfuscate_url_credentials;
 use tally_domain::{Guid, Seq, UsageEvent};
 use tally_engine::{Cursor, UsageQuery, View};
 
-use crate::v2::present::time;
+use crate::v2::present::{time, Text};
 use crate::{ApiError, AppState};
 
 /// The longest a list request waits for a new event (`wait`, seconds).
@@ -33,16 +33,6 @@ pub fn epoch_headers(view: &View) -> HeaderMap {
         }
     }
     headers
-}
-
-/// A guid, serialized as its text without an intermediate `String`.
-#[derive(Clone, Copy)]
-struct Text(Guid);
-
-impl Serialize for Text {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
-    }
 }
 
 fn text(guid: Option<Guid>) -> Option<Text> {

@@ -41,7 +41,7 @@ fn find<'a>(table: &'a Table, guid: &str) -> Option<&'a App> {
     guid.parse::<Guid>().ok().and_then(|g| table.app(g))
 }
 
-fn render(caller: &Caller, table: &Table, app: &App) -> Value {
+fn render<'a>(caller: &Caller, table: &Table, app: &'a App) -> present::AppResource<'a> {
     let show_env = access::sees_environment(caller.subject(), table, app.space_guid);
     present::app(app, show_env)
 }
@@ -102,9 +102,9 @@ async fn list(
         })
         .collect();
     apps.sort_by_key(|a| (a.created_at, a.guid));
-    Ok(Json(
-        paging.envelope("/v2/apps", apps, |a| render(&caller, table, a)),
-    ))
+    Ok(Json(paging.envelope("/v2/apps", apps, |a| {
+        serde_json::to_value(render(&caller, table, a)).unwrap_or(Value::Null)
+    })))
 }
 
 /// One app.
@@ -113,13 +113,13 @@ async fn show(
     caller: Caller,
     State(state): State<Arc<AppState>>,
     Path(guid): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let view = state.engine.view();
     let app = find(&view.state, &guid);
     access::space_read(caller.subject(), &view.state, app.map(|a| a.space_guid))
         .map_err(|d| deny(d, || app_not_found(&guid)))?;
     let app = app.ok_or_else(|| app_not_found(&guid))?;
-    Ok(Json(render(&caller, &view.state, app)))
+    Ok(Json(render(&caller, &view.state, app)).into_response())
 }
 
 /// Creates an app.

@@ -645,30 +645,37 @@ fn corruption_is_reported_with_its_position_and_never_served() {
     );
 }
 
+/// Commits usage event `seq` (app 7) alone, as the new head; checkpointed (an empty table)
+/// when `checkpointed`.
+fn commit_usage(store: &dyn LogStore, seq: Seq, checkpointed: bool) -> UsageEvent {
+    let u = usage(
+        event_guid(seq, Guid::from_u128(7)),
+        SPACE,
+        UsageState::Started,
+    );
+    store
+        .commit(&Commit {
+            records: vec![(seq, Event::UsageRecorded(u.clone()))],
+            meta: Meta {
+                head: seq,
+                checkpoint: if checkpointed { seq } else { 0 },
+                ..Meta::default()
+            },
+            checkpoint: checkpointed.then(|| Checkpoint {
+                state: State::default(),
+                dirty: Vec::new(),
+            }),
+            snapshot: None,
+        })
+        .unwrap();
+    u
+}
+
 /// A sled store holding `blocks` usage blocks of one record each (seq 1..=blocks), checkpointed.
 fn sled_with_usage_blocks(path: &std::path::Path, blocks: u64) -> SledLog {
     let store = SledLog::open(path, &SledOptions::default()).unwrap();
     for seq in 1..=blocks {
-        let u = usage(
-            event_guid(seq, Guid::from_u128(7)),
-            SPACE,
-            UsageState::Started,
-        );
-        store
-            .commit(&Commit {
-                records: vec![(seq, Event::UsageRecorded(u))],
-                meta: Meta {
-                    head: seq,
-                    checkpoint: seq,
-                    ..Meta::default()
-                },
-                checkpoint: Some(Checkpoint {
-                    state: State::default(),
-                    dirty: Vec::new(),
-                }),
-                snapshot: None,
-            })
-            .unwrap();
+        commit_usage(&store, seq, true);
     }
     store
 }
@@ -715,23 +722,7 @@ fn releasing_the_cache_while_others_read_and_write_loses_nothing() {
         let store = store.clone();
         std::thread::spawn(move || {
             for seq in 11..=200 {
-                let u = usage(
-                    event_guid(seq, Guid::from_u128(7)),
-                    SPACE,
-                    UsageState::Started,
-                );
-                store
-                    .commit(&Commit {
-                        records: vec![(seq, Event::UsageRecorded(u))],
-                        meta: Meta {
-                            head: seq,
-                            checkpoint: 10,
-                            ..Meta::default()
-                        },
-                        checkpoint: None,
-                        snapshot: None,
-                    })
-                    .unwrap();
+                commit_usage(store.as_ref(), seq, true);
             }
         })
     };
@@ -770,23 +761,7 @@ fn the_store_keeps_to_its_cache_capacity_by_releasing_and_loses_nothing() {
     let store = SledLog::open(&path, &small).unwrap();
     let mut expected = Vec::new();
     for seq in 1..=60 {
-        let u = usage(
-            event_guid(seq, Guid::from_u128(9)),
-            SPACE,
-            UsageState::Started,
-        );
-        expected.push((seq, u.clone()));
-        store
-            .commit(&Commit {
-                records: vec![(seq, Event::UsageRecorded(u))],
-                meta: Meta {
-                    head: seq,
-                    ..Meta::default()
-                },
-                checkpoint: None,
-                snapshot: None,
-            })
-            .unwrap();
+        expected.push((seq, commit_usage(&store, seq, false)));
         assert_eq!(store.usage_range(1, seq, 100).unwrap(), expected);
     }
     let releases = store.backend().cache_releases();

@@ -30,8 +30,12 @@ async fn schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_docume
     )
     .unwrap();
     let schema = format!("{}/openapi.json", app.address);
+    // schemathesis keeps a cache (`.schemathesis/`) in its working directory: not the repository.
+    let workdir = tempfile::tempdir().unwrap();
+    let cwd = workdir.path().to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(venv.join("bin/schemathesis"))
+            .current_dir(cwd)
             .args(["run", &schema])
             .args(["--header", &format!("Authorization: bearer {token}")])
             .args([

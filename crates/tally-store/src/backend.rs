@@ -36,7 +36,7 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError>;
     /// Bytes on disk.
     fn size_on_disk(&self) -> u64;
-    /// Lets go of what reads have cached in memory. Waits for reads and writes in progress.
+    /// Lets go of what reads and writes left cached in memory. Waits for operations in progress.
     fn release_cache(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -137,11 +137,10 @@ impl SledBackend {
 
     /// Flushes and drops the database (and with it every cached page), then opens it again.
     fn reopen(&self, db: &mut Option<sled::Db>) -> Result<(), StoreError> {
-        let (dir, options, releases) = (&self.dir, &self.options, &self.releases);
+        self.releases.fetch_add(1, Ordering::Relaxed);
         // Nothing depends on this flush: every write tally acknowledged was fsynced already.
-        releases.fetch_add(1, Ordering::Relaxed);
         let flushed = db.take().map(|open| open.flush());
-        *db = Some(Self::open_db(dir, options)?);
+        *db = Some(Self::open_db(&self.dir, &self.options)?);
         flushed.transpose().map_err(io)?;
         Ok(())
     }

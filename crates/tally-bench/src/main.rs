@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use report::{Latencies, Row};
+use scenarios::{Fleet, Pattern};
 use target::Target;
 
 #[derive(Parser)]
@@ -45,24 +46,85 @@ struct Common {
     json: bool,
 }
 
+/// The size of the foundation a workload runs on: design.md measures at 100,000 apps and
+/// 1,000,000 usage and audit events.
+#[derive(Args, Clone, Copy)]
+struct Size {
+    /// Apps in the table.
+    #[arg(long, default_value_t = 100_000)]
+    apps: usize,
+    /// Usage events in the epoch (and as many audit events) before measuring: each scale of a
+    /// started app writes one of each.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// A quick run instead: 1,000 apps and 10,000 events.
+    #[arg(long)]
+    small: bool,
+}
+
+impl Size {
+    fn apps(self) -> usize {
+        if self.small {
+            1_000
+        } else {
+            self.apps
+        }
+    }
+
+    fn events(self) -> u64 {
+        if self.small {
+            10_000
+        } else {
+            self.events
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Workload {
-    /// Create N apps, then toggle start/scale/stop with C connections for a duration.
+    /// State changes: N apps, the log filled to the size, a warm-up, then C connections each
+    /// PUTting changes to its own apps for a duration. Counts PUTs (each changed its app) apart
+    /// from the usage events they wrote.
     StateChanges {
-        #[arg(long, default_value_t = 1000)]
-        apps: usize,
+        #[command(flatten)]
+        size: Size,
+        /// What the clients change: `instances` of started apps (one usage event per PUT,
+        /// Cloud Controller's scale) or `toggle` (start, scale, stop).
+        #[arg(long, value_enum, default_value_t = Pattern::Instances)]
+        pattern: scenarios::Pattern,
         /// Connection counts to run, one after the other.
-        #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 64])]
         concurrency: Vec<usize>,
         /// Seconds per connection count.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Unmeasured seconds of the same load first, so the run starts in a steady state.
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
     },
     /// Read every usage event from the start: v3 pages of 5000 and v2 pages of 10000.
     CatchUp {
-        /// When the epoch holds fewer events, write that many first (start/scale/stop).
-        #[arg(long, default_value_t = 300_000)]
-        events: u64,
+        #[command(flatten)]
+        size: Size,
+    },
+    /// List pages on a full log: audit events filtered by type (v3 and v2) and the apps
+    /// list (a name filter and a deep page), each at one connection.
+    Lists {
+        #[command(flatten)]
+        size: Size,
+        /// Requests per page measured.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
+    /// A mixed load on a full log: C connections, each request a GET of an app (9 in 10) or
+    /// a scale of a started one (1 in 10).
+    Mixed {
+        #[command(flatten)]
+        size: Size,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// One consumer on the live stream while writers commit; commit-to-delivery latency.
     TailLatency {
@@ -78,7 +140,7 @@ enum Workload {
     Purge {
         #[arg(long, default_value_t = 100_000)]
         apps: usize,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
     /// Start-up time and RSS with a data directory of M log records (and N apps).
@@ -91,8 +153,11 @@ enum Workload {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
-    /// Everything above with its defaults, each on a fresh tally.
-    All,
+    /// Everything above with its defaults, each on a fresh tally (`--small` for a quick run).
+    All {
+        #[command(flatten)]
+        size: Size,
+    },
 }
 
 impl Common {
@@ -151,11 +216,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     match cli.workload {
         Workload::StateChanges {
-            apps,
+            size,
+            pattern,
             concurrency,
             seconds,
-        } => state_changes(common, apps, &concurrency, seconds, &mut rows).await?,
-        Workload::CatchUp { events } => catch_up(common, events, &mut rows).await?,
+            warmup,
+        } => {
+            let run = Run {
+                pattern,
+                seconds,
+                warmup,
+            };
+            state_changes(common, size, run, &concurrency, &mut rows).await?
+        }
+        Workload::CatchUp { size } => catch_up(common, size, &mut rows).await?,
+        Workload::Lists { size, requests } => lists(common, size, requests, &mut rows).await?,
+        Workload::Mixed {
+            size,
+            concurrency,
+            seconds,
+        } => mixed(common, size, concurrency, seconds, &mut rows).await?,
         Workload::TailLatency {
             writers,
             interval_ms,
@@ -167,12 +247,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             apps,
             rounds,
         } => startup(common, records, apps, rounds, &mut rows).await?,
-        Workload::All => {
-            state_changes(common, 1000, &[1, 16, 64], 10, &mut rows).await?;
-            catch_up(common, 300_000, &mut rows).await?;
+        Workload::All { size } => {
+            let run = Run {
+                pattern: Pattern::Instances,
+                seconds: 10,
+                warmup: 5,
+            };
+            // One foundation of the given size for the workloads that only add to it.
+            let (target, _dir) = common.target().await?;
+            let apps = fill(&target, size, Pattern::Instances).await?;
+            for c in [1, 64] {
+                push(&mut rows, measure(&target, &apps, run, c).await?);
+            }
+            read_everything(&target, &mut rows).await?;
+            list_pages(&target, &apps, 200, &mut rows).await?;
+            push(
+                &mut rows,
+                scenarios::mixed(&target, &apps, 64, secs(10)).await?,
+            );
+            drop(target);
             tail_latency(common, 4, 5, 10, &mut rows).await?;
-            purge(common, 100_000, 3, &mut rows).await?;
-            startup(common, 1_000_000, 100_000, 3, &mut rows).await?;
+            let purged = if size.small { 1_000 } else { 100_000 };
+            purge(common, purged, 5, &mut rows).await?;
+            let records = if size.small { 20_000 } else { 1_000_000 };
+            startup(common, records, size.apps(), 3, &mut rows).await?;
         }
     }
     report::print(&rows, common.json)
@@ -183,43 +281,129 @@ fn push(rows: &mut Vec<Row>, row: Row) {
     rows.push(row);
 }
 
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+/// How a state-change run goes.
+#[derive(Clone, Copy)]
+struct Run {
+    pattern: scenarios::Pattern,
+    seconds: u64,
+    warmup: u64,
+}
+
+/// Brings a tally to the size: `size.apps()` apps in one space (beside whatever it holds;
+/// started for the `instances` pattern, stopped for `toggle`), then changes them with the
+/// pattern until the epoch holds `size.events()` usage events.
+async fn fill(target: &Target, size: Size, pattern: Pattern) -> anyhow::Result<Fleet> {
+    let guids = scenarios::create_apps(target, size.apps(), pattern.started(), 64).await?;
+    let apps = Fleet::new(guids);
+    let started = Instant::now();
+    let mut filled = false;
+    while target.usage_events().await? < size.events() {
+        scenarios::state_changes(target, &apps, pattern, 64, secs(5)).await?;
+        filled = true;
+    }
+    if filled {
+        eprintln!(
+            "filled the epoch to {} usage events in {:.0} s",
+            target.usage_events().await?,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(apps)
+}
+
+/// A warm-up, then one measured state-change run at `concurrency` connections.
+async fn measure(
+    target: &Target,
+    apps: &Fleet,
+    run: Run,
+    concurrency: usize,
+) -> anyhow::Result<Row> {
+    let c = concurrency.max(1);
+    if run.warmup > 0 {
+        scenarios::state_changes(target, apps, run.pattern, c, secs(run.warmup)).await?;
+    }
+    scenarios::state_changes(target, apps, run.pattern, c, secs(run.seconds)).await
+}
+
 async fn state_changes(
     common: &Common,
-    apps: usize,
+    size: Size,
+    run: Run,
     concurrency: &[usize],
-    seconds: u64,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     let (target, _dir) = common.target().await?;
-    let guids = scenarios::create_apps(&target, apps, false, 64).await?;
+    let apps = fill(&target, size, run.pattern).await?;
     for &c in concurrency {
-        let row = scenarios::state_changes(&target, &guids, c.max(1), Duration::from_secs(seconds))
-            .await?;
+        push(rows, measure(&target, &apps, run, c).await?);
+    }
+    Ok(())
+}
+
+async fn catch_up(common: &Common, size: Size, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let (target, _dir) = common.target().await?;
+    if target.usage_events().await? < size.events() {
+        fill(&target, size, Pattern::Instances).await?;
+    }
+    read_everything(&target, rows).await
+}
+
+async fn read_everything(target: &Target, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    for v3 in [true, false] {
+        let (row, _) = scenarios::catch_up(target, v3).await?;
         push(rows, row);
     }
     Ok(())
 }
 
-async fn catch_up(common: &Common, events: u64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+async fn lists(
+    common: &Common,
+    size: Size,
+    requests: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     let (target, _dir) = common.target().await?;
-    let have = target.usage_events().await?;
-    if have < events {
-        // Each app's start, scale and stop write one usage event each.
-        let apps = scenarios::create_apps(&target, 1000, false, 64).await?;
-        let started = Instant::now();
-        while target.usage_events().await? < events {
-            scenarios::state_changes(&target, &apps, 64, Duration::from_secs(5)).await?;
-        }
-        eprintln!(
-            "wrote {} usage events in {:.0} s",
-            target.usage_events().await?,
-            started.elapsed().as_secs_f64()
-        );
+    let apps = fill(&target, size, Pattern::Instances).await?;
+    list_pages(&target, &apps, requests, rows).await
+}
+
+async fn list_pages(
+    target: &Target,
+    apps: &Fleet,
+    requests: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let deep = (apps.len() / 50).clamp(1, 1000);
+    let name = format!("app-{}", apps.len() / 2);
+    let pages = [
+        "/v3/audit_events?per_page=50&types=audit.app.update".to_owned(),
+        "/v2/events?q=type:audit.app.update".to_owned(),
+        format!("/v2/apps?q=name:{name}"),
+        format!("/v2/apps?results-per-page=50&page={deep}"),
+    ];
+    for page in pages {
+        push(rows, scenarios::list_page(target, &page, requests).await?);
     }
-    for v3 in [true, false] {
-        let (row, _) = scenarios::catch_up(&target, v3).await?;
-        push(rows, row);
-    }
+    Ok(())
+}
+
+async fn mixed(
+    common: &Common,
+    size: Size,
+    concurrency: usize,
+    seconds: u64,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let (target, _dir) = common.target().await?;
+    let apps = fill(&target, size, Pattern::Instances).await?;
+    push(
+        rows,
+        scenarios::mixed(&target, &apps, concurrency.max(1), secs(seconds)).await?,
+    );
     Ok(())
 }
 
@@ -274,9 +458,9 @@ async fn startup(
     let data = dir.path().join("data");
     let target = Target::spawn(&tally, &data).await?;
     let filling = Instant::now();
-    let guids = scenarios::create_apps(&target, apps, false, 64).await?;
+    let guids = Fleet::new(scenarios::create_apps(&target, apps, false, 64).await?);
     while target.head().await? < records {
-        scenarios::state_changes(&target, &guids, 64, Duration::from_secs(5)).await?;
+        scenarios::state_changes(&target, &guids, Pattern::Toggle, 64, secs(5)).await?;
     }
     let head = target.head().await?;
     let events = target.usage_events().await?;

@@ -81,6 +81,30 @@ pub async fn create_apps(
     Ok(guids)
 }
 
+/// What the state-change clients do to their apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pattern {
+    /// Started apps, instances 1 ↔ 2: one usage event per PUT (Cloud Controller's scale).
+    Instances,
+    /// Stopped apps visited in turn: start, scale, stop (one usage event per PUT).
+    Toggle,
+}
+
+impl Pattern {
+    /// Whether the apps are created started.
+    pub fn started(self) -> bool {
+        self == Pattern::Instances
+    }
+
+    /// The change a client makes to an app on its `n`-th visit; every one changes something.
+    fn change(self, n: usize) -> serde_json::Value {
+        match self {
+            Pattern::Instances => json!({"instances": 2 - n % 2}),
+            Pattern::Toggle => change(n),
+        }
+    }
+}
+
 /// The change a toggling client makes to an app on its `n`-th visit: start, scale, stop.
 fn change(n: usize) -> serde_json::Value {
     match n % 3 {
@@ -90,10 +114,49 @@ fn change(n: usize) -> serde_json::Value {
     }
 }
 
-/// `concurrency` clients toggling the apps (each client its own apps) for `duration`.
+/// The apps a workload changes, and how often each was changed so far (across runs), so
+/// every PUT changes its app whatever ran before.
+pub struct Fleet {
+    pub guids: Vec<String>,
+    visits: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+impl Fleet {
+    pub fn new(guids: Vec<String>) -> Self {
+        let visits = guids.iter().map(|_| Default::default()).collect();
+        Self { guids, visits }
+    }
+
+    pub fn len(&self) -> usize {
+        self.guids.len()
+    }
+
+    /// The apps client `k` of `clients` owns (no two clients change one app at once).
+    fn share(&self, k: usize, clients: usize) -> Vec<usize> {
+        (k..self.len()).step_by(clients.max(1)).collect()
+    }
+
+    /// Where a client resumes in its share: it visits its apps in turn, so the visits so far
+    /// tell how many turns it (or its predecessors) took.
+    fn resume(&self, share: &[usize]) -> usize {
+        share.iter().map(|&i| self.visits(i)).sum()
+    }
+
+    fn visits(&self, app: usize) -> usize {
+        self.visits[app].load(Ordering::Relaxed)
+    }
+
+    /// The change for the app's next visit, counted as made.
+    fn next_change(&self, app: usize, pattern: Pattern) -> serde_json::Value {
+        pattern.change(self.visits[app].fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// `concurrency` clients changing the apps (each client its own apps) for `duration`.
 pub async fn state_changes(
     target: &Target,
-    apps: &[String],
+    apps: &Fleet,
+    pattern: Pattern,
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Row> {
@@ -102,17 +165,16 @@ pub async fn state_changes(
     let deadline = started + duration;
     let clients: Vec<_> = (0..concurrency)
         .map(|k| {
-            let mine: Vec<String> = apps.iter().skip(k).step_by(concurrency).cloned().collect();
+            let mine = apps.share(k, concurrency);
             async move {
                 let mut latencies = Latencies::new();
-                let mut visits = vec![0usize; mine.len()];
-                let mut i = 0;
-                while Instant::now() < deadline {
-                    let slot = i % mine.len();
-                    let body = change(visits[slot]);
+                let mut i = apps.resume(&mine);
+                while Instant::now() < deadline && !mine.is_empty() {
+                    let app = mine[i % mine.len()];
+                    let body = apps.next_change(app, pattern);
                     let sent = Instant::now();
                     let response = target
-                        .request(Method::PUT, &format!("/v2/apps/{}", mine[slot]))
+                        .request(Method::PUT, &format!("/v2/apps/{}", apps.guids[app]))
                         .json(&body)
                         .send()
                         .await?;
@@ -124,7 +186,6 @@ pub async fn state_changes(
                         "PUT answered {status}: {}",
                         String::from_utf8_lossy(&text)
                     );
-                    visits[slot] += 1;
                     i += 1;
                 }
                 Ok::<_, anyhow::Error>(latencies)
@@ -138,23 +199,27 @@ pub async fn state_changes(
     let elapsed = started.elapsed().as_secs_f64();
     let events = target.usage_events().await? - events_before;
     let requests = latencies.count();
+    let pattern_name = match pattern {
+        Pattern::Instances => "instances of started apps",
+        Pattern::Toggle => "start/scale/stop",
+    };
     Ok(Row::new(
         "state-changes",
         format!(
-            "C={concurrency}, {} s, {} apps",
+            "{pattern_name}, C={concurrency}, {} s, {} apps",
             duration.as_secs(),
             apps.len()
         ),
     )
-    .throughput(events as f64 / elapsed, "events/s")
+    .throughput(requests as f64 / elapsed, "PUTs/s")
     .latency(&latencies)
     .note(format!(
-        "{requests} PUTs ({:.0}/s), {events} usage events",
-        requests as f64 / elapsed
+        "{requests} PUTs, each changed its app; {events} usage events ({:.0}/s)",
+        events as f64 / elapsed
     ))
     .goal(match concurrency {
-        64 => "≥ 15,000 events/s, p99 ≤ 20 ms",
-        1 => "p50 ≤ 1 ms",
+        64 => "≥ 10,000 PUTs/s and ≥ 3× PostgreSQL's CC pattern; p99 ≤ 20 ms",
+        1 => "p50 ≤ 0.8 ms; ≥ 1.2× PostgreSQL's CC pattern",
         _ => "",
     }))
 }
@@ -418,4 +483,110 @@ pub async fn purge(target: &Target, started: usize, rounds: usize) -> anyhow::Re
             .note(format!("the stream then held exactly {events} events"))
             .goal("≤ 1 s, atomic"),
     )
+}
+
+/// `requests` GETs of one list page, one at a time: latency per page.
+pub async fn list_page(target: &Target, path: &str, requests: usize) -> anyhow::Result<Row> {
+    let mut latencies = Latencies::new();
+    let mut results = 0;
+    for _ in 0..requests.max(1) {
+        let sent = Instant::now();
+        let response = target.request(Method::GET, path).send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        latencies.record(sent.elapsed());
+        ensure!(
+            status == StatusCode::OK,
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let page: serde_json::Value = serde_json::from_slice(&bytes)?;
+        results = page["resources"].as_array().map_or(0, Vec::len);
+    }
+    Ok(Row::new("list", format!("GET {path}, C=1"))
+        .latency(&latencies)
+        .note(format!("{results} resources per page"))
+        .goal("p50 ≤ 5 ms"))
+}
+
+/// `concurrency` clients for `duration`, each request a GET of one of the apps (9 in 10) or a
+/// scale of it (1 in 10; the apps are started, so each writes one usage event).
+pub async fn mixed(
+    target: &Target,
+    apps: &Fleet,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let clients: Vec<_> = (0..concurrency)
+        .map(|k| {
+            let mine = apps.share(k, concurrency);
+            async move {
+                let (mut reads, mut writes) = (Latencies::new(), Latencies::new());
+                let mut i = 0;
+                while Instant::now() < deadline && !mine.is_empty() {
+                    let app = mine[i % mine.len()];
+                    let path = format!("/v2/apps/{}", apps.guids[app]);
+                    let write = i % 10 == 9;
+                    let request = if write {
+                        target
+                            .request(Method::PUT, &path)
+                            .json(&apps.next_change(app, Pattern::Instances))
+                    } else {
+                        target.request(Method::GET, &path)
+                    };
+                    let sent = Instant::now();
+                    let response = request.send().await?;
+                    let status = response.status();
+                    let text = response.bytes().await?;
+                    let expected = if write {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    ensure!(
+                        status == expected,
+                        "{path} answered {status}: {}",
+                        String::from_utf8_lossy(&text)
+                    );
+                    if write {
+                        writes.record(sent.elapsed());
+                    } else {
+                        reads.record(sent.elapsed());
+                    }
+                    i += 1;
+                }
+                Ok::<_, anyhow::Error>((reads, writes))
+            }
+        })
+        .collect();
+    let (mut reads, mut writes) = (Latencies::new(), Latencies::new());
+    for result in futures_util::future::join_all(clients).await {
+        let (r, w) = result?;
+        reads.merge(&r);
+        writes.merge(&w);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = reads.count() + writes.count();
+    let writes_summary = writes.summary().map_or(String::new(), |s| {
+        format!("; writes p50 {:.2}, p99 {:.2} ms", s.p50_ms, s.p99_ms)
+    });
+    Ok(Row::new(
+        "mixed",
+        format!(
+            "9 GETs : 1 scale, C={concurrency}, {} s, {} apps",
+            duration.as_secs(),
+            apps.len()
+        ),
+    )
+    .throughput(total as f64 / elapsed, "requests/s")
+    .latency(&reads)
+    .note(format!(
+        "{} GETs ({:.0}/s, latency = GETs), {} PUTs ({:.0}/s){writes_summary}",
+        reads.count(),
+        reads.count() as f64 / elapsed,
+        writes.count(),
+        writes.count() as f64 / elapsed
+    )))
 }

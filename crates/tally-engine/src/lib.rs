@@ -12,6 +12,7 @@
 //! - `writer`: the writer thread (group commit, checkpoints, purge, compaction).
 //! - [`EngineError`]: the engine's one error type.
 
+pub mod audit;
 pub mod metrics;
 pub mod usage;
 mod writer;
@@ -29,6 +30,7 @@ use tally_domain::{
 pub use tally_store::StoreError;
 use tally_store::{ExportVisitor, LogStore, Meta, UsageSlot};
 
+pub use audit::{AuditCondition, AuditField, AuditIndex, AuditQuery, Match, TimeSpan, Window};
 pub use metrics::EngineMetrics;
 /// The backup file format, for those who write or read what [`Engine::begin_export`] copies.
 pub use tally_store::backup;
@@ -131,6 +133,9 @@ pub struct View {
     pub reseeded: Arc<ReseedIndex>,
     /// The reachable usage events up to the head: position and time of each.
     pub usage: UsageIndex,
+    /// Every audit event by type, target, space, org and time (shared by all views: read it
+    /// only up to this view's head).
+    pub audit: Arc<AuditIndex>,
 }
 
 impl View {
@@ -270,6 +275,8 @@ impl Engine {
             .into_iter()
             .map(|(seq, at)| (seq, at.timestamp_micros()))
             .collect();
+        let audit = Arc::new(AuditIndex::default());
+        catch_up_audit(store.as_ref(), &audit, meta.head)?;
         // Recovery has read every page of the log once (to check it); let them go.
         store.release_cache()?;
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
@@ -278,6 +285,7 @@ impl Engine {
             meta: recovered.meta.clone(),
             reseeded,
             usage,
+            audit,
         }));
         let metrics = config.metrics.clone();
         let signals = Signals {
@@ -629,6 +637,38 @@ impl Engine {
         blocking(move || store.audit_range(from, upto, limit)).await
     }
 
+    /// A page of the audit events that pass `query` (see [`AuditIndex::select`]): how many
+    /// pass in all, and the page's events in the window's order.
+    pub async fn audit_page(
+        &self,
+        view: &View,
+        query: &AuditQuery,
+        window: Window,
+    ) -> Result<(u64, Vec<(Seq, AuditEvent)>), EngineError> {
+        let (total, mut seqs) = view.audit.select(view.meta.head, query, window);
+        let descending = seqs.first() > seqs.last();
+        if descending {
+            seqs.reverse();
+        }
+        let mut events = self.audit_events_at(seqs).await?;
+        if descending {
+            events.reverse();
+        }
+        Ok((total, events))
+    }
+
+    /// The audit events at these positions (ascending), in order.
+    pub async fn audit_events_at(
+        &self,
+        seqs: Vec<Seq>,
+    ) -> Result<Vec<(Seq, AuditEvent)>, EngineError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.store.clone();
+        blocking(move || store.audit_many(&seqs)).await
+    }
+
     /// An audit event by guid, if durable.
     pub async fn audit_event(
         &self,
@@ -648,6 +688,25 @@ impl Engine {
     /// Bytes the log occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.store.size_on_disk()
+    }
+}
+
+/// Audit events read per step while indexing them.
+const AUDIT_READ_CHUNK: usize = 65_536;
+
+/// Indexes the audit events after the newest one `index` holds, up to `head`.
+pub(crate) fn catch_up_audit(
+    store: &dyn LogStore,
+    index: &AuditIndex,
+    head: Seq,
+) -> Result<(), StoreError> {
+    loop {
+        let from = index.last().saturating_add(1);
+        let chunk = store.audit_range(from, head, AUDIT_READ_CHUNK)?;
+        index.extend(chunk.iter().map(|(seq, event)| (*seq, event)));
+        if chunk.len() < AUDIT_READ_CHUNK {
+            return Ok(());
+        }
     }
 }
 

@@ -156,6 +156,9 @@ impl LogStore for GatedStore {
     fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError> {
         self.inner.audit_at(seq)
     }
+    fn audit_many(&self, seqs: &[Seq]) -> Result<Vec<(Seq, AuditEvent)>, StoreError> {
+        self.inner.audit_many(seqs)
+    }
     fn compact(&self, budget: usize) -> Result<usize, StoreError> {
         self.inner.compact(budget)
     }
@@ -995,5 +998,79 @@ async fn an_export_taken_while_writes_and_a_purge_go_on_restores_its_exact_view(
         .unwrap_err()
         .to_string()
         .contains("already holds a log"));
+    engine.shutdown().await;
+}
+
+/// Every audit event a view reaches, through the index, newest first.
+async fn audit_by_index(engine: &Engine) -> (u64, Vec<(Seq, AuditEvent)>) {
+    let window = crate::Window {
+        offset: 0,
+        limit: u64::MAX,
+        descending: true,
+    };
+    engine
+        .audit_page(&engine.view(), &crate::AuditQuery::default(), window)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_audit_index_holds_every_durable_audit_event_across_failures_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let open = || -> Arc<dyn LogStore> {
+        Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap())
+    };
+    let (indexed, read) = {
+        let engine = start_engine(open(), EngineConfig::default());
+        setup(&engine, 3).await;
+        for n in 0..3 {
+            engine.submit(scale(n, 2)).await.unwrap();
+        }
+        let (total, events) = audit_by_index(&engine).await;
+        let (_, mut read) = history(&engine).await;
+        read.reverse();
+        assert_eq!(events, read, "the index finds what the log holds, in order");
+        assert_eq!(total, read.len() as u64);
+        // A view taken now does not see events committed after it.
+        let view = engine.view();
+        engine.submit(scale(0, 3)).await.unwrap();
+        let all = crate::Window {
+            offset: 0,
+            limit: 1000,
+            descending: false,
+        };
+        let (then, _) = engine
+            .audit_page(&view, &crate::AuditQuery::default(), all)
+            .await
+            .unwrap();
+        assert_eq!(then, total);
+        (audit_by_index(&engine).await, history(&engine).await.1)
+        // No shutdown: as if the process died.
+    };
+    assert_eq!(indexed.0, read.len() as u64);
+    let engine = start_engine(open(), EngineConfig::default());
+    assert_eq!(
+        audit_by_index(&engine).await,
+        indexed,
+        "rebuilt at start-up"
+    );
+    engine.shutdown().await;
+
+    let store = Arc::new(MemLog::in_memory());
+    let engine = start_engine(store.clone(), EngineConfig::default());
+    setup(&engine, 1).await;
+    let before = audit_by_index(&engine).await;
+    store.backend().fail_writes(1);
+    engine.submit(scale(0, 2)).await.unwrap_err();
+    assert_eq!(
+        audit_by_index(&engine).await,
+        before,
+        "a failed write adds nothing"
+    );
+    engine.submit(scale(0, 2)).await.unwrap();
+    let (total, events) = audit_by_index(&engine).await;
+    assert_eq!(total, before.0 + 1);
+    assert_eq!(events[0].1.event_type, "audit.app.update");
     engine.shutdown().await;
 }

@@ -29,7 +29,8 @@ use tally_store::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex, UsageIndex, View,
+    AuditIndex, Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex,
+    UsageIndex, View,
 };
 
 pub(crate) struct Writer {
@@ -52,6 +53,8 @@ pub(crate) struct Writer {
     reseeded: Arc<ReseedIndex>,
     /// The reachable usage events, published with every view.
     usage: UsageIndex,
+    /// Every audit event (shared with every view).
+    audit: Arc<AuditIndex>,
     publish: watch::Sender<Arc<View>>,
     /// Readiness and exports in progress, shared with the engine.
     signals: crate::Signals,
@@ -88,6 +91,7 @@ impl Writer {
             groups_since_truncation_step: 0,
             reseeded: first.reseeded.clone(),
             usage: first.usage.clone(),
+            audit: first.audit.clone(),
             publish,
             signals,
             abandoned: false,
@@ -297,6 +301,15 @@ impl Writer {
                             .push_back((*seq, u.created_at.timestamp_micros()));
                     }
                 }
+                self.audit.extend(
+                    commit
+                        .records
+                        .iter()
+                        .filter_map(|(seq, event)| match event {
+                            Event::AuditRecorded(a) => Some((*seq, a)),
+                            _ => None,
+                        }),
+                );
                 self.publish_view();
                 let head = self.meta.head;
                 let mut records = commit.records;
@@ -342,6 +355,12 @@ impl Writer {
                     Err(error) => {
                         tracing::error!(%error, "cannot re-read the usage index after a failed write")
                     }
+                }
+                // A failed write may still have reached the store: index what it holds.
+                if let Err(error) =
+                    crate::catch_up_audit(self.store.as_ref(), &self.audit, self.meta.head)
+                {
+                    tracing::error!(%error, "cannot re-read the audit index after a failed write")
                 }
                 self.publish_view();
             }
@@ -646,6 +665,7 @@ impl Writer {
             meta: self.meta.clone(),
             reseeded: self.reseeded.clone(),
             usage: self.usage.clone(),
+            audit: self.audit.clone(),
         }));
     }
 }

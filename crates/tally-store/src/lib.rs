@@ -363,6 +363,11 @@ pub trait LogStore: Send + Sync + 'static {
     /// The audit event at `seq`, if there is one.
     fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError>;
 
+    /// The audit events at `seqs` (ascending), in that order; positions holding none are left
+    /// out. Each block is read and decoded once, however many of the positions it holds: what
+    /// a filtered page of audit events costs.
+    fn audit_many(&self, seqs: &[Seq]) -> Result<Vec<(Seq, AuditEvent)>, StoreError>;
+
     /// Deletes up to `budget` keys that no read can reach any more (blocks before `log_start`
     /// or `usage_floor`, old snapshots). Returns how many keys it deleted; 0 means nothing is
     /// left. Not fsynced: a crash only means doing it again.

@@ -825,6 +825,40 @@ impl<B: Backend> LogStore for Log<B> {
             .map(|(_, a)| a))
     }
 
+    fn audit_many(&self, seqs: &[Seq]) -> Result<Vec<(Seq, AuditEvent)>, StoreError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        // The block decoded last: its records, each taken when asked for.
+        let mut block: Vec<(Seq, Option<Entry>)> = Vec::new();
+        for &seq in seqs {
+            let spans = |block: &[(Seq, Option<Entry>)]| matches!((block.first(), block.last()), (Some((a, _)), Some((b, _))) if *a <= seq && seq <= *b);
+            if !spans(&block) {
+                // The block holding `seq` is the last one that starts at or before it.
+                block.clear();
+                self.backend
+                    .scan(&[AUDIT], &range_end(AUDIT, seq), true, &mut |key, value| {
+                        block = decode_block(AUDIT, key, value)?
+                            .into_iter()
+                            .map(|(seq, entry)| (seq, Some(entry)))
+                            .collect();
+                        Ok(ControlFlow::Break(()))
+                    })?;
+                if !spans(&block) {
+                    continue;
+                }
+            }
+            let Ok(at) = block.binary_search_by_key(&seq, |(s, _)| *s) else {
+                continue;
+            };
+            if let Some(entry) = block[at].1.take() {
+                let picked = audit_of(entry).ok_or_else(|| {
+                    corrupt(format!("{} seq {seq}", kind_name(AUDIT)), "wrong kind")
+                })?;
+                out.extend(picked.map(|event| (seq, event)));
+            }
+        }
+        Ok(out)
+    }
+
     fn compact(&self, budget: usize) -> Result<usize, StoreError> {
         let meta = self.lock()?.clone();
         let mut ops = Vec::new();

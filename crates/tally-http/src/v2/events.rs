@@ -13,7 +13,8 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
-use tally_domain::{AuditEvent, Guid, Timestamp};
+use tally_domain::{event_guid_seq, AuditEvent, Guid, Seq, Timestamp};
+use tally_engine::{AuditCondition, AuditField, AuditQuery, Match, TimeSpan, Window};
 
 use crate::auth::Caller;
 use crate::v2::paging::{bad_query, Paging, MAX_PER_PAGE};
@@ -27,9 +28,6 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(show))
 }
 
-/// Audit events read from the log per step when listing.
-const CHUNK: usize = 10_000;
-
 pub(crate) fn event_not_found(guid: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -39,22 +37,28 @@ pub(crate) fn event_not_found(guid: &str) -> ApiError {
     )
 }
 
-/// Every durable audit event, in log order.
-pub(crate) async fn all_audit_events(
+/// The positions of the audit events with these guids, checked against the log (a guid
+/// carries its position, but only the event there has that guid).
+pub(crate) async fn seqs_of_guids(
     state: &AppState,
     view: &tally_engine::View,
-) -> Result<Vec<AuditEvent>, ApiError> {
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let chunk = state.engine.audit_after(view, after, CHUNK).await?;
-        let Some((last, _)) = chunk.last() else {
-            break;
-        };
-        after = *last;
-        events.extend(chunk.into_iter().map(|(_, e)| e));
-    }
-    Ok(events)
+    guids: &[String],
+) -> Result<Vec<Seq>, ApiError> {
+    let wanted: Vec<(Seq, Guid)> = guids
+        .iter()
+        .filter_map(|text| text.parse::<Guid>().ok())
+        .filter_map(|guid| event_guid_seq(guid).map(|seq| (seq, guid)))
+        .filter(|(seq, _)| *seq <= view.meta.head)
+        .collect();
+    let mut seqs: Vec<Seq> = wanted.iter().map(|(seq, _)| *seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let found = state.engine.audit_events_at(seqs).await?;
+    Ok(found
+        .into_iter()
+        .filter(|(seq, e)| wanted.contains(&(*seq, e.guid)))
+        .map(|(seq, _)| seq)
+        .collect())
 }
 
 /// One second, less a microsecond: how far CC widens a timestamp.
@@ -66,35 +70,47 @@ pub(crate) fn parse_time(text: &str) -> Option<Timestamp> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn time_matches(c: &Condition, at: Timestamp) -> Result<bool, ApiError> {
+/// The spans of time (µs, inclusive) a `timestamp` condition lets through.
+fn time_spans(c: &Condition) -> Result<Vec<TimeSpan>, ApiError> {
     let times = c
         .values
         .iter()
         .map(|v| parse_time(v).ok_or_else(|| bad_query(format!("timestamp {v}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let first = times.first().copied().unwrap_or_default();
+    let us = |t: Timestamp| t.timestamp_micros();
+    let widen = WIDEN.num_microseconds().unwrap_or(999_999);
+    let first = us(times.first().copied().unwrap_or_default());
+    let span = |from, to| TimeSpan { from, to };
     Ok(match c.op {
-        Op::Eq => first <= at && at <= first + WIDEN,
-        Op::In => times.iter().any(|t| *t <= at && at <= *t + WIDEN),
-        Op::Ge => at >= first,
-        Op::Le => at <= first + WIDEN,
-        Op::Lt => at < first,
-        Op::Gt => at > first + WIDEN,
+        Op::Eq => vec![span(Some(first), Some(first + widen))],
+        Op::In => times
+            .iter()
+            .map(|t| span(Some(us(*t)), Some(us(*t) + widen)))
+            .collect(),
+        Op::Ge => vec![span(Some(first), None)],
+        Op::Le => vec![span(None, Some(first + widen))],
+        Op::Lt => vec![span(None, Some(first - 1))],
+        Op::Gt => vec![span(Some(first + widen + 1), None)],
     })
 }
 
-fn matches(c: &Condition, e: &AuditEvent) -> Result<bool, ApiError> {
-    Ok(match c.key.as_str() {
-        "type" => c.matches(&e.event_type),
-        "actee" => c.matches(&e.actee),
-        "space_guid" => c.matches(&e.space_guid.map(|g| g.to_string()).unwrap_or_default()),
-        "organization_guid" => c.matches(
-            &e.organization_guid
-                .map(|g| g.to_string())
-                .unwrap_or_default(),
-        ),
-        _ => time_matches(c, e.created_at)?,
-    })
+/// A `q` condition as the audit index takes it.
+fn condition(c: &Condition) -> Result<AuditCondition, ApiError> {
+    let field = match c.key.as_str() {
+        "type" => AuditField::Type,
+        "actee" => AuditField::Actee,
+        "space_guid" => AuditField::Space,
+        "organization_guid" => AuditField::Org,
+        _ => return Ok(AuditCondition::Time(time_spans(c)?)),
+    };
+    let m = match c.op {
+        Op::Eq | Op::In => Match::AnyOf(c.values.clone()),
+        _ => {
+            let c = c.clone();
+            Match::Where(Box::new(move |value| c.matches(value)))
+        }
+    };
+    Ok(AuditCondition::Field(field, m))
 }
 
 /// The metadata column as JSON (it is stored as JSON object text).
@@ -149,20 +165,21 @@ async fn list(
         ],
         &["timestamp", "id"],
     )?;
-    let mut shown = Vec::new();
-    for e in all_audit_events(&state, &view).await? {
-        if !visible.shows(e.space_guid, e.organization_guid) {
-            continue;
-        }
-        let mut keep = true;
-        for c in &paging.filter {
-            keep &= matches(c, &e)?;
-        }
-        if keep {
-            shown.push(e);
-        }
+    let mut query = AuditQuery::showing(visible);
+    for c in &paging.filter {
+        query.conditions.push(condition(c)?);
     }
-    Ok(Json(paging.envelope("/v2/events", shown, |e| present(&e))))
+    let window = Window {
+        offset: paging.offset(),
+        limit: paging.per_page,
+        descending: paging.descending,
+    };
+    let (total, events) = state.engine.audit_page(&view, &query, window).await?;
+    let resources: Vec<Value> = events.iter().map(|(_, e)| present(e)).collect();
+    Ok(Json(
+        serde_json::to_value(paging.page_envelope("/v2/events", total, resources, &[]))
+            .unwrap_or(Value::Null),
+    ))
 }
 
 /// One audit event.

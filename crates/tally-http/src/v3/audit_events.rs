@@ -10,6 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
 use tally_domain::{AuditEvent, Guid};
+use tally_engine::{AuditCondition, AuditField, AuditQuery, Match, Window};
 
 use crate::auth::Caller;
 use crate::v3::list::{ListQuery, Spec};
@@ -87,35 +88,46 @@ async fn list(
     let visible = access::audit_list(caller.subject(), &view.state, Api::V3)
         .map_err(|d| deny(d, not_found))?;
     let q = ListQuery::parse(query.as_deref(), &SPEC)?;
-    let opt = |g: Option<Guid>| g.map(|g| g.to_string()).unwrap_or_default();
-    let mut shown: Vec<AuditEvent> = crate::v2::events::all_audit_events(&state, &view)
-        .await?
-        .into_iter()
-        .filter(|e| visible.shows(e.space_guid, e.organization_guid))
-        .filter(|e| {
-            q.allows("types", &e.event_type)
-                && q.allows("target_guids", &e.actee)
-                && q.allows_not("target_guids", &e.actee)
-                && q.allows("space_guids", &opt(e.space_guid))
-                && q.allows("organization_guids", &opt(e.organization_guid))
-                && q.allows("guids", &e.guid.to_string())
-                && q.allows_time("created_ats", e.created_at)
-                && q.allows_time("updated_ats", e.created_at)
-        })
-        .collect();
-    if q.order_by.is_some() {
-        // Log order is creation order; guid breaks ties as CC's secondary key does.
-        shown.sort_by_key(|e| (e.created_at, e.guid));
+    let mut audit = AuditQuery::showing(visible);
+    for (key, field) in [
+        ("types", AuditField::Type),
+        ("target_guids", AuditField::Actee),
+        ("space_guids", AuditField::Space),
+        ("organization_guids", AuditField::Org),
+    ] {
+        if let Some(values) = q.lists.get(key) {
+            let m = Match::AnyOf(values.clone());
+            audit.conditions.push(AuditCondition::Field(field, m));
+        }
     }
-    if q.descending() {
-        shown.reverse();
+    if let Some(values) = q.lists.get("target_guids[not]") {
+        audit
+            .conditions
+            .push(AuditCondition::NotActee(values.clone()));
     }
+    if let Some(values) = q.lists.get("guids") {
+        let seqs = crate::v2::events::seqs_of_guids(&state, &view, values).await?;
+        audit.conditions.push(AuditCondition::Seqs(seqs));
+    }
+    for key in ["created_ats", "updated_ats"] {
+        if let Some(filter) = q.times.get(key) {
+            audit.conditions.push(AuditCondition::Time(filter.spans()));
+        }
+    }
+    // Log order is creation order (guid breaks ties as CC's secondary key does, and event
+    // guids sort by position), so either order is the index's, forward or reversed.
+    let window = Window {
+        offset: q.offset(),
+        limit: q.per_page,
+        descending: q.descending(),
+    };
+    let (total, events) = state.engine.audit_page(&view, &audit, window).await?;
     let base = &state.settings.external_url;
-    Ok(Json(q.envelope(
-        &format!("{base}/v3/audit_events"),
-        shown,
-        |e| present(base, &e),
-    )))
+    let resources: Vec<Value> = events.iter().map(|(_, e)| present(base, e)).collect();
+    Ok(Json(
+        serde_json::to_value(q.page_envelope(&format!("{base}/v3/audit_events"), total, resources))
+            .unwrap_or(Value::Null),
+    ))
 }
 
 /// One audit event.

@@ -34,6 +34,31 @@ pub enum TimeFilter {
 }
 
 impl TimeFilter {
+    /// The spans of `created_at` (µs, inclusive) that pass: what the audit index selects by.
+    pub fn spans(&self) -> Vec<tally_engine::TimeSpan> {
+        use tally_engine::TimeSpan;
+        let widen = 999_999;
+        let us = |t: &Timestamp| t.timestamp_micros();
+        match self {
+            Self::Within(times) => times
+                .iter()
+                .map(|t| TimeSpan {
+                    from: Some(us(t)),
+                    to: Some(us(t) + widen),
+                })
+                .collect(),
+            Self::Relation(op, t) => {
+                let (from, to) = match op {
+                    TimeOp::Lt => (None, Some(us(t) - 1)),
+                    TimeOp::Lte => (None, Some(us(t) + widen)),
+                    TimeOp::Gt => (Some(us(t) + widen + 1), None),
+                    TimeOp::Gte => (Some(us(t)), None),
+                };
+                vec![TimeSpan { from, to }]
+            }
+        }
+    }
+
     /// Whether `at` passes (reference §3.3's table).
     pub fn matches(&self, at: Timestamp) -> bool {
         let widen = chrono::Duration::microseconds(999_999);

@@ -10,6 +10,7 @@ use crate::event::Event;
 use crate::ids::Guid;
 use crate::model::{App, Org, Space};
 use crate::role::{Membership, RoleKind};
+use crate::Timestamp;
 
 /// The app table. Rows are behind `Arc`s: a persistent map copies a whole leaf of entries when a
 /// shared leaf changes, and copying 64 `Arc`s is far cheaper than copying 64 apps.
@@ -21,6 +22,10 @@ pub struct State {
     org_names: OrdMap<String, Guid>,
     space_names: OrdMap<(Guid, String), Guid>,
     app_names: OrdMap<(Guid, String), Guid>,
+    /// Every app by name across spaces (the v2 list's `name` filter).
+    apps_by_name: OrdSet<(String, Guid)>,
+    /// Every app in list order: by creation time, then guid.
+    apps_by_created: OrdSet<(Timestamp, Guid)>,
     builds: OrdMap<Guid, Guid>,
     members: OrdSet<(Guid, RoleKind, String)>,
     roles_of_user: OrdSet<(String, Guid, RoleKind)>,
@@ -103,6 +108,23 @@ impl State {
         range: impl std::ops::RangeBounds<Guid>,
     ) -> impl Iterator<Item = &App> {
         self.apps.range(range).map(|(_, app)| &**app)
+    }
+
+    /// All apps in list order (creation time, then guid); `rev()` for newest first. Skipping
+    /// to a page walks the entries before it, not the apps.
+    pub fn apps_by_creation(&self) -> impl DoubleEndedIterator<Item = &App> {
+        self.apps_by_created
+            .iter()
+            .filter_map(|(_, guid)| self.app(*guid))
+    }
+
+    /// The apps named `name`, in any space, by guid.
+    pub fn apps_named(&self, name: &str) -> impl Iterator<Item = &App> {
+        let name = name.to_owned();
+        self.apps_by_name
+            .range((name.clone(), Guid::from_u128(0))..)
+            .take_while(move |(n, _)| *n == name)
+            .filter_map(|(_, guid)| self.app(*guid))
     }
 
     /// Number of apps.
@@ -233,6 +255,8 @@ impl State {
             Event::AppDeleted { guid } => {
                 if let Some(old) = self.apps.remove(&guid) {
                     self.app_names.remove(&(old.space_guid, old.name.clone()));
+                    self.apps_by_name.remove(&(old.name.clone(), guid));
+                    self.apps_by_created.remove(&(old.created_at, guid));
                     if let Some(build) = &old.build {
                         self.builds.remove(&build.guid);
                     }
@@ -279,19 +303,30 @@ impl State {
     }
 
     fn put_app(&mut self, app: App) {
-        let (old_key, old_build) = match self.apps.get(&app.guid) {
+        let (old_key, old_build, old_created) = match self.apps.get(&app.guid) {
             Some(old) => (
                 Some((old.space_guid, old.name.clone())),
                 old.build.as_ref().map(|b| b.guid),
+                Some(old.created_at),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         let key = (app.space_guid, app.name.clone());
         if old_key.as_ref() != Some(&key) {
+            if let Some((_, old_name)) = &old_key {
+                self.apps_by_name.remove(&(old_name.clone(), app.guid));
+            }
             if let Some(old) = old_key {
                 self.app_names.remove(&old);
             }
             self.app_names.insert(key, app.guid);
+            self.apps_by_name.insert((app.name.clone(), app.guid));
+        }
+        if old_created != Some(app.created_at) {
+            if let Some(old) = old_created {
+                self.apps_by_created.remove(&(old, app.guid));
+            }
+            self.apps_by_created.insert((app.created_at, app.guid));
         }
         let new_build = app.build.as_ref().map(|b| b.guid);
         if old_build != new_build {

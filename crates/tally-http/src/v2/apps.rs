@@ -17,6 +17,7 @@ use crate::auth::Caller;
 use crate::json::CcJson;
 use crate::v2::orgs::space_not_found;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
+use crate::v2::query::Op;
 use crate::v2::{app_body, present, recursive};
 use crate::{deny, ApiError, AppState};
 
@@ -83,11 +84,9 @@ async fn list(
             "diego",
         ],
     )?;
-    let mut apps: Vec<&App> = table
-        .apps()
-        .filter(|a| visible.shows(Some(a.space_guid), None))
-        .filter(|a| {
-            paging.filter.iter().all(|c| match c.key.as_str() {
+    let passes = |a: &App| {
+        visible.shows(Some(a.space_guid), None)
+            && paging.filter.iter().all(|c| match c.key.as_str() {
                 "name" => c.matches(&a.name),
                 "space_guid" => c.matches(&a.space_guid.to_string()),
                 "organization_guid" => c.matches_opt(
@@ -99,12 +98,65 @@ async fn list(
                 "stack_guid" => c.matches(&a.stack_guid.to_string()),
                 _ => c.matches(if a.diego { "true" } else { "false" }),
             })
-        })
-        .collect();
-    apps.sort_by_key(|a| (a.created_at, a.guid));
-    Ok(Json(paging.envelope("/v2/apps", apps, |a| {
-        serde_json::to_value(render(&caller, table, a)).unwrap_or(Value::Null)
-    })))
+    };
+    let render = |a: &App| serde_json::to_value(render(&caller, table, a)).unwrap_or(Value::Null);
+    if let Some(candidates) = candidates(table, &paging, &visible) {
+        let apps: Vec<&App> = candidates.into_values().filter(|a| passes(a)).collect();
+        return Ok(Json(paging.envelope("/v2/apps", apps, render)));
+    }
+    if !paging.filter.is_empty() {
+        // Only filters no index answers (stack_guid, diego, relations): every app is tested.
+        let apps: Vec<&App> = table.apps_by_creation().filter(|a| passes(a)).collect();
+        return Ok(Json(paging.envelope("/v2/apps", apps, render)));
+    }
+    // Every app, in list order: the page is found by walking the index up to it.
+    let skip = usize::try_from(paging.offset()).unwrap_or(usize::MAX);
+    let take = usize::try_from(paging.per_page).unwrap_or(usize::MAX);
+    let page: Vec<Value> = if paging.descending {
+        let apps = table.apps_by_creation().rev();
+        apps.skip(skip).take(take).map(render).collect()
+    } else {
+        let apps = table.apps_by_creation();
+        apps.skip(skip).take(take).map(render).collect()
+    };
+    let total = table.app_count() as u64;
+    Ok(Json(
+        serde_json::to_value(paging.page_envelope("/v2/apps", total, page, &[]))
+            .unwrap_or(Value::Null),
+    ))
+}
+
+/// The apps a list can start from when a filter or the caller's visibility names them (a
+/// name, a space or an org, compared for equality), in list order; `None` when none does. A
+/// superset of the result: each is still tested against every filter.
+fn candidates<'a>(
+    table: &'a Table,
+    paging: &Paging,
+    visible: &access::Visible,
+) -> Option<std::collections::BTreeMap<(tally_domain::Timestamp, Guid), &'a App>> {
+    let equal = |key: &str| {
+        paging
+            .filter
+            .iter()
+            .find(|c| c.key == key && matches!(c.op, Op::Eq | Op::In))
+            .map(|c| c.values.iter().filter_map(|v| v.parse::<Guid>().ok()))
+    };
+    let apps: Box<dyn Iterator<Item = &App>> = if let Some(c) = paging
+        .filter
+        .iter()
+        .find(|c| c.key == "name" && matches!(c.op, Op::Eq | Op::In))
+    {
+        Box::new(c.values.iter().flat_map(|name| table.apps_named(name)))
+    } else if let Some(spaces) = equal("space_guid") {
+        Box::new(spaces.flat_map(|space| table.apps_in(space)))
+    } else if let Some(orgs) = equal("organization_guid") {
+        Box::new(orgs.flat_map(|org| table.spaces_in(org).flat_map(|s| table.apps_in(s.guid))))
+    } else if let access::Visible::Within(spaces) = visible {
+        Box::new(spaces.iter().flat_map(|space| table.apps_in(*space)))
+    } else {
+        return None;
+    };
+    Some(apps.map(|a| ((a.created_at, a.guid), a)).collect())
 }
 
 /// One app.

@@ -6,6 +6,7 @@
 //! the `tally` next to this binary) on a temporary data directory. `startup` always starts its
 //! own. Build both first: `cargo build --release -p tally -p tally-bench`.
 
+mod postgres;
 mod report;
 mod scenarios;
 mod target;
@@ -153,6 +154,23 @@ enum Workload {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Cloud Controller's own patterns on a throwaway PostgreSQL (Debian's package, installed
+    /// when missing) beside tally, at the same size, in the same run: state changes at 64 and
+    /// 1 connections (medians of `--runs`), a keyset read of pages of 5000, and
+    /// purge-and-reseed; tally's rows carry the ratios.
+    ComparePostgres {
+        #[command(flatten)]
+        size: Size,
+        /// Seconds per state-change run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// State-change runs per connection count (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Purges measured on each side.
+        #[arg(long, default_value_t = 5)]
+        purges: usize,
+    },
     /// Everything above with its defaults, each on a fresh tally (`--small` for a quick run).
     All {
         #[command(flatten)]
@@ -241,6 +259,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             interval_ms,
             seconds,
         } => tail_latency(common, writers, interval_ms, seconds, &mut rows).await?,
+        Workload::ComparePostgres {
+            size,
+            seconds,
+            runs,
+            purges,
+        } => compare_postgres(common, size, seconds, runs.max(1), purges, &mut rows).await?,
         Workload::Purge { apps, rounds } => purge(common, apps, rounds, &mut rows).await?,
         Workload::Startup {
             records,
@@ -404,6 +428,109 @@ async fn mixed(
         rows,
         scenarios::mixed(&target, &apps, concurrency.max(1), secs(seconds)).await?,
     );
+    Ok(())
+}
+
+/// The median of some runs' rows, by throughput.
+fn median(mut rows: Vec<Row>) -> anyhow::Result<Row> {
+    rows.sort_by(|a, b| {
+        a.throughput
+            .unwrap_or(0.0)
+            .total_cmp(&b.throughput.unwrap_or(0.0))
+    });
+    let middle = rows.len() / 2;
+    rows.into_iter().nth(middle).context("no run")
+}
+
+async fn compare_postgres(
+    common: &Common,
+    size: Size,
+    seconds: u64,
+    runs: usize,
+    purges: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    use postgres::{Limit, Postgres};
+    let (apps, events) = (size.apps(), size.events());
+    // PostgreSQL first, then stopped, so the two never share the cores.
+    let (pg_write, pg_read, pg_purge) = {
+        let pg = Postgres::start()?;
+        eprintln!("PostgreSQL cluster in {}", pg.dir().display());
+        pg.seed(apps, events)?;
+        let script = postgres::state_change_script(apps);
+        let mut write = Vec::new();
+        for c in [64, 1] {
+            let mut medians = Vec::new();
+            for _ in 0..runs {
+                let run = pg.pgbench(&script, c, Limit::For(secs(seconds)))?;
+                medians.push(
+                    Row::new("postgres", format!("CC's state change, {c} clients"))
+                        .throughput(run.tps, "changes/s")
+                        .latency(&run.latencies),
+                );
+            }
+            let row = median(medians)?;
+            push(rows, row.clone());
+            write.push(row);
+        }
+        let read = pg.pgbench(
+            &postgres::keyset_script(pg.usage_events()?),
+            1,
+            Limit::For(secs(seconds)),
+        )?;
+        let read = Row::new(
+            "postgres",
+            "keyset read, pages of 5000, 1 client".to_owned(),
+        )
+        .throughput(read.tps * 5000.0, "events/s")
+        .latency(&read.latencies);
+        push(rows, read.clone());
+        let purge = pg.pgbench(postgres::PURGE, 1, Limit::Transactions(purges as u64))?;
+        let purge = Row::new(
+            "postgres",
+            format!("purge-and-reseed of {apps} started processes, {purges} purges"),
+        )
+        .latency(&purge.latencies)
+        .note("TRUNCATE + INSERT ... SELECT, one transaction");
+        push(rows, purge.clone());
+        (write, read, purge)
+    };
+    let ratio = |tally: &Row, pg: &Row| match (tally.throughput, pg.throughput) {
+        (Some(t), Some(p)) if p > 0.0 => format!("{:.2}× PostgreSQL ({p:.0}/s)", t / p),
+        _ => String::new(),
+    };
+    let (target, _dir) = common.target().await?;
+    let fleet = fill(&target, size, Pattern::Instances).await?;
+    let run = Run {
+        pattern: Pattern::Instances,
+        seconds,
+        warmup: 5,
+    };
+    for (c, pg) in [64, 1].into_iter().zip(&pg_write) {
+        let mut medians = Vec::new();
+        for _ in 0..runs {
+            medians.push(measure(&target, &fleet, run, c).await?);
+        }
+        let row = median(medians)?;
+        let note = format!("{}; median of {runs}; {}", row.note, ratio(&row, pg));
+        push(rows, row.note(note));
+    }
+    let (read, _) = scenarios::catch_up(&target, true).await?;
+    let note = format!("{}; {}", read.note, ratio(&read, &pg_read));
+    push(rows, read.note(note));
+    let purged = scenarios::purge(&target, apps, purges.max(1)).await?;
+    let p50 = |row: &Row| row.latency.as_ref().map(|l| l.p50_ms);
+    let note = match (p50(&purged), p50(&pg_purge)) {
+        (Some(t), Some(p)) if p > 0.0 => {
+            format!(
+                "{}; p50 {:.2}× PostgreSQL's ({p:.0} ms)",
+                purged.note,
+                t / p
+            )
+        }
+        _ => purged.note.clone(),
+    };
+    push(rows, purged.note(note));
     Ok(())
 }
 

@@ -110,12 +110,24 @@ impl State {
         self.apps.range(range).map(|(_, app)| &**app)
     }
 
-    /// All apps in list order (creation time, then guid); `rev()` for newest first. Skipping
-    /// to a page walks the entries before it, not the apps.
+    /// All apps in list order (creation time, then guid); `rev()` for newest first.
     pub fn apps_by_creation(&self) -> impl DoubleEndedIterator<Item = &App> {
         self.apps_by_created
             .iter()
             .filter_map(|(_, guid)| self.app(*guid))
+    }
+
+    /// A page of [`State::apps_by_creation`]: `limit` apps after skipping `offset` (from the
+    /// newest when `descending`). Skipping walks the index entries, not the apps.
+    pub fn apps_page(&self, offset: usize, limit: usize, descending: bool) -> Vec<&App> {
+        let lookup = |(_, guid): &(Timestamp, Guid)| self.app(*guid);
+        if descending {
+            let entries = self.apps_by_created.iter().rev().skip(offset);
+            entries.take(limit).filter_map(lookup).collect()
+        } else {
+            let entries = self.apps_by_created.iter().skip(offset);
+            entries.take(limit).filter_map(lookup).collect()
+        }
     }
 
     /// The apps named `name`, in any space, by guid.

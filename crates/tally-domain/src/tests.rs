@@ -3,7 +3,7 @@
 use chrono::TimeZone;
 use proptest::prelude::*;
 
-use crate::model::{BuildState, DerivedPackageState, ProcessState};
+use crate::model::{App, BuildState, DerivedPackageState, ProcessState};
 use crate::*;
 
 const ORG: Guid = Guid::from_u128(0xA);
@@ -943,6 +943,14 @@ fn arbitrary_command() -> impl Strategy<Value = Command> {
             },
             audit_request: "{}".into(),
         }),
+        (app.clone(), 0u8..3).prop_map(|(guid, n)| Command::UpdateApp {
+            guid,
+            attributes: AppAttributes {
+                name: Some(format!("app{n}")),
+                ..Default::default()
+            },
+            audit_request: "{}".into(),
+        }),
         app.clone().prop_map(|guid| Command::RestageApp { guid }),
         (app, prop::bool::ANY).prop_map(|(guid, recursive)| Command::DeleteApp { guid, recursive }),
     ]
@@ -966,6 +974,34 @@ proptest! {
             replayed = copy;
         }
         prop_assert_eq!(&replayed, &f.state);
+    }
+
+    /// The list indexes agree with the table whatever was created, renamed or deleted: every
+    /// app once in creation order, and each name's apps.
+    #[test]
+    fn app_list_indexes_follow_the_table(
+        commands in prop::collection::vec(arbitrary_command(), 0..40),
+    ) {
+        let mut f = given(&org_and_space());
+        for command in &commands {
+            let _ = f.when(command);
+        }
+        let mut expected: Vec<&App> = f.state.apps().collect();
+        expected.sort_by_key(|a| (a.created_at, a.guid));
+        let listed: Vec<&App> = f.state.apps_by_creation().collect();
+        prop_assert_eq!(&listed, &expected);
+        for (offset, limit) in [(0, 2), (1, 2), (3, 10)] {
+            let page: Vec<&App> = expected.iter().skip(offset).take(limit).copied().collect();
+            prop_assert_eq!(f.state.apps_page(offset, limit, false), page);
+            let newest: Vec<&App> = expected.iter().rev().skip(offset).take(limit).copied().collect();
+            prop_assert_eq!(f.state.apps_page(offset, limit, true), newest);
+        }
+        for n in 0..3 {
+            let name = format!("app{n}");
+            let mut named: Vec<&App> = f.state.apps().filter(|a| a.name == name).collect();
+            named.sort_by_key(|a| a.guid);
+            prop_assert_eq!(f.state.apps_named(&name).collect::<Vec<_>>(), named);
+        }
     }
 
     /// Every usage event obeys reference §2.1: a process event is a state change or a footprint

@@ -112,13 +112,11 @@ async fn list(
     // Every app, in list order: the page is found by walking the index up to it.
     let skip = usize::try_from(paging.offset()).unwrap_or(usize::MAX);
     let take = usize::try_from(paging.per_page).unwrap_or(usize::MAX);
-    let page: Vec<Value> = if paging.descending {
-        let apps = table.apps_by_creation().rev();
-        apps.skip(skip).take(take).map(render).collect()
-    } else {
-        let apps = table.apps_by_creation();
-        apps.skip(skip).take(take).map(render).collect()
-    };
+    let page: Vec<Value> = table
+        .apps_page(skip, take, paging.descending)
+        .into_iter()
+        .map(render)
+        .collect();
     let total = table.app_count() as u64;
     Ok(Json(
         serde_json::to_value(paging.page_envelope("/v2/apps", total, page, &[]))

@@ -1,0 +1,389 @@
+//! The PostgreSQL anchor: a throwaway PostgreSQL (Debian's package, installed when missing)
+//! running Cloud Controller's own patterns on the same machine, in the same run as tally:
+//! - a state change: update the process row and insert its usage event, one transaction;
+//! - purge-and-reseed: `TRUNCATE app_usage_events` + `INSERT ... SELECT` of every started
+//!   process, one transaction;
+//! - catch-up: a keyset read, `WHERE id > $last ORDER BY id LIMIT 5000`.
+//!
+//! The server keeps PostgreSQL's defaults (fsync on, `synchronous_commit = on`); the load comes
+//! from `pgbench` with CC's statements as a custom script. `initdb` refuses to run as root, so
+//! as root the cluster belongs to the `postgres` user.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+
+use crate::report::Latencies;
+
+/// A PostgreSQL cluster in a temporary directory, stopped when dropped.
+pub struct Postgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    /// Who runs the server and its tools (`postgres` when we are root).
+    user: Option<String>,
+    _temp: tempfile::TempDir,
+}
+
+/// How long a pgbench run goes.
+#[derive(Clone, Copy)]
+pub enum Limit {
+    /// This long.
+    For(Duration),
+    /// This many transactions per client.
+    Transactions(u64),
+}
+
+/// What one pgbench run measured.
+pub struct PgbenchRun {
+    /// Transactions per second (without connection time).
+    pub tps: f64,
+    /// Per-transaction latencies.
+    pub latencies: Latencies,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The directory of PostgreSQL's server binaries (the newest installed), installing Debian's
+/// `postgresql` package first when there is none and we may.
+fn binaries() -> anyhow::Result<PathBuf> {
+    let find = || -> Option<PathBuf> {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| bin.join("initdb").exists() && bin.join("pgbench").exists())
+            .collect();
+        versions.sort();
+        versions.pop()
+    };
+    if let Some(bin) = find() {
+        return Ok(bin);
+    }
+    ensure!(
+        is_root(),
+        "PostgreSQL is not installed: apt-get install postgresql (as root), then run again"
+    );
+    eprintln!("installing Debian's postgresql package ...");
+    for args in [
+        &["update", "-qq"][..],
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "postgresql",
+        ][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()?;
+        ensure!(status.success(), "apt-get {args:?} failed");
+    }
+    find().context("apt-get installed postgresql, but no initdb was found")
+}
+
+impl Postgres {
+    /// initdb, start on a free loopback port, create the CC tables.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = binaries()?;
+        let temp = tempfile::Builder::new().prefix("tally-pg-").tempdir()?;
+        let dir = temp.path().join("data");
+        let user = is_root().then(|| "postgres".to_owned());
+        if let Some(user) = &user {
+            let status = Command::new("chown")
+                .args([&format!("{user}:"), &temp.path().display().to_string()])
+                .status()?;
+            ensure!(status.success(), "chown of the cluster directory failed");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let pg = Self {
+            bin,
+            dir,
+            port,
+            user,
+            _temp: temp,
+        };
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.dir.display().to_string(),
+                "-A",
+                "trust",
+                "-U",
+                "bench",
+                "--no-instructions",
+            ],
+        )?;
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' \
+             -c max_connections=200"
+        );
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &pg.dir.display().to_string(),
+                "-o",
+                &options,
+                "-l",
+                &pg.dir.join("server.log").display().to_string(),
+                "-w",
+                "start",
+            ],
+        )?;
+        pg.sql(SCHEMA)?;
+        Ok(pg)
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let program = self.bin.join(tool);
+        match &self.user {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<String> {
+        let output = self
+            .command(tool)
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {tool}"))?;
+        if !output.status.success() {
+            bail!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn connection(&self) -> [String; 6] {
+        [
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-U".into(),
+            "bench".into(),
+        ]
+    }
+
+    /// Runs SQL with psql (stops at the first error); what it printed.
+    pub fn sql(&self, sql: &str) -> anyhow::Result<String> {
+        let mut args: Vec<String> = self.connection().to_vec();
+        args.extend(
+            [
+                "-d",
+                "postgres",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ]
+            .map(str::to_owned),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run("psql", &args)
+    }
+
+    /// 100,000-style seed: `apps` started processes and `events` usage events.
+    pub fn seed(&self, apps: usize, events: u64) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.sql(&format!(
+            "INSERT INTO processes (guid, app_guid, name, space_guid, org_guid, state, instances, memory, created_at, updated_at)
+             SELECT gen_random_uuid()::text, gen_random_uuid()::text, 'app-' || n, 'space', 'org', 'STARTED', 1, 128, now(), now()
+             FROM generate_series(1, {apps}) AS n;
+             INSERT INTO app_usage_events ({USAGE_COLUMNS})
+             SELECT {USAGE_VALUES}
+             FROM generate_series(1, {events}) AS n JOIN processes p ON p.id = 1 + n % {apps};"
+        ))?;
+        self.sql("VACUUM ANALYZE")?;
+        eprintln!(
+            "PostgreSQL: seeded {apps} processes and {events} usage events in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// pgbench with `script` (CC's statements) at `clients` connections, for a duration or a
+    /// number of transactions per client.
+    pub fn pgbench(
+        &self,
+        script: &str,
+        clients: usize,
+        limit: Limit,
+    ) -> anyhow::Result<PgbenchRun> {
+        let file = self._temp.path().join("script.sql");
+        std::fs::write(&file, script)?;
+        let log_prefix = self._temp.path().join("pgbench-log");
+        if let Some(user) = &self.user {
+            Command::new("chown")
+                .args([&format!("{user}:"), &file.display().to_string()])
+                .status()?;
+        }
+        let mut args: Vec<String> = self.connection().to_vec();
+        args.extend([
+            "-n".into(),
+            "-c".into(),
+            clients.to_string(),
+            "-j".into(),
+            clients.min(2).to_string(),
+            match limit {
+                Limit::For(_) => "-T".into(),
+                Limit::Transactions(_) => "-t".into(),
+            },
+            match limit {
+                Limit::For(duration) => duration.as_secs().max(1).to_string(),
+                Limit::Transactions(n) => n.max(1).to_string(),
+            },
+            "-f".into(),
+            file.display().to_string(),
+            "-l".into(),
+            "--log-prefix".into(),
+            log_prefix.display().to_string(),
+            "postgres".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run("pgbench", &args)?;
+        let tps = out
+            .lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no tps in pgbench's output: {out}"))?;
+        // Per-transaction log lines: client, transaction, latency (µs), ...
+        let mut latencies = Latencies::new();
+        for entry in std::fs::read_dir(self._temp.path())?.flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("pgbench-log")
+            {
+                continue;
+            }
+            for line in std::fs::read_to_string(entry.path())?.lines() {
+                if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
+                    latencies.record(Duration::from_micros(us));
+                }
+            }
+            std::fs::remove_file(entry.path())?;
+        }
+        Ok(PgbenchRun { tps, latencies })
+    }
+
+    /// Rows in `app_usage_events`.
+    pub fn usage_events(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .sql("SELECT count(*) FROM app_usage_events")?
+            .trim()
+            .parse()?)
+    }
+
+    /// The path of the cluster (for messages).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.dir.display().to_string(),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+        );
+    }
+}
+
+/// Cloud Controller's tables, cut to the columns its usage-event path touches.
+const SCHEMA: &str = "
+CREATE TABLE processes (
+    id serial PRIMARY KEY, guid text NOT NULL UNIQUE, app_guid text NOT NULL, name text NOT NULL,
+    space_guid text NOT NULL, org_guid text NOT NULL, state text NOT NULL,
+    instances integer NOT NULL, memory integer NOT NULL,
+    created_at timestamp NOT NULL, updated_at timestamp NOT NULL);
+CREATE TABLE app_usage_events (
+    id bigserial PRIMARY KEY, guid text NOT NULL UNIQUE, created_at timestamp NOT NULL,
+    state text NOT NULL, previous_state text, instance_count integer NOT NULL,
+    previous_instance_count integer, memory_in_mb_per_instance integer NOT NULL,
+    previous_memory_in_mb_per_instance integer, app_guid text NOT NULL, app_name text NOT NULL,
+    space_guid text NOT NULL, space_name text NOT NULL, org_guid text NOT NULL,
+    buildpack_guid text, buildpack_name text, package_state text, previous_package_state text,
+    parent_app_guid text, parent_app_name text, process_type text, task_guid text, task_name text);
+CREATE INDEX usage_events_created_at_index ON app_usage_events (created_at);
+";
+
+const USAGE_COLUMNS: &str = "guid, created_at, state, previous_state, instance_count, \
+    previous_instance_count, memory_in_mb_per_instance, previous_memory_in_mb_per_instance, \
+    app_guid, app_name, space_guid, space_name, org_guid, package_state, previous_package_state, \
+    parent_app_guid, parent_app_name, process_type";
+
+const USAGE_VALUES: &str = "gen_random_uuid()::text, now(), 'STARTED', 'STARTED', p.instances, \
+    p.instances, p.memory, p.memory, p.app_guid, p.name, p.space_guid, 'bench', p.org_guid, \
+    'STAGED', 'STAGED', p.app_guid, p.name, 'web'";
+
+/// CC's state change (`ProcessModel#save` with its usage event, one transaction): scale a
+/// started process to the other instance count, and insert its usage event.
+pub fn state_change_script(apps: usize) -> String {
+    format!(
+        "\\set id random(1, {apps})
+BEGIN;
+UPDATE processes SET instances = 3 - instances, updated_at = now() WHERE id = :id;
+INSERT INTO app_usage_events ({USAGE_COLUMNS}) SELECT {USAGE_VALUES} FROM processes p WHERE p.id = :id;
+COMMIT;
+"
+    )
+}
+
+/// CC's purge-and-reseed (`AppUsageEvent.purge_and_reseed_started_apps!`).
+pub const PURGE: &str = "BEGIN;
+TRUNCATE app_usage_events;
+INSERT INTO app_usage_events (guid, created_at, state, previous_state, instance_count, \
+    previous_instance_count, memory_in_mb_per_instance, previous_memory_in_mb_per_instance, \
+    app_guid, app_name, space_guid, space_name, org_guid, package_state, previous_package_state, \
+    parent_app_guid, parent_app_name, process_type)
+  SELECT gen_random_uuid()::text, now(), 'STARTED', NULL, p.instances, NULL, p.memory, NULL, \
+    p.app_guid, p.name, p.space_guid, 'bench', p.org_guid, 'STAGED', 'UNKNOWN', p.app_guid, \
+    p.name, 'web' FROM processes p WHERE p.state = 'STARTED';
+COMMIT;
+";
+
+/// A consumer's keyset read: one page of 5000 from a random position.
+pub fn keyset_script(events: u64) -> String {
+    format!(
+        "\\set last random(0, {})
+SELECT * FROM app_usage_events WHERE id > :last ORDER BY id LIMIT 5000;
+",
+        events.saturating_sub(5000)
+    )
+}

@@ -72,8 +72,8 @@ pub struct EngineConfig {
     pub domain: DomainConfig,
     /// Most commands decided into one group commit.
     pub max_batch: usize,
-    /// Write the table checkpoint once this many records were appended since the last one
-    /// (start-up replays at most about this many records).
+    /// Write the table checkpoint once this many records were appended since the last one, or
+    /// twice the table's rows when that is more (start-up replays at most about that many).
     pub checkpoint_every: u64,
     /// Keys deleted per compaction step between commits.
     pub compact_budget: usize,

@@ -260,7 +260,7 @@ impl Writer {
         let mut meta = self.meta.clone();
         meta.head += records.len() as u64;
         self.dirty.extend(touched);
-        if self.round.is_none() && meta.head - meta.checkpoint >= self.config.checkpoint_every {
+        if self.round.is_none() && meta.head - meta.checkpoint >= self.checkpoint_interval() {
             // Rows are grouped by table bucket, so no bucket is written twice in a round.
             let mut buckets: std::collections::BTreeMap<u16, Vec<Guid>> =
                 std::collections::BTreeMap::new();
@@ -366,6 +366,17 @@ impl Writer {
             }
             Err(error) => tracing::error!(%error, "cannot re-read the log after a failed write"),
         }
+    }
+
+    /// Records between checkpoint rounds: `checkpoint_every`, or twice the table's rows when
+    /// that is more. A round rewrites every bucket a change touched (with many changes, the
+    /// whole table), so this keeps what checkpoints cost per record at most about half a row,
+    /// however large the table grows; start-up replays at most about this many records.
+    fn checkpoint_interval(&self) -> u64 {
+        let rows = self.state.app_count() + self.state.membership_count();
+        self.config
+            .checkpoint_every
+            .max(2u64.saturating_mul(rows as u64))
     }
 
     /// The next slice of the checkpoint round, if one runs: the table now, and the rows of up to

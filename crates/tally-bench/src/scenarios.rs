@@ -105,11 +105,12 @@ impl Pattern {
     }
 }
 
-/// The change a toggling client makes to an app on its `n`-th visit: start, scale, stop.
+/// The change a toggling client makes to an app on its `n`-th visit: start, scale (to 2 and
+/// 3 in turn, never the count it has), stop.
 fn change(n: usize) -> serde_json::Value {
     match n % 3 {
         0 => json!({"state": "STARTED"}),
-        1 => json!({"instances": 1 + (n / 3) % 3}),
+        1 => json!({"instances": 2 + (n / 3) % 2}),
         _ => json!({"state": "STOPPED"}),
     }
 }

@@ -153,6 +153,26 @@ impl Fleet {
     }
 }
 
+/// Sends a request and reads its whole answer: the time to its last byte and the body, or an
+/// error naming `what` when the status is not `expected`.
+async fn timed(
+    request: reqwest::RequestBuilder,
+    expected: StatusCode,
+    what: &str,
+) -> anyhow::Result<(Duration, impl AsRef<[u8]>)> {
+    let sent = Instant::now();
+    let response = request.send().await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    let took = sent.elapsed();
+    ensure!(
+        status == expected,
+        "{what} answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok((took, body))
+}
+
 /// `concurrency` clients changing the apps (each client its own apps) for `duration`.
 pub async fn state_changes(
     target: &Target,
@@ -172,21 +192,11 @@ pub async fn state_changes(
                 let mut i = apps.resume(&mine);
                 while Instant::now() < deadline && !mine.is_empty() {
                     let app = mine[i % mine.len()];
-                    let body = apps.next_change(app, pattern);
-                    let sent = Instant::now();
-                    let response = target
+                    let request = target
                         .request(Method::PUT, &format!("/v2/apps/{}", apps.guids[app]))
-                        .json(&body)
-                        .send()
-                        .await?;
-                    let status = response.status();
-                    let text = response.bytes().await?;
-                    latencies.record(sent.elapsed());
-                    ensure!(
-                        status == StatusCode::CREATED,
-                        "PUT answered {status}: {}",
-                        String::from_utf8_lossy(&text)
-                    );
+                        .json(&apps.next_change(app, pattern));
+                    let (took, _) = timed(request, StatusCode::CREATED, "PUT").await?;
+                    latencies.record(took);
                     i += 1;
                 }
                 Ok::<_, anyhow::Error>(latencies)
@@ -491,17 +501,10 @@ pub async fn list_page(target: &Target, path: &str, requests: usize) -> anyhow::
     let mut latencies = Latencies::new();
     let mut results = 0;
     for _ in 0..requests.max(1) {
-        let sent = Instant::now();
-        let response = target.request(Method::GET, path).send().await?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
-        latencies.record(sent.elapsed());
-        ensure!(
-            status == StatusCode::OK,
-            "{path}: {status} {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        let page: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let request = target.request(Method::GET, path);
+        let (took, body) = timed(request, StatusCode::OK, path).await?;
+        latencies.record(took);
+        let page: serde_json::Value = serde_json::from_slice(body.as_ref())?;
         results = page["resources"].as_array().map_or(0, Vec::len);
     }
     Ok(Row::new("list", format!("GET {path}, C=1"))
@@ -537,24 +540,16 @@ pub async fn mixed(
                     } else {
                         target.request(Method::GET, &path)
                     };
-                    let sent = Instant::now();
-                    let response = request.send().await?;
-                    let status = response.status();
-                    let text = response.bytes().await?;
                     let expected = if write {
                         StatusCode::CREATED
                     } else {
                         StatusCode::OK
                     };
-                    ensure!(
-                        status == expected,
-                        "{path} answered {status}: {}",
-                        String::from_utf8_lossy(&text)
-                    );
+                    let (took, _) = timed(request, expected, &path).await?;
                     if write {
-                        writes.record(sent.elapsed());
+                        writes.record(took);
                     } else {
-                        reads.record(sent.elapsed());
+                        reads.record(took);
                     }
                     i += 1;
                 }

@@ -821,3 +821,44 @@ fn records_beyond_the_head_stop_recovery() {
         "{error}"
     );
 }
+
+/// sled's flush ends with `sync_file_range` and leaves its blob files unsynced; a durable write
+/// syncs every new blob file (and their directory) and the log itself.
+#[test]
+fn durable_writes_sync_the_blob_files_sled_leaves_unsynced() {
+    use crate::backend::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let backend = SledBackend::open(&path, &SledOptions::default()).unwrap();
+    backend
+        .apply(vec![Op::Put(b"small".to_vec(), vec![1; 16])], true)
+        .unwrap();
+    assert_eq!(backend.blobs_synced(), 0, "a small value is no blob");
+    let blobs = || std::fs::read_dir(path.join("blobs")).map_or(0, |d| d.count());
+    backend
+        .apply(vec![Op::Put(b"large".to_vec(), vec![7; 1 << 20])], false)
+        .unwrap();
+    assert!(blobs() >= 1, "a value of 1 MiB is a blob file of sled's");
+    assert_eq!(
+        backend.blobs_synced(),
+        0,
+        "a write that is not durable syncs nothing"
+    );
+    backend
+        .apply(vec![Op::Put(b"another".to_vec(), vec![2; 16])], true)
+        .unwrap();
+    let synced = backend.blobs_synced();
+    assert!(synced >= 1, "the next durable write syncs the pending blob");
+    backend
+        .apply(vec![Op::Put(b"more".to_vec(), vec![3; 16])], true)
+        .unwrap();
+    assert_eq!(
+        backend.blobs_synced(),
+        synced,
+        "each blob file is synced once"
+    );
+    assert_eq!(
+        backend.get(b"large").unwrap().map(|v| v.len()),
+        Some(1 << 20)
+    );
+}

@@ -276,6 +276,24 @@ impl AuditIndex {
         }
     }
 
+    /// Gives back the room the lists grew into (after building the index at start-up, where
+    /// doubling leaves up to half of each list unused).
+    pub fn shrink(&self) {
+        let mut postings = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let Postings {
+            all,
+            by_type,
+            by_actee,
+            by_space,
+            by_org,
+        } = &mut *postings;
+        all.shrink_to_fit();
+        by_type.values_mut().for_each(Vec::shrink_to_fit);
+        by_actee.values_mut().for_each(Vec::shrink_to_fit);
+        by_space.values_mut().for_each(Vec::shrink_to_fit);
+        by_org.values_mut().for_each(Vec::shrink_to_fit);
+    }
+
     /// The position of the newest event indexed (0 if none).
     pub fn last(&self) -> Seq {
         self.read().all.last().map_or(0, |(seq, _)| *seq)

@@ -277,6 +277,7 @@ impl Engine {
             .collect();
         let audit = Arc::new(AuditIndex::default());
         catch_up_audit(store.as_ref(), &audit, meta.head)?;
+        audit.shrink();
         // Recovery has read every page of the log once (to check it); let them go.
         store.release_cache()?;
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));

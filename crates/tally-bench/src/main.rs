@@ -189,20 +189,20 @@ impl Common {
         }
     }
 
-    /// The tally to drive, and the temporary directory of one the bench started.
-    async fn target(&self) -> anyhow::Result<(Target, Option<tempfile::TempDir>)> {
+    /// The tally to drive (one the bench started owns its temporary directory).
+    async fn target(&self) -> anyhow::Result<Target> {
         match &self.url {
             Some(url) => {
                 let token = self
                     .token
                     .as_deref()
                     .context("--url needs --token (or TALLY_TOKEN): a global admin's token")?;
-                Ok((Target::connect(url, token)?, None))
+                Target::connect(url, token)
             }
             None => {
                 let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
                 let target = Target::spawn(&self.tally()?, &dir.path().join("data")).await?;
-                Ok((target, Some(dir)))
+                Ok(target.owning(dir))
             }
         }
     }
@@ -278,7 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 warmup: 5,
             };
             // One foundation of the given size for the workloads that only add to it.
-            let (target, _dir) = common.target().await?;
+            let target = common.target().await?;
             let apps = fill(&target, size, Pattern::Instances).await?;
             for c in [1, 64] {
                 push(&mut rows, measure(&target, &apps, run, c).await?);
@@ -360,7 +360,7 @@ async fn state_changes(
     concurrency: &[usize],
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let (target, _dir) = common.target().await?;
+    let target = common.target().await?;
     let apps = fill(&target, size, run.pattern).await?;
     for &c in concurrency {
         push(rows, measure(&target, &apps, run, c).await?);
@@ -369,7 +369,7 @@ async fn state_changes(
 }
 
 async fn catch_up(common: &Common, size: Size, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let (target, _dir) = common.target().await?;
+    let target = common.target().await?;
     if target.usage_events().await? < size.events() {
         fill(&target, size, Pattern::Instances).await?;
     }
@@ -390,7 +390,7 @@ async fn lists(
     requests: usize,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let (target, _dir) = common.target().await?;
+    let target = common.target().await?;
     let apps = fill(&target, size, Pattern::Instances).await?;
     list_pages(&target, &apps, requests, rows).await
 }
@@ -422,7 +422,7 @@ async fn mixed(
     seconds: u64,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let (target, _dir) = common.target().await?;
+    let target = common.target().await?;
     let apps = fill(&target, size, Pattern::Instances).await?;
     push(
         rows,
@@ -499,7 +499,7 @@ async fn compare_postgres(
         (Some(t), Some(p)) if p > 0.0 => format!("{:.2}× PostgreSQL ({p:.0}/s)", t / p),
         _ => String::new(),
     };
-    let (target, _dir) = common.target().await?;
+    let target = common.target().await?;
     let fleet = fill(&target, size, Pattern::Instances).await?;
     let run = Run {
         pattern: Pattern::Instances,
@@ -541,7 +541,7 @@ async fn tail_latency(
     seconds: u64,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let (target, _dir) = common.target().await?;
+    let target = common.target().await?;
     let apps = scenarios::create_apps(&target, writers.max(1) * 8, false, 16).await?;
     let row = scenarios::tail_latency(
         &target,
@@ -561,7 +561,7 @@ async fn purge(
     rounds: usize,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let (target, _dir) = common.target().await?;
+    let target = common.target().await?;
     let already = target.usage_events().await?;
     anyhow::ensure!(
         common.url.is_none() || already == 0,

@@ -21,6 +21,9 @@ pub struct Target {
     child: Option<Child>,
     /// Time from spawning the process to `/readyz` answering 200.
     pub ready_after: Option<Duration>,
+    /// The temporary directory its data lives in, when the bench made one: removed only after
+    /// the process was killed (fields drop after [`Drop::drop`]), never under a running tally.
+    dir: Option<tempfile::TempDir>,
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -39,6 +42,7 @@ impl Target {
             client: client()?,
             child: None,
             ready_after: None,
+            dir: None,
         })
     }
 
@@ -69,6 +73,7 @@ impl Target {
             client: client()?,
             child: Some(child),
             ready_after: None,
+            dir: None,
         };
         let deadline = started + Duration::from_secs(600);
         loop {
@@ -111,6 +116,12 @@ impl Target {
         }
         target.token = String::from_utf8(output.stdout)?.trim().to_owned();
         Ok(target)
+    }
+
+    /// The same tally, owning the temporary directory its data lives in.
+    pub fn owning(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
     }
 
     /// The process id, when the bench started it.

@@ -161,7 +161,6 @@ impl SledBackend {
             Some(at) if disk.blobs_settled == Some(at) => None,
             _ => std::fs::read_dir(&blobs).ok(),
         };
-        disk.blobs_settled = changed.filter(|at| at.elapsed().is_ok_and(|since| since >= SETTLED));
         if let Some(entries) = entries {
             let mut fresh = Vec::new();
             for entry in entries {
@@ -186,6 +185,8 @@ impl SledBackend {
             disk.newest_blob = newest;
             disk.blobs_synced += synced;
         }
+        // Only once everything it names is synced may the directory's time say "nothing new".
+        disk.blobs_settled = changed.filter(|at| at.elapsed().is_ok_and(|since| since >= SETTLED));
         disk.log.sync_data().map_err(file_error)
     }
 

@@ -6,6 +6,7 @@ use crate::command::{AppAttributes, BuildOutcome, Command};
 use crate::error::DomainError;
 use crate::event::Event;
 use crate::ids::{Guid, IdGen, Timestamp};
+use crate::limits;
 use crate::model::{
     is_custom_buildpack, obfuscate_url_credentials, App, Build, BuildState, DerivedPackageState,
     Droplet, HealthCheckType, Org, Package, PackageState, ProcessState, Space, DEFAULT_STACK_GUID,
@@ -37,6 +38,9 @@ pub struct DomainConfig {
     pub max_disk_mb: i64,
     /// `maximum_health_check_timeout` [180].
     pub max_health_check_timeout: i64,
+    /// The most memory (MB) one instance may ask for [1048576]; at most
+    /// [`limits::MAX_MEMORY_MB`].
+    pub max_memory_mb: i64,
     /// Default log rate limit [1048576].
     pub default_log_rate_limit: i64,
     /// `default_app_ssh_access` [true].
@@ -54,6 +58,7 @@ impl Default for DomainConfig {
             default_disk_mb: 1024,
             max_disk_mb: 2048,
             max_health_check_timeout: 180,
+            max_memory_mb: 1_048_576,
             default_log_rate_limit: 1_048_576,
             default_enable_ssh: true,
             staging_mode: StagingMode::Immediate,
@@ -145,6 +150,7 @@ pub fn decide(
             {
                 return Err(DomainError::BuildNotStaging(*build_guid));
             }
+            check_report(outcome)?;
             complete_build(&mut app, space, outcome, inputs, &mut out);
             out.events.insert(0, Event::AppUpdated(app));
         }
@@ -323,7 +329,19 @@ fn find_space(state: &State, guid: Guid) -> Result<&Space, DomainError> {
     state.space(guid).ok_or(DomainError::SpaceNotFound(guid))
 }
 
-/// CC's name rule `/\A[[:alnum:][:punct:][:print:]]+\Z/`: non-empty, printable.
+/// CC's name rule `/\A[[:alnum:][:punct:][:print:]]+\Z/` (non-empty, printable) and its
+/// length limit, for an org or a space.
+fn check_name(name: &str, resource: &'static str) -> Result<(), DomainError> {
+    if !valid_name(name) {
+        return Err(DomainError::InvalidName(resource));
+    }
+    if limits::too_long(name, limits::NAME) {
+        return Err(DomainError::NameTooLong(resource));
+    }
+    Ok(())
+}
+
+/// CC's name format: non-empty, printable.
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(char::is_control)
 }
@@ -335,9 +353,7 @@ fn create_org(
     inputs: &Inputs<'_>,
     out: &mut Decision,
 ) -> Result<(), DomainError> {
-    if !valid_name(name) {
-        return Err(DomainError::InvalidName("organization"));
-    }
+    check_name(name, "organization")?;
     if state.org_named(name).is_some() {
         return Err(DomainError::OrgNameTaken(name.to_owned()));
     }
@@ -358,9 +374,7 @@ fn rename_org(
     out: &mut Decision,
 ) -> Result<(), DomainError> {
     let org = state.org(guid).ok_or(DomainError::OrgNotFound(guid))?;
-    if !valid_name(name) {
-        return Err(DomainError::InvalidName("organization"));
-    }
+    check_name(name, "organization")?;
     if state
         .org_named(name)
         .is_some_and(|other| other.guid != guid)
@@ -409,9 +423,7 @@ fn create_space(
     state
         .org(org_guid)
         .ok_or(DomainError::OrgNotFound(org_guid))?;
-    if !valid_name(name) {
-        return Err(DomainError::InvalidName("space"));
-    }
+    check_name(name, "space")?;
     if state.space_named(org_guid, name).is_some() {
         return Err(DomainError::SpaceNameTaken(name.to_owned()));
     }
@@ -433,9 +445,7 @@ fn rename_space(
     out: &mut Decision,
 ) -> Result<(), DomainError> {
     let space = find_space(state, guid)?;
-    if !valid_name(name) {
-        return Err(DomainError::InvalidName("space"));
-    }
+    check_name(name, "space")?;
     if state
         .space_named(space.org_guid, name)
         .is_some_and(|other| other.guid != guid)
@@ -967,6 +977,7 @@ fn apply_attributes(
     creating: bool,
 ) -> Result<Option<ProcessState>, DomainError> {
     let a = attributes;
+    check_lengths(a)?;
     if let Some(name) = &a.name {
         if !valid_name(name) {
             return Err(DomainError::AppInvalid("name format".to_owned()));
@@ -977,6 +988,12 @@ fn apply_attributes(
         if memory <= 0 {
             return Err(DomainError::AppMemoryInvalid);
         }
+        let max = config.max_memory_mb.min(limits::MAX_MEMORY_MB);
+        if memory > max {
+            return Err(DomainError::AppInvalid(format!(
+                "memory too much memory requested (requested {memory} MB - must be less than {max} MB)"
+            )));
+        }
         app.memory_mb = memory;
     }
     if let Some(instances) = a.instances {
@@ -985,10 +1002,22 @@ fn apply_attributes(
                 "Number of instances less than 0".to_owned(),
             ));
         }
+        if instances > limits::MAX_INSTANCES {
+            return Err(DomainError::AppInvalid(format!(
+                "instances must be less than or equal to {}",
+                limits::MAX_INSTANCES
+            )));
+        }
         app.instances = instances;
     }
     if let Some(disk) = a.disk_quota {
-        if disk < 1 || disk > config.max_disk_mb {
+        // CC's MinDiskQuotaPolicy and MaxDiskQuotaPolicy.
+        if disk < 1 {
+            return Err(DomainError::AppInvalid(
+                "disk_quota too little disk requested (must be greater than zero)".to_owned(),
+            ));
+        }
+        if disk > config.max_disk_mb {
             return Err(DomainError::AppInvalid(format!(
                 "disk_quota too much disk requested (requested {disk} MB - must be less than {} MB)",
                 config.max_disk_mb
@@ -1011,7 +1040,13 @@ fn apply_attributes(
         })?;
     }
     if let Some(timeout) = a.health_check_timeout {
-        if timeout < 1 || timeout > config.max_health_check_timeout {
+        if timeout < 1 {
+            // CC's BaseHealthCheckPolicy adds the `:less_than_one` error.
+            return Err(DomainError::AppInvalid(
+                "health_check_timeout less_than_one".to_owned(),
+            ));
+        }
+        if timeout > config.max_health_check_timeout {
             return Err(DomainError::AppInvalid(format!(
                 "health_check_timeout Maximum exceeded: max {}s",
                 config.max_health_check_timeout
@@ -1096,6 +1131,82 @@ fn apply_attributes(
         app.console = v;
     }
     Ok(requested_state)
+}
+
+/// A staging runtime's report is bounded like what a client sends.
+fn check_report(outcome: &BuildOutcome) -> Result<(), DomainError> {
+    let fields: Vec<(&'static str, &str, usize)> = match outcome {
+        BuildOutcome::Staged {
+            buildpack_name,
+            detected_start_command,
+            ..
+        } => buildpack_name
+            .iter()
+            .map(|name| ("detected_buildpack", name.as_str(), limits::STAGING_REPORT))
+            .chain([(
+                "process_types.web",
+                detected_start_command.as_str(),
+                limits::STAGING_REPORT,
+            )])
+            .collect(),
+        BuildOutcome::Failed { reason } => vec![("error", reason.as_str(), limits::STAGING_ERROR)],
+    };
+    match fields
+        .into_iter()
+        .find(|(_, value, max)| limits::too_long(value, *max))
+    {
+        Some((field, _, max)) => Err(DomainError::ReportTooLong { field, max }),
+        None => Ok(()),
+    }
+}
+
+/// The length limits of `limits`, and one line for what is shown on one line.
+fn check_lengths(a: &AppAttributes) -> Result<(), DomainError> {
+    if let Some(name) = &a.name {
+        limits::app_text("name", name, limits::NAME)?;
+    }
+    let single_line = [
+        ("buildpack", &a.buildpack, limits::BUILDPACK),
+        ("docker_image", &a.docker_image, limits::DOCKER_IMAGE),
+        (
+            "health_check_http_endpoint",
+            &a.health_check_http_endpoint,
+            limits::HEALTH_CHECK_ENDPOINT,
+        ),
+        ("debug", &a.debug, limits::DEBUG),
+    ];
+    for (field, value, max) in single_line {
+        if let Some(value) = value {
+            limits::app_text(field, value, max)?;
+            limits::app_single_line(field, value)?;
+        }
+    }
+    if let Some(command) = &a.command {
+        limits::app_text("command", command, limits::COMMAND)?;
+    }
+    if let Some(credentials) = &a.docker_credentials {
+        if let Some(username) = &credentials.username {
+            limits::app_text("docker_username", username, limits::DOCKER_USERNAME)?;
+            limits::app_single_line("docker_username", username)?;
+        }
+        if let Some(password) = &credentials.password {
+            if limits::too_long(password, limits::DOCKER_PASSWORD) {
+                // CC's PackageModel message.
+                return Err(DomainError::AppInvalid(
+                    "docker_password can be up to 5,000 characters".to_owned(),
+                ));
+            }
+        }
+    }
+    if let Some(env) = &a.environment_json {
+        if env.len() > limits::ENVIRONMENT_JSON_BYTES {
+            return Err(DomainError::AppInvalid(format!(
+                "environment_json is too large (maximum is {} bytes as JSON)",
+                limits::ENVIRONMENT_JSON_BYTES
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn set_if_some(target: &mut Option<String>, value: &Option<String>) {

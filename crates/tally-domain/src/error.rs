@@ -62,6 +62,17 @@ pub enum DomainError {
     /// A name was empty or not printable (CC `*Invalid`).
     #[error("The {0} is invalid: name format")]
     InvalidName(&'static str),
+    /// A name longer than `limits::NAME` characters (CC `OrganizationInvalid` / `SpaceInvalid`).
+    #[error("The {0} is invalid: name is too long (maximum is 255 characters)")]
+    NameTooLong(&'static str),
+    /// A staging runtime reported a value longer than its limit.
+    #[error("The staging report is invalid: {field} is too long (maximum is {max} characters)")]
+    ReportTooLong {
+        /// The field of the report.
+        field: &'static str,
+        /// Its limit, in characters.
+        max: usize,
+    },
     /// The build is not staging any more (already completed).
     #[error("The build is not in the STAGING state: {0}")]
     BuildNotStaging(Guid),

@@ -17,6 +17,7 @@
 //! - [`decide`](mod@decide): the rules, and `reseed` for purge-and-reseed (reference §4.1).
 //! - [`role`]: org and space roles.
 //! - [`access`]: who may do what (reference §8.2, §8.3).
+//! - [`limits`]: the most a client may store (string lengths, integer ranges).
 //! - [`usage`], [`audit`]: the two streams' records.
 
 pub mod access;
@@ -26,6 +27,7 @@ pub mod decide;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod model;
 pub mod role;
 pub mod state;

@@ -384,6 +384,155 @@ fn create_validates_every_attribute_with_ccs_errors() {
 }
 
 #[test]
+fn every_string_and_integer_has_a_limit_and_the_limit_itself_is_accepted() {
+    let mut f = given(&org_and_space());
+    let long = |n: usize| "x".repeat(n);
+    let too_long = |field: &str, max: usize| {
+        DomainError::AppInvalid(format!("{field} is too long (maximum is {max} characters)"))
+    };
+    let cases: Vec<(AppAttributes, DomainError)> = vec![
+        (AppAttributes { name: Some(long(256)), ..Default::default() }, too_long("name", 255)),
+        (AppAttributes { command: Some(long(4097)), ..Default::default() }, too_long("command", 4096)),
+        (AppAttributes { buildpack: Some(long(4097)), ..Default::default() }, too_long("buildpack", 4096)),
+        (
+            AppAttributes { buildpack: Some("https://a.example/\r\nX: y".into()), ..Default::default() },
+            DomainError::AppInvalid("buildpack must not contain control characters".into()),
+        ),
+        (AppAttributes { debug: Some(long(256)), ..Default::default() }, too_long("debug", 255)),
+        (
+            AppAttributes { health_check_http_endpoint: Some(format!("/{}", long(255))), ..Default::default() },
+            too_long("health_check_http_endpoint", 255),
+        ),
+        (
+            AppAttributes { docker_image: Some(long(4097)), ..Default::default() },
+            too_long("docker_image", 4096),
+        ),
+        (
+            AppAttributes {
+                docker_image: Some("img".into()),
+                docker_credentials: Some(model::DockerCredentials { username: Some("u".into()), password: Some(long(5001)) }),
+                ..Default::default()
+            },
+            DomainError::AppInvalid("docker_password can be up to 5,000 characters".into()),
+        ),
+        (
+            AppAttributes { environment_json: Some(format!("{{\"A\":\"{}\"}}", long(65_536))), ..Default::default() },
+            DomainError::AppInvalid("environment_json is too large (maximum is 65536 bytes as JSON)".into()),
+        ),
+        (
+            AppAttributes { instances: Some(limits::MAX_INSTANCES + 1), ..Default::default() },
+            DomainError::AppInvalid("instances must be less than or equal to 2147483647".into()),
+        ),
+        (
+            AppAttributes { memory: Some(1_048_577), ..Default::default() },
+            DomainError::AppInvalid(
+                "memory too much memory requested (requested 1048577 MB - must be less than 1048576 MB)".into(),
+            ),
+        ),
+        (
+            AppAttributes { memory: Some(i64::MAX), ..Default::default() },
+            DomainError::AppInvalid(format!(
+                "memory too much memory requested (requested {} MB - must be less than 1048576 MB)",
+                i64::MAX
+            )),
+        ),
+        (
+            AppAttributes { disk_quota: Some(-5), ..Default::default() },
+            DomainError::AppInvalid("disk_quota too little disk requested (must be greater than zero)".into()),
+        ),
+        (
+            AppAttributes { health_check_timeout: Some(-1), ..Default::default() },
+            DomainError::AppInvalid("health_check_timeout less_than_one".into()),
+        ),
+    ];
+    for (attributes, expected) in cases {
+        let name = attributes.name.clone().unwrap_or_else(|| "web".into());
+        let attributes = AppAttributes {
+            name: Some(name),
+            space_guid: Some(SPACE),
+            ..attributes
+        };
+        f.refuses(
+            &Command::CreateApp {
+                guid: APP,
+                attributes: attributes.clone(),
+                audit_request: "{}".into(),
+            },
+            expected,
+        );
+    }
+    // At the limits, everything is accepted, on create and on update.
+    f.when(&create_app(AppAttributes {
+        name: Some("n".repeat(255)),
+        command: Some(long(4096)),
+        buildpack: Some(long(4096)),
+        debug: Some(long(255)),
+        health_check_http_endpoint: Some(format!("/{}", long(254))),
+        instances: Some(limits::MAX_INSTANCES),
+        memory: Some(1_048_576),
+        environment_json: Some(format!("{{\"A\":\"{}\"}}", long(65_536 - 8))),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(f.app().instances, limits::MAX_INSTANCES);
+    f.refuses(
+        &update(AppAttributes {
+            name: Some("😀".repeat(256)),
+            ..Default::default()
+        }),
+        too_long("name", 255),
+    );
+    f.when(&update(AppAttributes {
+        name: Some("😀".repeat(255)),
+        ..Default::default()
+    }))
+    .unwrap();
+}
+
+#[test]
+fn org_and_space_names_are_at_most_255_characters() {
+    let mut f = given(&org_and_space());
+    f.refuses(
+        &Command::CreateOrg {
+            guid: Guid::from_u128(0x70),
+            name: "o".repeat(256),
+        },
+        DomainError::NameTooLong("organization"),
+    );
+    f.refuses(
+        &Command::RenameOrg {
+            guid: ORG,
+            name: "o".repeat(256),
+        },
+        DomainError::NameTooLong("organization"),
+    );
+    f.refuses(
+        &Command::CreateSpace {
+            guid: Guid::from_u128(0x71),
+            org_guid: ORG,
+            name: "s".repeat(256),
+        },
+        DomainError::NameTooLong("space"),
+    );
+    f.refuses(
+        &Command::RenameSpace {
+            guid: SPACE,
+            name: "s".repeat(256),
+        },
+        DomainError::NameTooLong("space"),
+    );
+    f.when(&Command::RenameSpace {
+        guid: SPACE,
+        name: "s".repeat(255),
+    })
+    .unwrap();
+    assert_eq!(
+        DomainError::NameTooLong("space").to_string(),
+        "The space is invalid: name is too long (maximum is 255 characters)"
+    );
+}
+
+#[test]
 fn app_names_are_unique_per_space() {
     let mut f = given(&org_and_space());
     f.when(&create_app(AppAttributes::default())).unwrap();

@@ -235,6 +235,13 @@ impl TokenVerifier {
         };
         let jwt_header =
             decode_header(token).map_err(|e| AuthError::Invalid(format!("header: {e}")))?;
+        // RFC 7515 §4.1.11: a recipient must reject a token naming an extension in `crit` it
+        // does not understand, and tally understands none.
+        if let Some(critical) = jwt_header.crit.as_ref().filter(|c| !c.is_empty()) {
+            return Err(AuthError::Invalid(format!(
+                "unsupported critical header parameters: {critical:?}"
+            )));
+        }
         let rsa = match jwt_header.alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => false,
             Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => true,
@@ -300,6 +307,32 @@ fn identity(claims: Claims) -> Result<Identity, AuthError> {
             ))
         }
     };
+    // What a token names goes into headers, logs and audit events: one bounded line each.
+    let claims_text = [
+        ("user_id", Some(&id)),
+        ("email", claims.email.as_ref()),
+        ("user_name", claims.user_name.as_ref()),
+    ];
+    for (claim, value) in claims_text {
+        if let Some(value) = value {
+            if value.is_empty() && claim == "user_id" {
+                return Err(AuthError::Invalid(
+                    "an empty user_id or client_id".to_owned(),
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(AuthError::Invalid(format!(
+                    "{claim} holds control characters"
+                )));
+            }
+            if tally_domain::limits::too_long(value, tally_domain::limits::IDENTITY) {
+                return Err(AuthError::Invalid(format!(
+                    "{claim} is longer than {} characters",
+                    tally_domain::limits::IDENTITY
+                )));
+            }
+        }
+    }
     Ok(Identity {
         id,
         is_client,

@@ -116,7 +116,11 @@ impl From<DomainError> for ApiError {
                 (S::BAD_REQUEST, "OrganizationInvalid", 30001)
             }
             DomainError::InvalidName(_) => (S::BAD_REQUEST, "SpaceInvalid", 40001),
-            DomainError::BuildNotStaging(_) => {
+            DomainError::NameTooLong("organization") => {
+                (S::BAD_REQUEST, "OrganizationInvalid", 30001)
+            }
+            DomainError::NameTooLong(_) => (S::BAD_REQUEST, "SpaceInvalid", 40001),
+            DomainError::BuildNotStaging(_) | DomainError::ReportTooLong { .. } => {
                 (S::UNPROCESSABLE_ENTITY, "UnprocessableEntity", 10008)
             }
         };

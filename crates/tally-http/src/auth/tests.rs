@@ -388,3 +388,37 @@ fn a_token_keys_url_must_be_http() {
     assert!(TokenVerifier::new(settings("not a url")).is_err());
     assert!(TokenVerifier::new(settings("https://uaa.example.com/token_keys")).is_ok());
 }
+
+#[test]
+fn unknown_critical_headers_and_identities_with_control_characters_are_refused() {
+    let v = verifier();
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["exp-ext".into()]);
+    let token = encode(&header, &claims(&[]), &EncodingKey::from_secret(SECRET)).unwrap();
+    assert!(invalid(v.verify(Some(&bearer(&token)))));
+    // An empty `crit` names nothing to understand.
+    header.crit = Some(Vec::new());
+    let token = encode(&header, &claims(&[]), &EncodingKey::from_secret(SECRET)).unwrap();
+    assert!(v.verify(Some(&bearer(&token))).is_ok());
+    for (claim, value) in [
+        ("user_id", "uaa\r\nX-Admin: yes".to_owned()),
+        ("user_id", "uaa\0id".to_owned()),
+        ("user_id", String::new()),
+        ("user_id", "u".repeat(256)),
+        ("email", "a\n@b.c".to_owned()),
+        ("user_name", "n".repeat(256)),
+    ] {
+        let mut c = claims(&[]);
+        c[claim] = json!(value);
+        let token = hs(Algorithm::HS256, &c, SECRET);
+        assert!(
+            invalid(v.verify(Some(&bearer(&token)))),
+            "{claim}: {value:?}"
+        );
+    }
+    let mut c = claims(&[]);
+    c["user_id"] = json!("u".repeat(255));
+    assert!(v
+        .verify(Some(&bearer(&hs(Algorithm::HS256, &c, SECRET))))
+        .is_ok());
+}

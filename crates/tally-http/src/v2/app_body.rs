@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 use tally_domain::model::{obfuscate_url_credentials, DockerCredentials};
-use tally_domain::AppAttributes;
+use tally_domain::{limits, AppAttributes};
 
 use crate::json::parse_error;
 use crate::ApiError;
@@ -83,9 +83,22 @@ fn integer(o: &Map<String, Value>, field: &str) -> Result<Option<i64>, ApiError>
     match o.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-        Some(Value::Number(n)) if n.is_u64() => Ok(Some(i64::MAX)),
+        // Beyond i64 is refused, never saturated (the domain checks the real range).
+        Some(Value::Number(n)) if n.is_u64() => Err(parse_error(format!(
+            "Field: {field}, Error: {n} is out of range (at most {})",
+            i64::MAX
+        ))),
         Some(other) => Err(type_error(field, "Integer", other)),
     }
+}
+
+/// A string that names a guid: bounded before anything echoes it.
+fn guid_text(o: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    let text = string(o, field)?;
+    if let Some(text) = &text {
+        limits::app_text(field, text, limits::GUID_TEXT)?;
+    }
+    Ok(text)
 }
 
 fn boolean(o: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiError> {
@@ -112,7 +125,7 @@ pub fn parse(body: &Value, creating: bool) -> Result<AppBody, ApiError> {
     let Value::Object(o) = body else {
         return Err(parse_error("the body must be a JSON object"));
     };
-    let space_text = string(o, "space_guid")?;
+    let space_text = guid_text(o, "space_guid")?;
     let (space_guid, bad_space_guid) = match &space_text {
         None => (None, None),
         Some(text) => match text.parse() {
@@ -141,13 +154,26 @@ pub fn parse(body: &Value, creating: bool) -> Result<AppBody, ApiError> {
         Some(other) => return Err(type_error("ports", "Array", other)),
     };
     match o.get("route_guids") {
-        None | Some(Value::Null) | Some(Value::Array(_)) => {}
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            if items.len() > limits::ROUTE_GUIDS {
+                return Err(limits::app_list_too_long("route_guids", limits::ROUTE_GUIDS).into());
+            }
+            for item in items {
+                match item {
+                    Value::String(text) => {
+                        limits::app_text("route_guids", text, limits::GUID_TEXT)?
+                    }
+                    other => return Err(type_error("route_guids", "String", other)),
+                }
+            }
+        }
         Some(other) => return Err(type_error("route_guids", "Array", other)),
     }
     let attributes = AppAttributes {
         name: string(o, "name")?,
         space_guid,
-        stack_guid: string(o, "stack_guid")?.and_then(|s| s.parse().ok()),
+        stack_guid: guid_text(o, "stack_guid")?.and_then(|s| s.parse().ok()),
         memory: integer(o, "memory")?,
         instances: integer(o, "instances")?,
         disk_quota: integer(o, "disk_quota")?,
@@ -241,6 +267,38 @@ mod tests {
             1001
         );
         assert_eq!(parse(&json!([1]), false).unwrap_err().code, 1001);
+        // Beyond i64 is refused, not saturated.
+        let error = parse(&json!({"instances": 9_223_372_036_854_775_808_u64}), false).unwrap_err();
+        assert_eq!(error.code, 1001);
+        assert!(error
+            .message
+            .contains("9223372036854775808 is out of range"));
+        // What only the audit request would keep is bounded too.
+        let long = "g".repeat(256);
+        assert_eq!(
+            parse(&json!({"stack_guid": long}), false).unwrap_err().code,
+            100001
+        );
+        assert_eq!(
+            parse(&json!({"space_guid": long}), false).unwrap_err().code,
+            100001
+        );
+        assert_eq!(
+            parse(&json!({"route_guids": [long]}), false)
+                .unwrap_err()
+                .code,
+            100001
+        );
+        let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        let error = parse(&json!({"route_guids": many}), false).unwrap_err();
+        assert_eq!(
+            error.message,
+            "The app is invalid: route_guids must have at most 100 entries"
+        );
+        assert_eq!(
+            parse(&json!({"route_guids": [1]}), false).unwrap_err().code,
+            1001
+        );
         let odd = parse(&json!({"space_guid": "not-a-guid"}), false).unwrap();
         assert_eq!(odd.bad_space_guid.as_deref(), Some("not-a-guid"));
     }

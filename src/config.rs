@@ -79,6 +79,15 @@ pub struct ServerSettings {
     /// Largest accepted package upload (`PUT /v2/apps/:guid/bits`), MiB. JSON bodies are
     /// limited to 1 MiB whatever this says.
     pub max_upload_mb: u64,
+    /// Seconds a client may take to send a request head; slower connections are closed.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may sit idle (no request in flight, no byte moving) before it is
+    /// closed.
+    pub idle_timeout_seconds: u64,
+    /// Connections held at once on the main listener; at the limit, accepting waits.
+    pub max_connections: usize,
+    /// Seconds requests in flight get to finish once shutdown begins; then they are dropped.
+    pub shutdown_grace_seconds: u64,
 }
 
 /// `[storage]`
@@ -126,6 +135,8 @@ pub struct AppSettings {
     pub default_disk_mb: i64,
     /// `maximum_app_disk_in_mb`.
     pub max_disk_mb: i64,
+    /// The most memory one instance may ask for, MB (at most 2147483647, CC's `MAX_DB_INT`).
+    pub max_memory_mb: i64,
 }
 
 /// `[retention]`: the scheduled prune of old usage events.
@@ -237,6 +248,10 @@ impl Default for ServerSettings {
             external_url: None,
             request_timeout_seconds: 60,
             max_upload_mb: 1024,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 8192,
+            shutdown_grace_seconds: 10,
         }
     }
 }
@@ -267,6 +282,7 @@ impl Default for AppSettings {
             default_memory_mb: 1024,
             default_disk_mb: 1024,
             max_disk_mb: 2048,
+            max_memory_mb: 1_048_576,
         }
     }
 }

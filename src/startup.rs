@@ -73,6 +73,10 @@ pub struct Application {
     close: tokio::sync::watch::Sender<bool>,
     /// The scheduled prune.
     retention: tokio::task::JoinHandle<()>,
+    /// Connection bounds and the shutdown grace (`[server]`).
+    limits: tally_http::serve::ServeLimits,
+    /// What the listeners count.
+    connections: tally_http::serve::ServeStats,
 }
 
 impl Application {
@@ -84,6 +88,10 @@ impl Application {
                 default_memory_mb: settings.apps.default_memory_mb,
                 default_disk_mb: settings.apps.default_disk_mb,
                 max_disk_mb: settings.apps.max_disk_mb,
+                max_memory_mb: settings
+                    .apps
+                    .max_memory_mb
+                    .clamp(1, tally_domain::limits::MAX_MEMORY_MB),
                 staging_mode: match settings.staging.mode {
                     StagingMode::Immediate => tally_domain::StagingMode::Immediate,
                     StagingMode::External => tally_domain::StagingMode::External,
@@ -116,6 +124,16 @@ impl Application {
         let verifier = crate::auth::verifier(settings)?;
         let (close, closing) = tally_http::Closing::new();
         let http_metrics = tally_http::metrics::HttpMetrics::new();
+        let connections = http_metrics.connections.clone();
+        let server = &settings.server;
+        let limits = tally_http::serve::ServeLimits {
+            header_read_timeout: std::time::Duration::from_secs(
+                server.header_read_timeout_seconds.max(1),
+            ),
+            idle_timeout: std::time::Duration::from_secs(server.idle_timeout_seconds.max(1)),
+            max_connections: server.max_connections.max(1),
+            shutdown_grace: std::time::Duration::from_secs(server.shutdown_grace_seconds),
+        };
         let registry = metrics_registry(
             &engine_metrics,
             &engine,
@@ -167,6 +185,8 @@ impl Application {
             engine,
             close,
             retention,
+            limits,
+            connections,
             router: tally_http::router(state),
         })
     }
@@ -190,15 +210,16 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let close = self.close;
+        let (limits, connections) = (self.limits, self.connections);
         // The admin listener stops when shutdown begins (so readiness stops answering too).
         let admin = self.admin.map(|(listener, router)| {
             let mut closing = close.subscribe();
+            let connections = connections.clone();
             tokio::spawn(async move {
                 let stopped = async move {
                     let _ = closing.wait_for(|closing| *closing).await;
                 };
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped)
+                tally_http::serve::serve(listener, router, limits, connections, |_| {}, stopped)
                     .await
             })
         });
@@ -207,16 +228,15 @@ impl Application {
             // Long polls answer and streams end now, so in-flight requests can finish.
             let _ = close.send(true);
         };
-        // Stream frames are small writes: without TCP_NODELAY, Nagle's algorithm and delayed
-        // ACKs hold some of them back ~40 ms (measured by the consumers benchmark).
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = tally_http::serve::serve(
+            self.listener,
+            self.router,
+            limits,
+            connections,
+            set_nodelay,
+            shutdown,
+        )
+        .await;
         self.retention.abort();
         if let Some(admin) = admin {
             if served.is_err() {
@@ -234,6 +254,14 @@ impl Application {
         }
         self.engine.shutdown().await;
         served.context("the HTTP server failed")
+    }
+}
+
+/// Stream frames are small writes: without TCP_NODELAY, Nagle's algorithm and delayed ACKs
+/// hold some of them back ~40 ms (measured by the consumers benchmark).
+fn set_nodelay(tcp: &tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
 }
 

@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod crash;
 mod discovery;
+mod edge;
 mod events;
 mod helpers;
 mod operations;

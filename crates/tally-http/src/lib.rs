@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod middleware;
 mod openapi;
 mod root;
+pub mod serve;
 mod staging;
 pub mod usage;
 pub mod v2;

@@ -31,6 +31,8 @@ pub struct HttpMetrics {
     pub streams_open: IntGauge,
     /// `tally_stream_events_delivered_total`: usage events written to streams.
     pub stream_events: IntCounter,
+    /// What the listener counts (`tally_http_connections*`).
+    pub connections: crate::serve::ServeStats,
 }
 
 /// Seconds: 0.5 ms to 30 s (a long poll may wait 30 s).
@@ -77,6 +79,20 @@ impl HttpMetrics {
                 "tally_stream_events_delivered_total",
                 "Usage events written to usage-event streams.",
             )?,
+            connections: crate::serve::ServeStats {
+                open: IntGauge::new(
+                    "tally_http_connections",
+                    "Client connections open on the main listener.",
+                )?,
+                timed_out: IntCounter::new(
+                    "tally_http_connections_timed_out_total",
+                    "Connections closed because they idled or sent a request head too slowly.",
+                )?,
+                dropped_at_shutdown: IntCounter::new(
+                    "tally_http_connections_dropped_at_shutdown_total",
+                    "Connections still busy when the shutdown grace ran out.",
+                )?,
+            },
         })
     }
 
@@ -87,6 +103,9 @@ impl HttpMetrics {
         registry.register(Box::new(self.cursor_not_found.clone()))?;
         registry.register(Box::new(self.streams_open.clone()))?;
         registry.register(Box::new(self.stream_events.clone()))?;
+        registry.register(Box::new(self.connections.open.clone()))?;
+        registry.register(Box::new(self.connections.timed_out.clone()))?;
+        registry.register(Box::new(self.connections.dropped_at_shutdown.clone()))?;
         Ok(())
     }
 

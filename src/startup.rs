@@ -110,6 +110,14 @@ impl Application {
         .context("recovery task failed")?
         .context("cannot recover the log")?;
         let engine = Arc::new(engine);
+        let packages = settings.storage.data_dir.join("packages");
+        match tally_http::v2::bits::sweep_packages(&packages, &engine.view().state) {
+            Ok((0, _)) => {}
+            Ok((files, bytes)) => {
+                tracing::info!(files, bytes, "removed package files no package names")
+            }
+            Err(error) => tracing::warn!(%error, "cannot sweep the packages directory"),
+        }
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;

@@ -592,3 +592,86 @@ async fn an_external_runtime_reports_staging_through_the_authenticated_callback(
     );
     assert!(of("broken").contains(&"STOPPED"));
 }
+
+#[tokio::test]
+async fn refused_uploads_leave_nothing_and_an_oversized_length_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_in(
+        dir,
+        vec![("TALLY_SERVER__MAX_UPLOAD_MB".into(), "1".into())],
+    )
+    .await;
+    let space = space(&app).await;
+    let (_, docker) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(json!({"name": "d", "space_guid": space, "docker_image": "nginx"})),
+    )
+    .await;
+    let docker = format!("/v2/apps/{}", docker["metadata"]["guid"].as_str().unwrap());
+    // A valid zip the log refuses (docker apps take no bits): its file goes too.
+    let (status, answer) = upload(&app, &format!("{docker}/bits"), empty_zip(), "[]").await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_REQUEST, ("CF-AppPackageInvalid", 150001))
+    );
+    let packages = app.data_dir.join("packages");
+    let left: Vec<_> = std::fs::read_dir(&packages)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a refused upload left {left:?}");
+    // A Content-Length beyond the limit is answered 413 without sending the body.
+    let (_, buildpack) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(json!({"name": "b", "space_guid": space})),
+    )
+    .await;
+    let bits = format!(
+        "/v2/apps/{}/bits",
+        buildpack["metadata"]["guid"].as_str().unwrap()
+    );
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let admin = vec!["cloud_controller.admin".to_owned()];
+    let token = tally::auth::developer_token(&app.settings, "admin", &admin, 600).unwrap();
+    let head = format!(
+        "PUT {bits} HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {token}\r\n\
+         Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1073741824\r\n\r\n"
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(address).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        let mut answer = [0u8; 12];
+        tcp.read_exact(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer, "HTTP/1.1 413");
+    // Bits a package names survive a restart; what a crash left is swept at start-up.
+    let (status, _) = upload(&app, &bits, empty_zip(), "[]").await;
+    assert_eq!(status, StatusCode::CREATED);
+    std::fs::write(packages.join("upload-left-by-a-crash"), b"partial").unwrap();
+    std::fs::write(packages.join(format!("{}.zip", "0".repeat(64))), b"PK").unwrap();
+    let dir = app.stop().await;
+    let again = crate::helpers::spawn_app_in(
+        dir,
+        vec![("TALLY_SERVER__MAX_UPLOAD_MB".into(), "1".into())],
+    )
+    .await;
+    let left: Vec<String> = std::fs::read_dir(&packages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].ends_with(".zip") && !left[0].starts_with('0'),
+        "{left:?}"
+    );
+    again.stop().await;
+}

@@ -1,17 +1,21 @@
 //! `PUT /v2/apps/:guid/bits`: a multipart upload (`resources`, `application`) of the app's zip,
 //! streamed to `<data_dir>/packages` while its SHA-256 is computed, refused past
-//! `server.max_upload_mb`; then the package is recorded in the log. Stored by content, so a
-//! re-upload of the same bits costs no space.
+//! `server.max_upload_mb` (a `Content-Length` beyond it is refused before the body is read);
+//! then the package is recorded in the log. Stored by content, so a re-upload of the same bits
+//! costs no space. A refused or aborted upload leaves nothing behind: its bytes stay in a
+//! temporary file until every part of the request was accepted, and a stored zip the log then
+//! refuses is removed unless an app's package names it. Start-up removes what a crash left
+//! (temporary files, zips no package names).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Multipart, Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sha2::{Digest, Sha256};
-use tally_domain::{access, Command, Guid};
+use tally_domain::{access, Command, Guid, State as Table};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
@@ -46,6 +50,13 @@ fn storage_error(error: std::io::Error) -> ApiError {
     )
 }
 
+/// What multipart framing may add to the zip's own size.
+pub(crate) const MULTIPART_FRAMING: usize = 64 * 1024;
+
+/// Serializes storing a zip, recording it and removing it again when the log refused it, so a
+/// concurrent upload of the same bits never loses the file it recorded.
+static PACKAGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Removes a partial upload however the request ends.
 struct TempFile(PathBuf);
 
@@ -66,6 +77,7 @@ pub(crate) async fn upload(
     caller: Caller,
     State(state): State<Arc<AppState>>,
     UrlPath(guid): UrlPath<String>,
+    headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let target = {
@@ -75,13 +87,20 @@ pub(crate) async fn upload(
             .map_err(|d| deny(d, || app_not_found(&guid)))?;
         app.ok_or_else(|| app_not_found(&guid))?.guid
     };
+    let limit = state.settings.max_upload_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit.saturating_add(MULTIPART_FRAMING) as u64) {
+        return Err(too_large(limit));
+    }
     let mut multipart = multipart.map_err(|e| invalid(e.body_text()))?;
     let dir = &state.settings.packages_dir;
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(storage_error)?;
-    let limit = state.settings.max_upload_bytes;
-    let mut stored: Option<(String, u64)> = None;
+    let mut stored: Option<(TempFile, String, u64)> = None;
     while let Some(mut field) = multipart
         .next_field()
         .await
@@ -89,6 +108,9 @@ pub(crate) async fn upload(
     {
         match field.name() {
             Some("application") => {
+                if stored.is_some() {
+                    return Err(invalid("more than one :application"));
+                }
                 let temp = TempFile(dir.join(format!("upload-{}", crate::fresh_guid())));
                 let mut file = tokio::fs::File::create(&temp.0)
                     .await
@@ -116,13 +138,7 @@ pub(crate) async fn upload(
                 }
                 file.sync_all().await.map_err(storage_error)?;
                 drop(file);
-                let sha256 = hex::encode(hasher.finalize());
-                let path = package_path(dir, &sha256);
-                tokio::fs::rename(&temp.0, &path)
-                    .await
-                    .map_err(storage_error)?;
-                sync_dir(dir).await.map_err(storage_error)?;
-                stored = Some((sha256, size));
+                stored = Some((temp, hex::encode(hasher.finalize()), size));
             }
             // `resources` lists files the client expects tally to already have; tally keeps
             // no resource cache, so it must be empty.
@@ -141,18 +157,76 @@ pub(crate) async fn upload(
             _ => {}
         }
     }
-    let Some((sha256, size_bytes)) = stored else {
+    let Some((temp, sha256, size_bytes)) = stored else {
         return Err(invalid("missing :application"));
     };
-    state
+    // Every part was accepted: store the zip by its checksum, then record it.
+    let _packages = PACKAGES.lock().await;
+    let path = package_path(dir, &sha256);
+    let existed = tokio::fs::try_exists(&path).await.unwrap_or(true);
+    tokio::fs::rename(&temp.0, &path)
+        .await
+        .map_err(storage_error)?;
+    sync_dir(dir).await.map_err(storage_error)?;
+    let recorded = state
         .engine
         .submit(caller.envelope(Command::UploadPackage {
             app_guid: target,
-            sha256,
+            sha256: sha256.clone(),
             size_bytes,
         }))
-        .await?;
+        .await;
+    if let Err(error) = recorded {
+        if !existed && !named_by_a_package(&state.engine.view().state, &sha256) {
+            if let Err(error) = tokio::fs::remove_file(&path).await {
+                tracing::warn!(%error, path = %path.display(), "cannot remove a refused upload");
+            }
+        }
+        return Err(error.into());
+    }
     Ok((StatusCode::CREATED, Json(serde_json::json!({}))).into_response())
+}
+
+fn named_by_a_package(table: &Table, sha256: &str) -> bool {
+    table
+        .apps()
+        .any(|app| app.package.as_ref().is_some_and(|p| p.sha256 == sha256))
+}
+
+/// Removes what no package needs from the packages directory: temporary files a crash left
+/// mid-upload, and zips no app's package names (a crash between storing and recording, or
+/// bits replaced by a later upload or gone with their app). Run at start-up, before any
+/// upload. Returns the files removed and their bytes.
+pub fn sweep_packages(dir: &Path, table: &Table) -> std::io::Result<(usize, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(error) => return Err(error),
+    };
+    let needed: std::collections::HashSet<&str> = table
+        .apps()
+        .filter_map(|app| app.package.as_ref())
+        .map(|p| p.sha256.as_str())
+        .collect();
+    let (mut files, mut bytes) = (0, 0);
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let unneeded = name.starts_with("upload-")
+            || name
+                .strip_suffix(".zip")
+                .is_some_and(|sha| !needed.contains(sha));
+        if unneeded && entry.file_type()?.is_file() {
+            bytes += entry.metadata()?.len();
+            std::fs::remove_file(entry.path())?;
+            files += 1;
+        }
+    }
+    if files > 0 {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok((files, bytes))
 }
 
 /// Where bits with this checksum live.

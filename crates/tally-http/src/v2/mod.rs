@@ -21,7 +21,9 @@ pub mod usage_events;
 /// The v2 routes; package uploads may be up to `max_upload_bytes` (plus multipart framing).
 pub(crate) fn router(max_upload_bytes: usize) -> OpenApiRouter<Arc<AppState>> {
     let bits = OpenApiRouter::new().routes(routes!(bits::upload)).layer(
-        axum::extract::DefaultBodyLimit::max(max_upload_bytes.saturating_add(64 * 1024)),
+        axum::extract::DefaultBodyLimit::max(
+            max_upload_bytes.saturating_add(bits::MULTIPART_FRAMING),
+        ),
     );
     OpenApiRouter::new()
         .merge(bits)

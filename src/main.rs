@@ -131,6 +131,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tally::startup::create_files_private();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {

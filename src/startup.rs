@@ -18,11 +18,61 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("log")
 }
 
-/// Opens the sled log of a data directory.
+/// Makes every file and directory this process creates private to its user (umask 077): the
+/// log holds docker passwords and environment variables in plain text, the data directory the
+/// development secret, backups all of it.
+pub fn create_files_private() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// What in the data directory others may read or enter: the directory itself, what it holds
+/// and what its `log`, `auth` and `packages` directories hold, with their modes.
+pub fn not_private(data_dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = Vec::new();
+    let mut check = |path: PathBuf| {
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 && !meta.file_type().is_symlink() {
+                open.push((path, mode));
+            }
+        }
+    };
+    check(data_dir.to_path_buf());
+    let children = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    };
+    for path in children(data_dir) {
+        check(path);
+    }
+    for sub in ["log", "auth", "packages"] {
+        for path in children(&data_dir.join(sub)) {
+            check(path);
+        }
+    }
+    open
+}
+
+/// Opens the sled log of a data directory (created private to this user).
 pub fn open_log(settings: &Settings) -> anyhow::Result<SledLog> {
+    use std::os::unix::fs::DirBuilderExt;
+    create_files_private();
     let dir = log_dir(&settings.storage.data_dir);
-    std::fs::create_dir_all(&dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    for (path, mode) in not_private(&settings.storage.data_dir) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "others may read this part of the data directory, which holds secrets (docker \
+             passwords, environment variables, the development secret): chmod -R go-rwx it"
+        );
+    }
     let options = SledOptions {
         cache_capacity_bytes: settings.storage.cache_capacity_mb * 1024 * 1024,
     };

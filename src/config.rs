@@ -88,6 +88,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Seconds requests in flight get to finish once shutdown begins; then they are dropped.
     pub shutdown_grace_seconds: u64,
+    /// The most MiB of resources one list answer may hold; a page past it is refused with a
+    /// message saying how many results per page fit.
+    pub max_page_mb: u64,
 }
 
 /// `[storage]`
@@ -252,6 +255,7 @@ impl Default for ServerSettings {
             idle_timeout_seconds: 60,
             max_connections: 8192,
             shutdown_grace_seconds: 10,
+            max_page_mb: 16,
         }
     }
 }

@@ -211,6 +211,14 @@ impl Application {
                     settings.server.max_upload_mb.saturating_mul(1024 * 1024),
                 )
                 .unwrap_or(usize::MAX),
+                max_page_bytes: usize::try_from(
+                    settings
+                        .server
+                        .max_page_mb
+                        .max(1)
+                        .saturating_mul(1024 * 1024),
+                )
+                .unwrap_or(usize::MAX),
                 packages_dir: settings.storage.data_dir.join("packages"),
                 staging_callback_password: settings
                     .staging

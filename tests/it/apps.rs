@@ -675,3 +675,105 @@ async fn refused_uploads_leave_nothing_and_an_oversized_length_is_refused_unread
     );
     again.stop().await;
 }
+
+#[tokio::test]
+async fn long_names_are_refused_and_a_page_past_max_page_mb_says_what_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let app =
+        crate::helpers::spawn_app_in(dir, vec![("TALLY_SERVER__MAX_PAGE_MB".into(), "1".into())])
+            .await;
+    let space = space(&app).await;
+    // One character past CC's 255, and a number past i64: refused, nothing written.
+    let (status, answer) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(json!({"name": "n".repeat(256), "space_guid": space})),
+    )
+    .await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_REQUEST, ("CF-AppInvalid", 100001))
+    );
+    assert_eq!(
+        answer["description"],
+        "The app is invalid: name is too long (maximum is 255 characters)"
+    );
+    let (status, answer) = send(
+        &app,
+        Method::POST,
+        "/v2/organizations",
+        Some(json!({"name": "o".repeat(256)})),
+    )
+    .await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_REQUEST, ("CF-OrganizationInvalid", 30001))
+    );
+    let big = r#"{"name":"x","space_guid":"SPACE","instances":9223372036854775808}"#
+        .replace("SPACE", &space);
+    let response = app
+        .request(Method::POST, "/v2/apps", "admin", ADMIN)
+        .header("Content-Type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (_, apps) = send(&app, Method::GET, "/v2/apps", None).await;
+    assert_eq!(apps["total_results"], 0, "refusals wrote nothing");
+    // At the limit: 255 four-byte characters. Each start/stop writes one ~1.8 KB usage event.
+    let (status, created) = send(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(json!({"name": "😀".repeat(255), "space_guid": space, "docker_image": "i"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap());
+    for round in 0..700 {
+        let state = if round % 2 == 0 { "STARTED" } else { "STOPPED" };
+        let (status, _) = send(&app, Method::PUT, &path, Some(json!({"state": state}))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, answer) = send(
+        &app,
+        Method::GET,
+        "/v3/app_usage_events?per_page=5000",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer["errors"]);
+    let detail = answer["errors"][0]["detail"].as_str().unwrap().to_owned();
+    let fits: u64 = detail
+        .rsplit("per_page=")
+        .next()
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{detail}"));
+    assert!(fits > 0 && fits < 700, "{detail}");
+    let (status, page) = send(
+        &app,
+        Method::GET,
+        &format!("/v3/app_usage_events?per_page={fits}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the size it names fits");
+    assert_eq!(page["resources"].as_array().unwrap().len() as u64, fits);
+    let (status, answer) = send(
+        &app,
+        Method::GET,
+        "/v2/app_usage_events?results-per-page=5000",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_REQUEST, ("CF-BadQueryParameter", 10005)),
+        "{}",
+        answer["description"]
+    );
+    app.stop().await;
+}

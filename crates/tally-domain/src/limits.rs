@@ -28,7 +28,7 @@ pub const ENVIRONMENT_JSON_BYTES: usize = 65_536;
 /// Guid-valued strings a client sends (`space_guid`, `stack_guid`, `route_guids` entries).
 pub const GUID_TEXT: usize = 255;
 /// How many `route_guids` one app body may name.
-pub const ROUTE_GUIDS: usize = 100;
+pub const ROUTE_GUIDS: usize = 16;
 /// What a token names (`user_id` or `client_id`, `email`, `user_name`): UAA's 255.
 pub const IDENTITY: usize = 255;
 /// What a staging runtime reports: the detected buildpack and the detected start command.

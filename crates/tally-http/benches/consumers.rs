@@ -187,6 +187,7 @@ async fn main() {
             uaa_url: "http://uaa.example.org".into(),
             request_timeout: Duration::from_secs(60),
             max_upload_bytes: 1 << 20,
+            max_page_bytes: 16 << 20,
             packages_dir: dir.path().join("packages"),
             staging_callback_password: None,
         },

@@ -355,3 +355,145 @@ proptest! {
         }
     }
 }
+
+/// A string of `len` copies of one of the characters that cost JSON the most bytes (4-byte
+/// UTF-8, escaped quotes and backslashes) or the least.
+fn worst_text(len: usize) -> impl Strategy<Value = String> {
+    prop::sample::select(vec!['a', '😀', '😀', '😀', '"', '\\', 'é'])
+        .prop_map(move |c| c.to_string().repeat(len))
+}
+
+/// A length at, just below or just past `limit`, or small.
+fn around(limit: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(limit),
+        Just(limit + 1),
+        Just(limit.saturating_sub(1)),
+        0..8usize
+    ]
+}
+
+/// An app body whose every string is at or near its limit, in the costliest characters.
+fn large_app_body() -> impl Strategy<Value = serde_json::Value> {
+    use tally_domain::limits as l;
+    (
+        (around(l::NAME), around(l::NAME)).prop_flat_map(|(n, _)| worst_text(n.max(1))),
+        around(l::BUILDPACK).prop_flat_map(worst_text),
+        around(l::COMMAND).prop_flat_map(worst_text),
+        around(l::DEBUG).prop_flat_map(worst_text),
+        around(l::HEALTH_CHECK_ENDPOINT - 1).prop_flat_map(worst_text),
+        around(l::DOCKER_IMAGE).prop_flat_map(worst_text),
+        around(l::GUID_TEXT).prop_flat_map(worst_text),
+        prop::collection::vec(
+            around(l::GUID_TEXT).prop_flat_map(worst_text),
+            0..=l::ROUTE_GUIDS + 1,
+        ),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(name, buildpack, command, debug, endpoint, image, stack, routes, docker)| {
+                let mut body = serde_json::json!({
+                    "name": name, "space_guid": SPACE.to_string(), "command": command,
+                    "debug": debug, "health_check_http_endpoint": format!("/{endpoint}"),
+                    "stack_guid": stack, "route_guids": routes, "instances": 2,
+                    "environment_json": {"K": "v".repeat(1000)},
+                });
+                if docker {
+                    body["docker_image"] = serde_json::json!(image);
+                    body["docker_credentials"] =
+                        serde_json::json!({"username": "u", "password": "p"});
+                } else {
+                    body["buildpack"] = serde_json::json!(buildpack);
+                }
+                body
+            },
+        )
+}
+
+/// A token whose identity is as long as tally accepts, in 4-byte characters.
+fn largest_identity_token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let long = "😀".repeat(tally_domain::limits::IDENTITY);
+    let claims = serde_json::json!({"user_id": long, "user_name": long, "email": long,
+                                    "aud": ["cloud_controller"], "exp": exp,
+                                    "scope": ["cloud_controller.admin"]});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The limits make every event bounded: whatever a client stores, no usage event or audit
+    /// event, as any list shows it, is larger than `page::MAX_*_EVENT_BYTES`.
+    #[test]
+    fn no_accepted_write_makes_an_event_larger_than_its_bound(
+        create in large_app_body(),
+        update in large_app_body(),
+        space_name in worst_text(tally_domain::limits::NAME),
+    ) {
+        let runtime = runtime();
+        let (app, engine) = service(&runtime);
+        let token = format!("bearer {}", largest_identity_token());
+        let send_json = |method: &str, uri: &str, body: &serde_json::Value| {
+            send(&runtime, &app, method, uri, Some(&token), body.to_string().into_bytes())
+        };
+        let renamed = send_json("PUT", &format!("/v2/spaces/{SPACE}"), &serde_json::json!({"name": space_name}));
+        prop_assert_eq!(renamed.map(|(s, _)| s), Some(StatusCode::CREATED));
+        let mut accepted = 0;
+        if let Some((StatusCode::CREATED, body)) = send_json("POST", "/v2/apps", &create) {
+            accepted += 1;
+            let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let path = format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap());
+            if create.get("docker_image").is_none() {
+                // Bits, so the start stages and BUILDPACK_SET carries the buildpack's name.
+                let guid: Guid = created["metadata"]["guid"].as_str().unwrap().parse().unwrap();
+                runtime.block_on(engine.submit(Envelope {
+                    command: Command::UploadPackage { app_guid: guid, sha256: "ab".repeat(32), size_bytes: 10 },
+                    actor: Actor::system(),
+                })).unwrap();
+            }
+            let started = send_json("PUT", &path, &serde_json::json!({"state": "STARTED"}));
+            prop_assert_eq!(started.map(|(s, _)| s), Some(StatusCode::CREATED));
+            let mut update = update.clone();
+            if let Some(map) = update.as_object_mut() {
+                // The lifecycle cannot change; everything else may.
+                map.remove("docker_image");
+                map.remove("buildpack");
+                map.remove("space_guid");
+            }
+            if let Some((StatusCode::CREATED, _)) = send_json("PUT", &path, &update) {
+                accepted += 1;
+            }
+            let _ = send_json("PUT", &path, &serde_json::json!({"instances": 3}));
+            let _ = send_json("DELETE", &path, &serde_json::json!({}));
+        }
+        let lists = [
+            ("/v3/app_usage_events?per_page=5000", "resources", crate::page::MAX_USAGE_EVENT_BYTES),
+            ("/v2/app_usage_events?results-per-page=10000", "resources", crate::page::MAX_USAGE_EVENT_BYTES),
+            ("/v3/audit_events?per_page=5000", "resources", crate::page::MAX_AUDIT_EVENT_BYTES),
+            ("/v2/events?results-per-page=100", "resources", crate::page::MAX_AUDIT_EVENT_BYTES),
+        ];
+        for (uri, key, bound) in lists {
+            let (status, body) = send(&runtime, &app, "GET", uri, Some(&token), Vec::new()).unwrap();
+            prop_assert_eq!(status, StatusCode::OK, "{}: {}", uri, body);
+            let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+            for event in page[key].as_array().unwrap() {
+                let size = event.to_string().len();
+                if std::env::var_os("TALLY_PRINT_EVENT_SIZES").is_some() {
+                    println!("{uri} {size}");
+                }
+                prop_assert!(size <= bound, "{} holds an event of {} bytes > {}", uri, size, bound);
+            }
+        }
+        let _ = accepted;
+    }
+}

@@ -22,6 +22,7 @@ pub mod json;
 pub mod metrics;
 pub mod middleware;
 mod openapi;
+pub mod page;
 mod root;
 pub mod serve;
 mod staging;
@@ -47,6 +48,8 @@ pub struct HttpSettings {
     pub request_timeout: std::time::Duration,
     /// Largest package upload, bytes.
     pub max_upload_bytes: usize,
+    /// The most bytes of resources one list answer holds.
+    pub max_page_bytes: usize,
     /// Where uploaded packages are stored (`<data_dir>/packages`).
     pub packages_dir: std::path::PathBuf,
     /// The password of the staging callback (user `staging`); `None` refuses every callback.

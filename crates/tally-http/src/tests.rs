@@ -62,6 +62,7 @@ pub(crate) fn test_state(
             uaa_url: "http://uaa.example.org".into(),
             request_timeout,
             max_upload_bytes: 1 << 20,
+            max_page_bytes: 16 << 20,
             packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
             staging_callback_password: None,
         },

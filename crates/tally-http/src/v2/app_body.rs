@@ -289,11 +289,11 @@ mod tests {
                 .code,
             100001
         );
-        let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        let many: Vec<String> = (0..17).map(|i| i.to_string()).collect();
         let error = parse(&json!({"route_guids": many}), false).unwrap_err();
         assert_eq!(
             error.message,
-            "The app is invalid: route_guids must have at most 100 entries"
+            "The app is invalid: route_guids must have at most 16 entries"
         );
         assert_eq!(
             parse(&json!({"route_guids": [1]}), false).unwrap_err().code,

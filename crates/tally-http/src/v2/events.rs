@@ -175,7 +175,12 @@ async fn list(
         descending: paging.descending,
     };
     let (total, events) = state.engine.audit_page(&view, &query, window).await?;
-    let resources: Vec<Value> = events.iter().map(|(_, e)| present(e)).collect();
+    let resources = crate::page::fit(
+        events.iter().map(|(_, e)| present(e)),
+        state.settings.max_page_bytes,
+        "results-per-page",
+        crate::v2::paging::bad_query,
+    )?;
     Ok(Json(
         serde_json::to_value(paging.page_envelope("/v2/events", total, resources, &[]))
             .unwrap_or(Value::Null),

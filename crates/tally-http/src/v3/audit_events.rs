@@ -123,7 +123,12 @@ async fn list(
     };
     let (total, events) = state.engine.audit_page(&view, &audit, window).await?;
     let base = &state.settings.external_url;
-    let resources: Vec<Value> = events.iter().map(|(_, e)| present(base, e)).collect();
+    let resources = crate::page::fit(
+        events.iter().map(|(_, e)| present(base, e)),
+        state.settings.max_page_bytes,
+        "per_page",
+        bad_query,
+    )?;
     Ok(Json(
         serde_json::to_value(q.page_envelope(&format!("{base}/v3/audit_events"), total, resources))
             .unwrap_or(Value::Null),

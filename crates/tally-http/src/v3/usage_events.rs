@@ -92,7 +92,12 @@ async fn list(
         }
     })
     .await?;
-    let resources: Vec<_> = events.iter().map(|(_, e)| v3_resource(base, e)).collect();
+    let resources = crate::page::fit(
+        events.iter().map(|(_, e)| v3_resource(base, e)),
+        state.settings.max_page_bytes,
+        "per_page",
+        unprocessable,
+    )?;
     let body = q.page_envelope(&path, total, resources);
     Ok((epoch_headers(&view), Json(body)).into_response())
 }

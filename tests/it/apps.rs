@@ -744,7 +744,12 @@ async fn long_names_are_refused_and_a_page_past_max_page_mb_says_what_fits() {
         None,
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer["errors"]);
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer["errors"]
+    );
     let detail = answer["errors"][0]["detail"].as_str().unwrap().to_owned();
     let fits: u64 = detail
         .rsplit("per_page=")

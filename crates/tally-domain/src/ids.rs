@@ -44,10 +44,19 @@ pub struct GuidParseError(pub String);
 impl FromStr for Guid {
     type Err = GuidParseError;
 
+    /// Only the canonical form tally writes (36 characters, lowercase hex, hyphenated): CC
+    /// compares guids as strings, so `{…}`, dash-less or upper-case spellings name nothing.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::try_parse(text)
+        let canonical = text.len() == 36
+            && text.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        canonical
+            .then(|| uuid::Uuid::try_parse(text).ok())
+            .flatten()
             .map(Self)
-            .map_err(|_| GuidParseError(text.to_owned()))
+            .ok_or_else(|| GuidParseError(text.to_owned()))
     }
 }
 

@@ -1351,3 +1351,21 @@ fn deleting_a_space_or_org_drops_its_members() {
     assert_eq!(f.state.roles_of("carol").count(), 0);
     assert_eq!(f.state.membership_count(), 0);
 }
+
+#[test]
+fn only_the_canonical_guid_spelling_names_a_resource() {
+    let canonical = "0190a4b2-7c1e-4d3f-9a8b-5e6f7a8b9c0d";
+    let guid: Guid = canonical.parse().unwrap();
+    assert_eq!(guid.to_string(), canonical);
+    for other in [
+        "{0190a4b2-7c1e-4d3f-9a8b-5e6f7a8b9c0d}",
+        "0190a4b27c1e4d3f9a8b5e6f7a8b9c0d",
+        "0190A4B2-7C1E-4D3F-9A8B-5E6F7A8B9C0D",
+        "urn:uuid:0190a4b2-7c1e-4d3f-9a8b-5e6f7a8b9c0d",
+        "0190a4b2-7c1e-4d3f-9a8b-5e6f7a8b9c0",
+        "0190a4b2-7c1e-4d3f-9a8b_5e6f7a8b9c0d",
+        "",
+    ] {
+        assert!(other.parse::<Guid>().is_err(), "{other} parsed");
+    }
+}

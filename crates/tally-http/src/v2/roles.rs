@@ -174,9 +174,9 @@ fn not_found(role: RoleKind, guid: &str) -> ApiError {
 
 /// UAA user ids are lower-case guids; an upper-case spelling of one names the same user.
 fn user_id(raw: String) -> String {
-    match raw.parse::<Guid>() {
-        Ok(guid) if raw.len() == 36 => guid.to_string(),
-        _ => raw,
+    match raw.to_ascii_lowercase().parse::<Guid>() {
+        Ok(guid) => guid.to_string(),
+        Err(_) => raw,
     }
 }
 

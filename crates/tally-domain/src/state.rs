@@ -19,9 +19,10 @@ pub struct State {
     orgs: OrdMap<Guid, Arc<Org>>,
     spaces: OrdMap<Guid, Arc<Space>>,
     apps: OrdMap<Guid, Arc<App>>,
-    org_names: OrdMap<String, Guid>,
-    space_names: OrdMap<(Guid, String), Guid>,
-    app_names: OrdMap<(Guid, String), Guid>,
+    /// Names are keyed by [`name_key`]: compared without case, as CC's `citext` columns do.
+    org_names: OrdSet<(String, Guid)>,
+    space_names: OrdSet<(Guid, String, Guid)>,
+    app_names: OrdSet<(Guid, String, Guid)>,
     /// Every app by name across spaces (the v2 list's `name` filter).
     apps_by_name: OrdSet<(String, Guid)>,
     /// Every app in list order: by creation time, then guid.
@@ -30,6 +31,14 @@ pub struct State {
     members: OrdSet<(Guid, RoleKind, String)>,
     roles_of_user: OrdSet<(String, Guid, RoleKind)>,
 }
+
+/// How names compare: CC stores org, space and app names in case-insensitive columns
+/// (`citext` on PostgreSQL), so "Web" and "web" are one name, kept as it was written.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+const FIRST: Guid = Guid::from_u128(0);
 
 impl State {
     /// An org by guid.
@@ -54,21 +63,32 @@ impl State {
 
     /// An org by name.
     pub fn org_named(&self, name: &str) -> Option<&Org> {
-        self.org_names.get(name).and_then(|guid| self.org(*guid))
+        let key = name_key(name);
+        self.org_names
+            .range((key.clone(), FIRST)..)
+            .next()
+            .filter(|(k, _)| *k == key)
+            .and_then(|(_, guid)| self.org(*guid))
     }
 
     /// A space by org and name.
     pub fn space_named(&self, org_guid: Guid, name: &str) -> Option<&Space> {
+        let key = name_key(name);
         self.space_names
-            .get(&(org_guid, name.to_owned()))
-            .and_then(|guid| self.space(*guid))
+            .range((org_guid, key.clone(), FIRST)..)
+            .next()
+            .filter(|(org, k, _)| *org == org_guid && *k == key)
+            .and_then(|(_, _, guid)| self.space(*guid))
     }
 
     /// An app by space and name.
     pub fn app_named(&self, space_guid: Guid, name: &str) -> Option<&App> {
+        let key = name_key(name);
         self.app_names
-            .get(&(space_guid, name.to_owned()))
-            .and_then(|guid| self.app(*guid))
+            .range((space_guid, key.clone(), FIRST)..)
+            .next()
+            .filter(|(space, k, _)| *space == space_guid && *k == key)
+            .and_then(|(_, _, guid)| self.app(*guid))
     }
 
     /// All orgs, by guid.
@@ -130,11 +150,11 @@ impl State {
         }
     }
 
-    /// The apps named `name`, in any space, by guid.
+    /// The apps named `name` (compared without case), in any space, by guid.
     pub fn apps_named(&self, name: &str) -> impl Iterator<Item = &App> {
-        let name = name.to_owned();
+        let name = name_key(name);
         self.apps_by_name
-            .range((name.clone(), Guid::from_u128(0))..)
+            .range((name.clone(), FIRST)..)
             .take_while(move |(n, _)| *n == name)
             .filter_map(|(_, guid)| self.app(*guid))
     }
@@ -147,17 +167,17 @@ impl State {
     /// The spaces of an org, by name.
     pub fn spaces_in(&self, org_guid: Guid) -> impl Iterator<Item = &Space> {
         self.space_names
-            .range((org_guid, String::new())..)
-            .take_while(move |((org, _), _)| *org == org_guid)
-            .filter_map(|(_, guid)| self.space(*guid))
+            .range((org_guid, String::new(), FIRST)..)
+            .take_while(move |(org, _, _)| *org == org_guid)
+            .filter_map(|(_, _, guid)| self.space(*guid))
     }
 
     /// The apps of a space, by name.
     pub fn apps_in(&self, space_guid: Guid) -> impl Iterator<Item = &App> {
         self.app_names
-            .range((space_guid, String::new())..)
-            .take_while(move |((space, _), _)| *space == space_guid)
-            .filter_map(|(_, guid)| self.app(*guid))
+            .range((space_guid, String::new(), FIRST)..)
+            .take_while(move |(space, _, _)| *space == space_guid)
+            .filter_map(|(_, _, guid)| self.app(*guid))
     }
 
     /// Whether `user` holds `role` in the org or space `resource`.
@@ -252,22 +272,24 @@ impl State {
             Event::OrgCreated(org) | Event::OrgUpdated(org) => self.put_org(org),
             Event::OrgDeleted { guid } => {
                 if let Some(old) = self.orgs.remove(&guid) {
-                    self.org_names.remove(&old.name);
+                    self.org_names.remove(&(name_key(&old.name), guid));
                 }
                 self.drop_members_of(guid);
             }
             Event::SpaceCreated(space) | Event::SpaceUpdated(space) => self.put_space(space),
             Event::SpaceDeleted { guid } => {
                 if let Some(old) = self.spaces.remove(&guid) {
-                    self.space_names.remove(&(old.org_guid, old.name.clone()));
+                    self.space_names
+                        .remove(&(old.org_guid, name_key(&old.name), guid));
                 }
                 self.drop_members_of(guid);
             }
             Event::AppCreated(app) | Event::AppUpdated(app) => self.put_app(app),
             Event::AppDeleted { guid } => {
                 if let Some(old) = self.apps.remove(&guid) {
-                    self.app_names.remove(&(old.space_guid, old.name.clone()));
-                    self.apps_by_name.remove(&(old.name.clone(), guid));
+                    let key = name_key(&old.name);
+                    self.app_names.remove(&(old.space_guid, key.clone(), guid));
+                    self.apps_by_name.remove(&(key, guid));
                     self.apps_by_created.remove(&(old.created_at, guid));
                     if let Some(build) = &old.build {
                         self.builds.remove(&build.guid);
@@ -289,27 +311,31 @@ impl State {
     }
 
     fn put_org(&mut self, org: Org) {
-        let old_name = self.orgs.get(&org.guid).map(|old| old.name.clone());
-        if old_name.as_deref() != Some(org.name.as_str()) {
-            if let Some(old) = old_name {
+        let key = (name_key(&org.name), org.guid);
+        let old_key = self
+            .orgs
+            .get(&org.guid)
+            .map(|old| (name_key(&old.name), org.guid));
+        if old_key.as_ref() != Some(&key) {
+            if let Some(old) = old_key {
                 self.org_names.remove(&old);
             }
-            self.org_names.insert(org.name.clone(), org.guid);
+            self.org_names.insert(key);
         }
         self.orgs.insert(org.guid, Arc::new(org));
     }
 
     fn put_space(&mut self, space: Space) {
-        let key = (space.org_guid, space.name.clone());
+        let key = (space.org_guid, name_key(&space.name), space.guid);
         let old_key = self
             .spaces
             .get(&space.guid)
-            .map(|old| (old.org_guid, old.name.clone()));
+            .map(|old| (old.org_guid, name_key(&old.name), space.guid));
         if old_key.as_ref() != Some(&key) {
             if let Some(old) = old_key {
                 self.space_names.remove(&old);
             }
-            self.space_names.insert(key, space.guid);
+            self.space_names.insert(key);
         }
         self.spaces.insert(space.guid, Arc::new(space));
     }
@@ -317,22 +343,22 @@ impl State {
     fn put_app(&mut self, app: App) {
         let (old_key, old_build, old_created) = match self.apps.get(&app.guid) {
             Some(old) => (
-                Some((old.space_guid, old.name.clone())),
+                Some((old.space_guid, name_key(&old.name), app.guid)),
                 old.build.as_ref().map(|b| b.guid),
                 Some(old.created_at),
             ),
             None => (None, None, None),
         };
-        let key = (app.space_guid, app.name.clone());
+        let key = (app.space_guid, name_key(&app.name), app.guid);
         if old_key.as_ref() != Some(&key) {
-            if let Some((_, old_name)) = &old_key {
+            if let Some((_, old_name, _)) = &old_key {
                 self.apps_by_name.remove(&(old_name.clone(), app.guid));
             }
             if let Some(old) = old_key {
                 self.app_names.remove(&old);
             }
-            self.app_names.insert(key, app.guid);
-            self.apps_by_name.insert((app.name.clone(), app.guid));
+            self.apps_by_name.insert((key.1.clone(), app.guid));
+            self.app_names.insert(key);
         }
         if old_created != Some(app.created_at) {
             if let Some(old) = old_created {

@@ -1147,7 +1147,8 @@ proptest! {
         }
         for n in 0..3 {
             let name = format!("app{n}");
-            let mut named: Vec<&App> = f.state.apps().filter(|a| a.name == name).collect();
+            let mut named: Vec<&App> =
+                f.state.apps().filter(|a| a.name.to_lowercase() == name).collect();
             named.sort_by_key(|a| a.guid);
             prop_assert_eq!(f.state.apps_named(&name).collect::<Vec<_>>(), named);
         }
@@ -1368,4 +1369,73 @@ fn only_the_canonical_guid_spelling_names_a_resource() {
     ] {
         assert!(other.parse::<Guid>().is_err(), "{other} parsed");
     }
+}
+
+#[test]
+fn names_are_unique_without_regard_to_case_and_keep_their_case() {
+    let mut f = given(&org_and_space());
+    f.refuses(
+        &Command::CreateOrg {
+            guid: Guid::from_u128(0x80),
+            name: "ACME".into(),
+        },
+        DomainError::OrgNameTaken("ACME".into()),
+    );
+    f.refuses(
+        &Command::CreateSpace {
+            guid: Guid::from_u128(0x81),
+            org_guid: ORG,
+            name: "Dev".into(),
+        },
+        DomainError::SpaceNameTaken("Dev".into()),
+    );
+    f.when(&create_app(AppAttributes {
+        name: Some("Web".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    let twin = Command::CreateApp {
+        guid: Guid::from_u128(0x82),
+        attributes: AppAttributes {
+            name: Some("wEB".into()),
+            space_guid: Some(SPACE),
+            ..Default::default()
+        },
+        audit_request: "{}".into(),
+    };
+    f.refuses(&twin, DomainError::AppNameTaken("wEB".into()));
+    // A change of case only is a rename to the same name: allowed, and kept as written.
+    f.when(&update(AppAttributes {
+        name: Some("WEB".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(f.app().name, "WEB");
+    assert_eq!(f.state.app_named(SPACE, "web").map(|a| a.guid), Some(APP));
+    assert_eq!(f.state.apps_named("Web").count(), 1);
+    f.when(&Command::RenameOrg {
+        guid: ORG,
+        name: "Acme".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        f.state.org_named("ACME").map(|o| o.name.as_str()),
+        Some("Acme")
+    );
+    // Deleting frees the name in every case.
+    f.when(&Command::DeleteApp {
+        guid: APP,
+        recursive: false,
+    })
+    .unwrap();
+    f.when(&Command::CreateApp {
+        guid: Guid::from_u128(0x82),
+        attributes: AppAttributes {
+            name: Some("web".into()),
+            space_guid: Some(SPACE),
+            ..Default::default()
+        },
+        audit_request: "{}".into(),
+    })
+    .unwrap();
 }

@@ -87,7 +87,7 @@ async fn list(
     let passes = |a: &App| {
         visible.shows(Some(a.space_guid), None)
             && paging.filter.iter().all(|c| match c.key.as_str() {
-                "name" => c.matches(&a.name),
+                "name" => c.matches_name(&a.name),
                 "space_guid" => c.matches(&a.space_guid.to_string()),
                 "organization_guid" => c.matches_opt(
                     table

@@ -86,7 +86,7 @@ async fn list_orgs(
         .state
         .orgs()
         .filter(|o| visible.shows(None, Some(o.guid)))
-        .filter(|o| paging.filter.iter().all(|c| c.matches(&o.name)))
+        .filter(|o| paging.filter.iter().all(|c| c.matches_name(&o.name)))
         .collect();
     orgs.sort_by_key(|o| (o.created_at, o.guid));
     Ok(Json(paging.envelope(
@@ -210,7 +210,7 @@ async fn list_spaces(
         .filter(|s| visible.shows(Some(s.guid), None))
         .filter(|s| {
             paging.filter.iter().all(|c| match c.key.as_str() {
-                "name" => c.matches(&s.name),
+                "name" => c.matches_name(&s.name),
                 _ => c.matches(&s.org_guid.to_string()),
             })
         })

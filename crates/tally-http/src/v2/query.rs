@@ -91,6 +91,20 @@ impl Condition {
         }
     }
 
+    /// Whether a name satisfies it: CC's name columns compare without case (`citext`).
+    pub fn matches_name(&self, actual: &str) -> bool {
+        let folded = Self {
+            key: self.key.clone(),
+            op: self.op,
+            values: self
+                .values
+                .iter()
+                .map(|v| tally_domain::state::name_key(v))
+                .collect(),
+        };
+        folded.matches(&tally_domain::state::name_key(actual))
+    }
+
     /// Whether an optional attribute satisfies it (absent matches nothing).
     pub fn matches_opt(&self, actual: Option<&str>) -> bool {
         actual.is_some_and(|a| self.matches(a))
@@ -118,6 +132,8 @@ mod tests {
         );
         assert_eq!((c[2].key.as_str(), c[2].op), ("timestamp", Op::Ge));
         assert!(c[0].matches("my:app") && !c[0].matches("my"));
+        // Names compare without case, as CC's citext columns do; other keys do not.
+        assert!(c[0].matches_name("My:App") && !c[0].matches("My:App"));
         assert!(c[1].matches("b") && !c[1].matches("c"));
         assert!(c[2].matches("2025") && !c[2].matches("2023"));
         let lt = q(&["timestamp<2024"]).unwrap();

@@ -15,6 +15,13 @@ async fn send(
     app.admin(method, path, body).await
 }
 
+/// Creates an app (the answer must be 201); its path.
+async fn create(app: &TestApp, body: Value) -> String {
+    let (status, created) = send(app, Method::POST, "/v2/apps", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap())
+}
+
 /// An org and a space; returns the space guid.
 async fn space(app: &TestApp) -> String {
     let (_, org) = send(
@@ -215,14 +222,7 @@ async fn start_scale_stop_and_delete_emit_ccs_usage_events() {
     let (status, _) = send(&app, Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Deleting a stopped app bills nothing.
-    let (_, quiet) = send(
-        &app,
-        Method::POST,
-        "/v2/apps",
-        Some(json!({"name": "quiet", "space_guid": space})),
-    )
-    .await;
-    let quiet = format!("/v2/apps/{}", quiet["metadata"]["guid"].as_str().unwrap());
+    let quiet = create(&app, json!({"name": "quiet", "space_guid": space})).await;
     let (status, _) = send(&app, Method::DELETE, &quiet, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let dir = app.stop().await;
@@ -383,14 +383,7 @@ async fn uploaded_bits_stage_on_start_and_restage_restarts() {
     )
     .await;
     let space = space(&app).await;
-    let (_, created) = send(
-        &app,
-        Method::POST,
-        "/v2/apps",
-        Some(json!({"name": "b", "space_guid": space})),
-    )
-    .await;
-    let path = format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap());
+    let path = create(&app, json!({"name": "b", "space_guid": space})).await;
     let bits = format!("{path}/bits");
     // Refusals first: not a zip, too large, cached resources, no application part.
     let (status, answer) = upload(&app, &bits, b"not a zip".to_vec(), "[]").await;
@@ -602,14 +595,11 @@ async fn refused_uploads_leave_nothing_and_an_oversized_length_is_refused_unread
     )
     .await;
     let space = space(&app).await;
-    let (_, docker) = send(
+    let docker = create(
         &app,
-        Method::POST,
-        "/v2/apps",
-        Some(json!({"name": "d", "space_guid": space, "docker_image": "nginx"})),
+        json!({"name": "d", "space_guid": space, "docker_image": "nginx"}),
     )
     .await;
-    let docker = format!("/v2/apps/{}", docker["metadata"]["guid"].as_str().unwrap());
     // A valid zip the log refuses (docker apps take no bits): its file goes too.
     let (status, answer) = upload(&app, &format!("{docker}/bits"), empty_zip(), "[]").await;
     assert_eq!(
@@ -622,16 +612,9 @@ async fn refused_uploads_leave_nothing_and_an_oversized_length_is_refused_unread
         .unwrap_or_default();
     assert!(left.is_empty(), "a refused upload left {left:?}");
     // A Content-Length beyond the limit is answered 413 without sending the body.
-    let (_, buildpack) = send(
-        &app,
-        Method::POST,
-        "/v2/apps",
-        Some(json!({"name": "b", "space_guid": space})),
-    )
-    .await;
     let bits = format!(
-        "/v2/apps/{}/bits",
-        buildpack["metadata"]["guid"].as_str().unwrap()
+        "{}/bits",
+        create(&app, json!({"name": "b", "space_guid": space})).await
     );
     let address = app.address.trim_start_matches("http://").to_owned();
     let admin = vec!["cloud_controller.admin".to_owned()];
@@ -723,15 +706,12 @@ async fn long_names_are_refused_and_a_page_past_max_page_mb_says_what_fits() {
     let (_, apps) = send(&app, Method::GET, "/v2/apps", None).await;
     assert_eq!(apps["total_results"], 0, "refusals wrote nothing");
     // At the limit: 255 four-byte characters. Each start/stop writes one ~1.8 KB usage event.
-    let (status, created) = send(
+    let name = "😀".repeat(255);
+    let path = create(
         &app,
-        Method::POST,
-        "/v2/apps",
-        Some(json!({"name": "😀".repeat(255), "space_guid": space, "docker_image": "i"})),
+        json!({"name": name, "space_guid": space, "docker_image": "i"}),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let path = format!("/v2/apps/{}", created["metadata"]["guid"].as_str().unwrap());
     for round in 0..700 {
         let state = if round % 2 == 0 { "STARTED" } else { "STOPPED" };
         let (status, _) = send(&app, Method::PUT, &path, Some(json!({"state": state}))).await;

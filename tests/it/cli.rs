@@ -67,8 +67,8 @@ fn wait_or_kill(mut child: Child, limit: Duration) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// Runs `tally serve` on a data directory it must refuse; what it printed.
-fn serve_refuses(data_dir: &Path) -> String {
+/// `tally serve` on `data_dir` and a free port, its stderr piped.
+fn spawn_serve(data_dir: &Path) -> Child {
     let child = Command::new(TALLY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -77,6 +77,12 @@ fn serve_refuses(data_dir: &Path) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    child
+}
+
+/// Runs `tally serve` on a data directory it must refuse; what it printed.
+fn serve_refuses(data_dir: &Path) -> String {
+    let child = spawn_serve(data_dir);
     let output = wait_or_kill(child, Duration::from_secs(30));
     assert!(
         !output.status.success(),
@@ -468,14 +474,7 @@ fn bytes_flipped_in_sleds_files_stop_start_up_and_fail_verify() {
 /// Starts `tally serve` on `data_dir`, serves one request, stops it; what it warned of the
 /// data directory's modes (those lines come before "listening", so all of stderr is read).
 fn serve_once_and_warnings(data_dir: &Path) -> Vec<String> {
-    let child = Command::new(TALLY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_serve(data_dir);
     let log = data_dir.join("log").join("db");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !log.exists() && Instant::now() < deadline {

@@ -43,6 +43,29 @@ pub fn fit<T: Serialize>(
     Ok(page)
 }
 
+/// [`fit`] for a v2 list (`results-per-page`, `400 BadQueryParameter`).
+pub fn v2<T: Serialize>(
+    state: &crate::AppState,
+    resources: impl IntoIterator<Item = T>,
+) -> Result<Vec<Box<RawValue>>, ApiError> {
+    let max = state.settings.max_page_bytes;
+    fit(
+        resources,
+        max,
+        "results-per-page",
+        crate::v2::paging::bad_query,
+    )
+}
+
+/// [`fit`] for a v3 list (`per_page`), refused with the list's parameter error.
+pub fn v3<T: Serialize>(
+    state: &crate::AppState,
+    resources: impl IntoIterator<Item = T>,
+    refuse: impl FnOnce(String) -> ApiError,
+) -> Result<Vec<Box<RawValue>>, ApiError> {
+    fit(resources, state.settings.max_page_bytes, "per_page", refuse)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,12 +175,7 @@ async fn list(
         descending: paging.descending,
     };
     let (total, events) = state.engine.audit_page(&view, &query, window).await?;
-    let resources = crate::page::fit(
-        events.iter().map(|(_, e)| present(e)),
-        state.settings.max_page_bytes,
-        "results-per-page",
-        crate::v2::paging::bad_query,
-    )?;
+    let resources = crate::page::v2(&state, events.iter().map(|(_, e)| present(e)))?;
     Ok(Json(
         serde_json::to_value(paging.page_envelope("/v2/events", total, resources, &[]))
             .unwrap_or(Value::Null),

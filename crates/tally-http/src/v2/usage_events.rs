@@ -64,12 +64,7 @@ async fn list(
         }
     })
     .await?;
-    let resources = crate::page::fit(
-        events.iter().map(|(_, e)| v2_resource(e)),
-        state.settings.max_page_bytes,
-        "results-per-page",
-        crate::v2::paging::bad_query,
-    )?;
+    let resources = crate::page::v2(&state, events.iter().map(|(_, e)| v2_resource(e)))?;
     let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
     let body = paging.page_envelope("/v2/app_usage_events", total, resources, &keep);
     Ok((epoch_headers(&view), Json(body)).into_response())

@@ -123,10 +123,9 @@ async fn list(
     };
     let (total, events) = state.engine.audit_page(&view, &audit, window).await?;
     let base = &state.settings.external_url;
-    let resources = crate::page::fit(
+    let resources = crate::page::v3(
+        &state,
         events.iter().map(|(_, e)| present(base, e)),
-        state.settings.max_page_bytes,
-        "per_page",
         bad_query,
     )?;
     Ok(Json(

@@ -92,10 +92,9 @@ async fn list(
         }
     })
     .await?;
-    let resources = crate::page::fit(
+    let resources = crate::page::v3(
+        &state,
         events.iter().map(|(_, e)| v3_resource(base, e)),
-        state.settings.max_page_bytes,
-        "per_page",
         unprocessable,
     )?;
     let body = q.page_envelope(&path, total, resources);

@@ -121,6 +121,7 @@ pub async fn write_history(data_dir: &Path, apps: u128) {
         engine.submit(Envelope {
             command,
             actor: Actor::system(),
+            principal: None,
         })
     };
     let (org, space) = (Guid::from_u128(1), Guid::from_u128(2));

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::command::Command;
 use crate::ids::Guid;
 use crate::role::RoleKind;
 use crate::state::State;
@@ -56,6 +57,66 @@ pub struct Subject<'a> {
     pub user: &'a str,
     /// Global roles.
     pub scopes: Scopes,
+}
+
+/// A caller as a command carries it: the owned form of [`Subject`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `user_id`, else `client_id`.
+    pub user: String,
+    /// Global roles.
+    pub scopes: Scopes,
+}
+
+impl Principal {
+    /// The borrowed form the rules take.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            user: &self.user,
+            scopes: self.scopes,
+        }
+    }
+}
+
+/// Whether `who` may run `command` against `state`: the same rules the HTTP edge checks
+/// against its view, checked again by `decide` against the table the command is decided on,
+/// so a role revoked after a request arrived still stops its write. Staging completion is
+/// tally's own (the runtime proves itself with the callback password), never a caller's.
+pub fn authorize(who: Subject<'_>, state: &State, command: &Command) -> Result<(), Denial> {
+    let app_space = |guid: Guid| state.app(guid).map(|a| a.space_guid);
+    match command {
+        Command::CreateOrg { .. } => org_create(who),
+        Command::RenameOrg { guid, .. } => org_write(who, state, Some(*guid), false),
+        Command::DeleteOrg { guid, .. } => org_write(who, state, Some(*guid), true),
+        Command::CreateSpace { org_guid, .. } => space_create(who, state, Some(*org_guid)),
+        Command::RenameSpace { guid, .. } => space_manage(who, state, Some(*guid), false),
+        Command::DeleteSpace { guid, .. } => space_manage(who, state, Some(*guid), true),
+        Command::CreateApp { attributes, .. } => space_write(
+            who,
+            state,
+            attributes.space_guid.filter(|s| state.space(*s).is_some()),
+        ),
+        Command::UpdateApp {
+            guid, attributes, ..
+        } => {
+            space_write(who, state, app_space(*guid))?;
+            match attributes.space_guid {
+                // Moving an app needs the same right in the space it moves to.
+                Some(to) if Some(to) != app_space(*guid) => {
+                    space_write(who, state, state.space(to).map(|s| s.guid))
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::DeleteApp { guid, .. } | Command::RestageApp { guid } => {
+            space_write(who, state, app_space(*guid))
+        }
+        Command::UploadPackage { app_guid, .. } => space_write(who, state, app_space(*app_guid)),
+        Command::GrantRole(m) | Command::RevokeRole { membership: m, .. } => {
+            manage_role(who, state, m.role, Some(m.resource))
+        }
+        Command::CompleteBuild { .. } => Err(Denial::NotAuthorized),
+    }
 }
 
 /// Why a request is refused.
@@ -482,6 +543,7 @@ mod tests {
                 ids: &mut ids,
                 actor: &actor,
                 config: &config,
+                principal: None,
             };
             match decide(&state, &command, &mut inputs) {
                 Ok(events) => state.evolve_all(&events),

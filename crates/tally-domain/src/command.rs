@@ -1,6 +1,7 @@
 //! Commands: what a client asks for, already parsed from its request but not yet validated
 //! against the rules of reference §5.2 (that is `decide`'s job).
 
+use crate::access::Principal;
 use crate::audit::Actor;
 use crate::ids::Guid;
 use crate::model::DockerCredentials;
@@ -187,6 +188,20 @@ pub enum Command {
 pub struct Envelope {
     /// The command.
     pub command: Command,
-    /// Who asked.
+    /// Who asked (what audit events name).
     pub actor: Actor,
+    /// The caller's identity and scopes, checked by `decide` against the table it decides on;
+    /// `None` for tally itself (staging completion, operator commands), which may do anything.
+    pub principal: Option<Principal>,
+}
+
+impl Envelope {
+    /// A command tally gives itself.
+    pub fn system(command: Command) -> Self {
+        Self {
+            command,
+            actor: Actor::system(),
+            principal: None,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `decide`: a command, the current table and its inputs (time, ids, actor, settings) in; the
 //! events to append, or the reason for refusal, out. Pure and synchronous.
 
+use crate::access::{self, Denial, Principal};
 use crate::audit::{Actor, AuditEvent};
 use crate::command::{AppAttributes, BuildOutcome, Command};
 use crate::error::DomainError;
@@ -77,6 +78,8 @@ pub struct Inputs<'a> {
     pub actor: &'a Actor,
     /// Operator settings.
     pub config: &'a DomainConfig,
+    /// The caller whose rights the command needs, or `None` for tally itself.
+    pub principal: Option<&'a Principal>,
 }
 
 /// Decides a command against the table. A refusal changes nothing.
@@ -85,6 +88,13 @@ pub fn decide(
     command: &Command,
     inputs: &mut Inputs<'_>,
 ) -> Result<Vec<Event>, DomainError> {
+    if let Some(principal) = inputs.principal {
+        match access::authorize(principal.subject(), state, command) {
+            // A missing object: the rules below name it (AppNotFound, SpaceNotFound, ...).
+            Ok(()) | Err(Denial::NotFound) => {}
+            Err(denial) => return Err(DomainError::Denied(denial)),
+        }
+    }
     let mut out = Decision { events: Vec::new() };
     match command {
         Command::CreateOrg { guid, name } => create_org(state, *guid, name, inputs, &mut out)?,

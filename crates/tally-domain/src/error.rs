@@ -1,6 +1,19 @@
 //! Why a command was refused. Every variant maps to one Cloud Controller error at the HTTP edge.
 
+use crate::access::Denial;
 use crate::ids::Guid;
+
+/// CC's messages for the two refusals of a caller's rights.
+fn denial_message(denial: Denial) -> &'static str {
+    match denial {
+        Denial::InsufficientScope => {
+            "Your token lacks the necessary scopes to access this resource."
+        }
+        Denial::NotAuthorized | Denial::NotFound => {
+            "You are not authorized to perform the requested action"
+        }
+    }
+}
 
 /// A business-rule refusal. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +86,9 @@ pub enum DomainError {
         /// Its limit, in characters.
         max: usize,
     },
+    /// The caller may not do this (`decide` checks `access` against the table it decides on).
+    #[error("{}", denial_message(*.0))]
+    Denied(Denial),
     /// The build is not staging any more (already completed).
     #[error("The build is not in the STAGING state: {0}")]
     BuildNotStaging(Guid),

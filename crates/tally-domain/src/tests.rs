@@ -55,6 +55,7 @@ impl Fixture {
             ids: &mut self.ids,
             actor: &actor,
             config: &self.config,
+            principal: None,
         };
         let events = decide(&self.state, command, &mut inputs)?;
         self.state.evolve_all(&events);

@@ -24,6 +24,7 @@ fn envelope(command: Command) -> Envelope {
     Envelope {
         command,
         actor: Actor::system(),
+        principal: None,
     }
 }
 

@@ -219,6 +219,7 @@ impl Writer {
                 ids: self.ids.as_mut(),
                 actor: &envelope.actor,
                 config: &self.config.domain,
+                principal: envelope.principal.as_ref(),
             };
             match decide(&self.state, &envelope.command, &mut inputs) {
                 Ok(events) => {

@@ -41,6 +41,7 @@ fn envelope(command: Command) -> Envelope {
     Envelope {
         command,
         actor: Actor::system(),
+        principal: None,
     }
 }
 

@@ -368,6 +368,10 @@ impl Caller {
                 name: self.0.email.clone().unwrap_or_default(),
                 username: self.0.user_name.clone().unwrap_or_default(),
             },
+            principal: Some(tally_domain::access::Principal {
+                user: self.0.id.clone(),
+                scopes: self.0.scopes(),
+            }),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use tally_domain::access::Denial;
 use tally_domain::DomainError;
 use tally_engine::EngineError;
 
@@ -120,6 +121,11 @@ impl From<DomainError> for ApiError {
                 (S::BAD_REQUEST, "OrganizationInvalid", 30001)
             }
             DomainError::NameTooLong(_) => (S::BAD_REQUEST, "SpaceInvalid", 40001),
+            DomainError::Denied(Denial::InsufficientScope) => {
+                (S::FORBIDDEN, "InsufficientScope", 10007)
+            }
+            DomainError::Denied(Denial::NotAuthorized) => (S::FORBIDDEN, "NotAuthorized", 10003),
+            DomainError::Denied(Denial::NotFound) => (S::NOT_FOUND, "NotFound", 10000),
             DomainError::BuildNotStaging(_) | DomainError::ReportTooLong { .. } => {
                 (S::UNPROCESSABLE_ENTITY, "UnprocessableEntity", 10008)
             }

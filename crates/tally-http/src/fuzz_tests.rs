@@ -64,6 +64,7 @@ fn service(runtime: &tokio::runtime::Runtime) -> (Router, Arc<Engine>) {
                 .submit(Envelope {
                     command,
                     actor: Actor::system(),
+                    principal: None,
                 })
                 .await
                 .unwrap();
@@ -459,6 +460,7 @@ proptest! {
                 runtime.block_on(engine.submit(Envelope {
                     command: Command::UploadPackage { app_guid: guid, sha256: "ab".repeat(32), size_bytes: 10 },
                     actor: Actor::system(),
+                    principal: None,
                 })).unwrap();
             }
             let started = send_json("PUT", &path, &serde_json::json!({"state": "STARTED"}));

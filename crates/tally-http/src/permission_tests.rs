@@ -95,6 +95,7 @@ async fn service_with_event() -> (Router, String, String) {
             .submit(Envelope {
                 command,
                 actor: Actor::system(),
+                principal: None,
             })
             .await
             .unwrap();
@@ -706,4 +707,101 @@ async fn a_valid_token_is_echoed_in_x_user_guid() {
         .unwrap();
     let response = app.oneshot(request).await.unwrap();
     assert!(!response.headers().contains_key("x-user-guid"));
+}
+
+/// Authorization is decided with the write: a space developer's update that passed the
+/// handler's check on its view, whose role is revoked before the writer decides it, is 403 and
+/// writes nothing.
+#[tokio::test]
+async fn a_role_revoked_between_arrival_and_commit_stops_the_write() {
+    use crate::auth::{Caller, Identity, Role};
+    let engine = Arc::new(
+        Engine::start(
+            Arc::new(MemLog::in_memory()),
+            EngineConfig::default(),
+            Box::new(SystemClock),
+            Box::new(RandomIds),
+        )
+        .unwrap(),
+    );
+    let developer = Membership {
+        resource: SPACE,
+        role: RoleKind::SpaceDeveloper,
+        user: "dev".into(),
+    };
+    let setup = [
+        Command::CreateOrg {
+            guid: ORG,
+            name: "org".into(),
+        },
+        Command::CreateSpace {
+            guid: SPACE,
+            org_guid: ORG,
+            name: "space".into(),
+        },
+        Command::GrantRole(Membership {
+            resource: ORG,
+            role: RoleKind::OrgUser,
+            user: "dev".into(),
+        }),
+        Command::GrantRole(developer.clone()),
+        Command::CreateApp {
+            guid: APP,
+            attributes: tally_domain::AppAttributes {
+                name: Some("app".into()),
+                space_guid: Some(SPACE),
+                ..Default::default()
+            },
+            audit_request: "{}".into(),
+        },
+    ];
+    for command in setup {
+        engine.submit(Envelope::system(command)).await.unwrap();
+    }
+    let dev = Caller(Identity {
+        id: "dev".into(),
+        is_client: false,
+        email: None,
+        user_name: None,
+        roles: [Role::Read, Role::Write].into_iter().collect(),
+    });
+    // The request arrives: the handler's check on its view passes.
+    let arrival = engine.view();
+    assert!(tally_domain::access::space_write(dev.subject(), &arrival.state, Some(SPACE)).is_ok());
+    // The role goes before the writer reaches the request.
+    engine
+        .submit(Envelope::system(Command::RevokeRole {
+            membership: developer,
+            recursive: false,
+        }))
+        .await
+        .unwrap();
+    let before = engine.view();
+    let scale = Command::UpdateApp {
+        guid: APP,
+        attributes: tally_domain::AppAttributes {
+            instances: Some(3),
+            ..Default::default()
+        },
+        audit_request: "{}".into(),
+    };
+    let refused = engine
+        .submit(dev.envelope(scale.clone()))
+        .await
+        .unwrap_err();
+    let answer = ApiError::from(refused);
+    assert_eq!((answer.status, answer.code), (StatusCode::FORBIDDEN, 10003));
+    let after = engine.view();
+    assert_eq!(after.meta.head, before.meta.head, "nothing was written");
+    assert_eq!(after.state.app(APP).map(|a| a.instances), Some(1));
+    // With the role, the same envelope commits: the check is the rule, not a blanket refusal.
+    let admin = Caller(Identity {
+        id: "admin".into(),
+        is_client: false,
+        email: None,
+        user_name: None,
+        roles: [Role::Admin].into_iter().collect(),
+    });
+    engine.submit(admin.envelope(scale)).await.unwrap();
+    assert_eq!(engine.view().state.app(APP).map(|a| a.instances), Some(3));
 }

@@ -143,6 +143,7 @@ async fn build_completed(
                 outcome,
             },
             actor: Actor::system(),
+            principal: None,
         })
         .await?;
     Ok(StatusCode::OK)

@@ -123,6 +123,7 @@ impl Harness {
             .submit(Envelope {
                 command,
                 actor: Actor::system(),
+                principal: None,
             })
             .await
             .unwrap();

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
 mod apps;
+mod architecture;
 mod backup;
 mod cli;
 mod crash;

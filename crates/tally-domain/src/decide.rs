@@ -6,7 +6,7 @@ use crate::audit::{Actor, AuditEvent};
 use crate::command::{AppAttributes, BuildOutcome, Command};
 use crate::error::DomainError;
 use crate::event::Event;
-use crate::ids::{Guid, IdGen, Timestamp};
+use crate::ids::{Guid, IdGen, Timestamp, UNNUMBERED};
 use crate::limits;
 use crate::model::{
     is_custom_buildpack, obfuscate_url_credentials, App, Build, BuildState, DerivedPackageState,
@@ -203,7 +203,7 @@ impl Decision {
         metadata: String,
     ) {
         self.events.push(Event::AuditRecorded(AuditEvent {
-            guid: inputs.ids.next_guid(),
+            guid: UNNUMBERED,
             created_at: inputs.now,
             event_type: kind.to_owned(),
             actor: inputs.actor.clone(),
@@ -239,7 +239,7 @@ fn role_audit(
     metadata: &str,
 ) -> Event {
     Event::AuditRecorded(AuditEvent {
-        guid: inputs.ids.next_guid(),
+        guid: UNNUMBERED,
         created_at: inputs.now,
         event_type: format!("audit.user.{}_{change}", m.role.audit_name()),
         actor: inputs.actor.clone(),
@@ -513,9 +513,8 @@ fn delete_app(app: &App, space: &Space, inputs: &mut Inputs<'_>, out: &mut Decis
         let before = ProcessFootprint::of(app);
         let mut stopped = app.clone();
         stopped.state = ProcessState::Stopped;
-        let guid = inputs.ids.next_guid();
         out.usage(process_event(
-            guid,
+            UNNUMBERED,
             inputs.now,
             &stopped,
             Placement { space },
@@ -601,7 +600,7 @@ fn create_app(
         };
         app.state = ProcessState::Started;
         usage.push(process_event(
-            inputs.ids.next_guid(),
+            UNNUMBERED,
             inputs.now,
             &app,
             Placement { space },
@@ -666,9 +665,8 @@ fn update_app(
         format!("{{\"request\":{audit_request}}}"),
     );
     if process_change_emits(before, after) {
-        let guid = inputs.ids.next_guid();
         out.usage(process_event(
-            guid,
+            UNNUMBERED,
             inputs.now,
             &app,
             Placement { space },
@@ -728,9 +726,8 @@ fn restage_app(
     if app.state == ProcessState::Started {
         let before = ProcessFootprint::of(&app);
         app.state = ProcessState::Stopped;
-        let guid = inputs.ids.next_guid();
         out.usage(process_event(
-            guid,
+            UNNUMBERED,
             inputs.now,
             &app,
             Placement { space },
@@ -743,9 +740,8 @@ fn restage_app(
     app.state = ProcessState::Started;
     app.version = inputs.ids.next_guid();
     app.updated_at = inputs.now;
-    let guid = inputs.ids.next_guid();
     out.usage(process_event(
-        guid,
+        UNNUMBERED,
         inputs.now,
         &app,
         Placement { space },
@@ -811,9 +807,8 @@ fn stage_if_needed(app: &mut App, space: &Space, inputs: &mut Inputs<'_>, out: &
         error: None,
         created_at: inputs.now,
     });
-    let guid = inputs.ids.next_guid();
     out.usage(staging_event(
-        guid,
+        UNNUMBERED,
         inputs.now,
         app,
         Placement { space },
@@ -888,18 +883,16 @@ fn complete_build(
             app.build = Some(build.clone());
             app.latest_droplet = Some(droplet);
             app.current_droplet_guid = Some(droplet_guid);
-            let guid = inputs.ids.next_guid();
             out.usage(staging_event(
-                guid,
+                UNNUMBERED,
                 inputs.now,
                 app,
                 Placement { space },
                 UsageState::StagingStopped,
             ));
             let before = ProcessFootprint::of(app);
-            let guid = inputs.ids.next_guid();
             out.usage(process_event(
-                guid,
+                UNNUMBERED,
                 inputs.now,
                 app,
                 Placement { space },
@@ -921,9 +914,8 @@ fn complete_build(
             build.state = BuildState::Failed;
             build.error = Some(reason.clone());
             app.build = Some(build.clone());
-            let guid = inputs.ids.next_guid();
             out.usage(staging_event(
-                guid,
+                UNNUMBERED,
                 inputs.now,
                 app,
                 Placement { space },
@@ -933,9 +925,8 @@ fn complete_build(
                 let before = ProcessFootprint::of(app);
                 app.state = ProcessState::Stopped;
                 app.version = inputs.ids.next_guid();
-                let guid = inputs.ids.next_guid();
                 out.usage(process_event(
-                    guid,
+                    UNNUMBERED,
                     inputs.now,
                     app,
                     Placement { space },

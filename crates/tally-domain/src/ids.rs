@@ -60,6 +60,10 @@ impl FromStr for Guid {
     }
 }
 
+/// The guid of a usage or audit event before its commit numbers it: the writer gives each one
+/// its guid from its position (`event_guid`), once.
+pub const UNNUMBERED: Guid = Guid::from_u128(0);
+
 /// A point in time, UTC. The domain never reads a clock: time is an input.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
 

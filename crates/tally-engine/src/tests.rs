@@ -284,7 +284,9 @@ async fn a_command_that_changes_nothing_is_answered_without_a_write() {
 #[tokio::test]
 async fn a_failed_write_is_not_acknowledged_and_the_log_continues_densely() {
     let store = Arc::new(MemLog::in_memory());
-    let engine = start_engine(store.clone(), EngineConfig::default());
+    let config = EngineConfig::default();
+    let gauge = config.metrics.head.clone();
+    let engine = start_engine(store.clone(), config);
     setup(&engine, 1).await;
     let before = engine.view();
     store.backend().fail_writes(1);
@@ -292,6 +294,11 @@ async fn a_failed_write_is_not_acknowledged_and_the_log_continues_densely() {
     assert!(matches!(error, EngineError::Unavailable(_)), "{error}");
     let after = engine.view();
     assert_eq!(after.meta.head, before.meta.head);
+    assert_eq!(
+        gauge.get() as u64,
+        before.meta.head,
+        "the head gauge says what is durable"
+    );
     assert_eq!(after.state, before.state, "the refused write is invisible");
     let committed = engine.submit(set_state(0, true)).await.unwrap();
     assert_eq!(committed.records[0].0, before.meta.head + 1);

@@ -276,11 +276,7 @@ impl Writer {
             });
         }
         let (checkpoint, slice_end) = self.checkpoint_slice(&mut meta, CHECKPOINT_SLICE);
-        let metrics = &self.config.metrics;
-        metrics
-            .head
-            .set(i64::try_from(meta.head).unwrap_or(i64::MAX));
-        metrics.batch_size.observe(records.len() as f64);
+        self.config.metrics.batch_size.observe(records.len() as f64);
         let commit = Commit {
             records,
             meta: meta.clone(),
@@ -294,6 +290,11 @@ impl Writer {
                     .appends
                     .with_label_values(&["state_change"])
                     .inc_by(commit.records.len() as u64);
+                // The head gauge says what is durable: set only once the commit is.
+                self.config
+                    .metrics
+                    .head
+                    .set(i64::try_from(meta.head).unwrap_or(i64::MAX));
                 self.meta = meta;
                 self.advance_round(slice_end);
                 for (seq, event) in &commit.records {

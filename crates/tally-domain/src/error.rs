@@ -3,6 +3,15 @@
 use crate::access::Denial;
 use crate::ids::Guid;
 
+/// CC's `OrganizationInvalid` and `SpaceInvalid` messages (`errors/v2.yml`), before the reason.
+fn info_invalid(resource: &str) -> &'static str {
+    if resource == "organization" {
+        "The organization info is invalid:"
+    } else {
+        "The app space info is invalid:"
+    }
+}
+
 /// CC's messages for the two refusals of a caller's rights.
 fn denial_message(denial: Denial) -> &'static str {
     match denial {
@@ -73,10 +82,10 @@ pub enum DomainError {
     #[error("Request invalid due to parse error: Field: {0}, Error: Missing field {0}")]
     MissingField(&'static str),
     /// A name was empty or not printable (CC `*Invalid`).
-    #[error("The {0} is invalid: name format")]
+    #[error("{} name format", info_invalid(.0))]
     InvalidName(&'static str),
     /// A name longer than `limits::NAME` characters (CC `OrganizationInvalid` / `SpaceInvalid`).
-    #[error("The {0} is invalid: name is too long (maximum is 255 characters)")]
+    #[error("{} name is too long (maximum is 255 characters)", info_invalid(.0))]
     NameTooLong(&'static str),
     /// A staging runtime reported a value longer than its limit.
     #[error("The staging report is invalid: {field} is too long (maximum is {max} characters)")]

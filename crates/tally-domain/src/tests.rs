@@ -529,7 +529,7 @@ fn org_and_space_names_are_at_most_255_characters() {
     .unwrap();
     assert_eq!(
         DomainError::NameTooLong("space").to_string(),
-        "The space is invalid: name is too long (maximum is 255 characters)"
+        "The app space info is invalid: name is too long (maximum is 255 characters)"
     );
 }
 

@@ -403,27 +403,12 @@ impl axum::extract::FromRequestParts<std::sync::Arc<crate::AppState>> for Caller
                 }
                 Ok(Self(identity))
             }
-            Err(AuthError::Missing) => Err(crate::ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "NotAuthenticated",
-                10002,
-                "Authentication error",
-            )),
+            Err(AuthError::Missing) => Err(crate::ApiError::not_authenticated()),
             Err(AuthError::Invalid(reason)) => {
                 tracing::info!(%reason, "invalid auth token");
-                Err(crate::ApiError::new(
-                    axum::http::StatusCode::UNAUTHORIZED,
-                    "InvalidAuthToken",
-                    1000,
-                    "Invalid Auth Token",
-                ))
+                Err(crate::ApiError::invalid_auth_token())
             }
-            Err(AuthError::Unavailable) => Err(crate::ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "UaaUnavailable",
-                20004,
-                "The UAA service is currently unavailable",
-            )),
+            Err(AuthError::Unavailable) => Err(crate::ApiError::uaa_unavailable()),
         }
     }
 }

@@ -18,12 +18,7 @@ pub struct CcJson<T>(pub T);
 
 /// CC `MessageParseError` (1001).
 pub fn parse_error(why: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "MessageParseError",
-        1001,
-        format!("Request invalid due to parse error: {why}"),
-    )
+    ApiError::parse_error(why)
 }
 
 /// CC's message for a required field that is missing.
@@ -43,14 +38,7 @@ where
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "InvalidRequest",
-                        10004,
-                        format!(
-                            "The request is invalid: the body is larger than {MAX_JSON_BODY} bytes"
-                        ),
-                    )
+                    ApiError::too_large(format!("the body is larger than {MAX_JSON_BODY} bytes"))
                 } else {
                     parse_error("the body could not be read")
                 }

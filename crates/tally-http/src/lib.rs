@@ -196,12 +196,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 /// it cannot rely on either outcome and should look before retrying.
 fn timed_out() -> ApiError {
     tracing::warn!("request timed out");
-    ApiError::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailable",
-        10015,
-        "The request took too long and was abandoned",
-    )
+    ApiError::unavailable("The request took too long and was abandoned")
 }
 
 /// A fresh random guid for a resource a client creates.
@@ -219,18 +214,8 @@ pub(crate) fn deny(
 ) -> ApiError {
     use tally_domain::access::Denial;
     match denial {
-        Denial::InsufficientScope => ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "InsufficientScope",
-            10007,
-            "Your token lacks the necessary scopes to access this resource.",
-        ),
-        Denial::NotAuthorized => ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "NotAuthorized",
-            10003,
-            "You are not authorized to perform the requested action",
-        ),
+        Denial::InsufficientScope => ApiError::insufficient_scope(),
+        Denial::NotAuthorized => ApiError::not_authorized(),
         Denial::NotFound => not_found(),
     }
 }

@@ -203,13 +203,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         let matches: bool =
             subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into();
         if !matches {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "NotAuthenticated",
-                10002,
-                "Authentication error",
-            )
-            .into_response();
+            return ApiError::not_authenticated().into_response();
         }
     }
     let families = state.metrics.registry.gather();

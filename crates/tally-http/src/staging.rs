@@ -51,12 +51,7 @@ struct LifecycleMetadata {
 }
 
 fn unauthenticated() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "NotAuthenticated",
-        10002,
-        "Authentication error",
-    )
+    ApiError::not_authenticated()
 }
 
 fn authorized(headers: &HeaderMap, password: Option<&str>) -> bool {
@@ -100,14 +95,7 @@ async fn build_completed(
     }
     let body: Completion = serde_json::from_slice(&body)
         .map_err(|e| crate::json::parse_error(format!("invalid completion: {e}")))?;
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            10010,
-            format!("Build not found: {build_guid}"),
-        )
-    };
+    let not_found = || ApiError::resource_not_found(format!("Build not found: {build_guid}"));
     let build: Guid = build_guid.parse().map_err(|_| not_found())?;
     let outcome = if body.failed {
         let error = body.error.unwrap_or(StagingError {

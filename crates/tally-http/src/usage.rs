@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use tally_domain::access::Api;
 use tally_domain::model::obfuscate_url_credentials;
@@ -260,12 +260,7 @@ pub fn list_error(api: Api, message: String) -> ApiError {
 
 /// v3 422 `UnprocessableEntity` (10008).
 pub fn unprocessable(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "UnprocessableEntity",
-        10008,
-        message,
-    )
+    ApiError::unprocessable(message)
 }
 
 /// Why a cursor cannot be followed, in words a consumer can act on.

@@ -30,12 +30,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
 
 /// CC `AppNotFound` (100004).
 pub(crate) fn app_not_found(guid: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "AppNotFound",
-        100004,
-        format!("The app could not be found: {guid}"),
-    )
+    ApiError::app_not_found(guid)
 }
 
 fn find<'a>(table: &'a Table, guid: &str) -> Option<&'a App> {

@@ -23,31 +23,16 @@ use crate::v2::apps::app_not_found;
 use crate::{deny, ApiError, AppState};
 
 fn invalid(why: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "AppBitsUploadInvalid",
-        160001,
-        format!("The app upload is invalid: {why}"),
-    )
+    ApiError::bits_invalid(why)
 }
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "InvalidRequest",
-        10004,
-        format!("The request is invalid: the package is larger than {limit} bytes"),
-    )
+    ApiError::too_large(format!("the package is larger than {limit} bytes"))
 }
 
 fn storage_error(error: std::io::Error) -> ApiError {
     tracing::error!(%error, "cannot store uploaded bits");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailable",
-        10015,
-        "The service is currently unavailable",
-    )
+    ApiError::unavailable("The service is currently unavailable")
 }
 
 /// What multipart framing may add to the zip's own size.

@@ -8,7 +8,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -29,12 +28,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
 }
 
 pub(crate) fn event_not_found(guid: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "EventNotFound",
-        230002,
-        format!("Event could not be found: {guid}"),
-    )
+    ApiError::event_not_found(guid)
 }
 
 /// The positions of the audit events with these guids, checked against the log (a guid

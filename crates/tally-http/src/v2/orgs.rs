@@ -37,21 +37,11 @@ struct Body {
 }
 
 pub(crate) fn org_not_found(guid: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "OrganizationNotFound",
-        30003,
-        format!("The organization could not be found: {guid}"),
-    )
+    ApiError::org_not_found(guid)
 }
 
 pub(crate) fn space_not_found(guid: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "SpaceNotFound",
-        40004,
-        format!("The app space could not be found: {guid}"),
-    )
+    ApiError::space_not_found(guid)
 }
 
 fn org_guid(table: &Table, text: &str) -> Option<Guid> {

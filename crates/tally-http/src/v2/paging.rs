@@ -30,12 +30,7 @@ pub const MAX_PER_PAGE: u64 = 100;
 
 /// `BadQueryParameter` (10005).
 pub fn bad_query(what: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::BAD_REQUEST,
-        "BadQueryParameter",
-        10005,
-        format!("The query parameter is invalid: {what}"),
-    )
+    ApiError::bad_query(what)
 }
 
 impl Paging {
@@ -113,14 +108,7 @@ impl Paging {
                 "order-by" if order_keys.contains(&value.as_str()) => {
                     paging.order_by = Some(value);
                 }
-                "order-by" => {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "OrderByParameterInvalid",
-                        10012,
-                        format!("Cannot order by: {value}"),
-                    ))
-                }
+                "order-by" => return Err(ApiError::order_by_invalid(&value)),
                 _ => {}
             }
         }

@@ -156,19 +156,9 @@ fn resource(role: RoleKind, table: &Table, guid: &str) -> Option<Guid> {
 /// CC's not-found error for the resource a role belongs to.
 fn not_found(role: RoleKind, guid: &str) -> ApiError {
     if role.is_org_role() {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "OrganizationNotFound",
-            30003,
-            format!("The organization could not be found: {guid}"),
-        )
+        ApiError::org_not_found(guid)
     } else {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "SpaceNotFound",
-            40004,
-            format!("The app space could not be found: {guid}"),
-        )
+        ApiError::space_not_found(guid)
     }
 }
 

@@ -5,7 +5,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
@@ -23,12 +22,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
 }
 
 fn bad_query(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "BadQueryParameter",
-        10005,
-        format!("The query parameter is invalid: {message}"),
-    )
+    ApiError::bad_query(message)
 }
 
 const SPEC: Spec<'static> = Spec {
@@ -49,12 +43,7 @@ const SPEC: Spec<'static> = Spec {
 };
 
 fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        10010,
-        "Event not found",
-    )
+    ApiError::resource_not_found("Event not found")
 }
 
 fn present(base: &str, e: &AuditEvent) -> Value {

@@ -350,12 +350,7 @@ mod tests {
     use super::*;
 
     fn bad(message: String) -> ApiError {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "BadQueryParameter",
-            10005,
-            message,
-        )
+        ApiError::unprocessable(message)
     }
 
     const SPEC: Spec<'static> = Spec {

@@ -7,7 +7,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -40,12 +39,7 @@ pub(crate) const SPEC: Spec<'static> = Spec {
 };
 
 fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        10010,
-        "App usage event not found",
-    )
+    ApiError::resource_not_found("App usage event not found")
 }
 
 /// Usage events of the epoch, a v3 page; follow after_guid.

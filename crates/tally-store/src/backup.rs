@@ -54,7 +54,7 @@ pub enum BackupError {
 
 /// Decodes the meta entry (key `m`) of a backup.
 pub fn decode_meta(value: &[u8]) -> Result<crate::Meta, StoreError> {
-    crate::log::decode_meta(value)
+    crate::codec::decode_meta(value)
 }
 
 /// One key and its value.

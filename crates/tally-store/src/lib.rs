@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod backup;
+mod codec;
 mod keys;
 mod log;
 mod mapping;

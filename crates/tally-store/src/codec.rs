@@ -1,0 +1,164 @@
+//! How the store's values are decoded and checked: meta, blocks, table buckets, with errors that
+//! name the key. Shared by the log and the backup reader.
+
+use proto_schemas::v1::{BlockV1, MetaV1, RecordBodyV1, TableBucketV1};
+use tally_domain::{Event, Seq};
+
+use crate::backend::Backend;
+use crate::keys::*;
+use crate::mapping::{event_from, micros, pruned_from, row_from, time};
+use crate::{Meta, PrunedUsage, StoreError, TableRow};
+
+pub(crate) fn corrupt(position: impl Into<String>, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        position: position.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Maps an encoding failure (only possible for absurd sizes) into the store's error.
+pub(crate) fn encoded(
+    result: Result<Vec<u8>, proto_schemas::EncodeError>,
+) -> Result<Vec<u8>, StoreError> {
+    result.map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+pub(crate) fn meta_to(meta: &Meta) -> MetaV1 {
+    MetaV1 {
+        head: meta.head,
+        epoch: meta.epoch,
+        epoch_started_at_micros: meta.epoch_started_at.map_or(0, micros),
+        log_start: meta.log_start,
+        usage_floor: meta.usage_floor,
+        checkpoint: meta.checkpoint,
+        reseeded: meta.reseeded,
+    }
+}
+
+pub(crate) fn meta_from(meta: MetaV1) -> Result<Meta, StoreError> {
+    let epoch_started_at = match meta.epoch_started_at_micros {
+        0 => None,
+        us => Some(time(us).map_err(|e| corrupt("meta", e))?),
+    };
+    Ok(Meta {
+        head: meta.head,
+        epoch: meta.epoch,
+        epoch_started_at,
+        log_start: meta.log_start,
+        usage_floor: meta.usage_floor,
+        checkpoint: meta.checkpoint,
+        reseeded: meta.reseeded,
+    })
+}
+
+pub(crate) fn read_meta<B: Backend>(backend: &B) -> Result<Option<Meta>, StoreError> {
+    match backend.get(META)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let meta: MetaV1 = proto_schemas::open(&bytes).map_err(|e| corrupt("meta", e))?;
+            meta_from(meta).map(Some)
+        }
+    }
+}
+
+/// Decodes the raw block stored under `key`.
+pub(crate) fn open_block(
+    prefix: u8,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(Seq, BlockV1), StoreError> {
+    let first = seq_of(key).ok_or_else(|| {
+        corrupt(
+            format!("{} key {key:?}", kind_name(prefix)),
+            "malformed key",
+        )
+    })?;
+    let block: BlockV1 = proto_schemas::open(value)
+        .map_err(|e| corrupt(format!("{} block at seq {first}", kind_name(prefix)), e))?;
+    Ok((first, block))
+}
+
+/// Decodes the block stored under `key`: its records must be non-empty, of the key's stream,
+/// strictly increasing and start at the key's sequence number.
+pub(crate) fn decode_block(
+    prefix: u8,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Vec<(Seq, Entry)>, StoreError> {
+    let (first, block) = open_block(prefix, key, value)?;
+    let position = |seq: Seq| format!("{} seq {seq}", kind_name(prefix));
+    let mut out = Vec::with_capacity(block.records.len());
+    let mut previous: Option<Seq> = None;
+    for record in block.records {
+        let seq = record.seq;
+        let ordered = match previous {
+            None => seq == first,
+            Some(p) => seq > p,
+        };
+        if !ordered {
+            return Err(corrupt(
+                position(seq),
+                format!("out of order in the block at seq {first}"),
+            ));
+        }
+        previous = Some(seq);
+        let kind_ok = match (&record.body, prefix) {
+            (RecordBodyV1::Usage(_) | RecordBodyV1::UsagePruned(_), USAGE)
+            | (RecordBodyV1::Audit(_) | RecordBodyV1::AuditTextActee(_), AUDIT) => true,
+            (
+                RecordBodyV1::Usage(_)
+                | RecordBodyV1::UsagePruned(_)
+                | RecordBodyV1::Audit(_)
+                | RecordBodyV1::AuditTextActee(_),
+                _,
+            ) => false,
+            (_, ENTITY) => true,
+            _ => false,
+        };
+        if !kind_ok {
+            return Err(corrupt(
+                position(seq),
+                "record of the wrong kind for its stream",
+            ));
+        }
+        let entry = match record.body {
+            RecordBodyV1::UsagePruned(p) => {
+                Entry::Pruned(pruned_from(p).map_err(|e| corrupt(position(seq), e))?)
+            }
+            body => Entry::Event(event_from(body).map_err(|e| corrupt(position(seq), e))?),
+        };
+        out.push((seq, entry));
+    }
+    if out.is_empty() {
+        return Err(corrupt(
+            format!("{} block at seq {first}", kind_name(prefix)),
+            "empty block",
+        ));
+    }
+    Ok(out)
+}
+
+pub(crate) fn decode_bucket(key: &[u8], value: &[u8]) -> Result<Vec<TableRow>, StoreError> {
+    let position = || format!("table bucket {key:?}");
+    let bucket: TableBucketV1 = proto_schemas::open(value).map_err(|e| corrupt(position(), e))?;
+    bucket
+        .rows
+        .into_iter()
+        .map(|row| row_from(row).map_err(|e| corrupt(position(), e)))
+        .collect()
+}
+
+/// Decodes a stored meta value.
+pub(crate) fn decode_meta(value: &[u8]) -> Result<Meta, StoreError> {
+    let meta: MetaV1 = proto_schemas::open(value).map_err(|e| corrupt("meta", e))?;
+    meta_from(meta)
+}
+
+/// One decoded record of a block: a fact, or what retention left of a usage event.
+#[allow(clippy::large_enum_variant)] // short-lived values, read one at a time
+pub(crate) enum Entry {
+    /// A log record.
+    Event(Event),
+    /// A pruned usage event (usage stream only).
+    Pruned(PrunedUsage),
+}

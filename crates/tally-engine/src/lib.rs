@@ -14,7 +14,7 @@
 
 pub mod audit;
 pub mod metrics;
-pub mod usage;
+pub mod usage_index;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,7 +35,7 @@ pub use metrics::EngineMetrics;
 /// The backup file format, for those who write or read what [`Engine::begin_export`] copies.
 pub use tally_store::backup;
 use tokio::sync::{mpsc, oneshot, watch};
-pub use usage::{ReseedIndex, Selection, UsageIndex, UsageQuery};
+pub use usage_index::{ReseedIndex, Selection, UsageIndex, UsageQuery};
 
 /// Where time comes from.
 pub trait Clock: Send + 'static {
@@ -537,7 +537,7 @@ impl Engine {
         view: &View,
         query: &UsageQuery<'_>,
     ) -> Result<(u64, Vec<(Seq, UsageEvent)>), EngineError> {
-        let selection = usage::select(&view.usage, &view.reseeded, view.reseed_end(), query);
+        let selection = usage_index::select(&view.usage, &view.reseeded, view.reseed_end(), query);
         let seqs: Vec<Seq> = selection
             .page
             .iter()
@@ -548,8 +548,8 @@ impl Engine {
         };
         // One ordered read when the page is dense in the log, else one read per event.
         let span = match (
-            usage::position(&view.usage, low),
-            usage::position(&view.usage, high),
+            usage_index::position(&view.usage, low),
+            usage_index::position(&view.usage, high),
         ) {
             (Some(a), Some(b)) => b - a + 1,
             _ => usize::MAX,
@@ -599,7 +599,7 @@ impl Engine {
                 events.extend(chunk);
                 from = last + 1;
             }
-            let seqs = usage::prunable(&view.usage, events, &view.state, cutoff);
+            let seqs = usage_index::prunable(&view.usage, events, &view.state, cutoff);
             let mut removed = Vec::with_capacity(seqs.len());
             for step in seqs.chunks(PRUNE_STEP) {
                 if store.prune(epoch, step, cutoff)? == 0 {

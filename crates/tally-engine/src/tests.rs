@@ -825,7 +825,7 @@ async fn prune_keeps_the_newest_event_and_the_start_of_every_running_app() {
 
 #[test]
 fn usage_queries_count_page_and_order_like_cloud_controller() {
-    use crate::usage::{select, ReseedIndex};
+    use crate::usage_index::{select, ReseedIndex};
     // A reseeded block at 10..=12 whose guids sort the other way round, then live events.
     let reseeded = ReseedIndex::new(vec![
         (Guid::from_u128(3), 10),

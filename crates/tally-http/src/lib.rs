@@ -15,6 +15,7 @@
 //! Every handler asks [`tally_domain::access`] whether the caller may do what it asks, and maps
 //! the answer with one function (`deny`).
 
+mod audit;
 pub mod auth;
 mod backup;
 pub mod error;
@@ -23,10 +24,11 @@ pub mod metrics;
 pub mod middleware;
 mod openapi;
 pub mod page;
+mod render;
 mod root;
 pub mod serve;
 mod staging;
-pub mod usage;
+pub mod usage_endpoints;
 pub mod v2;
 pub mod v3;
 

@@ -49,12 +49,7 @@ pub fn v2<T: Serialize>(
     resources: impl IntoIterator<Item = T>,
 ) -> Result<Vec<Box<RawValue>>, ApiError> {
     let max = state.settings.max_page_bytes;
-    fit(
-        resources,
-        max,
-        "results-per-page",
-        crate::v2::paging::bad_query,
-    )
+    fit(resources, max, "results-per-page", ApiError::bad_query)
 }
 
 /// [`fit`] for a v3 list (`per_page`), refused with the list's parameter error.
@@ -72,7 +67,7 @@ mod tests {
 
     #[test]
     fn a_page_within_the_limit_is_kept_and_one_past_it_names_what_fits() {
-        let refuse = |message: String| crate::usage::unprocessable(message);
+        let refuse = |message: String| crate::usage_endpoints::unprocessable(message);
         let items = vec!["x".repeat(100); 10];
         // Each item is 102 bytes of JSON plus its comma.
         let page = fit(items.clone(), 1030, "per_page", refuse).unwrap();

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 use tally_domain::model::App;
-use tally_domain::{access, Command, Guid, State as Table};
+use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::CcJson;
@@ -33,11 +33,15 @@ pub(crate) fn app_not_found(guid: &str) -> ApiError {
     ApiError::app_not_found(guid)
 }
 
-fn find<'a>(table: &'a Table, guid: &str) -> Option<&'a App> {
+fn find<'a>(table: &'a tally_domain::State, guid: &str) -> Option<&'a App> {
     guid.parse::<Guid>().ok().and_then(|g| table.app(g))
 }
 
-fn render<'a>(caller: &Caller, table: &Table, app: &'a App) -> present::AppResource<'a> {
+fn render<'a>(
+    caller: &Caller,
+    table: &tally_domain::State,
+    app: &'a App,
+) -> present::AppResource<'a> {
     let show_env = access::sees_environment(caller.subject(), table, app.space_guid);
     present::app(app, show_env)
 }
@@ -123,7 +127,7 @@ async fn list(
 /// name, a space or an org, compared for equality), in list order; `None` when none does. A
 /// superset of the result: each is still tested against every filter.
 fn candidates<'a>(
-    table: &'a Table,
+    table: &'a tally_domain::State,
     paging: &Paging,
     visible: &access::Visible,
 ) -> Option<std::collections::BTreeMap<(tally_domain::Timestamp, Guid), &'a App>> {

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sha2::{Digest, Sha256};
-use tally_domain::{access, Command, Guid, State as Table};
+use tally_domain::{access, Command, Guid};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
@@ -172,7 +172,7 @@ pub(crate) async fn upload(
     Ok((StatusCode::CREATED, Json(serde_json::json!({}))).into_response())
 }
 
-fn named_by_a_package(table: &Table, sha256: &str) -> bool {
+fn named_by_a_package(table: &tally_domain::State, sha256: &str) -> bool {
     table
         .apps()
         .any(|app| app.package.as_ref().is_some_and(|p| p.sha256 == sha256))
@@ -182,7 +182,7 @@ fn named_by_a_package(table: &Table, sha256: &str) -> bool {
 /// mid-upload, and zips no app's package names (a crash between storing and recording, or
 /// bits replaced by a later upload or gone with their app). Run at start-up, before any
 /// upload. Returns the files removed and their bytes.
-pub fn sweep_packages(dir: &Path, table: &Table) -> std::io::Result<(usize, u64)> {
+pub fn sweep_packages(dir: &Path, table: &tally_domain::State) -> std::io::Result<(usize, u64)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),

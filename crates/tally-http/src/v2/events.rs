@@ -12,12 +12,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
-use tally_domain::{event_guid_seq, AuditEvent, Guid, Seq, Timestamp};
+use tally_domain::{AuditEvent, Guid, Timestamp};
 use tally_engine::{AuditCondition, AuditField, AuditQuery, Match, TimeSpan, Window};
 
+use crate::audit::metadata;
 use crate::auth::Caller;
-use crate::v2::paging::{bad_query, Paging, MAX_PER_PAGE};
-use crate::v2::present::time;
+use crate::render::time;
+use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::query::{Condition, Op};
 use crate::{deny, ApiError, AppState};
 
@@ -29,30 +30,6 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
 
 pub(crate) fn event_not_found(guid: &str) -> ApiError {
     ApiError::event_not_found(guid)
-}
-
-/// The positions of the audit events with these guids, checked against the log (a guid
-/// carries its position, but only the event there has that guid).
-pub(crate) async fn seqs_of_guids(
-    state: &AppState,
-    view: &tally_engine::View,
-    guids: &[String],
-) -> Result<Vec<Seq>, ApiError> {
-    let wanted: Vec<(Seq, Guid)> = guids
-        .iter()
-        .filter_map(|text| text.parse::<Guid>().ok())
-        .filter_map(|guid| event_guid_seq(guid).map(|seq| (seq, guid)))
-        .filter(|(seq, _)| *seq <= view.meta.head)
-        .collect();
-    let mut seqs: Vec<Seq> = wanted.iter().map(|(seq, _)| *seq).collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    let found = state.engine.audit_events_at(seqs).await?;
-    Ok(found
-        .into_iter()
-        .filter(|(seq, e)| wanted.contains(&(*seq, e.guid)))
-        .map(|(seq, _)| seq)
-        .collect())
 }
 
 /// One second, less a microsecond: how far CC widens a timestamp.
@@ -69,7 +46,7 @@ fn time_spans(c: &Condition) -> Result<Vec<TimeSpan>, ApiError> {
     let times = c
         .values
         .iter()
-        .map(|v| parse_time(v).ok_or_else(|| bad_query(format!("timestamp {v}"))))
+        .map(|v| parse_time(v).ok_or_else(|| ApiError::bad_query(format!("timestamp {v}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let us = |t: Timestamp| t.timestamp_micros();
     let widen = WIDEN.num_microseconds().unwrap_or(999_999);
@@ -105,11 +82,6 @@ fn condition(c: &Condition) -> Result<AuditCondition, ApiError> {
         }
     };
     Ok(AuditCondition::Field(field, m))
-}
-
-/// The metadata column as JSON (it is stored as JSON object text).
-pub(crate) fn metadata(e: &AuditEvent) -> Value {
-    serde_json::from_str(&e.metadata).unwrap_or_else(|_| json!({}))
 }
 
 fn present(e: &AuditEvent) -> Value {

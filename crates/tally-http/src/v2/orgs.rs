@@ -12,7 +12,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use tally_domain::model::{Org, Space};
-use tally_domain::{access, Command, Guid, State as Table};
+use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::{missing_field, CcJson};
@@ -44,11 +44,11 @@ pub(crate) fn space_not_found(guid: &str) -> ApiError {
     ApiError::space_not_found(guid)
 }
 
-fn org_guid(table: &Table, text: &str) -> Option<Guid> {
+fn org_guid(table: &tally_domain::State, text: &str) -> Option<Guid> {
     text.parse().ok().filter(|g| table.org(*g).is_some())
 }
 
-fn space_guid(table: &Table, text: &str) -> Option<Guid> {
+fn space_guid(table: &tally_domain::State, text: &str) -> Option<Guid> {
     text.parse().ok().filter(|g| table.space(*g).is_some())
 }
 

@@ -28,11 +28,6 @@ pub const DEFAULT_PER_PAGE: u64 = 50;
 /// CC's `renderer.max_results_per_page` for ordinary collections.
 pub const MAX_PER_PAGE: u64 = 100;
 
-/// `BadQueryParameter` (10005).
-pub fn bad_query(what: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_query(what)
-}
-
 impl Paging {
     /// Parses a raw query string for a collection that filters on `q_keys`. Unknown parameters
     /// are ignored (as CC does) except `order-by`, which this collection cannot sort by. CC
@@ -53,7 +48,7 @@ impl Paging {
         order_keys: &[&str],
     ) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-            .map_err(|_| bad_query("the query string is not URL-encoded"))?;
+            .map_err(|_| ApiError::bad_query("the query string is not URL-encoded"))?;
         let mut paging = Self {
             page: 1,
             per_page: DEFAULT_PER_PAGE,
@@ -71,7 +66,7 @@ impl Paging {
                             .ok()
                             .filter(|p| *p >= 1)
                             .ok_or_else(|| {
-                                bad_query(format!(
+                                ApiError::bad_query(format!(
                                     "page must be a positive integer but was '{value}'"
                                 ))
                             })?;
@@ -82,12 +77,12 @@ impl Paging {
                         .ok()
                         .filter(|n| *n >= 1)
                         .ok_or_else(|| {
-                            bad_query(format!(
+                            ApiError::bad_query(format!(
                                 "results_per_page must be a positive integer but was '{value}'"
                             ))
                         })?;
                     if n > max_per_page {
-                        return Err(bad_query(format!(
+                        return Err(ApiError::bad_query(format!(
                             "results_per_page must be <= {max_per_page}"
                         )));
                     }
@@ -98,7 +93,7 @@ impl Paging {
                         "asc" => false,
                         "desc" => true,
                         other => {
-                            return Err(bad_query(format!(
+                            return Err(ApiError::bad_query(format!(
                                 "order_direction must be 'asc' or 'desc' but was '{other}'"
                             )))
                         }

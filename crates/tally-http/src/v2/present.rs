@@ -5,10 +5,7 @@ use serde_json::{json, Value};
 use tally_domain::model::{Org, Space};
 use tally_domain::{Guid, Timestamp};
 
-/// v2 timestamps: ISO 8601, seconds, `Z`.
-pub fn time(t: Timestamp) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use crate::render::{time, Text};
 
 fn metadata(
     kind: &str,
@@ -77,16 +74,6 @@ pub fn user(id: &str) -> Value {
             "username": null,
         }
     })
-}
-
-/// A guid, serialized as its text without an intermediate `String`.
-#[derive(Clone, Copy)]
-pub(crate) struct Text(pub(crate) Guid);
-
-impl Serialize for Text {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
-    }
 }
 
 /// `{prefix}{guid}{suffix}`, serialized without an intermediate `String`.

@@ -1,7 +1,6 @@
 //! v2 `q` filters (reference §3.1, §5.3, §6.3): `q=key:value`, `>=`, `<=`, `<`, `>`, and
 //! `key IN a,b`; several `q` parameters, or `;`-separated conditions in one, are ANDed.
 
-use crate::v2::paging::bad_query;
 use crate::ApiError;
 
 /// A comparison.
@@ -58,12 +57,12 @@ fn parse_one(segment: &str, allowed: &[&str]) -> Result<Condition, ApiError> {
         .filter_map(|(token, op)| segment.find(token).map(|at| (at, *token, *op)))
         .min_by_key(|(at, token, _)| (*at, std::cmp::Reverse(token.len())));
     let Some((at, token, op)) = found else {
-        return Err(bad_query(segment));
+        return Err(ApiError::bad_query(segment));
     };
     let key = &segment[..at];
     let value = &segment[at + token.len()..];
     if !allowed.contains(&key) {
-        return Err(bad_query(key));
+        return Err(ApiError::bad_query(key));
     }
     let values = if op == Op::In {
         value.split(',').map(str::to_owned).collect()

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tally_domain::{access, Command, Guid, Membership, RoleKind, State as Table};
+use tally_domain::{access, Command, Guid, Membership, RoleKind};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Caller;
@@ -143,7 +143,7 @@ fn document(paths: &mut utoipa::openapi::path::Paths, role: RoleKind, collection
 }
 
 /// The org or space a path names; an id that is not a guid names nothing.
-fn resource(role: RoleKind, table: &Table, guid: &str) -> Option<Guid> {
+fn resource(role: RoleKind, table: &tally_domain::State, guid: &str) -> Option<Guid> {
     let guid: Guid = guid.parse().ok()?;
     let exists = if role.is_org_role() {
         table.org(guid).is_some()
@@ -255,7 +255,12 @@ async fn revoke(
 
 /// The permission check of a role change: the token rule, then 404 for an unknown org or
 /// space, then the object rule.
-fn check(caller: &Caller, table: &Table, role: RoleKind, guid: &str) -> Result<Guid, ApiError> {
+fn check(
+    caller: &Caller,
+    table: &tally_domain::State,
+    role: RoleKind,
+    guid: &str,
+) -> Result<Guid, ApiError> {
     let target = resource(role, table, guid);
     access::manage_role(caller.subject(), table, role, target)
         .map_err(|denial| deny(denial, || not_found(role, guid)))?;

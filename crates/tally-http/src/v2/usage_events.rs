@@ -14,9 +14,9 @@ use tally_domain::access::{self, Api};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
-use crate::usage::{epoch_headers, parse_wait, poll, readable, v2_resource};
+use crate::usage_endpoints::{epoch_headers, parse_wait, poll, readable, v2_resource};
 use crate::v2::events::event_not_found;
-use crate::v2::paging::{bad_query, Paging};
+use crate::v2::paging::Paging;
 use crate::{deny, ApiError, AppState};
 
 /// This collection's page size limit (CC's "large" renderer).
@@ -32,7 +32,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
 /// The last value of `key` in a raw query string.
 pub(crate) fn param(query: Option<&str>, key: &str) -> Result<Option<String>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|_| bad_query("the query string is not URL-encoded"))?;
+        .map_err(|_| ApiError::bad_query("the query string is not URL-encoded"))?;
     Ok(pairs
         .into_iter()
         .rev()

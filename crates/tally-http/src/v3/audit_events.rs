@@ -59,7 +59,7 @@ fn present(base: &str, e: &AuditEvent) -> Value {
         "target": if e.actee.is_empty() { Value::Null } else {
             json!({"guid": e.actee, "type": e.actee_type, "name": e.actee_name})
         },
-        "data": crate::v2::events::metadata(e),
+        "data": crate::audit::metadata(e),
         "space": e.space_guid.map(|g| json!({"guid": g.to_string()})),
         "organization": e.organization_guid.map(|g| json!({"guid": g.to_string()})),
         "links": { "self": { "href": format!("{base}/v3/audit_events/{}", e.guid) } },
@@ -95,7 +95,7 @@ async fn list(
             .push(AuditCondition::NotActee(values.clone()));
     }
     if let Some(values) = q.lists.get("guids") {
-        let seqs = crate::v2::events::seqs_of_guids(&state, &view, values).await?;
+        let seqs = crate::audit::seqs_of_guids(&state, &view, values).await?;
         audit.conditions.push(AuditCondition::Seqs(seqs));
     }
     for key in ["created_ats", "updated_ats"] {

@@ -30,7 +30,7 @@ use tally_domain::{Seq, UsageEvent};
 use tally_engine::View;
 
 use crate::auth::Caller;
-use crate::usage::{epoch_headers, resolve_after, unprocessable, v3_resource};
+use crate::usage_endpoints::{epoch_headers, resolve_after, unprocessable, v3_resource};
 use crate::{deny, ApiError, AppState, Closing};
 
 /// Events read from the log per step.
@@ -160,7 +160,7 @@ fn epoch_json(view: &View) -> Value {
     json!({
         "type": "epoch",
         "epoch": view.meta.epoch,
-        "epoch_started_at": view.meta.epoch_started_at.map(crate::v2::present::time),
+        "epoch_started_at": view.meta.epoch_started_at.map(crate::render::time),
     })
 }
 
@@ -169,7 +169,7 @@ fn epoch_json(view: &View) -> Value {
 struct EventFrame<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    event: crate::usage::V3Usage<'a>,
+    event: crate::usage_endpoints::V3Usage<'a>,
 }
 
 fn encode(format: Format, base: &str, frame: Frame<'_>) -> Bytes {

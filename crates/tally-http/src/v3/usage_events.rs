@@ -15,7 +15,9 @@ use tally_domain::{Guid, Timestamp};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
-use crate::usage::{epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource};
+use crate::usage_endpoints::{
+    epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource,
+};
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
 

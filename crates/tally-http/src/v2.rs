@@ -37,12 +37,12 @@ pub(crate) fn router(max_upload_bytes: usize) -> OpenApiRouter<Arc<AppState>> {
 /// `recursive=true|false` (CC's boolean query parameter).
 pub(crate) fn recursive(query: Option<&str>) -> Result<bool, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|_| paging::bad_query("the query string is not URL-encoded"))?;
+        .map_err(|_| ApiError::bad_query("the query string is not URL-encoded"))?;
     match pairs.iter().rev().find(|(k, _)| k == "recursive") {
         None => Ok(false),
         Some((_, v)) if v == "true" => Ok(true),
         Some((_, v)) if v == "false" => Ok(false),
-        Some((_, v)) => Err(paging::bad_query(format!(
+        Some((_, v)) => Err(ApiError::bad_query(format!(
             "recursive must be 'true' or 'false' but was '{v}'"
         ))),
     }

@@ -12,7 +12,7 @@ use tally_domain::model::obfuscate_url_credentials;
 use tally_domain::{Guid, Seq, UsageEvent};
 use tally_engine::{Cursor, UsageQuery, View};
 
-use crate::v2::present::{time, Text};
+use crate::render::{time, Text};
 use crate::{ApiError, AppState};
 
 /// The longest a list request waits for a new event (`wait`, seconds).
@@ -253,7 +253,7 @@ pub async fn readable(
 /// The list error of an API: v2 400 `BadQueryParameter`, v3 422 `UnprocessableEntity`.
 pub fn list_error(api: Api, message: String) -> ApiError {
     match api {
-        Api::V2 => crate::v2::paging::bad_query(message),
+        Api::V2 => ApiError::bad_query(message),
         Api::V3 => unprocessable(message),
     }
 }

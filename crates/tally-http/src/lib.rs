@@ -31,6 +31,7 @@ mod staging;
 pub mod usage_endpoints;
 pub mod v2;
 pub mod v3;
+mod write;
 
 use std::sync::Arc;
 

@@ -19,6 +19,7 @@ use crate::v2::orgs::space_not_found;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::query::Op;
 use crate::v2::{app_body, present, recursive};
+use crate::write::Write;
 use crate::{deny, ApiError, AppState};
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -253,19 +254,20 @@ async fn delete(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
     let recursive = recursive(query.as_deref())?;
-    let target = {
-        let view = state.engine.view();
-        let app = find(&view.state, &guid);
-        access::space_write(caller.subject(), &view.state, app.map(|a| a.space_guid))
-            .map_err(|d| deny(d, || app_not_found(&guid)))?;
-        app.ok_or_else(|| app_not_found(&guid))?.guid
+    let write = Write {
+        resolve: |table: &tally_domain::State| find(table, &guid).map(|a| a.guid),
+        rule: |who, table, app| {
+            access::space_write(
+                who,
+                table,
+                app.and_then(|a| table.app(a)).map(|a| a.space_guid),
+            )
+        },
+        not_found: || app_not_found(&guid),
+        caller: &caller,
     };
-    state
-        .engine
-        .submit(caller.envelope(Command::DeleteApp {
-            guid: target,
-            recursive,
-        }))
+    write
+        .run(&state, |guid| Some(Command::DeleteApp { guid, recursive }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

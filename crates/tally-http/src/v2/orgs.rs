@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::json::{missing_field, CcJson};
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
+use crate::write::Write;
 use crate::{deny, ApiError, AppState};
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -136,18 +137,17 @@ async fn rename_org(
     Path(guid): Path<String>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    let before = state.engine.view();
-    let target = org_guid(&before.state, &guid);
-    access::org_write(caller.subject(), &before.state, target, false)
-        .map_err(|d| deny(d, || org_not_found(&guid)))?;
-    let target = target.ok_or_else(|| org_not_found(&guid))?;
-    if let Some(name) = body.name {
-        state
-            .engine
-            .submit(caller.envelope(Command::RenameOrg { guid: target, name }))
-            .await?;
-    }
-    let view = state.engine.view();
+    let write = Write {
+        resolve: |table: &tally_domain::State| org_guid(table, &guid),
+        rule: |who, table, org| access::org_write(who, table, org, false),
+        not_found: || org_not_found(&guid),
+        caller: &caller,
+    };
+    let (target, view) = write
+        .run(&state, |guid| {
+            body.name.map(|name| Command::RenameOrg { guid, name })
+        })
+        .await?;
     let org = view.state.org(target).ok_or_else(|| org_not_found(&guid))?;
     Ok(created(
         format!("/v2/organizations/{target}"),
@@ -164,17 +164,14 @@ async fn delete_org(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
     let recursive = recursive(query.as_deref())?;
-    let view = state.engine.view();
-    let target = org_guid(&view.state, &guid);
-    access::org_write(caller.subject(), &view.state, target, true)
-        .map_err(|d| deny(d, || org_not_found(&guid)))?;
-    let target = target.ok_or_else(|| org_not_found(&guid))?;
-    state
-        .engine
-        .submit(caller.envelope(Command::DeleteOrg {
-            guid: target,
-            recursive,
-        }))
+    let write = Write {
+        resolve: |table: &tally_domain::State| org_guid(table, &guid),
+        rule: |who, table, org| access::org_write(who, table, org, true),
+        not_found: || org_not_found(&guid),
+        caller: &caller,
+    };
+    write
+        .run(&state, |guid| Some(Command::DeleteOrg { guid, recursive }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -269,18 +266,17 @@ async fn rename_space(
     Path(guid): Path<String>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    let before = state.engine.view();
-    let target = space_guid(&before.state, &guid);
-    access::space_manage(caller.subject(), &before.state, target, false)
-        .map_err(|d| deny(d, || space_not_found(&guid)))?;
-    let target = target.ok_or_else(|| space_not_found(&guid))?;
-    if let Some(name) = body.name {
-        state
-            .engine
-            .submit(caller.envelope(Command::RenameSpace { guid: target, name }))
-            .await?;
-    }
-    let view = state.engine.view();
+    let write = Write {
+        resolve: |table: &tally_domain::State| space_guid(table, &guid),
+        rule: |who, table, space| access::space_manage(who, table, space, false),
+        not_found: || space_not_found(&guid),
+        caller: &caller,
+    };
+    let (target, view) = write
+        .run(&state, |guid| {
+            body.name.map(|name| Command::RenameSpace { guid, name })
+        })
+        .await?;
     let space = view
         .state
         .space(target)
@@ -300,17 +296,16 @@ async fn delete_space(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
     let recursive = recursive(query.as_deref())?;
-    let view = state.engine.view();
-    let target = space_guid(&view.state, &guid);
-    access::space_manage(caller.subject(), &view.state, target, true)
-        .map_err(|d| deny(d, || space_not_found(&guid)))?;
-    let target = target.ok_or_else(|| space_not_found(&guid))?;
-    state
-        .engine
-        .submit(caller.envelope(Command::DeleteSpace {
-            guid: target,
-            recursive,
-        }))
+    let write = Write {
+        resolve: |table: &tally_domain::State| space_guid(table, &guid),
+        rule: |who, table, space| access::space_manage(who, table, space, true),
+        not_found: || space_not_found(&guid),
+        caller: &caller,
+    };
+    write
+        .run(&state, |guid| {
+            Some(Command::DeleteSpace { guid, recursive })
+        })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -25,13 +25,13 @@ pub mod middleware;
 mod openapi;
 pub mod page;
 mod render;
+mod resource;
 mod root;
 pub mod serve;
 mod staging;
 pub mod usage_endpoints;
 pub mod v2;
 pub mod v3;
-mod write;
 
 use std::sync::Arc;
 

@@ -15,11 +15,11 @@ use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::CcJson;
+use crate::resource::Write;
 use crate::v2::orgs::space_not_found;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::query::Op;
 use crate::v2::{app_body, present, recursive};
-use crate::write::Write;
 use crate::{deny, ApiError, AppState};
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {

@@ -16,9 +16,9 @@ use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::{missing_field, CcJson};
+use crate::resource::{target, Write};
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
-use crate::write::Write;
 use crate::{deny, ApiError, AppState};
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -95,12 +95,15 @@ async fn get_org(
     Path(guid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.engine.view();
-    let target = org_guid(&view.state, &guid);
-    access::org_read(caller.subject(), &view.state, target)
-        .map_err(|d| deny(d, || org_not_found(&guid)))?;
-    let org = target
-        .and_then(|g| view.state.org(g))
-        .ok_or_else(|| org_not_found(&guid))?;
+    let not_found = || org_not_found(&guid);
+    let org = target(
+        &view.state,
+        &caller,
+        |t| org_guid(t, &guid),
+        access::org_read,
+        not_found,
+    )?;
+    let org = view.state.org(org).ok_or_else(not_found)?;
     Ok(Json(present::org(org)))
 }
 
@@ -214,12 +217,10 @@ async fn get_space(
     Path(guid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.engine.view();
-    let target = space_guid(&view.state, &guid);
-    access::space_read(caller.subject(), &view.state, target)
-        .map_err(|d| deny(d, || space_not_found(&guid)))?;
-    let space = target
-        .and_then(|g| view.state.space(g))
-        .ok_or_else(|| space_not_found(&guid))?;
+    let not_found = || space_not_found(&guid);
+    let resolve = |t: &tally_domain::State| space_guid(t, &guid);
+    let space = target(&view.state, &caller, resolve, access::space_read, not_found)?;
+    let space = view.state.space(space).ok_or_else(not_found)?;
     Ok(Json(present::space(space)))
 }
 

@@ -12,15 +12,12 @@ use tally_engine::View;
 use crate::auth::Caller;
 use crate::{deny, ApiError, AppState};
 
-/// The rule of `tally_domain::access` that guards a resource.
-pub(crate) type Rule = fn(Subject<'_>, &State, Option<Guid>) -> Result<(), Denial>;
-
 /// The resource `resolve` finds in `table`, if `rule` lets the caller reach it.
 pub(crate) fn target(
     table: &State,
     caller: &Caller,
     resolve: impl FnOnce(&State) -> Option<Guid>,
-    rule: Rule,
+    rule: impl FnOnce(Subject<'_>, &State, Option<Guid>) -> Result<(), Denial>,
     not_found: impl Fn() -> ApiError,
 ) -> Result<Guid, ApiError> {
     let target = resolve(table);
@@ -33,7 +30,7 @@ pub(crate) struct Write<'a, R, N> {
     /// The target's guid in the view, from the path's text (`None`: no such resource).
     pub resolve: R,
     /// The permission rule (`tally_domain::access`) for the target.
-    pub rule: Rule,
+    pub rule: fn(Subject<'_>, &State, Option<Guid>) -> Result<(), Denial>,
     /// The resource's not-found error.
     pub not_found: N,
     /// The caller.

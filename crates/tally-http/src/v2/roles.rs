@@ -13,6 +13,7 @@ use tally_domain::{access, Command, Guid, Membership, RoleKind};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Caller;
+use crate::resource::target;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
 use crate::{deny, ApiError, AppState};
@@ -261,8 +262,11 @@ fn check(
     role: RoleKind,
     guid: &str,
 ) -> Result<Guid, ApiError> {
-    let target = resource(role, table, guid);
-    access::manage_role(caller.subject(), table, role, target)
-        .map_err(|denial| deny(denial, || not_found(role, guid)))?;
-    target.ok_or_else(|| not_found(role, guid))
+    target(
+        table,
+        caller,
+        |t| resource(role, t, guid),
+        |who, t, r| access::manage_role(who, t, role, r),
+        || not_found(role, guid),
+    )
 }

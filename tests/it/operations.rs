@@ -205,6 +205,12 @@ async fn metrics_follow_real_traffic_and_pass_promtool() {
         ("tally_app_memory_started_bytes", "gauge"),
         ("tally_http_requests_total", "counter"),
         ("tally_http_request_duration_seconds", "histogram"),
+        ("tally_http_connections", "gauge"),
+        ("tally_http_connections_timed_out_total", "counter"),
+        (
+            "tally_http_connections_dropped_at_shutdown_total",
+            "counter",
+        ),
         ("process_cpu_seconds_total", "counter"),
         ("process_resident_memory_bytes", "gauge"),
         ("process_open_fds", "gauge"),
@@ -246,6 +252,10 @@ async fn metrics_follow_real_traffic_and_pass_promtool() {
         1.0
     );
     assert_eq!(after.value("tally_stream_consumers"), 1.0);
+    assert!(
+        after.value("tally_http_connections") >= 1.0,
+        "the scrape's own connection is open"
+    );
     assert!(after.value("tally_stream_events_delivered_total") >= 1.0);
     assert_eq!(after.value("tally_apps"), 2.0);
     assert_eq!(after.value("tally_apps_started"), 1.0);

@@ -82,7 +82,7 @@ impl HttpMetrics {
             connections: crate::serve::ServeStats {
                 open: IntGauge::new(
                     "tally_http_connections",
-                    "Client connections open on the main listener.",
+                    "Client connections open (the main listener and the admin listener).",
                 )?,
                 timed_out: IntCounter::new(
                     "tally_http_connections_timed_out_total",

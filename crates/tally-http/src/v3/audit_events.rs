@@ -5,6 +5,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
@@ -72,7 +73,7 @@ async fn list(
     caller: Caller,
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let view = state.engine.view();
     let visible = access::audit_list(caller.subject(), &view.state, Api::V3)
         .map_err(|d| deny(d, not_found))?;
@@ -117,10 +118,8 @@ async fn list(
         events.iter().map(|(_, e)| present(base, e)),
         bad_query,
     )?;
-    Ok(Json(
-        serde_json::to_value(q.page_envelope(&format!("{base}/v3/audit_events"), total, resources))
-            .unwrap_or(Value::Null),
-    ))
+    let page = q.page_envelope(&format!("{base}/v3/audit_events"), total, resources);
+    Ok(Json(page).into_response())
 }
 
 /// One audit event.

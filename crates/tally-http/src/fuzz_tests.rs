@@ -9,8 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use proptest::prelude::*;
 use tally_domain::{Actor, AppAttributes, Command, Envelope, Guid};
-use tally_engine::{Engine, EngineConfig, RandomIds, SystemClock};
-use tally_store::MemLog;
+use tally_engine::Engine;
 use tower::ServiceExt;
 
 use crate::*;
@@ -30,15 +29,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A service with an org, a space and an app, and its engine.
 fn service(runtime: &tokio::runtime::Runtime) -> (Router, Arc<Engine>) {
     runtime.block_on(async {
-        let engine = Arc::new(
-            Engine::start(
-                Arc::new(MemLog::in_memory()),
-                EngineConfig::default(),
-                Box::new(SystemClock),
-                Box::new(RandomIds),
-            )
-            .unwrap(),
-        );
+        let engine = crate::tests::memory_engine();
         for command in [
             Command::CreateOrg {
                 guid: ORG,

@@ -1,14 +1,10 @@
 //! Every endpoint that exists, for every kind of caller (reference §8): a table of expected
 //! statuses and CC error codes, each cell run against a fresh service.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use tally_domain::{Actor, Command, Envelope, Guid, Membership, RoleKind};
-use tally_engine::{Engine, EngineConfig, RandomIds, SystemClock};
-use tally_store::MemLog;
 use tower::ServiceExt;
 
 use crate::*;
@@ -30,15 +26,7 @@ async fn service() -> Router {
 
 /// The service, and the guids of the audit event of the app's creation and of a usage event.
 async fn service_with_event() -> (Router, String, String) {
-    let engine = Arc::new(
-        Engine::start(
-            Arc::new(MemLog::in_memory()),
-            EngineConfig::default(),
-            Box::new(SystemClock),
-            Box::new(RandomIds),
-        )
-        .unwrap(),
-    );
+    let engine = crate::tests::memory_engine();
     let mut commands = vec![
         Command::CreateOrg {
             guid: ORG,
@@ -715,15 +703,7 @@ async fn a_valid_token_is_echoed_in_x_user_guid() {
 #[tokio::test]
 async fn a_role_revoked_between_arrival_and_commit_stops_the_write() {
     use crate::auth::{Caller, Identity, Role};
-    let engine = Arc::new(
-        Engine::start(
-            Arc::new(MemLog::in_memory()),
-            EngineConfig::default(),
-            Box::new(SystemClock),
-            Box::new(RandomIds),
-        )
-        .unwrap(),
-    );
+    let engine = crate::tests::memory_engine();
     let developer = Membership {
         resource: SPACE,
         role: RoleKind::SpaceDeveloper,

@@ -49,17 +49,6 @@ pub struct ServeLimits {
     pub shutdown_grace: Duration,
 }
 
-impl Default for ServeLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 8192,
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
-
 /// What `serve` counts (Prometheus handles: clones count into the same metric).
 #[derive(Debug, Clone)]
 pub struct ServeStats {

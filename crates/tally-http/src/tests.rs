@@ -34,6 +34,19 @@ fn state_with_timeout(request_timeout: std::time::Duration) -> Arc<AppState> {
     )
 }
 
+/// A fresh engine over an in-memory log, with the system clock and random ids.
+pub(crate) fn memory_engine() -> Arc<Engine> {
+    Arc::new(
+        Engine::start(
+            Arc::new(tally_store::MemLog::in_memory()),
+            tally_engine::EngineConfig::default(),
+            Box::new(tally_engine::SystemClock),
+            Box::new(tally_engine::RandomIds),
+        )
+        .unwrap(),
+    )
+}
+
 /// The shared state of a test router over `engine`: tokens signed with the HMAC `secret`,
 /// links built from `external_url`.
 pub(crate) fn test_state(

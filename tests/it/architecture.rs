@@ -111,6 +111,11 @@ fn crates_depend_only_on_what_their_layer_allows() {
                         && !matches!(dep.as_str(), "chrono" | "imbl" | "thiserror" | "uuid")
                 }
                 "proto-schemas" => dep.starts_with("tally-"),
+                // Only the domain's values and serde: no I/O, no storage.
+                "tally-json" => {
+                    kind == "normal"
+                        && !matches!(dep.as_str(), "tally-domain" | "serde" | "serde_json")
+                }
                 "tally-store" => matches!(dep.as_str(), "tally-engine" | "tally-http"),
                 "tally-engine" => matches!(dep.as_str(), "tally-http" | "axum" | "hyper" | "sled"),
                 // The edge reaches the log only through the engine (its tests may use a store).

@@ -257,8 +257,8 @@ async fn kill_9_under_http_write_load_loses_and_duplicates_nothing() {
     let mut renamed: HashMap<String, usize> = HashMap::new();
     for (_, audit) in store.audit_range(1, meta.head, usize::MAX).unwrap() {
         if audit.event_type == "audit.app.update" {
-            let data: Value = serde_json::from_str(&audit.metadata).unwrap();
-            if let Some(name) = data["request"]["name"].as_str() {
+            let name = audit.metadata.get("request").and_then(|r| r.get("name"));
+            if let Some(tally_domain::audit::Value::String(name)) = name {
                 *renamed.entry(name.to_owned()).or_default() += 1;
             }
         }

@@ -148,7 +148,7 @@ pub async fn write_history(data_dir: &Path, apps: u128) {
                 state: Some("STARTED".into()),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: tally_domain::audit::Value::empty(),
         })
         .await
         .unwrap();

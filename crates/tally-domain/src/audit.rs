@@ -44,10 +44,64 @@ pub struct AuditEvent {
     pub actee_type: String,
     /// Target name.
     pub actee_name: String,
-    /// Metadata as JSON object text (already censored by whoever built the command).
-    pub metadata: String,
+    /// Metadata, a JSON object (a client's request already censored by whoever built the
+    /// command).
+    pub metadata: Value,
     /// Space of the target.
     pub space_guid: Option<Guid>,
     /// Org of the target.
     pub organization_guid: Option<Guid>,
+}
+
+/// A value in an audit event's metadata, in JSON's shapes. The domain writes no JSON: the store
+/// (which keeps it as JSON text) and the HTTP edge serialize it, with serde (`tally-json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number as JSON writes it (`3`, `1.5`), kept as text so that it reads back as written.
+    Number(String),
+    /// A string.
+    String(String),
+    /// An array.
+    List(Vec<Value>),
+    /// An object, its keys in the order written.
+    Object(Vec<(String, Value)>),
+}
+
+impl Value {
+    /// An object of these entries, in this order.
+    pub fn object<'a>(entries: impl IntoIterator<Item = (&'a str, Value)>) -> Self {
+        Self::Object(
+            entries
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect(),
+        )
+    }
+
+    /// `{}`.
+    pub fn empty() -> Self {
+        Self::Object(Vec::new())
+    }
+
+    /// A string value.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::String(text.into())
+    }
+
+    /// `{"request": request}`: the metadata of a change a client asked for.
+    pub fn request(request: Value) -> Self {
+        Self::object([("request", request)])
+    }
+
+    /// The value under `key`, if this is an object that has it.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Self::Object(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
 }

@@ -129,8 +129,8 @@ pub enum Command {
         guid: Guid,
         /// Attributes as sent (`name` and `space_guid` required).
         attributes: AppAttributes,
-        /// Audit `request` metadata, censored, as JSON object text.
-        audit_request: String,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
     },
     /// `PUT /v2/apps/:guid`.
     UpdateApp {
@@ -138,8 +138,8 @@ pub enum Command {
         guid: Guid,
         /// Attributes as sent.
         attributes: AppAttributes,
-        /// Audit `request` metadata, censored, as JSON object text.
-        audit_request: String,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
     },
     /// `DELETE /v2/apps/:guid`.
     DeleteApp {

@@ -4,7 +4,7 @@
 //! the rules live by resource in `decide/`.
 
 use crate::access::{self, Denial, Principal};
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, Value};
 use crate::command::{AppAttributes, BuildOutcome, Command};
 use crate::error::DomainError;
 use crate::event::Event;
@@ -146,7 +146,7 @@ pub fn decide(
                 "audit.app.delete-request",
                 app,
                 space,
-                format!("{{\"request\":{{\"recursive\":{recursive}}}}}"),
+                Value::request(Value::object([("recursive", Value::Bool(*recursive))])),
             );
         }
         Command::RestageApp { guid } => restage_app(state, *guid, inputs, &mut out)?,
@@ -216,7 +216,7 @@ impl Decision {
         kind: &str,
         app: &App,
         space: &Space,
-        metadata: String,
+        metadata: Value,
     ) {
         self.events.push(Event::AuditRecorded(AuditEvent {
             guid: UNNUMBERED,
@@ -256,23 +256,4 @@ fn check_name(name: &str, resource: &'static str) -> Result<(), DomainError> {
 /// CC's name format: non-empty, printable.
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(char::is_control)
-}
-
-/// A JSON string literal (the domain writes a few metadata objects by hand).
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

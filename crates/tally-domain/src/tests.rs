@@ -3,6 +3,7 @@
 use chrono::TimeZone;
 use proptest::prelude::*;
 
+use crate::audit::Value;
 use crate::model::{App, BuildState, DerivedPackageState, ProcessState};
 use crate::*;
 
@@ -124,7 +125,7 @@ fn create_app(attributes: AppAttributes) -> Command {
             space_guid: Some(SPACE),
             ..attributes
         },
-        audit_request: "{}".into(),
+        audit_request: Value::empty(),
     }
 }
 
@@ -132,7 +133,7 @@ fn update(attributes: AppAttributes) -> Command {
     Command::UpdateApp {
         guid: APP,
         attributes,
-        audit_request: "{}".into(),
+        audit_request: Value::empty(),
     }
 }
 
@@ -358,7 +359,7 @@ fn create_validates_every_attribute_with_ccs_errors() {
                 space_guid: Some(SPACE),
                 ..attributes
             },
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         };
         f.refuses(&command, expected);
     }
@@ -366,7 +367,7 @@ fn create_validates_every_attribute_with_ccs_errors() {
         &Command::CreateApp {
             guid: APP,
             attributes: AppAttributes::default(),
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         },
         DomainError::MissingField("name"),
     );
@@ -378,7 +379,7 @@ fn create_validates_every_attribute_with_ccs_errors() {
                 space_guid: Some(Guid::from_u128(77)),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         },
         DomainError::SpaceNotFound(Guid::from_u128(77)),
     );
@@ -457,7 +458,7 @@ fn every_string_and_integer_has_a_limit_and_the_limit_itself_is_accepted() {
             &Command::CreateApp {
                 guid: APP,
                 attributes: attributes.clone(),
-                audit_request: "{}".into(),
+                audit_request: Value::empty(),
             },
             expected,
         );
@@ -545,7 +546,7 @@ fn app_names_are_unique_per_space() {
                 space_guid: Some(SPACE),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         },
         DomainError::AppNameTaken("web".into()),
     );
@@ -1012,7 +1013,7 @@ fn reseed_writes_one_started_event_per_started_process_shaped_as_cc() {
             space_guid: Some(SPACE),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: Value::empty(),
     })
     .unwrap();
     f.when(&update(AppAttributes {
@@ -1069,7 +1070,7 @@ fn arbitrary_command() -> impl Strategy<Value = Command> {
                 space_guid: Some(SPACE),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         }),
         app.clone().prop_map(|guid| Command::UploadPackage {
             app_guid: guid,
@@ -1082,7 +1083,7 @@ fn arbitrary_command() -> impl Strategy<Value = Command> {
                 state: Some(if started { "STARTED" } else { "STOPPED" }.into()),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         }),
         (app.clone(), -1i64..4, 0i64..3).prop_map(|(guid, instances, memory)| Command::UpdateApp {
             guid,
@@ -1091,7 +1092,7 @@ fn arbitrary_command() -> impl Strategy<Value = Command> {
                 memory: Some(memory * 256),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         }),
         (app.clone(), 0u8..3).prop_map(|(guid, n)| Command::UpdateApp {
             guid,
@@ -1099,7 +1100,7 @@ fn arbitrary_command() -> impl Strategy<Value = Command> {
                 name: Some(format!("app{n}")),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: Value::empty(),
         }),
         app.clone().prop_map(|guid| Command::RestageApp { guid }),
         (app, prop::bool::ANY).prop_map(|(guid, recursive)| Command::DeleteApp { guid, recursive }),
@@ -1235,7 +1236,7 @@ fn granting_a_role_records_it_with_an_audit_event() {
     assert_eq!(audit.actee_type, "user");
     assert_eq!(audit.space_guid, Some(SPACE));
     assert_eq!(audit.organization_guid, Some(ORG));
-    assert_eq!(audit.metadata, r#"{"request":{}}"#);
+    assert_eq!(audit.metadata, Value::request(Value::empty()));
     assert_eq!(
         f.state.roles_of("alice").collect::<Vec<_>>(),
         [(ORG, RoleKind::OrgUser), (SPACE, RoleKind::SpaceDeveloper)]
@@ -1402,7 +1403,7 @@ fn names_are_unique_without_regard_to_case_and_keep_their_case() {
             space_guid: Some(SPACE),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: Value::empty(),
     };
     f.refuses(&twin, DomainError::AppNameTaken("wEB".into()));
     // A change of case only is a rename to the same name: allowed, and kept as written.
@@ -1436,7 +1437,7 @@ fn names_are_unique_without_regard_to_case_and_keep_their_case() {
             space_guid: Some(SPACE),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: Value::empty(),
     })
     .unwrap();
 }

@@ -110,7 +110,7 @@ async fn create_apps(engine: &Arc<Engine>, count: u64, started: bool) {
                         state: started.then(|| "STARTED".to_owned()),
                         ..Default::default()
                     },
-                    audit_request: "{}".into(),
+                    audit_request: tally_domain::audit::Value::empty(),
                 };
                 engine.submit(envelope(command)).await.expect("create app");
                 n += workers;
@@ -169,7 +169,7 @@ async fn state_changes(engine: &Arc<Engine>, concurrency: u64, apps: u64, second
                         state: Some(if started[slot] { "STARTED" } else { "STOPPED" }.to_owned()),
                         ..Default::default()
                     },
-                    audit_request: "{}".into(),
+                    audit_request: tally_domain::audit::Value::empty(),
                 };
                 let sent = Instant::now();
                 let committed = engine.submit(envelope(command)).await.expect("toggle");
@@ -308,7 +308,7 @@ fn main() {
                                 state: Some(if started { "STARTED" } else { "STOPPED" }.to_owned()),
                                 ..Default::default()
                             },
-                            audit_request: "{}".into(),
+                            audit_request: tally_domain::audit::Value::empty(),
                         };
                         let _ = engine.submit(envelope(command)).await;
                     })

@@ -492,7 +492,7 @@ mod tests {
                     actee: ACTEES[a].to_owned(),
                     actee_type: "app".to_owned(),
                     actee_name: String::new(),
-                    metadata: "{}".to_owned(),
+                    metadata: tally_domain::audit::Value::empty(),
                     space_guid: space.map(guid),
                     organization_guid: org.map(guid),
                 };

@@ -63,7 +63,7 @@ async fn create_app(engine: &Engine, n: u64) {
                 docker_image: Some("nginx".into()),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: tally_domain::audit::Value::empty(),
         }))
         .await
         .unwrap();
@@ -76,7 +76,7 @@ fn set_state(n: u64, started: bool) -> Envelope {
             state: Some(if started { "STARTED" } else { "STOPPED" }.into()),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: tally_domain::audit::Value::empty(),
     })
 }
 
@@ -87,7 +87,7 @@ fn scale(n: u64, instances: i64) -> Envelope {
             instances: Some(instances),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: tally_domain::audit::Value::empty(),
     })
 }
 

@@ -83,7 +83,7 @@ fn crash_child() {
                             docker_image: Some("nginx".into()),
                             ..Default::default()
                         },
-                        audit_request: "{}".into(),
+                        audit_request: tally_domain::audit::Value::empty(),
                     };
                     let start = Command::UpdateApp {
                         guid,
@@ -91,7 +91,7 @@ fn crash_child() {
                             state: Some("STARTED".into()),
                             ..Default::default()
                         },
-                        audit_request: "{}".into(),
+                        audit_request: tally_domain::audit::Value::empty(),
                     };
                     for command in [create, start] {
                         let committed = engine.submit(envelope(command)).await.unwrap();

@@ -52,7 +52,7 @@ fn scale(n: u64, instances: i64) -> Envelope {
             instances: Some(instances),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: tally_domain::audit::Value::empty(),
     })
 }
 
@@ -239,7 +239,7 @@ async fn main() {
                     state: Some("STARTED".into()),
                     ..Default::default()
                 },
-                audit_request: "{}".into(),
+                audit_request: tally_domain::audit::Value::empty(),
             }))
             .await
             .unwrap();

@@ -1,6 +1,6 @@
 //! What the v2 and v3 audit-event endpoints share: finding events by guid, and their metadata.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tally_domain::{event_guid_seq, AuditEvent, Guid, Seq};
 
 use crate::{ApiError, AppState};
@@ -29,7 +29,7 @@ pub(crate) async fn seqs_of_guids(
         .collect())
 }
 
-/// The metadata column as JSON (it is stored as JSON object text).
+/// The metadata column as JSON.
 pub(crate) fn metadata(e: &AuditEvent) -> Value {
-    serde_json::from_str(&e.metadata).unwrap_or_else(|_| json!({}))
+    tally_json::to_json(&e.metadata)
 }

@@ -48,7 +48,7 @@ fn service(runtime: &tokio::runtime::Runtime) -> (Router, Arc<Engine>) {
                     docker_image: Some("nginx".into()),
                     ..Default::default()
                 },
-                audit_request: "{}".into(),
+                audit_request: tally_domain::audit::Value::empty(),
             },
         ] {
             engine

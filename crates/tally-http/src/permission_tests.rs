@@ -50,7 +50,7 @@ async fn service_with_event() -> (Router, String, String) {
             space_guid: Some(SPACE),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: tally_domain::audit::Value::empty(),
     });
     // A started docker app: its start writes usage events.
     commands.push(Command::CreateApp {
@@ -62,7 +62,7 @@ async fn service_with_event() -> (Router, String, String) {
             state: Some("STARTED".into()),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: tally_domain::audit::Value::empty(),
     });
     let grant = |resource, role, user: &str| {
         Command::GrantRole(Membership {
@@ -732,7 +732,7 @@ async fn a_role_revoked_between_arrival_and_commit_stops_the_write() {
                 space_guid: Some(SPACE),
                 ..Default::default()
             },
-            audit_request: "{}".into(),
+            audit_request: tally_domain::audit::Value::empty(),
         },
     ];
     for command in setup {
@@ -763,7 +763,7 @@ async fn a_role_revoked_between_arrival_and_commit_stops_the_write() {
             instances: Some(3),
             ..Default::default()
         },
-        audit_request: "{}".into(),
+        audit_request: tally_domain::audit::Value::empty(),
     };
     let refused = engine
         .submit(dev.envelope(scale.clone()))

@@ -110,7 +110,7 @@ impl Harness {
                         docker_image: Some("nginx".into()),
                         ..Default::default()
                     },
-                    audit_request: "{}".into(),
+                    audit_request: tally_domain::audit::Value::empty(),
                 })
                 .await;
         }
@@ -133,7 +133,7 @@ impl Harness {
         self.submit(Command::UpdateApp {
             guid: app_guid(n),
             attributes,
-            audit_request: "{}".into(),
+            audit_request: tally_domain::audit::Value::empty(),
         })
         .await;
     }

@@ -353,10 +353,20 @@ fn audit_to(a: &AuditEvent) -> AuditEventV1 {
         actee: [0; 16],
         actee_type: a.actee_type.clone(),
         actee_name: a.actee_name.clone(),
-        metadata: a.metadata.clone(),
+        metadata: tally_json::to_text(&a.metadata),
         space_guid: a.space_guid.map(g),
         organization_guid: a.organization_guid.map(g),
     }
+}
+
+/// The metadata column, JSON object text in every version tally wrote. Text that does not parse
+/// (none is known) reads as `{}`, as the API has always shown it, and is reported; the log's
+/// bytes are never rewritten, so the text stays for a later version to read.
+fn metadata_from(text: &str) -> tally_domain::audit::Value {
+    tally_json::from_text(text).unwrap_or_else(|error| {
+        tracing::warn!(%error, "an audit event's metadata is not JSON; shown as {{}}");
+        tally_domain::audit::Value::empty()
+    })
 }
 
 fn audit_from(a: AuditEventV1) -> R<AuditEvent> {
@@ -373,7 +383,7 @@ fn audit_from(a: AuditEventV1) -> R<AuditEvent> {
         actee: guid(a.actee).to_string(),
         actee_type: a.actee_type,
         actee_name: a.actee_name,
-        metadata: a.metadata,
+        metadata: metadata_from(&a.metadata),
         space_guid: a.space_guid.map(guid),
         organization_guid: a.organization_guid.map(guid),
     })

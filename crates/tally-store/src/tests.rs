@@ -98,7 +98,7 @@ fn audit(guid: Guid, app_guid: Guid) -> AuditEvent {
         actee: app_guid.to_string(),
         actee_type: "app".into(),
         actee_name: "x".into(),
-        metadata: "{}".into(),
+        metadata: tally_domain::audit::Value::empty(),
         space_guid: Some(SPACE),
         organization_guid: Some(ORG),
     }
@@ -861,4 +861,30 @@ fn durable_writes_sync_the_blob_files_sled_leaves_unsynced() {
         backend.get(b"large").unwrap().map(|v| v.len()),
         Some(1 << 20)
     );
+}
+
+/// The golden audit records of `proto-schemas` (metadata as JSON text) read into the domain,
+/// whose metadata is a typed value now, and are written again byte for byte.
+#[test]
+fn golden_audit_records_survive_the_typed_metadata_byte_for_byte() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto-schemas/fixtures/v1");
+    for name in ["record_audit", "record_audit_text_actee"] {
+        let golden = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
+        let record: proto_schemas::v1::LogRecordV1 = proto_schemas::open(&golden).unwrap();
+        let event = crate::mapping::event_from(record.body.clone()).unwrap();
+        let Event::AuditRecorded(audit) = &event else {
+            panic!("{name} is not an audit event: {event:?}");
+        };
+        assert!(
+            matches!(audit.metadata, tally_domain::audit::Value::Object(ref e) if !e.is_empty()),
+            "{name}: {:?}",
+            audit.metadata
+        );
+        let again = proto_schemas::v1::LogRecordV1 {
+            seq: record.seq,
+            body: crate::mapping::event_to(&event),
+        };
+        assert_eq!(proto_schemas::envelope(&again).unwrap(), golden, "{name}");
+    }
 }

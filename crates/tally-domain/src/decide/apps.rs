@@ -25,7 +25,7 @@ pub(super) fn create_app(
     state: &State,
     guid: Guid,
     attributes: &AppAttributes,
-    audit_request: &str,
+    audit_request: &Value,
     inputs: &mut Inputs<'_>,
     out: &mut Decision,
 ) -> Result<(), DomainError> {
@@ -109,7 +109,7 @@ pub(super) fn create_app(
         "audit.app.create",
         &app,
         space,
-        format!("{{\"request\":{audit_request}}}"),
+        Value::request(audit_request.clone()),
     );
     for event in usage {
         out.usage(event);
@@ -123,7 +123,7 @@ pub(super) fn update_app(
     state: &State,
     guid: Guid,
     attributes: &AppAttributes,
-    audit_request: &str,
+    audit_request: &Value,
     inputs: &mut Inputs<'_>,
     out: &mut Decision,
 ) -> Result<(), DomainError> {
@@ -158,7 +158,7 @@ pub(super) fn update_app(
         "audit.app.update",
         &app,
         space,
-        format!("{{\"request\":{audit_request}}}"),
+        Value::request(audit_request.clone()),
     );
     if process_change_emits(before, after) {
         out.usage(process_event(
@@ -244,7 +244,7 @@ pub(super) fn restage_app(
         UsageState::Started,
         before,
     ));
-    out.audit(inputs, "audit.app.restage", &app, space, "{}".to_owned());
+    out.audit(inputs, "audit.app.restage", &app, space, Value::empty());
     stage_if_needed(&mut app, space, inputs, out);
     out.events.insert(0, Event::AppUpdated(app));
     Ok(())

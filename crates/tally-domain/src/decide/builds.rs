@@ -27,13 +27,7 @@ pub(super) fn upload_package(
     });
     app.package_updated_at = Some(inputs.now);
     app.updated_at = inputs.now;
-    out.audit(
-        inputs,
-        "audit.app.upload-bits",
-        &app,
-        space,
-        "{}".to_owned(),
-    );
+    out.audit(inputs, "audit.app.upload-bits", &app, space, Value::empty());
     out.events.insert(0, Event::AppUpdated(app));
     Ok(())
 }
@@ -72,7 +66,10 @@ pub(super) fn stage_if_needed(
         "audit.app.build.create",
         app,
         space,
-        format!("{{\"build_guid\":\"{build_guid}\",\"package_guid\":\"{package_guid}\"}}"),
+        Value::object([
+            ("build_guid", Value::text(build_guid.to_string())),
+            ("package_guid", Value::text(package_guid.to_string())),
+        ]),
     );
     if inputs.config.staging_mode == StagingMode::Immediate {
         let outcome = if app.is_docker() {
@@ -157,10 +154,11 @@ pub(super) fn complete_build(
                 "audit.app.build.staged",
                 app,
                 space,
-                format!(
-                    "{{\"build_guid\":\"{}\",\"package_guid\":\"{}\",\"droplet_guid\":\"{}\"}}",
-                    build.guid, build.package_guid, droplet_guid
-                ),
+                Value::object([
+                    ("build_guid", Value::text(build.guid.to_string())),
+                    ("package_guid", Value::text(build.package_guid.to_string())),
+                    ("droplet_guid", Value::text(droplet_guid.to_string())),
+                ]),
             );
         }
         BuildOutcome::Failed { reason } => {
@@ -192,12 +190,11 @@ pub(super) fn complete_build(
                 "audit.app.build.failed",
                 app,
                 space,
-                format!(
-                    "{{\"build_guid\":\"{}\",\"package_guid\":\"{}\",\"error_message\":{}}}",
-                    build.guid,
-                    build.package_guid,
-                    json_string(reason)
-                ),
+                Value::object([
+                    ("build_guid", Value::text(build.guid.to_string())),
+                    ("package_guid", Value::text(build.package_guid.to_string())),
+                    ("error_message", Value::text(reason.clone())),
+                ]),
             );
         }
     }

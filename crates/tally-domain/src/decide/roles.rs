@@ -24,7 +24,7 @@ pub(super) fn role_audit(
     m: &Membership,
     placement: (Guid, Option<Guid>),
     change: &str,
-    metadata: &str,
+    metadata: &Value,
 ) -> Event {
     Event::AuditRecorded(AuditEvent {
         guid: UNNUMBERED,
@@ -34,7 +34,7 @@ pub(super) fn role_audit(
         actee: m.user.clone(),
         actee_type: "user".to_owned(),
         actee_name: String::new(),
-        metadata: metadata.to_owned(),
+        metadata: metadata.clone(),
         space_guid: placement.1,
         organization_guid: Some(placement.0),
     })
@@ -63,8 +63,13 @@ pub(super) fn grant_role(
         return Ok(());
     }
     out.events.push(Event::RoleGranted(m.clone()));
-    out.events
-        .push(role_audit(inputs, m, placement, "add", "{\"request\":{}}"));
+    out.events.push(role_audit(
+        inputs,
+        m,
+        placement,
+        "add",
+        &Value::request(Value::empty()),
+    ));
     Ok(())
 }
 
@@ -79,7 +84,7 @@ pub(super) fn revoke_role(
     if !state.has_role(&m.user, m.resource, m.role) {
         return Ok(());
     }
-    let metadata = format!("{{\"request\":{{\"recursive\":{recursive}}}}}");
+    let metadata = Value::request(Value::object([("recursive", Value::Bool(recursive))]));
     if m.role == RoleKind::OrgUser {
         let space_roles: Vec<Membership> = state
             .roles_of(&m.user)

@@ -82,7 +82,7 @@ pub(super) fn delete_space_contents(
             "audit.app.delete-request",
             app,
             space,
-            "{\"request\":{\"recursive\":true}}".to_owned(),
+            Value::request(Value::object([("recursive", Value::Bool(true))])),
         );
     }
 }

@@ -53,7 +53,7 @@ pub struct AppBody {
     /// `space_guid` as sent, when it is not a guid (it then names no space).
     pub bad_space_guid: Option<String>,
     /// The censored request hash, JSON object text.
-    pub audit_request: String,
+    pub audit_request: tally_domain::audit::Value,
 }
 
 fn type_error(field: &str, expected: &str, got: &Value) -> ApiError {
@@ -204,7 +204,7 @@ pub fn parse(body: &Value, creating: bool) -> Result<AppBody, ApiError> {
 
 /// CC's censored request hash: recognized keys only, private values hidden, buildpack URL
 /// credentials obfuscated; on create, CC's defaults are part of the hash.
-fn audit_request(o: &Map<String, Value>, creating: bool) -> String {
+fn audit_request(o: &Map<String, Value>, creating: bool) -> tally_domain::audit::Value {
     let mut request = Map::new();
     for key in RECOGNIZED {
         match o.get(key) {
@@ -236,7 +236,7 @@ fn audit_request(o: &Map<String, Value>, creating: bool) -> String {
     if let Some(Value::String(buildpack)) = request.get_mut("buildpack") {
         *buildpack = obfuscate_url_credentials(buildpack);
     }
-    Value::Object(request).to_string()
+    tally_json::from_json(Value::Object(request))
 }
 
 #[cfg(test)]
@@ -312,7 +312,8 @@ mod tests {
             true,
         )
         .unwrap();
-        let request: Value = serde_json::from_str(&body.audit_request).unwrap();
+        let request = tally_json::to_json(&body.audit_request);
+        let text = tally_json::to_text(&body.audit_request);
         assert_eq!(request["command"], "[PRIVATE DATA HIDDEN]");
         assert_eq!(request["environment_json"], "[PRIVATE DATA HIDDEN]");
         assert_eq!(request["docker_credentials"], "[PRIVATE DATA HIDDEN]");
@@ -320,8 +321,11 @@ mod tests {
         assert_eq!(request["state"], "STOPPED");
         assert_eq!(request["instances"], 1);
         assert!(request.get("junk").is_none());
-        assert!(!body.audit_request.contains("SECRET") && !body.audit_request.contains("\"p\""));
+        assert!(!text.contains("SECRET") && !text.contains("\"p\""));
         let update = parse(&json!({"instances": 3}), false).unwrap();
-        assert_eq!(update.audit_request, r#"{"instances":3}"#);
+        assert_eq!(
+            tally_json::to_text(&update.audit_request),
+            r#"{"instances":3}"#
+        );
     }
 }

@@ -29,6 +29,18 @@ pub(crate) async fn seqs_of_guids(
         .collect())
 }
 
+/// The audit event the path's text names, if it is in the view.
+pub(crate) async fn find(
+    state: &AppState,
+    view: &tally_engine::View,
+    text: &str,
+) -> Result<Option<(Seq, AuditEvent)>, ApiError> {
+    match text.parse::<Guid>() {
+        Ok(guid) => Ok(state.engine.audit_event(view, guid).await?),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The metadata column as JSON.
 pub(crate) fn metadata(e: &AuditEvent) -> Value {
     tally_json::to_json(&e.metadata)

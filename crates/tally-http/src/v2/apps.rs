@@ -15,7 +15,7 @@ use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::CcJson;
-use crate::resource::Write;
+use crate::resource::{create as create_resource, Listing, Write};
 use crate::v2::orgs::space_not_found;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::query::Op;
@@ -36,6 +36,26 @@ pub(crate) fn app_not_found(guid: &str) -> ApiError {
 
 fn find<'a>(table: &'a tally_domain::State, guid: &str) -> Option<&'a App> {
     guid.parse::<Guid>().ok().and_then(|g| table.app(g))
+}
+
+/// A write to the app the path names, if the caller is a developer in its space; the rest
+/// (instances, package state, bits) is the domain's.
+async fn write(
+    state: &AppState,
+    caller: &Caller,
+    guid: &str,
+    command: impl FnOnce(&tally_domain::State, Guid) -> Result<Option<Command>, ApiError>,
+) -> Result<Guid, ApiError> {
+    let write = Write::new(
+        caller,
+        |table: &tally_domain::State| find(table, guid).map(|a| a.guid),
+        |who, table: &tally_domain::State, app: Option<Guid>| {
+            let space = app.and_then(|a| table.app(a)).map(|a| a.space_guid);
+            access::space_write(who, table, space)
+        },
+        || app_not_found(guid),
+    );
+    Ok(write.run(state, command).await?.0)
 }
 
 fn render<'a>(
@@ -69,21 +89,25 @@ async fn list(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.engine.view();
-    let table = &view.state;
-    let visible =
-        access::space_list(caller.subject(), table).map_err(|d| deny(d, ApiError::not_found))?;
-    let paging = Paging::parse(
-        query.as_deref(),
-        MAX_PER_PAGE,
-        &[
-            "name",
-            "space_guid",
-            "organization_guid",
-            "stack_guid",
-            "diego",
-        ],
+    let keys = [
+        "name",
+        "space_guid",
+        "organization_guid",
+        "stack_guid",
+        "diego",
+    ];
+    let Listing {
+        view,
+        visible,
+        params: paging,
+    } = Listing::open(
+        &state,
+        &caller,
+        access::space_list,
+        ApiError::not_found,
+        || Paging::parse(query.as_deref(), MAX_PER_PAGE, &keys),
     )?;
+    let table = &view.state;
     let passes = |a: &App| {
         visible.shows(Some(a.space_guid), None)
             && paging.filter.iter().all(|c| match c.key.as_str() {
@@ -180,31 +204,24 @@ async fn create(
     CcJson(body): CcJson<Value>,
 ) -> Result<Response, ApiError> {
     let body = app_body::parse(&body, true)?;
-    {
-        let view = state.engine.view();
-        let space = body
-            .attributes
-            .space_guid
-            .filter(|s| view.state.space(*s).is_some());
-        match access::space_write(caller.subject(), &view.state, space) {
+    let (named, bad_space_guid) = (body.attributes.space_guid, body.bad_space_guid);
+    let check = |table: &tally_domain::State| {
+        let space = named.filter(|s| table.space(*s).is_some());
+        match access::space_write(caller.subject(), table, space) {
             // No such space, or none named: the domain says which (missing field or 404).
-            Err(access::Denial::NotFound) => {
-                if let Some(text) = &body.bad_space_guid {
-                    return Err(space_not_found(text));
-                }
-            }
-            result => result.map_err(|d| deny(d, ApiError::not_found))?,
+            Err(access::Denial::NotFound) => match &bad_space_guid {
+                Some(text) => Err(space_not_found(text)),
+                None => Ok(()),
+            },
+            result => result.map_err(|d| deny(d, ApiError::not_found)),
         }
-    }
-    let guid = crate::fresh_guid();
-    state
-        .engine
-        .submit(caller.envelope(Command::CreateApp {
-            guid,
-            attributes: body.attributes,
-            audit_request: body.audit_request,
-        }))
-        .await?;
+    };
+    let guid = create_resource(&state, &caller, check, |guid, ()| Command::CreateApp {
+        guid,
+        attributes: body.attributes,
+        audit_request: body.audit_request,
+    })
+    .await?;
     created(&state, &caller, guid)
 }
 
@@ -217,31 +234,24 @@ async fn update(
     CcJson(body): CcJson<Value>,
 ) -> Result<Response, ApiError> {
     let body = app_body::parse(&body, false)?;
-    let target = {
-        let view = state.engine.view();
-        let app = find(&view.state, &guid);
-        access::space_write(caller.subject(), &view.state, app.map(|a| a.space_guid))
-            .map_err(|d| deny(d, || app_not_found(&guid)))?;
-        let app = app.ok_or_else(|| app_not_found(&guid))?;
+    let target = write(&state, &caller, &guid, |table, app| {
         if let Some(text) = &body.bad_space_guid {
             return Err(space_not_found(text));
         }
         // Moving an app needs the same right in the space it moves to.
-        if let Some(to) = body.attributes.space_guid.filter(|s| *s != app.space_guid) {
-            let exists = view.state.space(to).map(|s| s.guid);
-            access::space_write(caller.subject(), &view.state, exists)
+        let here = table.app(app).map(|a| a.space_guid);
+        if let Some(to) = body.attributes.space_guid.filter(|s| Some(*s) != here) {
+            let exists = table.space(to).map(|s| s.guid);
+            access::space_write(caller.subject(), table, exists)
                 .map_err(|d| deny(d, || space_not_found(&to.to_string())))?;
         }
-        app.guid
-    };
-    state
-        .engine
-        .submit(caller.envelope(Command::UpdateApp {
-            guid: target,
+        Ok(Some(Command::UpdateApp {
+            guid: app,
             attributes: body.attributes,
             audit_request: body.audit_request,
         }))
-        .await?;
+    })
+    .await?;
     created(&state, &caller, target)
 }
 
@@ -254,26 +264,13 @@ async fn delete(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
     let recursive = recursive(query.as_deref())?;
-    let write = Write {
-        resolve: |table: &tally_domain::State| find(table, &guid).map(|a| a.guid),
-        rule: |who, table, app| {
-            access::space_write(
-                who,
-                table,
-                app.and_then(|a| table.app(a)).map(|a| a.space_guid),
-            )
-        },
-        not_found: || app_not_found(&guid),
-        caller: &caller,
-    };
-    write
-        .run(&state, |guid| Some(Command::DeleteApp { guid, recursive }))
-        .await?;
+    write(&state, &caller, &guid, |_, guid| {
+        Ok(Some(Command::DeleteApp { guid, recursive }))
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Preconditions in CC's order (§5.3): the app must exist (404) before the token and object
-/// rules (403); the rest (instances, package state, bits) is the domain's.
 /// Restages an app.
 #[utoipa::path(post, path = "/v2/apps/{guid}/restage", tag = "apps", security(("bearer" = [])), params(("guid" = String, Path, description = "the resource's guid")), responses((status = 201, description = "the app", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn restage(
@@ -281,16 +278,13 @@ async fn restage(
     State(state): State<Arc<AppState>>,
     Path(guid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let target = {
-        let view = state.engine.view();
-        let app = find(&view.state, &guid).ok_or_else(|| app_not_found(&guid))?;
-        access::space_write(caller.subject(), &view.state, Some(app.space_guid))
-            .map_err(|d| deny(d, || app_not_found(&guid)))?;
-        app.guid
-    };
-    state
-        .engine
-        .submit(caller.envelope(Command::RestageApp { guid: target }))
-        .await?;
+    // CC's restage (§5.3) answers an unknown app 404 before it looks at the token's scopes.
+    if find(&state.engine.view().state, &guid).is_none() {
+        return Err(app_not_found(&guid));
+    }
+    let target = write(&state, &caller, &guid, |_, guid| {
+        Ok(Some(Command::RestageApp { guid }))
+    })
+    .await?;
     created(&state, &caller, target)
 }

@@ -13,12 +13,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
-use tally_domain::{AuditEvent, Guid, Timestamp};
+use tally_domain::{AuditEvent, Timestamp};
 use tally_engine::{AuditCondition, AuditField, AuditQuery, Match, TimeSpan, Window};
 
 use crate::audit::metadata;
 use crate::auth::Caller;
 use crate::render::time;
+use crate::resource::Listing;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::query::{Condition, Op};
 use crate::{deny, ApiError, AppState};
@@ -117,21 +118,21 @@ async fn list(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<axum::response::Response, ApiError> {
-    let view = state.engine.view();
-    let visible = access::audit_list(caller.subject(), &view.state, Api::V2)
-        .map_err(|d| deny(d, ApiError::not_found))?;
-    let paging = Paging::parse_ordered(
-        query.as_deref(),
-        MAX_PER_PAGE,
-        &[
+    let rule = |who: access::Subject<'_>, table: &_| access::audit_list(who, table, Api::V2);
+    let Listing {
+        view,
+        visible,
+        params: paging,
+    } = Listing::open(&state, &caller, rule, ApiError::not_found, || {
+        let keys = [
             "timestamp",
             "type",
             "actee",
             "space_guid",
             "organization_guid",
-        ],
-        &["timestamp", "id"],
-    )?;
+        ];
+        Paging::parse_ordered(query.as_deref(), MAX_PER_PAGE, &keys, &["timestamp", "id"])
+    })?;
     let mut query = AuditQuery::showing(visible);
     for c in &paging.filter {
         query.conditions.push(condition(c)?);
@@ -154,10 +155,7 @@ async fn show(
     Path(guid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.engine.view();
-    let found = match guid.parse::<Guid>() {
-        Ok(g) => state.engine.audit_event(&view, g).await?,
-        Err(_) => None,
-    };
+    let found = crate::audit::find(&state, &view, &guid).await?;
     // v2 order: the token rule, then existence, then visibility.
     let visible = access::audit_list(caller.subject(), &view.state, Api::V2)
         .map_err(|d| deny(d, ApiError::not_found))?;

@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
+use tally_domain::access::{Denial, Subject};
 use tally_domain::model::{Org, Space};
 use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::{missing_field, CcJson};
-use crate::resource::{target, Write};
+use crate::resource::{create, target, Listing, Write};
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
 use crate::{deny, ApiError, AppState};
@@ -62,6 +63,102 @@ fn created(location: String, body: Value) -> Response {
         .into_response()
 }
 
+/// What the org and the space handlers differ in.
+struct Kind {
+    /// The collection's path.
+    path: &'static str,
+    /// The resource named by the path's text, if it exists.
+    find: fn(&tally_domain::State, &str) -> Option<Guid>,
+    /// Its not-found error.
+    not_found: fn(&str) -> ApiError,
+    /// The read rule.
+    read: fn(Subject<'_>, &tally_domain::State, Option<Guid>) -> Result<(), Denial>,
+    /// The write rule (`true`: deleting).
+    write: fn(Subject<'_>, &tally_domain::State, Option<Guid>, bool) -> Result<(), Denial>,
+    /// Its JSON as the view holds it.
+    present: fn(&tally_domain::State, Guid) -> Option<Value>,
+}
+
+const ORGS: Kind = Kind {
+    path: "/v2/organizations",
+    find: org_guid,
+    not_found: org_not_found,
+    read: access::org_read,
+    write: access::org_write,
+    present: |table, guid| table.org(guid).map(present::org),
+};
+
+const SPACES: Kind = Kind {
+    path: "/v2/spaces",
+    find: space_guid,
+    not_found: space_not_found,
+    read: access::space_read,
+    write: access::space_manage,
+    present: |table, guid| table.space(guid).map(present::space),
+};
+
+impl Kind {
+    /// One, as the caller may see it.
+    fn show(&self, state: &AppState, caller: &Caller, guid: &str) -> Result<Json<Value>, ApiError> {
+        let view = state.engine.view();
+        let not_found = || (self.not_found)(guid);
+        let resolve = |t: &tally_domain::State| (self.find)(t, guid);
+        let target = target(&view.state, caller, resolve, self.read, not_found)?;
+        Ok(Json(
+            (self.present)(&view.state, target).ok_or_else(not_found)?,
+        ))
+    }
+
+    /// A write of `command` to one, if the caller may (`deleting` picks the rule's variant).
+    async fn write(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        guid: &str,
+        deleting: bool,
+        command: impl FnOnce(Guid) -> Option<Command>,
+    ) -> Result<(Guid, Arc<tally_engine::View>), ApiError> {
+        let write = Write::new(
+            caller,
+            |t: &tally_domain::State| (self.find)(t, guid),
+            |who, t: &tally_domain::State, target| (self.write)(who, t, target, deleting),
+            || (self.not_found)(guid),
+        );
+        write.run(state, |_, target| Ok(command(target))).await
+    }
+
+    /// PUT: renames one (a body without a name changes nothing); 201 with it.
+    async fn rename(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        guid: &str,
+        name: Option<String>,
+        command: fn(Guid, String) -> Command,
+    ) -> Result<Response, ApiError> {
+        let (target, view) = self
+            .write(state, caller, guid, false, |g| name.map(|n| command(g, n)))
+            .await?;
+        let body = (self.present)(&view.state, target).ok_or_else(|| (self.not_found)(guid))?;
+        Ok(created(format!("{}/{target}", self.path), body))
+    }
+
+    /// DELETE: `recursive=true` takes what it holds too; 204.
+    async fn delete(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        guid: &str,
+        query: Option<&str>,
+        command: fn(Guid, bool) -> Command,
+    ) -> Result<StatusCode, ApiError> {
+        let recursive = recursive(query)?;
+        self.write(state, caller, guid, true, |g| Some(command(g, recursive)))
+            .await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+}
+
 /// The organizations the caller sees, a v2 page.
 #[utoipa::path(get, path = "/v2/organizations", tag = "organizations", security(("bearer" = [])), params(crate::openapi::V2ListParams), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::CcError)))]
 async fn list_orgs(
@@ -69,10 +166,17 @@ async fn list_orgs(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.engine.view();
-    let visible = access::org_list(caller.subject(), &view.state)
-        .map_err(|d| deny(d, ApiError::not_found))?;
-    let paging = Paging::parse(query.as_deref(), MAX_PER_PAGE, &["name"])?;
+    let Listing {
+        view,
+        visible,
+        params: paging,
+    } = Listing::open(
+        &state,
+        &caller,
+        access::org_list,
+        ApiError::not_found,
+        || Paging::parse(query.as_deref(), MAX_PER_PAGE, &["name"]),
+    )?;
     let mut orgs: Vec<&Org> = view
         .state
         .orgs()
@@ -94,17 +198,7 @@ async fn get_org(
     State(state): State<Arc<AppState>>,
     Path(guid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.engine.view();
-    let not_found = || org_not_found(&guid);
-    let org = target(
-        &view.state,
-        &caller,
-        |t| org_guid(t, &guid),
-        access::org_read,
-        not_found,
-    )?;
-    let org = view.state.org(org).ok_or_else(not_found)?;
-    Ok(Json(present::org(org)))
+    ORGS.show(&state, &caller, &guid)
 }
 
 /// Creates an organization.
@@ -114,13 +208,15 @@ async fn create_org(
     State(state): State<Arc<AppState>>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    access::org_create(caller.subject()).map_err(|d| deny(d, ApiError::not_found))?;
-    let name = body.name.ok_or_else(|| missing_field("name"))?;
-    let guid = crate::fresh_guid();
-    state
-        .engine
-        .submit(caller.envelope(Command::CreateOrg { guid, name }))
-        .await?;
+    let check = |_: &tally_domain::State| {
+        access::org_create(caller.subject()).map_err(|d| deny(d, ApiError::not_found))?;
+        body.name.ok_or_else(|| missing_field("name"))
+    };
+    let guid = create(&state, &caller, check, |guid, name| Command::CreateOrg {
+        guid,
+        name,
+    })
+    .await?;
     let view = state.engine.view();
     let org = view
         .state
@@ -140,22 +236,10 @@ async fn rename_org(
     Path(guid): Path<String>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    let write = Write {
-        resolve: |table: &tally_domain::State| org_guid(table, &guid),
-        rule: |who, table, org| access::org_write(who, table, org, false),
-        not_found: || org_not_found(&guid),
-        caller: &caller,
-    };
-    let (target, view) = write
-        .run(&state, |guid| {
-            body.name.map(|name| Command::RenameOrg { guid, name })
-        })
-        .await?;
-    let org = view.state.org(target).ok_or_else(|| org_not_found(&guid))?;
-    Ok(created(
-        format!("/v2/organizations/{target}"),
-        present::org(org),
-    ))
+    ORGS.rename(&state, &caller, &guid, body.name, |guid, name| {
+        Command::RenameOrg { guid, name }
+    })
+    .await
 }
 
 /// Deletes an organization (recursive=true with its spaces).
@@ -166,17 +250,14 @@ async fn delete_org(
     Path(guid): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
-    let recursive = recursive(query.as_deref())?;
-    let write = Write {
-        resolve: |table: &tally_domain::State| org_guid(table, &guid),
-        rule: |who, table, org| access::org_write(who, table, org, true),
-        not_found: || org_not_found(&guid),
-        caller: &caller,
-    };
-    write
-        .run(&state, |guid| Some(Command::DeleteOrg { guid, recursive }))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    ORGS.delete(
+        &state,
+        &caller,
+        &guid,
+        query.as_deref(),
+        |guid, recursive| Command::DeleteOrg { guid, recursive },
+    )
+    .await
 }
 
 /// The spaces the caller sees, a v2 page.
@@ -186,13 +267,22 @@ async fn list_spaces(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.engine.view();
-    let visible = access::space_list(caller.subject(), &view.state)
-        .map_err(|d| deny(d, ApiError::not_found))?;
-    let paging = Paging::parse(
-        query.as_deref(),
-        MAX_PER_PAGE,
-        &["name", "organization_guid"],
+    let Listing {
+        view,
+        visible,
+        params: paging,
+    } = Listing::open(
+        &state,
+        &caller,
+        access::space_list,
+        ApiError::not_found,
+        || {
+            Paging::parse(
+                query.as_deref(),
+                MAX_PER_PAGE,
+                &["name", "organization_guid"],
+            )
+        },
     )?;
     let mut spaces: Vec<&Space> = view
         .state
@@ -216,12 +306,7 @@ async fn get_space(
     State(state): State<Arc<AppState>>,
     Path(guid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.engine.view();
-    let not_found = || space_not_found(&guid);
-    let resolve = |t: &tally_domain::State| space_guid(t, &guid);
-    let space = target(&view.state, &caller, resolve, access::space_read, not_found)?;
-    let space = view.state.space(space).ok_or_else(not_found)?;
-    Ok(Json(present::space(space)))
+    SPACES.show(&state, &caller, &guid)
 }
 
 /// Creates a space.
@@ -231,26 +316,27 @@ async fn create_space(
     State(state): State<Arc<AppState>>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    let view = state.engine.view();
-    let org_text = body.organization_guid.unwrap_or_default();
-    let org = org_guid(&view.state, &org_text);
-    match access::space_create(caller.subject(), &view.state, org) {
-        Err(access::Denial::NotFound) if org_text.is_empty() => {
-            return Err(missing_field("organization_guid"))
+    let check = |table: &tally_domain::State| {
+        let org_text = body.organization_guid.unwrap_or_default();
+        let org = org_guid(table, &org_text);
+        match access::space_create(caller.subject(), table, org) {
+            Err(access::Denial::NotFound) if org_text.is_empty() => {
+                return Err(missing_field("organization_guid"))
+            }
+            result => result.map_err(|d| deny(d, || org_not_found(&org_text)))?,
         }
-        result => result.map_err(|d| deny(d, || org_not_found(&org_text)))?,
-    }
-    let org = org.ok_or_else(|| org_not_found(&org_text))?;
-    let name = body.name.ok_or_else(|| missing_field("name"))?;
-    let guid = crate::fresh_guid();
-    state
-        .engine
-        .submit(caller.envelope(Command::CreateSpace {
+        let org = org.ok_or_else(|| org_not_found(&org_text))?;
+        let name = body.name.ok_or_else(|| missing_field("name"))?;
+        Ok((org, name))
+    };
+    let guid = create(&state, &caller, check, |guid, (org_guid, name)| {
+        Command::CreateSpace {
             guid,
-            org_guid: org,
+            org_guid,
             name,
-        }))
-        .await?;
+        }
+    })
+    .await?;
     let view = state.engine.view();
     let space = view
         .state
@@ -267,25 +353,11 @@ async fn rename_space(
     Path(guid): Path<String>,
     CcJson(body): CcJson<Body>,
 ) -> Result<Response, ApiError> {
-    let write = Write {
-        resolve: |table: &tally_domain::State| space_guid(table, &guid),
-        rule: |who, table, space| access::space_manage(who, table, space, false),
-        not_found: || space_not_found(&guid),
-        caller: &caller,
-    };
-    let (target, view) = write
-        .run(&state, |guid| {
-            body.name.map(|name| Command::RenameSpace { guid, name })
+    SPACES
+        .rename(&state, &caller, &guid, body.name, |guid, name| {
+            Command::RenameSpace { guid, name }
         })
-        .await?;
-    let space = view
-        .state
-        .space(target)
-        .ok_or_else(|| space_not_found(&guid))?;
-    Ok(created(
-        format!("/v2/spaces/{target}"),
-        present::space(space),
-    ))
+        .await
 }
 
 /// Deletes a space (recursive=true with its apps).
@@ -296,17 +368,13 @@ async fn delete_space(
     Path(guid): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
-    let recursive = recursive(query.as_deref())?;
-    let write = Write {
-        resolve: |table: &tally_domain::State| space_guid(table, &guid),
-        rule: |who, table, space| access::space_manage(who, table, space, true),
-        not_found: || space_not_found(&guid),
-        caller: &caller,
-    };
-    write
-        .run(&state, |guid| {
-            Some(Command::DeleteSpace { guid, recursive })
-        })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    SPACES
+        .delete(
+            &state,
+            &caller,
+            &guid,
+            query.as_deref(),
+            |guid, recursive| Command::DeleteSpace { guid, recursive },
+        )
+        .await
 }

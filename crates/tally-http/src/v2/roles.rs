@@ -13,7 +13,7 @@ use tally_domain::{access, Command, Guid, Membership, RoleKind};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Caller;
-use crate::resource::target;
+use crate::resource::Write;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
 use crate::{deny, ApiError, AppState};
@@ -210,16 +210,7 @@ async fn grant(
     State(state): State<Arc<AppState>>,
     Path((guid, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let resource = check(&caller, &state.engine.view().state, role, &guid)?;
-    let m = Membership {
-        resource,
-        role,
-        user: user_id(user),
-    };
-    state
-        .engine
-        .submit(caller.envelope(Command::GrantRole(m)))
-        .await?;
+    let resource = change(&state, &caller, role, &guid, user, Command::GrantRole).await?;
     let view = state.engine.view();
     let body = if role.is_org_role() {
         view.state.org(resource).map(present::org)
@@ -238,35 +229,40 @@ async fn revoke(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
     let recursive = recursive(query.as_deref())?;
-    let resource = check(&caller, &state.engine.view().state, role, &guid)?;
-    let m = Membership {
+    change(&state, &caller, role, &guid, user, |membership| {
+        Command::RevokeRole {
+            membership,
+            recursive,
+        }
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A role change of `user` on the org or space the path names, if the caller may manage it
+/// (the token rule, then 404 for an unknown org or space, then the object rule); the org's or
+/// space's guid.
+async fn change(
+    state: &AppState,
+    caller: &Caller,
+    role: RoleKind,
+    guid: &str,
+    user: String,
+    command: impl FnOnce(Membership) -> Command,
+) -> Result<Guid, ApiError> {
+    let write = Write::new(
+        caller,
+        |t: &tally_domain::State| resource(role, t, guid),
+        |who, t: &tally_domain::State, r: Option<Guid>| access::manage_role(who, t, role, r),
+        || not_found(role, guid),
+    );
+    let membership = |resource| Membership {
         resource,
         role,
         user: user_id(user),
     };
-    state
-        .engine
-        .submit(caller.envelope(Command::RevokeRole {
-            membership: m,
-            recursive,
-        }))
+    let (resource, _) = write
+        .run(state, |_, resource| Ok(Some(command(membership(resource)))))
         .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The permission check of a role change: the token rule, then 404 for an unknown org or
-/// space, then the object rule.
-fn check(
-    caller: &Caller,
-    table: &tally_domain::State,
-    role: RoleKind,
-    guid: &str,
-) -> Result<Guid, ApiError> {
-    target(
-        table,
-        caller,
-        |t| resource(role, t, guid),
-        |who, t, r| access::manage_role(who, t, role, r),
-        || not_found(role, guid),
-    )
+    Ok(resource)
 }

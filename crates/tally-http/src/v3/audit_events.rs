@@ -9,10 +9,11 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
-use tally_domain::{AuditEvent, Guid};
+use tally_domain::AuditEvent;
 use tally_engine::{AuditCondition, AuditField, AuditQuery, Match, Window};
 
 use crate::auth::Caller;
+use crate::resource::Listing;
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
 
@@ -74,10 +75,14 @@ async fn list(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<axum::response::Response, ApiError> {
-    let view = state.engine.view();
-    let visible = access::audit_list(caller.subject(), &view.state, Api::V3)
-        .map_err(|d| deny(d, not_found))?;
-    let q = ListQuery::parse(query.as_deref(), &SPEC)?;
+    let rule = |who: access::Subject<'_>, table: &_| access::audit_list(who, table, Api::V3);
+    let Listing {
+        view,
+        visible,
+        params: q,
+    } = Listing::open(&state, &caller, rule, not_found, || {
+        ListQuery::parse(query.as_deref(), &SPEC)
+    })?;
     let mut audit = AuditQuery::showing(visible);
     for (key, field) in [
         ("types", AuditField::Type),
@@ -132,10 +137,7 @@ async fn show(
     let view = state.engine.view();
     let visible = access::audit_list(caller.subject(), &view.state, Api::V3)
         .map_err(|d| deny(d, not_found))?;
-    let found = match guid.parse::<Guid>() {
-        Ok(g) => state.engine.audit_event(&view, g).await?,
-        Err(_) => None,
-    };
+    let found = crate::audit::find(&state, &view, &guid).await?;
     match found {
         Some((_, e)) if visible.shows(e.space_guid, e.organization_guid) => {
             Ok(Json(present(&state.settings.external_url, &e)))

@@ -15,6 +15,7 @@ use tally_domain::{Guid, Timestamp};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
+use crate::resource::Listing;
 use crate::usage_endpoints::{
     epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource,
 };
@@ -51,8 +52,12 @@ async fn list(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let visible = access::usage_list(caller.subject(), Api::V3).map_err(|d| deny(d, not_found))?;
-    let q = ListQuery::parse(query.as_deref(), &SPEC)?;
+    let rule = |who: access::Subject<'_>, _: &_| access::usage_list(who, Api::V3);
+    let Listing {
+        visible, params: q, ..
+    } = Listing::open(&state, &caller, rule, not_found, || {
+        ListQuery::parse(query.as_deref(), &SPEC)
+    })?;
     let base = &state.settings.external_url;
     let path = format!("{base}/v3/app_usage_events");
     if matches!(visible, Visible::Nothing) {

@@ -97,31 +97,18 @@ pub(crate) async fn create<T>(
 /// What every list starts from: one view, what the caller may see in it, and the list's
 /// parameters (`v2::paging::Paging` or `v3::list::ListQuery`), which the handler turns into
 /// a query, a page and its envelope.
-pub(crate) struct Listing<P> {
-    /// The view the whole answer is read from.
-    pub view: Arc<View>,
-    /// What the caller may see.
-    pub visible: Visible,
-    /// The parsed parameters.
-    pub params: P,
-}
+pub(crate) type Listing<P> = (Arc<View>, Visible, P);
 
-impl<P> Listing<P> {
-    /// In CC's order: the caller's right to list (`rule`; a refusal is answered with the
-    /// list's `not_found`), then the parameters (`parse`, with the list's own errors).
-    pub(crate) fn open(
-        state: &AppState,
-        caller: &Caller,
-        rule: impl FnOnce(Subject<'_>, &State) -> Result<Visible, Denial>,
-        not_found: fn() -> ApiError,
-        parse: impl FnOnce() -> Result<P, ApiError>,
-    ) -> Result<Self, ApiError> {
-        let view = state.engine.view();
-        let visible = rule(caller.subject(), &view.state).map_err(|d| deny(d, not_found))?;
-        Ok(Self {
-            view,
-            visible,
-            params: parse()?,
-        })
-    }
+/// A list's opening, in CC's order: the caller's right to list (`rule`; a refusal is answered
+/// with the list's `not_found`), then the parameters (`parse`, with the list's own errors).
+pub(crate) fn open_list<P>(
+    state: &AppState,
+    caller: &Caller,
+    rule: impl FnOnce(Subject<'_>, &State) -> Result<Visible, Denial>,
+    not_found: fn() -> ApiError,
+    parse: impl FnOnce() -> Result<P, ApiError>,
+) -> Result<Listing<P>, ApiError> {
+    let view = state.engine.view();
+    let visible = rule(caller.subject(), &view.state).map_err(|d| deny(d, not_found))?;
+    Ok((view, visible, parse()?))
 }

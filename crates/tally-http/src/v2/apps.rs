@@ -15,9 +15,9 @@ use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::CcJson;
-use crate::resource::{create as create_resource, Listing, Write};
+use crate::resource::{create as create_resource, Write};
 use crate::v2::orgs::space_not_found;
-use crate::v2::paging::{Paging, MAX_PER_PAGE};
+use crate::v2::paging::{self, Paging};
 use crate::v2::query::Op;
 use crate::v2::{app_body, present, recursive};
 use crate::{deny, ApiError, AppState};
@@ -96,17 +96,8 @@ async fn list(
         "stack_guid",
         "diego",
     ];
-    let Listing {
-        view,
-        visible,
-        params: paging,
-    } = Listing::open(
-        &state,
-        &caller,
-        access::space_list,
-        ApiError::not_found,
-        || Paging::parse(query.as_deref(), MAX_PER_PAGE, &keys),
-    )?;
+    let (view, visible, paging) =
+        paging::open(&state, &caller, access::space_list, query.as_deref(), &keys)?;
     let table = &view.state;
     let passes = |a: &App| {
         visible.shows(Some(a.space_guid), None)

@@ -19,7 +19,7 @@ use tally_engine::{AuditCondition, AuditField, AuditQuery, Match, TimeSpan, Wind
 use crate::audit::metadata;
 use crate::auth::Caller;
 use crate::render::time;
-use crate::resource::Listing;
+use crate::resource::open_list;
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::query::{Condition, Op};
 use crate::{deny, ApiError, AppState};
@@ -119,11 +119,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<axum::response::Response, ApiError> {
     let rule = |who: access::Subject<'_>, table: &_| access::audit_list(who, table, Api::V2);
-    let Listing {
-        view,
-        visible,
-        params: paging,
-    } = Listing::open(&state, &caller, rule, ApiError::not_found, || {
+    let (view, visible, paging) = open_list(&state, &caller, rule, ApiError::not_found, || {
         let keys = [
             "timestamp",
             "type",

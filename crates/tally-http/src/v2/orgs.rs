@@ -17,8 +17,8 @@ use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::{missing_field, CcJson};
-use crate::resource::{create, target, Listing, Write};
-use crate::v2::paging::{Paging, MAX_PER_PAGE};
+use crate::resource::{create, target, Write};
+use crate::v2::paging;
 use crate::v2::{present, recursive};
 use crate::{deny, ApiError, AppState};
 
@@ -166,16 +166,12 @@ async fn list_orgs(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Listing {
-        view,
-        visible,
-        params: paging,
-    } = Listing::open(
+    let (view, visible, paging) = paging::open(
         &state,
         &caller,
         access::org_list,
-        ApiError::not_found,
-        || Paging::parse(query.as_deref(), MAX_PER_PAGE, &["name"]),
+        query.as_deref(),
+        &["name"],
     )?;
     let mut orgs: Vec<&Org> = view
         .state
@@ -267,23 +263,9 @@ async fn list_spaces(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Listing {
-        view,
-        visible,
-        params: paging,
-    } = Listing::open(
-        &state,
-        &caller,
-        access::space_list,
-        ApiError::not_found,
-        || {
-            Paging::parse(
-                query.as_deref(),
-                MAX_PER_PAGE,
-                &["name", "organization_guid"],
-            )
-        },
-    )?;
+    let keys = ["name", "organization_guid"];
+    let (view, visible, paging) =
+        paging::open(&state, &caller, access::space_list, query.as_deref(), &keys)?;
     let mut spaces: Vec<&Space> = view
         .state
         .spaces()

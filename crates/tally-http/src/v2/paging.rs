@@ -186,6 +186,23 @@ pub struct Page<T> {
     pub resources: Vec<T>,
 }
 
+/// A v2 list's opening: the caller's right (`rule`, refused with CC's not-found), then its
+/// parameters with `q` on `keys`.
+pub(crate) fn open(
+    state: &crate::AppState,
+    caller: &crate::auth::Caller,
+    rule: impl FnOnce(
+        tally_domain::access::Subject<'_>,
+        &tally_domain::State,
+    ) -> Result<tally_domain::access::Visible, tally_domain::access::Denial>,
+    query: Option<&str>,
+    keys: &[&str],
+) -> Result<crate::resource::Listing<Paging>, ApiError> {
+    crate::resource::open_list(state, caller, rule, ApiError::not_found, || {
+        Paging::parse(query, MAX_PER_PAGE, keys)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use tally_domain::access::{self, Api};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
-use crate::resource::Listing;
+use crate::resource::open_list;
 use crate::usage_endpoints::{epoch_headers, parse_wait, poll, readable, v2_resource};
 use crate::v2::events::event_not_found;
 use crate::v2::paging::Paging;
@@ -49,10 +49,9 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rule = |who: access::Subject<'_>, _: &_| access::usage_list(who, Api::V2);
-    let Listing { params: paging, .. } =
-        Listing::open(&state, &caller, rule, ApiError::not_found, || {
-            Paging::parse(query.as_deref(), MAX_PER_PAGE, &[])
-        })?;
+    let (_, _, paging) = open_list(&state, &caller, rule, ApiError::not_found, || {
+        Paging::parse(query.as_deref(), MAX_PER_PAGE, &[])
+    })?;
     let after_guid = param(query.as_deref(), "after_guid")?;
     let wait = parse_wait(&state, Api::V2, param(query.as_deref(), "wait")?.as_deref())?;
     let limit = usize::try_from(paging.per_page).unwrap_or(usize::MAX);

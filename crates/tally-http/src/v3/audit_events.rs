@@ -13,7 +13,7 @@ use tally_domain::AuditEvent;
 use tally_engine::{AuditCondition, AuditField, AuditQuery, Match, Window};
 
 use crate::auth::Caller;
-use crate::resource::Listing;
+use crate::resource::open_list;
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
 
@@ -76,11 +76,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<axum::response::Response, ApiError> {
     let rule = |who: access::Subject<'_>, table: &_| access::audit_list(who, table, Api::V3);
-    let Listing {
-        view,
-        visible,
-        params: q,
-    } = Listing::open(&state, &caller, rule, not_found, || {
+    let (view, visible, q) = open_list(&state, &caller, rule, not_found, || {
         ListQuery::parse(query.as_deref(), &SPEC)
     })?;
     let mut audit = AuditQuery::showing(visible);

@@ -15,7 +15,7 @@ use tally_domain::{Guid, Timestamp};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
-use crate::resource::Listing;
+use crate::resource::open_list;
 use crate::usage_endpoints::{
     epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource,
 };
@@ -53,9 +53,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rule = |who: access::Subject<'_>, _: &_| access::usage_list(who, Api::V3);
-    let Listing {
-        visible, params: q, ..
-    } = Listing::open(&state, &caller, rule, not_found, || {
+    let (_, visible, q) = open_list(&state, &caller, rule, not_found, || {
         ListQuery::parse(query.as_deref(), &SPEC)
     })?;
     let base = &state.settings.external_url;

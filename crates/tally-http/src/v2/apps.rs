@@ -10,12 +10,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
+use tally_domain::access::{Denial, Subject};
 use tally_domain::model::App;
 use tally_domain::{access, Command, Guid};
 
 use crate::auth::Caller;
 use crate::json::CcJson;
-use crate::resource::{create as create_resource, Write};
+use crate::resource::{create as create_resource, target, Write};
 use crate::v2::orgs::space_not_found;
 use crate::v2::paging::{self, Paging};
 use crate::v2::query::Op;
@@ -38,6 +39,26 @@ fn find<'a>(table: &'a tally_domain::State, guid: &str) -> Option<&'a App> {
     guid.parse::<Guid>().ok().and_then(|g| table.app(g))
 }
 
+/// The app the path names, if the space `rule` lets the caller reach it.
+pub(crate) fn reach(
+    table: &tally_domain::State,
+    caller: &Caller,
+    guid: &str,
+    rule: fn(Subject<'_>, &tally_domain::State, Option<Guid>) -> Result<(), Denial>,
+) -> Result<Guid, ApiError> {
+    target(
+        table,
+        caller,
+        |t| find(t, guid).map(|a| a.guid),
+        |who, t, app| rule(who, t, space_of(t, app)),
+        || app_not_found(guid),
+    )
+}
+
+fn space_of(table: &tally_domain::State, app: Option<Guid>) -> Option<Guid> {
+    app.and_then(|a| table.app(a)).map(|a| a.space_guid)
+}
+
 /// A write to the app the path names, if the caller is a developer in its space; the rest
 /// (instances, package state, bits) is the domain's.
 async fn write(
@@ -50,8 +71,7 @@ async fn write(
         caller,
         |table: &tally_domain::State| find(table, guid).map(|a| a.guid),
         |who, table: &tally_domain::State, app: Option<Guid>| {
-            let space = app.and_then(|a| table.app(a)).map(|a| a.space_guid);
-            access::space_write(who, table, space)
+            access::space_write(who, table, space_of(table, app))
         },
         || app_not_found(guid),
     );
@@ -180,10 +200,8 @@ async fn show(
     Path(guid): Path<String>,
 ) -> Result<Response, ApiError> {
     let view = state.engine.view();
-    let app = find(&view.state, &guid);
-    access::space_read(caller.subject(), &view.state, app.map(|a| a.space_guid))
-        .map_err(|d| deny(d, || app_not_found(&guid)))?;
-    let app = app.ok_or_else(|| app_not_found(&guid))?;
+    let app = reach(&view.state, &caller, &guid, access::space_read)?;
+    let app = view.state.app(app).ok_or_else(|| app_not_found(&guid))?;
     Ok(Json(render(&caller, &view.state, app)).into_response())
 }
 

@@ -15,12 +15,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sha2::{Digest, Sha256};
-use tally_domain::{access, Command, Guid};
+use tally_domain::{access, Command};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
-use crate::v2::apps::app_not_found;
-use crate::{deny, ApiError, AppState};
+use crate::{ApiError, AppState};
 
 fn invalid(why: impl std::fmt::Display) -> ApiError {
     ApiError::bits_invalid(why)
@@ -65,13 +64,12 @@ pub(crate) async fn upload(
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let target = {
-        let view = state.engine.view();
-        let app = guid.parse::<Guid>().ok().and_then(|g| view.state.app(g));
-        access::space_write(caller.subject(), &view.state, app.map(|a| a.space_guid))
-            .map_err(|d| deny(d, || app_not_found(&guid)))?;
-        app.ok_or_else(|| app_not_found(&guid))?.guid
-    };
+    let target = crate::v2::apps::reach(
+        &state.engine.view().state,
+        &caller,
+        &guid,
+        access::space_write,
+    )?;
     let limit = state.settings.max_upload_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)

@@ -13,10 +13,10 @@ use tally_domain::{access, Command, Guid, Membership, RoleKind};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Caller;
-use crate::resource::Write;
+use crate::resource::{target, Write};
 use crate::v2::paging::{Paging, MAX_PER_PAGE};
 use crate::v2::{present, recursive};
-use crate::{deny, ApiError, AppState};
+use crate::{ApiError, AppState};
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
     let mut router = Router::new();
@@ -180,17 +180,14 @@ async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let view = state.engine.view();
     let table = &view.state;
-    let target = resource(role, table, &guid);
-    let allowed = if role.is_org_role() {
-        access::org_read(caller.subject(), table, target)
+    let rule = if role.is_org_role() {
+        access::org_read
     } else {
-        access::space_read(caller.subject(), table, target)
+        access::space_read
     };
-    allowed.map_err(|denial| deny(denial, || not_found(role, &guid)))?;
+    let resolve = |t: &tally_domain::State| resource(role, t, &guid);
+    let target = target(table, &caller, resolve, rule, || not_found(role, &guid))?;
     let paging = Paging::parse(query.as_deref(), MAX_PER_PAGE, &[])?;
-    let Some(target) = target else {
-        return Err(not_found(role, &guid));
-    };
     let users: Vec<&str> = table
         .members_of(target)
         .filter(|(r, _)| *r == role)

@@ -100,7 +100,9 @@ fn crates_depend_only_on_what_their_layer_allows() {
     for (krate, list) in &deps {
         for (dep, kind) in list {
             let allowed = match dep.as_str() {
-                "sled" => krate == "tally-store",
+                "sled" | "postgres" | "r2d2" | "r2d2_postgres" | "refinery" => {
+                    krate == "tally-store"
+                }
                 "bincode" => krate == "proto-schemas",
                 _ => true,
             };

@@ -6,25 +6,20 @@
 //! - catch-up: a keyset read, `WHERE id > $last ORDER BY id LIMIT 5000`.
 //!
 //! The server keeps PostgreSQL's defaults (fsync on, `synchronous_commit = on`); the load comes
-//! from `pgbench` with CC's statements as a custom script. `initdb` refuses to run as root, so
-//! as root the cluster belongs to the `postgres` user.
+//! from `pgbench` with CC's statements as a custom script.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::Context;
+use tally_pgcluster::{Cluster, Options};
 
 use crate::report::Latencies;
 
-/// A PostgreSQL cluster in a temporary directory, stopped when dropped.
+/// A PostgreSQL cluster in a temporary directory (`tally-pgcluster`), stopped when dropped,
+/// with Cloud Controller's tables.
 pub struct Postgres {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    /// Who runs the server and its tools (`postgres` when we are root).
-    user: Option<String>,
-    _temp: tempfile::TempDir,
+    cluster: Cluster,
 }
 
 /// How long a pgbench run goes.
@@ -44,171 +39,18 @@ pub struct PgbenchRun {
     pub latencies: Latencies,
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// The directory of PostgreSQL's server binaries (the newest installed), installing Debian's
-/// `postgresql` package first when there is none and we may.
-fn binaries() -> anyhow::Result<PathBuf> {
-    let find = || -> Option<PathBuf> {
-        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|bin| bin.join("initdb").exists() && bin.join("pgbench").exists())
-            .collect();
-        versions.sort();
-        versions.pop()
-    };
-    if let Some(bin) = find() {
-        return Ok(bin);
-    }
-    ensure!(
-        is_root(),
-        "PostgreSQL is not installed: apt-get install postgresql (as root), then run again"
-    );
-    eprintln!("installing Debian's postgresql package ...");
-    for args in [
-        &["update", "-qq"][..],
-        &[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "postgresql",
-        ][..],
-    ] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()?;
-        ensure!(status.success(), "apt-get {args:?} failed");
-    }
-    find().context("apt-get installed postgresql, but no initdb was found")
-}
-
 impl Postgres {
     /// initdb, start on a free loopback port, create the CC tables.
     pub fn start() -> anyhow::Result<Self> {
-        let bin = binaries()?;
-        let temp = tempfile::Builder::new().prefix("tally-pg-").tempdir()?;
-        let dir = temp.path().join("data");
-        let user = is_root().then(|| "postgres".to_owned());
-        if let Some(user) = &user {
-            let status = Command::new("chown")
-                .args([&format!("{user}:"), &temp.path().display().to_string()])
-                .status()?;
-            ensure!(status.success(), "chown of the cluster directory failed");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let pg = Self {
-            bin,
-            dir,
-            port,
-            user,
-            _temp: temp,
-        };
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &pg.dir.display().to_string(),
-                "-A",
-                "trust",
-                "-U",
-                "bench",
-                "--no-instructions",
-            ],
-        )?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' \
-             -c max_connections=200"
-        );
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &pg.dir.display().to_string(),
-                "-o",
-                &options,
-                "-l",
-                &pg.dir.join("server.log").display().to_string(),
-                "-w",
-                "start",
-            ],
-        )?;
+        let cluster = Cluster::start(&Options::default()).map_err(anyhow::Error::msg)?;
+        let pg = Self { cluster };
         pg.sql(SCHEMA)?;
         Ok(pg)
     }
 
-    fn command(&self, tool: &str) -> Command {
-        let program = self.bin.join(tool);
-        match &self.user {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(program);
-                command
-            }
-            None => Command::new(program),
-        }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<String> {
-        let output = self
-            .command(tool)
-            .args(args)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {tool}"))?;
-        if !output.status.success() {
-            bail!(
-                "{tool} failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    fn connection(&self) -> [String; 6] {
-        [
-            "-h".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            self.port.to_string(),
-            "-U".into(),
-            "bench".into(),
-        ]
-    }
-
     /// Runs SQL with psql (stops at the first error); what it printed.
     pub fn sql(&self, sql: &str) -> anyhow::Result<String> {
-        let mut args: Vec<String> = self.connection().to_vec();
-        args.extend(
-            [
-                "-d",
-                "postgres",
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ]
-            .map(str::to_owned),
-        );
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run("psql", &args)
+        self.cluster.sql(sql).map_err(anyhow::Error::msg)
     }
 
     /// 100,000-style seed: `apps` started processes and `events` usage events.
@@ -238,15 +80,14 @@ impl Postgres {
         clients: usize,
         limit: Limit,
     ) -> anyhow::Result<PgbenchRun> {
-        let file = self._temp.path().join("script.sql");
+        let file = self.cluster.root().join("script.sql");
         std::fs::write(&file, script)?;
-        let log_prefix = self._temp.path().join("pgbench-log");
-        if let Some(user) = &self.user {
-            Command::new("chown")
-                .args([&format!("{user}:"), &file.display().to_string()])
-                .status()?;
-        }
-        let mut args: Vec<String> = self.connection().to_vec();
+        let log_prefix = self.cluster.root().join("pgbench-log");
+        // The tools run as the cluster's owner, who must be able to read the script.
+        let mut permissions = std::fs::metadata(&file)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
+        std::fs::set_permissions(&file, permissions)?;
+        let mut args: Vec<String> = self.cluster.connection().to_vec();
         args.extend([
             "-n".into(),
             "-c".into(),
@@ -269,7 +110,10 @@ impl Postgres {
             "postgres".into(),
         ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.run("pgbench", &args)?;
+        let out = self
+            .cluster
+            .run("pgbench", &args)
+            .map_err(anyhow::Error::msg)?;
         let tps = out
             .lines()
             .find(|l| l.starts_with("tps = "))
@@ -278,7 +122,7 @@ impl Postgres {
             .with_context(|| format!("no tps in pgbench's output: {out}"))?;
         // Per-transaction log lines: client, transaction, latency (µs), ...
         let mut latencies = Latencies::new();
-        for entry in std::fs::read_dir(self._temp.path())?.flatten() {
+        for entry in std::fs::read_dir(self.cluster.root())?.flatten() {
             if !entry
                 .file_name()
                 .to_string_lossy()
@@ -306,22 +150,7 @@ impl Postgres {
 
     /// The path of the cluster (for messages).
     pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.dir.display().to_string(),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-        );
+        self.cluster.dir()
     }
 }
 

@@ -1,9 +1,11 @@
 //! tally's log: one ordered key space holding the log, the persisted app table and the base
 //! snapshot, behind the small synchronous [`LogStore`] trait.
 //!
-//! Two implementations share all the logic in [`Log`] and differ only in their [`Backend`]:
-//! [`SledLog`] (sled 0.34.7, the product) and [`MemLog`] (a `BTreeMap`, for tests and as the
-//! reference the conformance suite compares against). Nothing outside this crate names sled.
+//! Three implementations share all the logic in [`Log`] and differ only in their [`Backend`]:
+//! [`SledLog`] (sled 0.34.7, the embedded default), [`PgLog`] (PostgreSQL: the same keys and
+//! values in a table, with the head row that numbers and fences every append) and [`MemLog`] (a
+//! `BTreeMap`, for tests and as the reference the conformance suite compares against). Nothing
+//! outside this crate names sled or PostgreSQL's client.
 //!
 //! # Layout
 //! - [`LogStore`]: the contract (atomicity, ordering, durability, errors).
@@ -18,6 +20,7 @@ mod codec;
 mod keys;
 mod log;
 mod mapping;
+mod pg;
 
 use tally_domain::audit::AuditEvent;
 use tally_domain::model::{App, Org, Space};
@@ -25,11 +28,14 @@ use tally_domain::{Event, Guid, Membership, RoleKind, Seq, State, Timestamp, Usa
 
 pub use backend::{Backend, MemBackend, SledBackend, SledOptions};
 pub use log::Log;
+pub use pg::{redacted, PgBackend, PgOptions};
 
 /// The product store: sled.
 pub type SledLog = Log<SledBackend>;
 /// The in-memory twin.
 pub type MemLog = Log<MemBackend>;
+/// The log in PostgreSQL.
+pub type PgLog = Log<PgBackend>;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +57,10 @@ pub enum StoreError {
     /// A value could not be encoded.
     #[error("record does not encode: {0}")]
     Encode(String),
+    /// Another process took over the log (PostgreSQL: a newer term in the head row); this
+    /// one can never write to it again. Nothing of the refused write is visible.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// Another process (a running tally) holds the data directory.
     #[error("the data directory {0} is in use by another tally process")]
     InUse(String),

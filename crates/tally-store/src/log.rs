@@ -48,6 +48,24 @@ impl Log<SledBackend> {
     }
 }
 
+impl Log<crate::PgBackend> {
+    /// Opens the log in the PostgreSQL database `options` name, migrating its schema and
+    /// taking the next term (an older process still writing there is fenced from now on).
+    pub fn open_postgres(options: &crate::PgOptions) -> Result<Self, StoreError> {
+        let backend = crate::PgBackend::open(options)?;
+        let log = Self::new(backend)?;
+        let (_, last_pos) = log.backend.head_row()?;
+        let head = log.meta()?.head;
+        if i64::try_from(head).ok() != Some(last_pos) {
+            return Err(corrupt(
+                "tally_log_head",
+                format!("the head row says {last_pos}, the log's meta {head}"),
+            ));
+        }
+        Ok(log)
+    }
+}
+
 impl Log<MemBackend> {
     /// An empty in-memory store.
     pub fn in_memory() -> Self {

@@ -1,0 +1,601 @@
+//! [`PgBackend`]: the log's key space in PostgreSQL (`migrations/`), so that [`crate::Log`]
+//! and every invariant built on it hold unchanged: the same keys, the same v1 envelopes, one
+//! transaction per [`Backend::apply`].
+//!
+//! What PostgreSQL adds, inside that same transaction:
+//! - **The counter and the fence.** The one row of `tally_log_head` holds the writer's `term`
+//!   and the head (`last_pos`). Every write updates it `WHERE term = <ours> AND last_pos =
+//!   <the head this process last committed>`: the row lock serialises writers, so positions are
+//!   dense and in commit order even with two processes appending, and a process that lost the
+//!   right to write (a newer one took the next term at start-up, or appended first) matches no
+//!   row, rolls back and is told [`StoreError::Fenced`]; it never commits again.
+//! - **Usage events in Cloud Controller's columns** (`tally_usage_events`, the view
+//!   `app_usage_events`), mirrored from the usage blocks the transaction writes or removes.
+//! - **Unknown outcomes resolved.** If the connection drops or a timeout hits around `COMMIT`,
+//!   the head row is read again on a new connection: it says whether the transaction landed
+//!   (the meta it wrote is the head), so a caller is never told "failed" for a write that is in
+//!   the log, nor "done" for one that is not.
+
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use r2d2_postgres::postgres::{self as postgres_error, Client, Config, NoTls, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+use tally_domain::{Seq, UsageEvent};
+
+use crate::backend::{Backend, Op, Visitor};
+use crate::codec::{decode_block, decode_meta, Entry};
+use crate::keys::{META, USAGE};
+use crate::StoreError;
+
+mod migrations {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The advisory lock under which migrations run (one process migrates, the others wait).
+const MIGRATION_LOCK: i64 = 0x7461_6c6c_795f_6d31; // "tally_m1"
+
+/// Rows a ranged read fetches per round trip.
+const SCAN_CHUNK: i64 = 512;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// A libpq connection string or URL (`postgresql://user@host:port/db`; several hosts and
+    /// `target_session_attrs=read-write` follow a failover).
+    pub url: String,
+    /// Connections in the pool (the writer takes one per commit; readers the rest).
+    pub pool_size: u32,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// How long one statement may run (`statement_timeout` of every connection).
+    pub statement_timeout: Duration,
+    /// Who this process is, recorded as the head row's `holder`.
+    pub holder: String,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &redacted(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("holder", &self.holder)
+            .finish()
+    }
+}
+
+/// A connection string with any password replaced by `***` (URL or key=value form).
+pub fn redacted(url: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"))
+    {
+        let scheme = &url[..url.len() - rest.len()];
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let authority = match authority.rfind('@') {
+            Some(at) => {
+                let (userinfo, hosts) = authority.split_at(at);
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***{hosts}"),
+                    None => authority.to_owned(),
+                }
+            }
+            None => authority.to_owned(),
+        };
+        let tail = tail
+            .split('&')
+            .map(|part| match part.split_once("password=") {
+                Some((before, _)) if before.is_empty() || before.ends_with('?') => {
+                    format!("{before}password=***")
+                }
+                _ => part.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        return format!("{scheme}{authority}{tail}");
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".to_owned(),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(format!("PostgreSQL: {error}"))
+}
+
+/// What this process knows of the head row.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// The term it appends under.
+    term: i64,
+    /// The head it last committed (or found at start-up).
+    last_pos: i64,
+}
+
+/// The log's key space in PostgreSQL.
+pub struct PgBackend {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    head: Mutex<Head>,
+    /// Where it is, without a password, for messages.
+    name: String,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("database", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgBackend {
+    /// Connects, applies the migrations (under a lock), and takes the next term: from now on
+    /// an older process still appending to this database is fenced.
+    pub fn open(options: &PgOptions) -> Result<Self, StoreError> {
+        let name = redacted(&options.url);
+        let mut config = Config::from_str(&options.url)
+            .map_err(|e| StoreError::Io(format!("storage.postgres_url ({name}): {e}")))?;
+        config
+            .connect_timeout(options.connect_timeout)
+            .application_name("tally");
+        let statement_ms = options.statement_timeout.as_millis().max(1);
+        config.options(&format!(
+            "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={statement_ms}"
+        ));
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(options.connect_timeout)
+            .build(manager)
+            .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL at {name}: {e}")))?;
+        let mut client = pool.get().map_err(db_error)?;
+        migrate(&mut client)?;
+        let row = client
+            .query_one(
+                "UPDATE tally_log_head SET term = term + 1, holder = $1, updated_at = now() \
+                 RETURNING term, last_pos",
+                &[&options.holder],
+            )
+            .map_err(db_error)?;
+        let head = Head {
+            term: row.get(0),
+            last_pos: row.get(1),
+        };
+        drop(client);
+        tracing::info!(database = %name, term = head.term, head = head.last_pos, "PostgreSQL store open");
+        Ok(Self {
+            pool,
+            head: Mutex::new(head),
+            name,
+        })
+    }
+
+    /// The term this process appends under.
+    pub fn term(&self) -> Result<i64, StoreError> {
+        Ok(self.lock()?.term)
+    }
+
+    /// The head as the head row has it (what start-up checks the meta against).
+    pub fn head_row(&self) -> Result<(i64, i64), StoreError> {
+        let mut client = self.client()?;
+        let row = client
+            .query_one("SELECT term, last_pos FROM tally_log_head", &[])
+            .map_err(db_error)?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Head>, StoreError> {
+        self.head
+            .lock()
+            .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))
+    }
+
+    fn client(
+        &self,
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::Io(format!("cannot reach PostgreSQL at {}: {e}", self.name)))
+    }
+
+    /// The writes of one apply, in one transaction; `Ok(false)` when the fence refused it.
+    fn write(
+        &self,
+        tx: &mut Transaction<'_>,
+        ops: &[Op],
+        durable: bool,
+        head: Head,
+        meta: Option<&crate::Meta>,
+    ) -> Result<bool, StoreError> {
+        if !durable {
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(db_error)?;
+        }
+        let fenced = match meta {
+            Some(meta) => tx.execute(
+                "UPDATE tally_log_head SET last_pos = $1, epoch = $2, usage_floor = $3, \
+                 updated_at = now() WHERE term = $4 AND last_pos = $5",
+                &[
+                    &seq_i64(meta.head)?,
+                    &seq_i64(meta.epoch)?,
+                    &seq_i64(meta.usage_floor)?,
+                    &head.term,
+                    &head.last_pos,
+                ],
+            ),
+            None => tx.execute(
+                "UPDATE tally_log_head SET updated_at = now() WHERE term = $1",
+                &[&head.term],
+            ),
+        }
+        .map_err(db_error)?;
+        if fenced == 0 {
+            return Ok(false);
+        }
+        let mut put_keys: Vec<&[u8]> = Vec::new();
+        let mut put_values: Vec<&[u8]> = Vec::new();
+        let mut deletes: Vec<&[u8]> = Vec::new();
+        let mut usage = UsageRows::default();
+        let mut cleared: Vec<(i64, i64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put(key, value) => {
+                    if key.first() == Some(&USAGE) {
+                        let entries = decode_block(USAGE, key, value)?;
+                        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                            // A block past the head is new: nothing of it is mirrored yet.
+                            if seq_i64(first.0)? <= head.last_pos {
+                                cleared.push((seq_i64(first.0)?, seq_i64(last.0)?));
+                            }
+                        }
+                        for (seq, entry) in entries {
+                            if let Entry::Event(tally_domain::Event::UsageRecorded(u)) = entry {
+                                usage.push(seq, &u)?;
+                            }
+                        }
+                    }
+                    put_keys.push(key);
+                    put_values.push(value);
+                }
+                Op::Delete(key) => {
+                    if key.first() == Some(&USAGE) {
+                        let old = tx
+                            .query_opt("SELECT value FROM tally_kv WHERE key = $1", &[key])
+                            .map_err(db_error)?;
+                        if let Some(row) = old {
+                            let value: Vec<u8> = row.get(0);
+                            let entries = decode_block(USAGE, key, &value)?;
+                            if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                                cleared.push((seq_i64(first.0)?, seq_i64(last.0)?));
+                            }
+                        }
+                    }
+                    deletes.push(key);
+                }
+            }
+        }
+        if !deletes.is_empty() {
+            tx.execute("DELETE FROM tally_kv WHERE key = ANY($1)", &[&deletes])
+                .map_err(db_error)?;
+        }
+        if !put_keys.is_empty() {
+            tx.execute(
+                "INSERT INTO tally_kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&put_keys, &put_values],
+            )
+            .map_err(db_error)?;
+        }
+        for (from, to) in cleared {
+            tx.execute(
+                "DELETE FROM tally_usage_events WHERE seq BETWEEN $1 AND $2",
+                &[&from, &to],
+            )
+            .map_err(db_error)?;
+        }
+        usage.insert(tx)?;
+        Ok(true)
+    }
+
+    /// After a write whose outcome is unknown (the connection or the COMMIT failed): what the
+    /// head row says now. `Ok(true)`: the write landed.
+    fn resolve(&self, head: &mut Head, meta: Option<&crate::Meta>) -> Result<bool, StoreError> {
+        let (term, last_pos) = self.head_row()?;
+        if term != head.term {
+            return Err(self.fenced(head.term, term));
+        }
+        head.last_pos = last_pos;
+        Ok(match meta {
+            Some(meta) => seq_i64(meta.head)? == last_pos && self.meta_is(meta)?,
+            None => false,
+        })
+    }
+
+    fn meta_is(&self, meta: &crate::Meta) -> Result<bool, StoreError> {
+        Ok(match self.get(META)? {
+            Some(value) => decode_meta(&value)? == *meta,
+            None => false,
+        })
+    }
+
+    fn fenced(&self, ours: i64, now: i64) -> StoreError {
+        StoreError::Fenced(format!(
+            "this process writes under term {ours}, the database is at term {now}: another \
+             tally took over the log at {}",
+            self.name
+        ))
+    }
+}
+
+fn seq_i64(seq: Seq) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Encode(format!("position {seq} beyond i64")))
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db_error)?;
+    let result = migrations::migrations::runner()
+        .set_migration_table_name("tally_schema_history")
+        .run(client)
+        .map(drop)
+        .map_err(|e| StoreError::Io(format!("PostgreSQL migrations failed: {e}")));
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .map_err(db_error)?;
+    result
+}
+
+/// Usage events as column arrays, for one `INSERT ... SELECT unnest(...)`.
+#[derive(Default)]
+struct UsageRows {
+    seq: Vec<i64>,
+    guid: Vec<String>,
+    created_at: Vec<chrono::DateTime<chrono::Utc>>,
+    state: Vec<&'static str>,
+    previous_state: Vec<Option<&'static str>>,
+    instance_count: Vec<i64>,
+    previous_instance_count: Vec<Option<i64>>,
+    memory: Vec<i64>,
+    previous_memory: Vec<Option<i64>>,
+    app_guid: Vec<String>,
+    app_name: Vec<String>,
+    space_guid: Vec<String>,
+    space_name: Vec<String>,
+    org_guid: Vec<String>,
+    buildpack_guid: Vec<Option<String>>,
+    buildpack_name: Vec<Option<String>>,
+    package_state: Vec<Option<String>>,
+    previous_package_state: Vec<Option<String>>,
+    parent_app_guid: Vec<Option<String>>,
+    parent_app_name: Vec<Option<String>>,
+    process_type: Vec<Option<String>>,
+    task_guid: Vec<Option<String>>,
+    task_name: Vec<Option<String>>,
+}
+
+impl UsageRows {
+    fn push(&mut self, seq: Seq, u: &UsageEvent) -> Result<(), StoreError> {
+        let text = |g: Option<tally_domain::Guid>| g.map(|g| g.to_string());
+        self.seq.push(seq_i64(seq)?);
+        self.guid.push(u.guid.to_string());
+        self.created_at.push(u.created_at);
+        self.state.push(u.state.as_str());
+        self.previous_state
+            .push(u.previous_state.map(|s| s.as_str()));
+        self.instance_count.push(u.instance_count);
+        self.previous_instance_count.push(u.previous_instance_count);
+        self.memory.push(u.memory_in_mb_per_instance);
+        self.previous_memory
+            .push(u.previous_memory_in_mb_per_instance);
+        self.app_guid.push(u.app_guid.clone());
+        self.app_name.push(u.app_name.clone());
+        self.space_guid.push(u.space_guid.to_string());
+        self.space_name.push(u.space_name.clone());
+        self.org_guid.push(u.org_guid.to_string());
+        self.buildpack_guid.push(text(u.buildpack_guid));
+        self.buildpack_name.push(u.buildpack_name.clone());
+        self.package_state.push(u.package_state.clone());
+        self.previous_package_state
+            .push(u.previous_package_state.clone());
+        self.parent_app_guid.push(text(u.parent_app_guid));
+        self.parent_app_name.push(u.parent_app_name.clone());
+        self.process_type.push(u.process_type.clone());
+        self.task_guid.push(text(u.task_guid));
+        self.task_name.push(u.task_name.clone());
+        Ok(())
+    }
+
+    fn insert(&self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+        if self.seq.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            "INSERT INTO tally_usage_events (seq, guid, created_at, state, previous_state, \
+             instance_count, previous_instance_count, memory_in_mb_per_instance, \
+             previous_memory_in_mb_per_instance, app_guid, app_name, space_guid, space_name, \
+             org_guid, buildpack_guid, buildpack_name, package_state, previous_package_state, \
+             parent_app_guid, parent_app_name, process_type, task_guid, task_name) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], \
+             $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], \
+             $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], \
+             $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], \
+             $23::text[])",
+            &[
+                &self.seq,
+                &self.guid,
+                &self.created_at,
+                &self.state,
+                &self.previous_state,
+                &self.instance_count,
+                &self.previous_instance_count,
+                &self.memory,
+                &self.previous_memory,
+                &self.app_guid,
+                &self.app_name,
+                &self.space_guid,
+                &self.space_name,
+                &self.org_guid,
+                &self.buildpack_guid,
+                &self.buildpack_name,
+                &self.package_state,
+                &self.previous_package_state,
+                &self.parent_app_guid,
+                &self.parent_app_name,
+                &self.process_type,
+                &self.task_guid,
+                &self.task_name,
+            ],
+        )
+        .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+impl Backend for PgBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut client = self.client()?;
+        let row = client
+            .query_opt("SELECT value FROM tally_kv WHERE key = $1", &[&key])
+            .map_err(db_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client()?;
+        // Keyset pages: [from, to) ascending, or descending from `to`.
+        let mut low = from.to_vec();
+        let mut high = to.to_vec();
+        let mut first = true;
+        loop {
+            let rows = if reverse {
+                client.query(
+                    "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
+                     ORDER BY key DESC LIMIT $3",
+                    &[&low, &high, &SCAN_CHUNK],
+                )
+            } else if first {
+                client.query(
+                    "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
+                     ORDER BY key LIMIT $3",
+                    &[&low, &high, &SCAN_CHUNK],
+                )
+            } else {
+                client.query(
+                    "SELECT key, value FROM tally_kv WHERE key > $1 AND key < $2 \
+                     ORDER BY key LIMIT $3",
+                    &[&low, &high, &SCAN_CHUNK],
+                )
+            }
+            .map_err(db_error)?;
+            first = false;
+            let full = rows.len() as i64 == SCAN_CHUNK;
+            let mut last: Option<Vec<u8>> = None;
+            for row in rows {
+                let key: Vec<u8> = row.get(0);
+                let value: Vec<u8> = row.get(1);
+                if visit(&key, &value)?.is_break() {
+                    return Ok(());
+                }
+                last = Some(key);
+            }
+            match (full, last) {
+                (true, Some(key)) if reverse => high = key,
+                (true, Some(key)) => low = key,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+        let meta = match ops.iter().rev().find_map(|op| match op {
+            Op::Put(key, value) if key.as_slice() == META => Some(value),
+            _ => None,
+        }) {
+            Some(value) => Some(decode_meta(value)?),
+            None => None,
+        };
+        let mut head = self.lock()?;
+        let mut client = self.client()?;
+        let attempt = (|| -> Result<Result<bool, StoreError>, postgres_error::Error> {
+            let mut tx = client.transaction()?;
+            match self.write(&mut tx, &ops, durable, *head, meta.as_ref()) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(false)),
+                // Refused before COMMIT: nothing of it is in the database.
+                Err(error) => return Ok(Err(error)),
+            }
+            tx.commit()?;
+            Ok(Ok(true))
+        })();
+        match attempt {
+            Ok(Ok(true)) => {
+                if let Some(meta) = &meta {
+                    head.last_pos = seq_i64(meta.head)?;
+                }
+                Ok(())
+            }
+            Ok(Ok(false)) => {
+                drop(client);
+                let (term, _) = self.head_row()?;
+                Err(if term == head.term {
+                    StoreError::Sequence(format!(
+                        "the head row is not at {}: another writer appended",
+                        head.last_pos
+                    ))
+                } else {
+                    self.fenced(head.term, term)
+                })
+            }
+            Ok(Err(error)) => {
+                drop(client);
+                // The statement failed mid-transaction (a timeout, the connection): the
+                // transaction did not commit, but the connection may be gone.
+                let _ = self.resolve(&mut head, None);
+                Err(error)
+            }
+            Err(error) => {
+                drop(client);
+                match self.resolve(&mut head, meta.as_ref()) {
+                    Ok(true) => {
+                        tracing::warn!(%error, "the commit's answer was lost; the head row shows it landed");
+                        Ok(())
+                    }
+                    Ok(false) => Err(db_error(error)),
+                    Err(resolve_error) => {
+                        tracing::error!(%error, %resolve_error, "a commit's outcome is unknown until PostgreSQL answers again");
+                        Err(db_error(error))
+                    }
+                }
+            }
+        }
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        let Ok(mut client) = self.client() else {
+            return 0;
+        };
+        client
+            .query_one(
+                "SELECT pg_total_relation_size('tally_kv') + pg_total_relation_size('tally_usage_events')",
+                &[],
+            )
+            .ok()
+            .and_then(|row| u64::try_from(row.get::<_, i64>(0)).ok())
+            .unwrap_or(0)
+    }
+}

@@ -8,6 +8,13 @@
 //! Import restores into a data directory that holds no log: into `log.importing` first (the
 //! entries, then a start-up that rebuilds and checkpoints the table, then `verify`), renamed
 //! to `log` only when all of it succeeded. A damaged file leaves the target untouched.
+//!
+//! On PostgreSQL (`storage.backend = "postgres"`) both work on the database: export reads one
+//! consistent snapshot (a REPEATABLE READ transaction, beside a running tally, which it does
+//! not disturb); import fills a database that holds no log yet (its meta is written last, so an
+//! interrupted import leaves a log no tally opens: drop the database and import again). The
+//! bytes are the same on both stores, so a backup of either restores into either, with the
+//! same positions, guids and epoch: consumers' cursors stay valid.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -18,7 +25,7 @@ use anyhow::{bail, Context};
 use indicatif::HumanBytes;
 use tally_engine::{Engine, EngineConfig, RandomIds, SystemClock};
 use tally_store::backup::{BackupReader, BackupWriter};
-use tally_store::{LogStore, Meta, SledLog, SledOptions, StoreError};
+use tally_store::{redacted, LogStore, Meta, PgLog, PgOptions, SledLog, SledOptions, StoreError};
 
 use crate::progress::Progress;
 
@@ -89,7 +96,10 @@ pub fn export(
         cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
     };
     let exported = match SledLog::open(&log, &options) {
-        Ok(store) => export_offline(&store, &partial),
+        Ok(store) => store
+            .meta()
+            .map_err(anyhow::Error::new)
+            .and_then(|meta| export_offline(&store, meta, &partial)),
         Err(StoreError::InUse(_)) => {
             let online = online()?;
             eprintln!(
@@ -115,8 +125,50 @@ pub fn export(
     Ok(summary)
 }
 
-fn export_offline(store: &SledLog, partial: &Path) -> anyhow::Result<Summary> {
-    let meta = store.meta()?;
+/// Exports the log in PostgreSQL to `out`, as of one snapshot.
+pub fn export_postgres(options: &PgOptions, out: &Path) -> anyhow::Result<Summary> {
+    let store = PgLog::open_postgres_snapshot(options).with_context(|| {
+        format!(
+            "cannot open the log in PostgreSQL ({})",
+            redacted(&options.url)
+        )
+    })?;
+    let partial = partial_path(out);
+    let summary = match export_offline(&store, store.meta()?, &partial) {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error);
+        }
+    };
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), out.display()))?;
+    sync_dir(out.parent().unwrap_or(Path::new(".")))?;
+    Ok(summary)
+}
+
+/// Restores the backup `input` into the PostgreSQL database of `options`, which must hold no
+/// log, then rebuilds the table and verifies.
+pub fn import_postgres(input: &Path, options: &PgOptions) -> anyhow::Result<Summary> {
+    let file = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let total = file.metadata()?.len();
+    let mut reader = BackupReader::new(BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let store = Arc::new(PgLog::open_postgres(options).with_context(|| {
+        format!(
+            "cannot open the log in PostgreSQL ({})",
+            redacted(&options.url)
+        )
+    })?);
+    let meta = restore_into(store, &mut reader, total)?;
+    Ok(Summary {
+        meta,
+        bytes: total,
+        online: false,
+    })
+}
+
+fn export_offline(store: &dyn LogStore, meta: Meta, partial: &Path) -> anyhow::Result<Summary> {
     let file =
         File::create(partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut writer = BackupWriter::new(BufWriter::with_capacity(1 << 20, file))?;
@@ -237,6 +289,16 @@ fn restore(
         cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
     };
     let store = Arc::new(SledLog::open(staging, &options)?);
+    restore_into(store, reader, total)
+}
+
+/// Imports into `store` (which must hold no log), rebuilds and checkpoints the table with one
+/// start-up and shutdown, and verifies.
+fn restore_into<B: tally_store::Backend>(
+    store: Arc<tally_store::Log<B>>,
+    reader: &mut BackupReader<BufReader<File>>,
+    total: u64,
+) -> anyhow::Result<Meta> {
     let mut progress = Progress::new("import", Some(total));
     let meta = store.import(reader, &mut |offset| progress.set(offset))?;
     progress.finish();

@@ -93,16 +93,62 @@ pub struct ServerSettings {
     pub max_page_mb: u64,
 }
 
-/// `[storage]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where the log lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// sled in `data_dir/log` (embedded, the default).
+    Sled,
+    /// A PostgreSQL database (`postgres_url`).
+    Postgres,
+}
+
+/// `[storage]` (its `Debug` output hides the password of `postgres_url`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
-    /// The data directory (relative paths are relative to the working directory).
+    /// The data directory (relative paths are relative to the working directory): the sled
+    /// log, and what is node-local on every backend (the development secret, package bits).
     pub data_dir: PathBuf,
+    /// `sled` or `postgres`.
+    pub backend: Backend,
+    /// The PostgreSQL database: a libpq URL or key=value string (several hosts and
+    /// `target_session_attrs=read-write` follow a failover to a promoted standby).
+    pub postgres_url: Option<String>,
+    /// Connections to PostgreSQL (the writer takes one per group commit; reads the others).
+    pub postgres_pool_size: u32,
+    /// How long connecting to PostgreSQL may take, seconds.
+    pub postgres_connect_timeout_seconds: u64,
+    /// How long one statement may run, seconds (also its idle-in-transaction limit).
+    pub postgres_statement_timeout_seconds: u64,
     /// sled's page cache, MiB: tally releases it whenever this much was read or written since.
     pub cache_capacity_mb: u64,
     /// Records between table checkpoints (bounds the replay at start-up).
     pub checkpoint_every: u64,
+}
+
+impl std::fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSettings")
+            .field("data_dir", &self.data_dir)
+            .field("backend", &self.backend)
+            .field(
+                "postgres_url",
+                &self.postgres_url.as_deref().map(tally_store::redacted),
+            )
+            .field("postgres_pool_size", &self.postgres_pool_size)
+            .field(
+                "postgres_connect_timeout_seconds",
+                &self.postgres_connect_timeout_seconds,
+            )
+            .field(
+                "postgres_statement_timeout_seconds",
+                &self.postgres_statement_timeout_seconds,
+            )
+            .field("cache_capacity_mb", &self.cache_capacity_mb)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .finish()
+    }
 }
 
 /// How builds complete.
@@ -264,6 +310,11 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("tally-data"),
+            backend: Backend::Sled,
+            postgres_url: None,
+            postgres_pool_size: 16,
+            postgres_connect_timeout_seconds: 5,
+            postgres_statement_timeout_seconds: 30,
             cache_capacity_mb: 64,
             checkpoint_every: 50_000,
         }

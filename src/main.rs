@@ -118,6 +118,10 @@ enum Command {
         /// The data directory to restore into.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The store to restore into, whatever `storage.backend` says: `sled` (the data
+        /// directory) or `postgres` (`storage.postgres_url`, a database with no log yet).
+        #[arg(long, value_enum)]
+        into: Option<config::Backend>,
     },
     /// Check a stopped data directory offline; exits non-zero on any problem.
     Verify {
@@ -249,12 +253,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     token,
                 })
             };
-            let summary = backup::export(
-                &settings.storage.data_dir,
-                settings.storage.cache_capacity_mb,
-                &out,
-                online,
-            )?;
+            let summary = match settings.storage.backend {
+                config::Backend::Sled => backup::export(
+                    &settings.storage.data_dir,
+                    settings.storage.cache_capacity_mb,
+                    &out,
+                    online,
+                )?,
+                config::Backend::Postgres => {
+                    backup::export_postgres(&tally::startup::pg_options(&settings)?, &out)?
+                }
+            };
             println!(
                 "exported the log up to seq {} (epoch {}) to {}: {}{}",
                 summary.meta.head,
@@ -273,24 +282,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             config,
             data_dir,
+            into,
         } => {
-            let settings = settings(config.as_deref(), data_dir, None)?;
-            let summary = backup::import(
-                &input,
-                &settings.storage.data_dir,
-                settings.storage.cache_capacity_mb,
-            )?;
+            let mut settings = settings(config.as_deref(), data_dir, None)?;
+            if let Some(into) = into {
+                settings.storage.backend = into;
+            }
+            let (summary, target) = match settings.storage.backend {
+                config::Backend::Sled => (
+                    backup::import(
+                        &input,
+                        &settings.storage.data_dir,
+                        settings.storage.cache_capacity_mb,
+                    )?,
+                    settings.storage.data_dir.display().to_string(),
+                ),
+                config::Backend::Postgres => {
+                    let options = tally::startup::pg_options(&settings)?;
+                    (
+                        backup::import_postgres(&input, &options)?,
+                        tally_store::redacted(&options.url),
+                    )
+                }
+            };
             println!(
-                "imported the log up to seq {} (epoch {}) into {}; verify passed",
-                summary.meta.head,
-                summary.meta.epoch,
-                settings.storage.data_dir.display()
+                "imported the log up to seq {} (epoch {}) into {target}; verify passed",
+                summary.meta.head, summary.meta.epoch,
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { config, data_dir } => {
             let settings = settings(config.as_deref(), data_dir, None)?;
-            let sound = verify::run(&settings.storage.data_dir, &mut std::io::stdout())?;
+            let sound = verify::run_for(&settings, &mut std::io::stdout())?;
             Ok(if sound {
                 ExitCode::SUCCESS
             } else {

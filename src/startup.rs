@@ -8,10 +8,10 @@ use anyhow::Context;
 use tally_domain::DomainConfig;
 use tally_engine::{Engine, EngineConfig, RandomIds, SystemClock};
 use tally_http::{AppState, HttpSettings};
-use tally_store::{LogStore, SledLog, SledOptions};
+use tally_store::{redacted, LogStore, PgLog, PgOptions, SledLog, SledOptions};
 use tokio::net::TcpListener;
 
-use crate::config::{Settings, StagingMode};
+use crate::config::{Backend, Settings, StagingMode};
 
 /// Where the log lives inside the data directory.
 pub fn log_dir(data_dir: &Path) -> PathBuf {
@@ -53,6 +53,44 @@ pub fn not_private(data_dir: &Path) -> Vec<(PathBuf, u32)> {
         }
     }
     open
+}
+
+/// How to reach the PostgreSQL store of `settings` (`storage.postgres_url` is required).
+pub fn pg_options(settings: &Settings) -> anyhow::Result<PgOptions> {
+    let storage = &settings.storage;
+    let url = storage.postgres_url.clone().context(
+        "storage.backend is \"postgres\" but storage.postgres_url is not set \
+         (TALLY_STORAGE__POSTGRES_URL=postgresql://user@host:5432/db)",
+    )?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Ok(PgOptions {
+        url,
+        pool_size: storage.postgres_pool_size,
+        connect_timeout: std::time::Duration::from_secs(
+            storage.postgres_connect_timeout_seconds.max(1),
+        ),
+        statement_timeout: std::time::Duration::from_secs(
+            storage.postgres_statement_timeout_seconds.max(1),
+        ),
+        holder: format!("{} pid {}", host.trim(), std::process::id()),
+    })
+}
+
+/// Opens the log `settings` choose: sled in the data directory, or PostgreSQL.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn LogStore>> {
+    Ok(match settings.storage.backend {
+        Backend::Sled => Arc::new(open_log(settings)?),
+        Backend::Postgres => {
+            let options = pg_options(settings)?;
+            let store = PgLog::open_postgres(&options).with_context(|| {
+                format!(
+                    "cannot open the log in PostgreSQL ({})",
+                    redacted(&options.url)
+                )
+            })?;
+            Arc::new(store)
+        }
+    })
 }
 
 /// Opens the sled log of a data directory (created private to this user).
@@ -132,7 +170,7 @@ pub struct Application {
 impl Application {
     /// Opens and recovers the log, starts the writer and binds the listener (port 0 picks one).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let store: Arc<dyn LogStore> = Arc::new(open_log(settings)?);
+        let store = open_store(settings)?;
         let config = EngineConfig {
             domain: DomainConfig {
                 default_memory_mb: settings.apps.default_memory_mb,

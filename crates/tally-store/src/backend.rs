@@ -36,6 +36,11 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError>;
     /// Bytes on disk.
     fn size_on_disk(&self) -> u64;
+    /// Re-reads what the backend keeps of the store's state beside the keys (PostgreSQL: the
+    /// head row), after a failed write and before the log is read again.
+    fn refresh(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Lets go of what reads and writes left cached in memory. Waits for operations in progress.
     fn release_cache(&self) -> Result<(), StoreError> {
         Ok(())

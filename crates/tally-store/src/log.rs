@@ -66,6 +66,14 @@ impl Log<crate::PgBackend> {
     }
 }
 
+impl Log<crate::PgBackend> {
+    /// A read-only, consistent view of the log in PostgreSQL as of now (for `verify` and
+    /// `export` beside a running tally; it fences nobody).
+    pub fn open_postgres_snapshot(options: &crate::PgOptions) -> Result<Self, StoreError> {
+        Self::new(crate::PgBackend::open_snapshot(options)?)
+    }
+}
+
 impl Log<MemBackend> {
     /// An empty in-memory store.
     pub fn in_memory() -> Self {
@@ -384,7 +392,12 @@ impl<B: Backend> Log<B> {
 
 impl<B: Backend> LogStore for Log<B> {
     fn recover(&self) -> Result<Recovered, StoreError> {
-        self.recover_log()
+        self.backend.refresh()?;
+        let recovered = self.recover_log()?;
+        // What the store holds is what was committed (after a write whose outcome was not
+        // known, more than this process believed).
+        *self.lock()? = recovered.meta.clone();
+        Ok(recovered)
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {

@@ -117,12 +117,24 @@ struct Head {
     term: i64,
     /// The head it last committed (or found at start-up).
     last_pos: i64,
+    /// A COMMIT's outcome is not known yet (PostgreSQL did not answer since): every write is
+    /// refused until [`Backend::refresh`] has read the head row again, because the head this
+    /// process believes in may be behind the database's.
+    unresolved: bool,
 }
+
+/// How long a write whose COMMIT went unanswered keeps asking the head row for its outcome.
+const RESOLVE_FOR: Duration = Duration::from_secs(5);
+
+type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
 /// The log's key space in PostgreSQL.
 pub struct PgBackend {
     pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
     head: Mutex<Head>,
+    /// A read-only snapshot (`open_snapshot`): every read goes through this one connection's
+    /// REPEATABLE READ transaction; writes are refused.
+    snapshot: Option<Mutex<Pooled>>,
     /// Where it is, without a password, for messages.
     name: String,
 }
@@ -139,23 +151,7 @@ impl PgBackend {
     /// Connects, applies the migrations (under a lock), and takes the next term: from now on
     /// an older process still appending to this database is fenced.
     pub fn open(options: &PgOptions) -> Result<Self, StoreError> {
-        let name = redacted(&options.url);
-        let mut config = Config::from_str(&options.url)
-            .map_err(|e| StoreError::Io(format!("storage.postgres_url ({name}): {e}")))?;
-        config
-            .connect_timeout(options.connect_timeout)
-            .application_name("tally");
-        let statement_ms = options.statement_timeout.as_millis().max(1);
-        config.options(&format!(
-            "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={statement_ms}"
-        ));
-        let manager = PostgresConnectionManager::new(config, NoTls);
-        let pool = r2d2::Pool::builder()
-            .max_size(options.pool_size.max(1))
-            .min_idle(Some(1))
-            .connection_timeout(options.connect_timeout)
-            .build(manager)
-            .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL at {name}: {e}")))?;
+        let (pool, name) = connect(options)?;
         let mut client = pool.get().map_err(db_error)?;
         migrate(&mut client)?;
         let row = client
@@ -168,12 +164,45 @@ impl PgBackend {
         let head = Head {
             term: row.get(0),
             last_pos: row.get(1),
+            unresolved: false,
         };
         drop(client);
         tracing::info!(database = %name, term = head.term, head = head.last_pos, "PostgreSQL store open");
         Ok(Self {
             pool,
             head: Mutex::new(head),
+            snapshot: None,
+            name,
+        })
+    }
+
+    /// A read-only view of the database as of now (one REPEATABLE READ transaction), for
+    /// `verify` and `export` beside a running tally: it takes no term, so it fences nobody,
+    /// and what it reads is one consistent state however the writer goes on.
+    pub fn open_snapshot(options: &PgOptions) -> Result<Self, StoreError> {
+        let (pool, name) = connect(options)?;
+        let mut client = pool.get().map_err(db_error)?;
+        let schema: Option<String> = client
+            .query_one("SELECT to_regclass('tally_kv')::text", &[])
+            .map_err(db_error)?
+            .get(0);
+        if schema.is_none() {
+            return Err(StoreError::Io(format!("{name} holds no tally log")));
+        }
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL idle_in_transaction_session_timeout = 0")
+            .map_err(db_error)?;
+        let row = client
+            .query_one("SELECT term, last_pos FROM tally_log_head", &[])
+            .map_err(db_error)?;
+        Ok(Self {
+            pool,
+            head: Mutex::new(Head {
+                term: row.get::<_, i64>(0),
+                last_pos: row.get(1),
+                unresolved: false,
+            }),
+            snapshot: Some(Mutex::new(client)),
             name,
         })
     }
@@ -185,11 +214,26 @@ impl PgBackend {
 
     /// The head as the head row has it (what start-up checks the meta against).
     pub fn head_row(&self) -> Result<(i64, i64), StoreError> {
-        let mut client = self.client()?;
-        let row = client
-            .query_one("SELECT term, last_pos FROM tally_log_head", &[])
-            .map_err(db_error)?;
+        let row =
+            self.reading(|c| c.query_one("SELECT term, last_pos FROM tally_log_head", &[]))?;
         Ok((row.get(0), row.get(1)))
+    }
+
+    /// Runs a read on the snapshot's connection, or else on one from the pool (given back
+    /// before the caller looks at what it read).
+    fn reading<T>(
+        &self,
+        read: impl FnOnce(&mut Client) -> Result<T, postgres_error::Error>,
+    ) -> Result<T, StoreError> {
+        match &self.snapshot {
+            Some(snapshot) => {
+                let mut client = snapshot
+                    .lock()
+                    .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))?;
+                read(&mut client).map_err(db_error)
+            }
+            None => read(&mut *self.client()?).map_err(db_error),
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Head>, StoreError> {
@@ -339,6 +383,31 @@ fn seq_i64(seq: Seq) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Encode(format!("position {seq} beyond i64")))
 }
 
+/// The pool for `options` (one connection made at once, so a wrong URL fails here) and the
+/// database's name without a password.
+fn connect(
+    options: &PgOptions,
+) -> Result<(r2d2::Pool<PostgresConnectionManager<NoTls>>, String), StoreError> {
+    let name = redacted(&options.url);
+    let mut config = Config::from_str(&options.url)
+        .map_err(|e| StoreError::Io(format!("storage.postgres_url ({name}): {e}")))?;
+    config
+        .connect_timeout(options.connect_timeout)
+        .application_name("tally");
+    let statement_ms = options.statement_timeout.as_millis().max(1);
+    config.options(&format!(
+        "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={statement_ms}"
+    ));
+    let manager = PostgresConnectionManager::new(config, NoTls);
+    let pool = r2d2::Pool::builder()
+        .max_size(options.pool_size.max(1))
+        .min_idle(Some(1))
+        .connection_timeout(options.connect_timeout)
+        .build(manager)
+        .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL at {name}: {e}")))?;
+    Ok((pool, name))
+}
+
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -462,10 +531,8 @@ impl UsageRows {
 
 impl Backend for PgBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut client = self.client()?;
-        let row = client
-            .query_opt("SELECT value FROM tally_kv WHERE key = $1", &[&key])
-            .map_err(db_error)?;
+        let row =
+            self.reading(|c| c.query_opt("SELECT value FROM tally_kv WHERE key = $1", &[&key]))?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -476,32 +543,32 @@ impl Backend for PgBackend {
         reverse: bool,
         visit: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
-        let mut client = self.client()?;
         // Keyset pages: [from, to) ascending, or descending from `to`.
         let mut low = from.to_vec();
         let mut high = to.to_vec();
         let mut first = true;
         loop {
-            let rows = if reverse {
-                client.query(
-                    "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
+            let rows = self.reading(|client| {
+                if reverse {
+                    client.query(
+                        "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
                      ORDER BY key DESC LIMIT $3",
-                    &[&low, &high, &SCAN_CHUNK],
-                )
-            } else if first {
-                client.query(
-                    "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
+                        &[&low, &high, &SCAN_CHUNK],
+                    )
+                } else if first {
+                    client.query(
+                        "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
                      ORDER BY key LIMIT $3",
-                    &[&low, &high, &SCAN_CHUNK],
-                )
-            } else {
-                client.query(
-                    "SELECT key, value FROM tally_kv WHERE key > $1 AND key < $2 \
-                     ORDER BY key LIMIT $3",
-                    &[&low, &high, &SCAN_CHUNK],
-                )
-            }
-            .map_err(db_error)?;
+                        &[&low, &high, &SCAN_CHUNK],
+                    )
+                } else {
+                    client.query(
+                        "SELECT key, value FROM tally_kv WHERE key > $1 AND key < $2 \
+                         ORDER BY key LIMIT $3",
+                        &[&low, &high, &SCAN_CHUNK],
+                    )
+                }
+            })?;
             first = false;
             let full = rows.len() as i64 == SCAN_CHUNK;
             let mut last: Option<Vec<u8>> = None;
@@ -522,6 +589,12 @@ impl Backend for PgBackend {
     }
 
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+        if self.snapshot.is_some() {
+            return Err(StoreError::Io(format!(
+                "{} is open read-only (a snapshot for verify or export)",
+                self.name
+            )));
+        }
         let meta = match ops.iter().rev().find_map(|op| match op {
             Op::Put(key, value) if key.as_slice() == META => Some(value),
             _ => None,
@@ -530,6 +603,12 @@ impl Backend for PgBackend {
             None => None,
         };
         let mut head = self.lock()?;
+        if head.unresolved {
+            return Err(StoreError::Io(
+                "an earlier commit's outcome is not known yet; the log must be re-read first"
+                    .to_owned(),
+            ));
+        }
         let mut client = self.client()?;
         let attempt = (|| -> Result<Result<bool, StoreError>, postgres_error::Error> {
             let mut tx = client.transaction()?;
@@ -570,19 +649,40 @@ impl Backend for PgBackend {
             }
             Err(error) => {
                 drop(client);
-                match self.resolve(&mut head, meta.as_ref()) {
-                    Ok(true) => {
-                        tracing::warn!(%error, "the commit's answer was lost; the head row shows it landed");
-                        Ok(())
-                    }
-                    Ok(false) => Err(db_error(error)),
-                    Err(resolve_error) => {
-                        tracing::error!(%error, %resolve_error, "a commit's outcome is unknown until PostgreSQL answers again");
-                        Err(db_error(error))
+                // The COMMIT went out and no answer came back: ask the head row until it says.
+                let asking = std::time::Instant::now();
+                loop {
+                    match self.resolve(&mut head, meta.as_ref()) {
+                        Ok(true) => {
+                            tracing::warn!(%error, "a commit's answer was lost; the head row shows it landed");
+                            return Ok(());
+                        }
+                        Ok(false) => return Err(db_error(error)),
+                        Err(StoreError::Fenced(reason)) => return Err(StoreError::Fenced(reason)),
+                        Err(resolve_error) if asking.elapsed() >= RESOLVE_FOR => {
+                            tracing::error!(%error, %resolve_error, "a commit's outcome stays unknown until PostgreSQL answers again; writes wait for it");
+                            head.unresolved = true;
+                            return Err(db_error(error));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(200)),
                     }
                 }
             }
         }
+    }
+
+    fn refresh(&self) -> Result<(), StoreError> {
+        if self.snapshot.is_some() {
+            return Ok(());
+        }
+        let mut head = self.lock()?;
+        let (term, last_pos) = self.head_row()?;
+        if term != head.term {
+            return Err(self.fenced(head.term, term));
+        }
+        head.last_pos = last_pos;
+        head.unresolved = false;
+        Ok(())
     }
 
     fn size_on_disk(&self) -> u64 {

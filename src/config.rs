@@ -533,6 +533,41 @@ mod tests {
     }
 
     #[test]
+    fn postgres_is_chosen_like_every_setting_and_its_password_never_shows() {
+        let settings = load(
+            None,
+            env(&[
+                ("TALLY_STORAGE__BACKEND", "postgres"),
+                (
+                    "TALLY_STORAGE__POSTGRES_URL",
+                    "postgresql://tally:hunter2@db1:5432,db2:5432/tally?target_session_attrs=read-write",
+                ),
+                ("TALLY_STORAGE__POSTGRES_POOL_SIZE", "4"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(settings.storage.backend, Backend::Postgres);
+        assert_eq!(settings.storage.postgres_pool_size, 4);
+        assert!(settings
+            .storage
+            .postgres_url
+            .as_deref()
+            .is_some_and(|u| u.contains("db2:5432")));
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("tally:***@db1:5432,db2:5432"), "{shown}");
+        let wrong = load(
+            None,
+            env(&[("TALLY_STORAGE__BACKEND", "mysql")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(wrong.contains("mysql"), "{wrong}");
+    }
+
+    #[test]
     fn the_example_config_in_deploy_is_complete_and_loads() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/tally.example.toml");
         let settings = load(Some(&path), env(&[]), &Overrides::default()).unwrap();

@@ -28,6 +28,78 @@ fn envelope(command: Command) -> Envelope {
     }
 }
 
+/// Where a test's log lives. The engine's tests run on every store: each keeps the store it
+/// was written for (memory or sled) and runs again on PostgreSQL (`on_postgres`).
+enum Backing {
+    /// A new in-memory store on every open (for tests that never reopen).
+    Memory,
+    /// sled in a temporary directory, reopened at the same path.
+    Sled(tempfile::TempDir),
+    /// A database of its own in the test process's PostgreSQL; each open takes a new term.
+    Postgres(PgOptions),
+}
+
+impl Backing {
+    fn sled() -> Self {
+        Self::Sled(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Self {
+        let cluster = tally_pgcluster::shared().unwrap_or_else(|e| panic!("{e}"));
+        let database = cluster.database("engine").unwrap();
+        Self::Postgres(PgOptions {
+            url: cluster.url(&database),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(60),
+            holder: "engine test".into(),
+        })
+    }
+
+    fn open(&self) -> Arc<dyn LogStore> {
+        match self {
+            Self::Memory => Arc::new(MemLog::in_memory()),
+            Self::Sled(dir) => {
+                Arc::new(SledLog::open(&dir.path().join("db"), &SledOptions::default()).unwrap())
+            }
+            Self::Postgres(options) => Arc::new(PgLog::open_postgres(options).unwrap()),
+        }
+    }
+}
+
+/// Each test body runs on the store it names and again on PostgreSQL.
+macro_rules! on_every_store {
+    ($($name:ident: $body:ident => $backing:expr;)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $body($backing).await
+            }
+        )*
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$body(super::Backing::postgres()).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_store! {
+    waiting_commands_share_one_commit_and_get_dense_sequence_numbers: waiting_commands_share_one_commit_and_get_dense_sequence_numbers_body => Backing::Memory;
+    refused_commands_change_nothing: refused_commands_change_nothing_body => Backing::Memory;
+    a_command_that_changes_nothing_is_answered_without_a_write: a_command_that_changes_nothing_is_answered_without_a_write_body => Backing::Memory;
+    a_restarted_engine_recovers_the_same_table_and_head: a_restarted_engine_recovers_the_same_table_and_head_body => Backing::sled();
+    purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it: purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it_body => Backing::Memory;
+    purge_during_a_storm_of_writers_keeps_the_epoch_invariant: purge_during_a_storm_of_writers_keeps_the_epoch_invariant_body => Backing::sled();
+    checkpoints_after_recovering_from_a_base_snapshot_are_complete: checkpoints_after_recovering_from_a_base_snapshot_are_complete_body => Backing::sled();
+    fuzzy_checkpoint_rounds_recover_exactly_when_cut_short: fuzzy_checkpoint_rounds_recover_exactly_when_cut_short_body => Backing::Memory;
+    prune_keeps_the_newest_event_and_the_start_of_every_running_app: prune_keeps_the_newest_event_and_the_start_of_every_running_app_body => Backing::sled();
+    the_audit_index_across_restarts: the_audit_index_across_restarts_body => Backing::sled();
+}
+
 fn start_engine(store: Arc<dyn LogStore>, config: EngineConfig) -> Arc<Engine> {
     Arc::new(Engine::start(store, config, Box::new(SystemClock), Box::new(RandomIds)).unwrap())
 }
@@ -93,16 +165,16 @@ fn scale(n: u64, instances: i64) -> Envelope {
 
 /// A store that counts commits and can hold the first one until released.
 struct GatedStore {
-    inner: MemLog,
+    inner: Arc<dyn LogStore>,
     commits: AtomicUsize,
     gate: Mutex<bool>,
     opened: Condvar,
 }
 
 impl GatedStore {
-    fn new(closed: bool) -> Self {
+    fn new(closed: bool, backing: &Backing) -> Self {
         Self {
-            inner: MemLog::in_memory(),
+            inner: backing.open(),
             commits: AtomicUsize::new(0),
             gate: Mutex::new(!closed),
             opened: Condvar::new(),
@@ -177,9 +249,8 @@ impl LogStore for GatedStore {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiting_commands_share_one_commit_and_get_dense_sequence_numbers() {
-    let store = Arc::new(GatedStore::new(false));
+async fn waiting_commands_share_one_commit_and_get_dense_sequence_numbers_body(backing: Backing) {
+    let store = Arc::new(GatedStore::new(false, &backing));
     let engine = start_engine(store.clone(), EngineConfig::default());
     setup(&engine, 100).await;
     let before = store.commits.load(Ordering::SeqCst);
@@ -224,9 +295,8 @@ async fn waiting_commands_share_one_commit_and_get_dense_sequence_numbers() {
     engine.shutdown().await;
 }
 
-#[tokio::test]
-async fn refused_commands_change_nothing() {
-    let store: Arc<dyn LogStore> = Arc::new(MemLog::in_memory());
+async fn refused_commands_change_nothing_body(backing: Backing) {
+    let store: Arc<dyn LogStore> = backing.open();
     let engine = start_engine(store, EngineConfig::default());
     setup(&engine, 1).await;
     let head = engine.view().meta.head;
@@ -249,9 +319,8 @@ async fn refused_commands_change_nothing() {
     engine.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_command_that_changes_nothing_is_answered_without_a_write() {
-    let store: Arc<dyn LogStore> = Arc::new(MemLog::in_memory());
+async fn a_command_that_changes_nothing_is_answered_without_a_write_body(backing: Backing) {
+    let store: Arc<dyn LogStore> = backing.open();
     let engine = start_engine(store, EngineConfig::default());
     setup(&engine, 0).await;
     let grant = || {
@@ -310,17 +379,13 @@ async fn a_failed_write_is_not_acknowledged_and_the_log_continues_densely() {
     engine.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_restarted_engine_recovers_the_same_table_and_head() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
+async fn a_restarted_engine_recovers_the_same_table_and_head_body(backing: Backing) {
     let config = EngineConfig {
         checkpoint_every: 7,
         ..EngineConfig::default()
     };
     let (state, head) = {
-        let store: Arc<dyn LogStore> =
-            Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap());
+        let store: Arc<dyn LogStore> = backing.open();
         let engine = start_engine(store, config.clone());
         setup(&engine, 5).await;
         for n in 0..5 {
@@ -331,7 +396,7 @@ async fn a_restarted_engine_recovers_the_same_table_and_head() {
         // No shutdown: as if the process died after its last acknowledged write.
         (view.state.clone(), view.meta.head)
     };
-    let store = Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap());
+    let store = backing.open();
     let recovered = store.recover().unwrap();
     assert_eq!(recovered.meta.head, head);
     assert!(
@@ -351,9 +416,10 @@ async fn a_restarted_engine_recovers_the_same_table_and_head() {
     );
 }
 
-#[tokio::test]
-async fn purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it() {
-    let store: Arc<dyn LogStore> = Arc::new(MemLog::in_memory());
+async fn purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it_body(
+    backing: Backing,
+) {
+    let store: Arc<dyn LogStore> = backing.open();
     let engine = start_engine(store.clone(), EngineConfig::default());
     setup(&engine, 4).await;
     engine.submit(set_state(0, true)).await.unwrap();
@@ -440,11 +506,8 @@ async fn purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it() {
 /// design.md invariant 5, checked by a model while writers storm: every app started at the
 /// purge point has exactly one reseeded STARTED event, the reseeded block is contiguous, and the
 /// events after it continue each app's story from the reseeded state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_during_a_storm_of_writers_keeps_the_epoch_invariant() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn LogStore> =
-        Arc::new(SledLog::open(&dir.path().join("db"), &SledOptions::default()).unwrap());
+async fn purge_during_a_storm_of_writers_keeps_the_epoch_invariant_body(backing: Backing) {
+    let store: Arc<dyn LogStore> = backing.open();
     let engine = start_engine(store.clone(), EngineConfig::default());
     const APPS: u64 = 40;
     setup(&engine, APPS).await;
@@ -583,13 +646,8 @@ async fn purge_during_a_storm_of_writers_keeps_the_epoch_invariant() {
 /// After a purge the table checkpoint predates the new log start, so recovery starts from the
 /// base snapshot; the next checkpoint must then rewrite every row, or a later restart would load
 /// buckets that miss what changed between the old checkpoint and the purge.
-#[tokio::test]
-async fn checkpoints_after_recovering_from_a_base_snapshot_are_complete() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let open = || -> Arc<dyn LogStore> {
-        Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap())
-    };
+async fn checkpoints_after_recovering_from_a_base_snapshot_are_complete_body(backing: Backing) {
+    let open = || -> Arc<dyn LogStore> { backing.open() };
     let config = EngineConfig {
         checkpoint_every: 1_000_000,
         ..EngineConfig::default()
@@ -646,9 +704,8 @@ async fn open_after_crash(engine: Arc<Engine>) -> Arc<dyn LogStore> {
 
 /// A checkpoint round spans several commits (its rows go a slice per commit) while other changes
 /// keep coming; stopped in the middle of a round, recovery still gives the exact table.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fuzzy_checkpoint_rounds_recover_exactly_when_cut_short() {
-    let store = Arc::new(GatedStore::new(false));
+async fn fuzzy_checkpoint_rounds_recover_exactly_when_cut_short_body(backing: Backing) {
+    let store = Arc::new(GatedStore::new(false, &backing));
     let config = EngineConfig {
         checkpoint_every: 50,
         ..EngineConfig::default()
@@ -710,14 +767,10 @@ fn all_events(query_after: Option<Seq>) -> UsageQuery<'static> {
     }
 }
 
-#[tokio::test]
-async fn prune_keeps_the_newest_event_and_the_start_of_every_running_app() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
+async fn prune_keeps_the_newest_event_and_the_start_of_every_running_app_body(backing: Backing) {
     let clock = ManualClock(Arc::new(Mutex::new(day(0))));
     let open = |clock: ManualClock| {
-        let store: Arc<dyn LogStore> =
-            Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap());
+        let store: Arc<dyn LogStore> = backing.open();
         let engine = Arc::new(
             Engine::start(
                 store.clone(),
@@ -1022,13 +1075,8 @@ async fn audit_by_index(engine: &Engine) -> (u64, Vec<(Seq, AuditEvent)>) {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_audit_index_holds_every_durable_audit_event_across_failures_and_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let open = || -> Arc<dyn LogStore> {
-        Arc::new(SledLog::open(&path, &SledOptions::default()).unwrap())
-    };
+async fn the_audit_index_across_restarts_body(backing: Backing) {
+    let open = || -> Arc<dyn LogStore> { backing.open() };
     let (indexed, read) = {
         let engine = start_engine(open(), EngineConfig::default());
         setup(&engine, 3).await;
@@ -1064,7 +1112,10 @@ async fn the_audit_index_holds_every_durable_audit_event_across_failures_and_res
         "rebuilt at start-up"
     );
     engine.shutdown().await;
+}
 
+#[tokio::test]
+async fn the_audit_index_holds_every_durable_audit_event_across_failures() {
     let store = Arc::new(MemLog::in_memory());
     let engine = start_engine(store.clone(), EngineConfig::default());
     setup(&engine, 1).await;

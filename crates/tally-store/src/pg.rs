@@ -130,7 +130,8 @@ type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
 /// The log's key space in PostgreSQL.
 pub struct PgBackend {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// `None` only while it is dropped.
+    pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
     head: Mutex<Head>,
     /// A read-only snapshot (`open_snapshot`): every read goes through this one connection's
     /// REPEATABLE READ transaction; writes are refused.
@@ -151,6 +152,10 @@ impl PgBackend {
     /// Connects, applies the migrations (under a lock), and takes the next term: from now on
     /// an older process still appending to this database is fenced.
     pub fn open(options: &PgOptions) -> Result<Self, StoreError> {
+        apart(|| Self::open_here(options))
+    }
+
+    fn open_here(options: &PgOptions) -> Result<Self, StoreError> {
         let (pool, name) = connect(options)?;
         let mut client = pool.get().map_err(db_error)?;
         migrate(&mut client)?;
@@ -169,7 +174,7 @@ impl PgBackend {
         drop(client);
         tracing::info!(database = %name, term = head.term, head = head.last_pos, "PostgreSQL store open");
         Ok(Self {
-            pool,
+            pool: Some(pool),
             head: Mutex::new(head),
             snapshot: None,
             name,
@@ -180,6 +185,10 @@ impl PgBackend {
     /// `verify` and `export` beside a running tally: it takes no term, so it fences nobody,
     /// and what it reads is one consistent state however the writer goes on.
     pub fn open_snapshot(options: &PgOptions) -> Result<Self, StoreError> {
+        apart(|| Self::open_snapshot_here(options))
+    }
+
+    fn open_snapshot_here(options: &PgOptions) -> Result<Self, StoreError> {
         let (pool, name) = connect(options)?;
         let mut client = pool.get().map_err(db_error)?;
         let schema: Option<String> = client
@@ -196,7 +205,7 @@ impl PgBackend {
             .query_one("SELECT term, last_pos FROM tally_log_head", &[])
             .map_err(db_error)?;
         Ok(Self {
-            pool,
+            pool: Some(pool),
             head: Mutex::new(Head {
                 term: row.get::<_, i64>(0),
                 last_pos: row.get(1),
@@ -223,9 +232,12 @@ impl PgBackend {
     /// before the caller looks at what it read).
     fn reading<T>(
         &self,
-        read: impl FnOnce(&mut Client) -> Result<T, postgres_error::Error>,
-    ) -> Result<T, StoreError> {
-        match &self.snapshot {
+        read: impl FnOnce(&mut Client) -> Result<T, postgres_error::Error> + Send,
+    ) -> Result<T, StoreError>
+    where
+        T: Send,
+    {
+        apart(|| match &self.snapshot {
             Some(snapshot) => {
                 let mut client = snapshot
                     .lock()
@@ -233,7 +245,7 @@ impl PgBackend {
                 read(&mut client).map_err(db_error)
             }
             None => read(&mut *self.client()?).map_err(db_error),
-        }
+        })
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Head>, StoreError> {
@@ -246,6 +258,8 @@ impl PgBackend {
         &self,
     ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
         self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("the PostgreSQL store is closed".to_owned()))?
             .get()
             .map_err(|e| StoreError::Io(format!("cannot reach PostgreSQL at {}: {e}", self.name)))
     }
@@ -377,6 +391,18 @@ impl PgBackend {
             self.name
         ))
     }
+}
+
+/// Runs `f` on a thread of its own and waits for it. The blocking client drives each
+/// connection with a small runtime of its own, which must never run on a thread that drives
+/// async tasks (tally calls the store from those at start-up, for metrics and in tests); the
+/// writer's and the blocking pool's threads would do, but one short-lived thread per call costs
+/// tens of microseconds beside a round trip to the database, and holds everywhere.
+fn apart<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 fn seq_i64(seq: Seq) -> Result<i64, StoreError> {
@@ -589,6 +615,28 @@ impl Backend for PgBackend {
     }
 
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+        apart(|| self.apply_here(ops, durable))
+    }
+
+    fn refresh(&self) -> Result<(), StoreError> {
+        apart(|| self.refresh_here())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        apart(|| self.size_on_disk_here())
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        // Connections close on the blocking client's own runtime: not on an async thread.
+        let (pool, snapshot) = (self.pool.take(), self.snapshot.take());
+        apart(move || drop((pool, snapshot)));
+    }
+}
+
+impl PgBackend {
+    fn apply_here(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
         if self.snapshot.is_some() {
             return Err(StoreError::Io(format!(
                 "{} is open read-only (a snapshot for verify or export)",
@@ -671,7 +719,7 @@ impl Backend for PgBackend {
         }
     }
 
-    fn refresh(&self) -> Result<(), StoreError> {
+    fn refresh_here(&self) -> Result<(), StoreError> {
         if self.snapshot.is_some() {
             return Ok(());
         }
@@ -685,7 +733,7 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    fn size_on_disk(&self) -> u64 {
+    fn size_on_disk_here(&self) -> u64 {
         let Ok(mut client) = self.client() else {
             return 0;
         };

@@ -17,9 +17,19 @@ pub(crate) fn serve(
     cwd: &Path,
     args: &[&str],
 ) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    serve_with_env(cwd, args, &[])
+}
+
+/// [`serve`] with these variables set too.
+pub(crate) fn serve_with_env(
+    cwd: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(TALLY)
         .arg("serve")
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())

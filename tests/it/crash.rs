@@ -12,12 +12,11 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use crate::cli::serve_with_env;
+use crate::helpers::Store;
 use rand::Rng;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tally_store::{LogStore, SledLog, SledOptions};
-
-use crate::cli::serve;
 
 const CLIENTS: usize = 4;
 const APPS_PER_CLIENT: usize = 3;
@@ -31,8 +30,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(cwd: &Path, data_dir: &Path) -> Self {
-        let (child, address, _lines) = serve(
+    fn start(cwd: &Path, data_dir: &Path, env: &[(String, String)]) -> Self {
+        let (child, address, _lines) = serve_with_env(
             cwd,
             &[
                 "--listen",
@@ -40,6 +39,7 @@ impl Server {
                 "--data-dir",
                 data_dir.to_str().unwrap(),
             ],
+            env,
         );
         let overrides = tally::config::Overrides {
             data_dir: Some(data_dir.to_path_buf()),
@@ -128,9 +128,19 @@ fn rounds() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_http_write_load_loses_and_duplicates_nothing() {
+    kill_9_under_load(Store::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_kill_9_under_http_write_load_loses_and_duplicates_nothing() {
+    kill_9_under_load(Store::Postgres).await;
+}
+
+async fn kill_9_under_load(store: Store) {
+    let env = store.env();
     let cwd = tempfile::tempdir().unwrap();
     let data_dir = cwd.path().join("data");
-    let server = Server::start(cwd.path(), &data_dir);
+    let server = Server::start(cwd.path(), &data_dir, &env);
     let (_, org) = server
         .call(
             Method::POST,
@@ -171,7 +181,7 @@ async fn kill_9_under_http_write_load_loses_and_duplicates_nothing() {
     for round in 0..rounds() {
         let live = match server.take() {
             Some(live) => live,
-            None => Server::start(cwd.path(), &data_dir),
+            None => Server::start(cwd.path(), &data_dir, &env),
         };
         // The consumer resumes from its cursor first.
         follow(&live, &mut consumed, &mut seen).await;
@@ -228,7 +238,7 @@ async fn kill_9_under_http_write_load_loses_and_duplicates_nothing() {
         counter += 1_000_000;
     }
     // A last restart: the consumer catches up; then a graceful stop and a check of the log.
-    let live = Server::start(cwd.path(), &data_dir);
+    let live = Server::start(cwd.path(), &data_dir, &env);
     follow(&live, &mut consumed, &mut seen).await;
     // Every event, read independently through v2 pages.
     let mut all: Vec<String> = Vec::new();
@@ -250,9 +260,9 @@ async fn kill_9_under_http_write_load_loses_and_duplicates_nothing() {
     assert_eq!(consumed, all, "the consumer saw every event once, in order");
     live.stop();
 
-    let (ok, report) = crate::helpers::verify(&data_dir);
+    let (ok, report) = crate::helpers::verify_with_env(&data_dir, &env);
     assert!(ok, "{report}");
-    let store = SledLog::open(&data_dir.join("log"), &SledOptions::default()).unwrap();
+    let store = crate::helpers::open_for_checks(&data_dir, &env);
     let meta = store.recover().unwrap().meta;
     let mut renamed: HashMap<String, usize> = HashMap::new();
     for (_, audit) in store.audit_range(1, meta.head, usize::MAX).unwrap() {
@@ -279,16 +289,38 @@ async fn kill_9_under_http_write_load_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_purge_leaves_the_old_epoch_or_the_new_one_whole() {
+    kill_9_during_a_purge(Store::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_kill_9_during_a_purge_leaves_the_old_epoch_or_the_new_one_whole() {
+    kill_9_during_a_purge(Store::Postgres).await;
+}
+
+async fn kill_9_during_a_purge(store: Store) {
+    let env = store.env();
     let cwd = tempfile::tempdir().unwrap();
     let data_dir = cwd.path().join("data");
-    let server = Server::start(cwd.path(), &data_dir);
+    let server = Server::start(cwd.path(), &data_dir, &env);
     crate::helpers::started_apps(&server.url, &server.token, 3000).await;
+    // How long one purge takes here, so the kills below land before, during and after one.
+    let timed = std::time::Instant::now();
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let purge_takes = timed.elapsed();
     let mut server = Some(server);
     let mut outcomes = HashSet::new();
     for round in 0..6 {
         let live = server
             .take()
-            .unwrap_or_else(|| Server::start(cwd.path(), &data_dir));
+            .unwrap_or_else(|| Server::start(cwd.path(), &data_dir, &env));
         let (_, before) = live
             .call(
                 Method::GET,
@@ -314,10 +346,10 @@ async fn kill_9_during_a_purge_leaves_the_old_epoch_or_the_new_one_whole() {
             })
         };
         // Kill somewhere between before the purge arrives and after it committed.
-        tokio::time::sleep(Duration::from_millis(round * 15)).await;
+        tokio::time::sleep(purge_takes * round / 3).await;
         live.kill();
         let acked = purge.await.unwrap().ok() == Some(200);
-        let live = Server::start(cwd.path(), &data_dir);
+        let live = Server::start(cwd.path(), &data_dir, &env);
         let (_, now) = live.call(Method::GET, "/readyz", None).await.unwrap();
         let (_, after) = live
             .call(
@@ -350,7 +382,7 @@ async fn kill_9_during_a_purge_leaves_the_old_epoch_or_the_new_one_whole() {
     if let Some(live) = server {
         live.stop();
     }
-    let (ok, report) = crate::helpers::verify(&data_dir);
+    let (ok, report) = crate::helpers::verify_with_env(&data_dir, &env);
     assert!(ok, "{report}");
     // Both outcomes happen over the rounds (early kills and late ones).
     assert!(outcomes.contains("new"), "{outcomes:?}");

@@ -27,6 +27,60 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_in(tempfile::tempdir().unwrap(), Vec::new()).await
 }
 
+/// The `TALLY_…` variables of a tally whose log is a new database of its own in the test
+/// process's PostgreSQL (`tally-pgcluster`, started on first use).
+pub fn postgres_env() -> Vec<(String, String)> {
+    let cluster = tally_pgcluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let database = cluster.database("it").unwrap();
+    vec![
+        ("TALLY_STORAGE__BACKEND".into(), "postgres".into()),
+        ("TALLY_STORAGE__POSTGRES_URL".into(), cluster.url(&database)),
+    ]
+}
+
+/// Where a test's tally keeps its log: the embedded default, or PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    Sled,
+    Postgres,
+}
+
+impl Store {
+    /// The variables that choose it.
+    pub fn env(self) -> Vec<(String, String)> {
+        match self {
+            Self::Sled => Vec::new(),
+            Self::Postgres => postgres_env(),
+        }
+    }
+}
+
+/// The log the settings of `env` choose for `data_dir`, opened read-only for a test's checks
+/// (a PostgreSQL snapshot fences nobody).
+pub fn open_for_checks(data_dir: &Path, env: &[(String, String)]) -> Box<dyn LogStore> {
+    let overrides = Overrides {
+        data_dir: Some(data_dir.to_path_buf()),
+        listen: None,
+    };
+    let settings = tally::config::load(None, env.to_vec(), &overrides).unwrap();
+    match settings.storage.backend {
+        tally::config::Backend::Sled => {
+            Box::new(SledLog::open(&data_dir.join("log"), &SledOptions::default()).unwrap())
+        }
+        tally::config::Backend::Postgres => Box::new(
+            tally_store::PgLog::open_postgres_snapshot(
+                &tally::startup::pg_options(&settings).unwrap(),
+            )
+            .unwrap(),
+        ),
+    }
+}
+
+/// A tally on `store`, with its own data directory.
+pub async fn spawn_app_with(store: Store) -> TestApp {
+    spawn_app_in(tempfile::tempdir().unwrap(), store.env()).await
+}
+
 /// A tally on `<dir>/data`, with settings from these `TALLY_…` variables.
 pub async fn spawn_app_in(dir: tempfile::TempDir, env: Vec<(String, String)>) -> TestApp {
     spawn_app_on(dir, env, "127.0.0.1:0").await
@@ -252,9 +306,15 @@ impl TestApp {
 
 /// `tally verify` on a stopped data directory: whether it passed, and what it printed.
 pub fn verify(data_dir: &Path) -> (bool, String) {
+    verify_with_env(data_dir, &[])
+}
+
+/// [`verify`] with these variables (the store they choose).
+pub fn verify_with_env(data_dir: &Path, env: &[(String, String)]) -> (bool, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["verify", "--data-dir"])
         .arg(data_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     let text = format!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_on, TestApp};
+use crate::helpers::{spawn_app_on, spawn_app_with, Store, TestApp};
 
 const APPS: usize = 12;
 const WRITERS: usize = 6;
@@ -84,7 +84,16 @@ pub(crate) async fn everything(app: &TestApp) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cursor_follower_gets_every_event_once_in_order_during_a_storm() {
-    let app = Arc::new(spawn_app().await);
+    cursor_follower_during_a_storm(Store::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_a_cursor_follower_gets_every_event_once_in_order_during_a_storm() {
+    cursor_follower_during_a_storm(Store::Postgres).await;
+}
+
+async fn cursor_follower_during_a_storm(store: Store) {
+    let app = Arc::new(spawn_app_with(store).await);
     let guids = apps(&app).await;
     let stop = Arc::new(AtomicBool::new(false));
     // The consumer: small pages, long polls, its cursor is the last guid it saw.
@@ -135,7 +144,16 @@ async fn a_cursor_follower_gets_every_event_once_in_order_during_a_storm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_purge_during_a_storm_reseeds_exactly_the_started_apps_and_later_changes_follow() {
-    let app = Arc::new(spawn_app().await);
+    purge_during_a_storm(Store::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_a_purge_during_a_storm_reseeds_exactly_the_started_apps() {
+    purge_during_a_storm(Store::Postgres).await;
+}
+
+async fn purge_during_a_storm(store: Store) {
+    let app = Arc::new(spawn_app_with(store).await);
     let guids = apps(&app).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writers = storm(&app, &guids, &stop);

@@ -238,3 +238,157 @@ async fn damaged_or_unsuitable_backups_are_refused_and_change_nothing() {
     assert!(ok, "{printed}");
     app.stop().await;
 }
+
+/// Runs the binary with these variables; its exit status and everything it printed.
+fn tally_with_env(args: &[&str], env: &[(String, String)]) -> (bool, String) {
+    let output = Command::new(TALLY)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("TALLY_TOKEN")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Outgrowing one machine: a sled tally's backup imported into PostgreSQL serves the same apps,
+/// events and cursors; a backup of the PostgreSQL tally taken while writers go on (one
+/// snapshot) imports back into sled as one consistent moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_moves_from_sled_to_postgres_and_back_with_its_cursors() {
+    let app = Arc::new(spawn_app().await);
+    let guids = apps(&app).await;
+    for guid in &guids[..5] {
+        let (status, _) = app
+            .admin(
+                Method::PUT,
+                &format!("/v2/apps/{guid}"),
+                Some(json!({"state": "STARTED"})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    app.purge().await;
+    let (status, _) = app
+        .admin(
+            Method::PUT,
+            &format!("/v2/apps/{}", guids[6]),
+            Some(json!({"state": "STARTED"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let files = tempfile::tempdir().unwrap();
+    let from_sled = files.path().join("sled.tallybak");
+    let (ok, printed) = export(&app, &from_sled);
+    assert!(ok, "{printed}");
+    let expected = observed(&app).await;
+
+    // Into PostgreSQL: `--into postgres` with the URL from the environment.
+    let pg = crate::helpers::postgres_env();
+    let node_dir = tempfile::tempdir().unwrap();
+    let url = pg[1].1.clone();
+    let (ok, printed) = tally_with_env(
+        &[
+            "import",
+            "--in",
+            from_sled.to_str().unwrap(),
+            "--data-dir",
+            node_dir.path().join("data").to_str().unwrap(),
+            "--into",
+            "postgres",
+        ],
+        &[("TALLY_STORAGE__POSTGRES_URL".into(), url.clone())],
+    );
+    assert!(ok, "{printed}");
+    assert!(printed.contains("verify passed"), "{printed}");
+    assert!(
+        !node_dir.path().join("data/log").exists(),
+        "nothing went to sled"
+    );
+    let (ok, printed) = tally_with_env(
+        &[
+            "verify",
+            "--data-dir",
+            node_dir.path().join("data").to_str().unwrap(),
+        ],
+        &pg,
+    );
+    assert!(ok, "{printed}");
+    // Importing again into the same database is refused and changes nothing.
+    let (ok, printed) = tally_with_env(
+        &[
+            "import",
+            "--in",
+            from_sled.to_str().unwrap(),
+            "--data-dir",
+            node_dir.path().join("data").to_str().unwrap(),
+        ],
+        &pg,
+    );
+    assert!(!ok && printed.contains("already holds a log"), "{printed}");
+    let on_pg = Arc::new(spawn_app_in(node_dir, pg.clone()).await);
+    assert_eq!(observed(&on_pg).await, expected);
+    // A consumer's cursor from sled goes on on PostgreSQL, with the same epoch.
+    let last = expected.1.last().unwrap()["metadata"]["guid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, page) = on_pg
+        .admin(
+            Method::GET,
+            &format!("/v3/app_usage_events?after_guid={last}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["resources"].as_array().map(Vec::len), Some(0));
+
+    // And back, while writers go on against the PostgreSQL tally.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = storm(&on_pg, &guids, &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let from_pg = files.path().join("pg.tallybak");
+    let (ok, printed) = tokio::task::spawn_blocking({
+        let (env, out, dir) = (pg.clone(), from_pg.clone(), on_pg.data_dir.clone());
+        move || {
+            tally_with_env(
+                &[
+                    "export",
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                &env,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{printed}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        assert!(
+            writer.await.unwrap() > 0,
+            "the export did not stop the writers"
+        );
+    }
+    let original = everything(&on_pg).await;
+    let back_dir = tempfile::tempdir().unwrap();
+    let (ok, printed) = import(&from_pg, &back_dir.path().join("data"));
+    assert!(ok, "{printed}");
+    let back = spawn_app_in(back_dir, Vec::new()).await;
+    let copy = everything(&back).await;
+    assert!(
+        copy.len() > expected.1.len(),
+        "the storm's events are in the copy"
+    );
+    assert!(copy.len() < original.len(), "writes went on after the copy");
+    assert_eq!(copy[..], original[..copy.len()]);
+    back.stop().await;
+}

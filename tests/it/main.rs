@@ -15,6 +15,7 @@ mod events;
 mod helpers;
 mod operations;
 mod orgs;
+mod postgres;
 mod python_client;
 mod roles;
 mod schemathesis;

@@ -112,17 +112,7 @@ pub fn export(
             Err(anyhow::Error::new(error).context(format!("cannot open {}", log.display())))
         }
     };
-    let summary = match exported {
-        Ok(summary) => summary,
-        Err(error) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(error);
-        }
-    };
-    std::fs::rename(&partial, out)
-        .with_context(|| format!("cannot rename {} to {}", partial.display(), out.display()))?;
-    sync_dir(out.parent().unwrap_or(Path::new(".")))?;
-    Ok(summary)
+    into_place(exported, &partial, out)
 }
 
 /// Exports the log in PostgreSQL to `out`, as of one snapshot.
@@ -134,14 +124,24 @@ pub fn export_postgres(options: &PgOptions, out: &Path) -> anyhow::Result<Summar
         )
     })?;
     let partial = partial_path(out);
-    let summary = match export_offline(&store, store.meta()?, &partial) {
+    let exported = export_offline(&store, store.meta()?, &partial);
+    into_place(exported, &partial, out)
+}
+
+/// An export written to `partial` takes its place at `out` (durably); a failed one is removed.
+fn into_place(
+    exported: anyhow::Result<Summary>,
+    partial: &Path,
+    out: &Path,
+) -> anyhow::Result<Summary> {
+    let summary = match exported {
         Ok(summary) => summary,
         Err(error) => {
-            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(partial);
             return Err(error);
         }
     };
-    std::fs::rename(&partial, out)
+    std::fs::rename(partial, out)
         .with_context(|| format!("cannot rename {} to {}", partial.display(), out.display()))?;
     sync_dir(out.parent().unwrap_or(Path::new(".")))?;
     Ok(summary)

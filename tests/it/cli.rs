@@ -110,19 +110,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
-fn verify(data_dir: &Path) -> (bool, String) {
-    let output = Command::new(TALLY)
-        .args(["verify", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
+use crate::helpers::verify;
 
 #[test]
 fn serve_on_the_embedded_default_then_stop_on_sigterm() {

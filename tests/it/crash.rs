@@ -7,7 +7,7 @@
 //! Rounds: `TALLY_HTTP_CRASH_ROUNDS` (20 in the suite; 100 for the long run:
 //! `TALLY_HTTP_CRASH_ROUNDS=100 cargo test --release --test it crash`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -260,30 +260,7 @@ async fn kill_9_under_load(store: Store) {
     assert_eq!(consumed, all, "the consumer saw every event once, in order");
     live.stop();
 
-    let (ok, report) = crate::helpers::verify_with_env(&data_dir, &env);
-    assert!(ok, "{report}");
-    let store = crate::helpers::open_for_checks(&data_dir, &env);
-    let meta = store.recover().unwrap().meta;
-    let mut renamed: HashMap<String, usize> = HashMap::new();
-    for (_, audit) in store.audit_range(1, meta.head, usize::MAX).unwrap() {
-        if audit.event_type == "audit.app.update" {
-            let name = audit.metadata.get("request").and_then(|r| r.get("name"));
-            if let Some(tally_domain::audit::Value::String(name)) = name {
-                *renamed.entry(name.to_owned()).or_default() += 1;
-            }
-        }
-    }
-    for name in &acknowledged {
-        assert_eq!(
-            renamed.get(name),
-            Some(&1),
-            "acknowledged write {name} is not in the log exactly once"
-        );
-    }
-    assert!(
-        renamed.values().all(|n| *n == 1),
-        "a write was applied twice"
-    );
+    crate::helpers::each_acknowledged_rename_once(&data_dir, &env, &acknowledged);
     assert!(acknowledged.len() >= rounds());
 }
 

@@ -311,10 +311,17 @@ pub fn verify(data_dir: &Path) -> (bool, String) {
 
 /// [`verify`] with these variables (the store they choose).
 pub fn verify_with_env(data_dir: &Path, env: &[(String, String)]) -> (bool, String) {
+    let data_dir = data_dir.to_string_lossy();
+    run_tally(&["verify", "--data-dir", &data_dir], env)
+}
+
+/// Runs the `tally` binary with these arguments and variables (and no `TALLY_TOKEN` from the
+/// test's own environment); whether it succeeded, and everything it printed.
+pub fn run_tally(args: &[&str], env: &[(String, String)]) -> (bool, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["verify", "--data-dir"])
-        .arg(data_dir)
+        .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("TALLY_TOKEN")
         .output()
         .unwrap();
     let text = format!(
@@ -323,6 +330,45 @@ pub fn verify_with_env(data_dir: &Path, env: &[(String, String)]) -> (bool, Stri
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.success(), text)
+}
+
+/// The log of `data_dir` (as `env` chooses it) verifies, and holds every acknowledged rename
+/// exactly once and no rename twice.
+pub fn each_acknowledged_rename_once(
+    data_dir: &Path,
+    env: &[(String, String)],
+    acknowledged: &std::collections::HashSet<String>,
+) {
+    let (ok, report) = verify_with_env(data_dir, env);
+    assert!(ok, "{report}");
+    let renamed = renames_in(open_for_checks(data_dir, env).as_ref());
+    for name in acknowledged {
+        assert_eq!(
+            renamed.get(name),
+            Some(&1),
+            "acknowledged write {name} is not in the log exactly once"
+        );
+    }
+    assert!(
+        renamed.values().all(|n| *n == 1),
+        "a write was applied twice"
+    );
+}
+
+/// How many times each name was given by an `audit.app.update` request in the log.
+pub fn renames_in(store: &dyn LogStore) -> std::collections::HashMap<String, usize> {
+    let head = store.recover().unwrap().meta.head;
+    let mut renamed = std::collections::HashMap::new();
+    for (_, audit) in store.audit_range(1, head, usize::MAX).unwrap() {
+        if audit.event_type != "audit.app.update" {
+            continue;
+        }
+        let name = audit.metadata.get("request").and_then(|r| r.get("name"));
+        if let Some(tally_domain::audit::Value::String(name)) = name {
+            *renamed.entry(name.clone()).or_default() += 1;
+        }
+    }
+    renamed
 }
 
 /// An org, a space and `count` started docker apps on the tally at `url`, 32 requests at a time.

@@ -4,7 +4,7 @@
 //! says 503; when it is back tally recovers by itself; every write answered 201 is in the log
 //! exactly once and the log verifies.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{open_for_checks, spawn_app_in, verify_with_env, TestApp};
+use crate::helpers::{spawn_app_in, TestApp};
 use crate::usage::apps;
 
 /// Waits until `/readyz` answers `want`; how long that took.
@@ -122,26 +122,5 @@ async fn postgres_stopped_under_load_gives_503_then_tally_recovers_and_loses_not
     let app = Arc::into_inner(app).unwrap();
     let data_dir = app.data_dir.clone();
     let _dir = app.stop().await;
-    let (ok, report) = verify_with_env(&data_dir, &env);
-    assert!(ok, "{report}");
-    let store = open_for_checks(&data_dir, &env);
-    let head = store.recover().unwrap().meta.head;
-    let mut renamed: HashMap<String, usize> = HashMap::new();
-    for (_, audit) in store.audit_range(1, head, usize::MAX).unwrap() {
-        let name = audit.metadata.get("request").and_then(|r| r.get("name"));
-        if let Some(tally_domain::audit::Value::String(name)) = name {
-            *renamed.entry(name.clone()).or_default() += 1;
-        }
-    }
-    for name in &acknowledged {
-        assert_eq!(
-            renamed.get(name),
-            Some(&1),
-            "{name} is not in the log exactly once"
-        );
-    }
-    assert!(
-        renamed.values().all(|n| *n == 1),
-        "a write was applied twice"
-    );
+    crate::helpers::each_acknowledged_rename_once(&data_dir, &env, &acknowledged);
 }

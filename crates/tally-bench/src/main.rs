@@ -45,6 +45,17 @@ struct Common {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// The store of a tally the bench starts: `sled` (embedded) or `postgres` (a throwaway
+    /// PostgreSQL on this machine, fsync on, started and stopped by the bench).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sled, global = true)]
+    store: StoreKind,
+}
+
+/// Where a tally the bench starts keeps its log.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Sled,
+    Postgres,
 }
 
 /// The size of the foundation a workload runs on: design.md measures at 100,000 apps and
@@ -201,8 +212,26 @@ impl Common {
             }
             None => {
                 let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-                let target = Target::spawn(&self.tally()?, &dir.path().join("data")).await?;
-                Ok(target.owning(dir))
+                let data = dir.path().join("data");
+                match self.store {
+                    StoreKind::Sled => Ok(Target::spawn(&self.tally()?, &data).await?.owning(dir)),
+                    StoreKind::Postgres => {
+                        let cluster =
+                            tally_pgcluster::Cluster::start(&tally_pgcluster::Options::default())
+                                .map_err(anyhow::Error::msg)?;
+                        let database = cluster.database("bench").map_err(anyhow::Error::msg)?;
+                        eprintln!("tally's PostgreSQL in {}", cluster.dir().display());
+                        let env = [
+                            ("TALLY_STORAGE__BACKEND".to_owned(), "postgres".to_owned()),
+                            (
+                                "TALLY_STORAGE__POSTGRES_URL".to_owned(),
+                                cluster.url(&database),
+                            ),
+                        ];
+                        let target = Target::spawn_with(&self.tally()?, &data, &env).await?;
+                        Ok(target.owning(dir).owning_cluster(cluster))
+                    }
+                }
             }
         }
     }

@@ -24,6 +24,8 @@ pub struct Target {
     /// The temporary directory its data lives in, when the bench made one: removed only after
     /// the process was killed (fields drop after [`Drop::drop`]), never under a running tally.
     dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL its log lives in, when the bench started one (stopped after the tally).
+    cluster: Option<tally_pgcluster::Cluster>,
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -43,12 +45,22 @@ impl Target {
             child: None,
             ready_after: None,
             dir: None,
+            cluster: None,
         })
     }
 
     /// Starts `tally serve` on `data_dir` and a free loopback port; returns once `/readyz`
     /// answers 200, having asked the binary for an admin token.
     pub async fn spawn(tally: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(tally, data_dir, &[]).await
+    }
+
+    /// [`Target::spawn`] with these `TALLY_…` variables (the store they choose).
+    pub async fn spawn_with(
+        tally: &Path,
+        data_dir: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -63,6 +75,7 @@ impl Target {
             .arg(data_dir)
             .env("RUST_LOG", "error")
             .env("TALLY_RETENTION__CUTOFF_AGE_DAYS", "0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -74,6 +87,7 @@ impl Target {
             child: Some(child),
             ready_after: None,
             dir: None,
+            cluster: None,
         };
         let deadline = started + Duration::from_secs(600);
         loop {
@@ -116,6 +130,12 @@ impl Target {
         }
         target.token = String::from_utf8(output.stdout)?.trim().to_owned();
         Ok(target)
+    }
+
+    /// The same tally, owning the PostgreSQL its log lives in.
+    pub fn owning_cluster(mut self, cluster: tally_pgcluster::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// The same tally, owning the temporary directory its data lives in.

@@ -889,6 +889,24 @@ fn golden_audit_records_survive_the_typed_metadata_byte_for_byte() {
     }
 }
 
+/// A commit of one usage event at `seq`, the log's head after it.
+fn one_usage_event(seq: Seq) -> Commit {
+    let u = usage(
+        event_guid(seq, Guid::from_u128(0x52)),
+        Guid::from_u128(7),
+        UsageState::Started,
+    );
+    Commit {
+        records: vec![(seq, Event::UsageRecorded(u))],
+        meta: Meta {
+            head: seq,
+            ..Meta::default()
+        },
+        checkpoint: None,
+        snapshot: None,
+    }
+}
+
 /// A fresh database in the test process's PostgreSQL (`tally-pgcluster`), and how to open it.
 fn pg_database() -> (&'static tally_pgcluster::Cluster, String, PgOptions) {
     let cluster = tally_pgcluster::shared().unwrap_or_else(|e| panic!("{e}"));
@@ -991,22 +1009,7 @@ fn postgres_a_second_appender_is_fenced_and_the_log_stays_dense() {
     let old = PgLog::open_postgres(&options).unwrap();
     let new = PgLog::open_postgres(&options).unwrap();
     assert!(new.backend().term().unwrap() > old.backend().term().unwrap());
-    let commit = |seq: Seq| Commit {
-        records: vec![(
-            seq,
-            Event::UsageRecorded(usage(
-                event_guid(seq, Guid::from_u128(0x52)),
-                Guid::from_u128(7),
-                UsageState::Started,
-            )),
-        )],
-        meta: Meta {
-            head: seq,
-            ..Meta::default()
-        },
-        checkpoint: None,
-        snapshot: None,
-    };
+    let commit = one_usage_event;
     // Both append position 1 at once.
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| old.commit(&commit(1)));
@@ -1039,22 +1042,7 @@ fn postgres_a_timed_out_commit_writes_nothing_and_the_next_one_lands() {
     let (cluster, database, mut options) = pg_database();
     options.statement_timeout = std::time::Duration::from_millis(300);
     let store = PgLog::open_postgres(&options).unwrap();
-    let commit = |seq: Seq| Commit {
-        records: vec![(
-            seq,
-            Event::UsageRecorded(usage(
-                event_guid(seq, Guid::from_u128(0x52)),
-                Guid::from_u128(9),
-                UsageState::Started,
-            )),
-        )],
-        meta: Meta {
-            head: seq,
-            ..Meta::default()
-        },
-        checkpoint: None,
-        snapshot: None,
-    };
+    let commit = one_usage_event;
     std::thread::scope(|s| {
         let holder = s.spawn(|| {
             cluster
@@ -1117,5 +1105,65 @@ fn postgres_passwords_never_reach_messages() {
     assert!(
         error.contains("127.0.0.1:1") && !error.contains("s3cret"),
         "{error}"
+    );
+}
+
+/// A value damaged in the database (a bit flipped in a block by SQL) is reported by `verify`
+/// with its position, is never served, and stops start-up, as on sled.
+#[test]
+fn postgres_corruption_is_reported_with_its_position_and_never_served() {
+    let (cluster, database, options) = pg_database();
+    let store = PgLog::open_postgres(&options).unwrap();
+    let records = (1..=3)
+        .map(|seq| {
+            let u = usage(
+                event_guid(seq, Guid::from_u128(7)),
+                SPACE,
+                UsageState::Started,
+            );
+            (seq, Event::UsageRecorded(u))
+        })
+        .collect();
+    store
+        .commit(&Commit {
+            records,
+            meta: Meta {
+                head: 3,
+                checkpoint: 3,
+                ..Meta::default()
+            },
+            checkpoint: Some(Checkpoint {
+                state: State::default(),
+                dirty: Vec::new(),
+            }),
+            snapshot: None,
+        })
+        .unwrap();
+    drop(store);
+    cluster
+        .sql_in(
+            &database,
+            "UPDATE tally_kv SET value = set_byte(value, length(value) - 1, \
+             get_byte(value, length(value) - 1) # 1) \
+             WHERE key = '\\x750000000000000001'::bytea",
+        )
+        .unwrap();
+    let snapshot = PgLog::open_postgres_snapshot(&options).unwrap();
+    let report = snapshot.verify().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("usage event block at seq 1") && p.contains("checksum")),
+        "{:?}",
+        report.problems
+    );
+    let error = snapshot.usage_range(1, 3, 10).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    let store = PgLog::open_postgres(&options).unwrap();
+    let recovery = store.recover().unwrap_err();
+    assert!(
+        recovery.to_string().contains("usage event block at seq 1"),
+        "{recovery}"
     );
 }

@@ -200,6 +200,28 @@ impl Common {
         }
     }
 
+    /// The store a tally the bench starts uses: for PostgreSQL a throwaway cluster (which the
+    /// caller keeps as long as the tally runs) and the variables that point tally at it.
+    fn store(&self) -> anyhow::Result<(Option<tally_pgcluster::Cluster>, Vec<(String, String)>)> {
+        match self.store {
+            StoreKind::Sled => Ok((None, Vec::new())),
+            StoreKind::Postgres => {
+                let cluster = tally_pgcluster::Cluster::start(&tally_pgcluster::Options::default())
+                    .map_err(anyhow::Error::msg)?;
+                let database = cluster.database("bench").map_err(anyhow::Error::msg)?;
+                eprintln!("tally's PostgreSQL in {}", cluster.dir().display());
+                let env = vec![
+                    ("TALLY_STORAGE__BACKEND".to_owned(), "postgres".to_owned()),
+                    (
+                        "TALLY_STORAGE__POSTGRES_URL".to_owned(),
+                        cluster.url(&database),
+                    ),
+                ];
+                Ok((Some(cluster), env))
+            }
+        }
+    }
+
     /// The tally to drive (one the bench started owns its temporary directory).
     async fn target(&self) -> anyhow::Result<Target> {
         match &self.url {
@@ -213,25 +235,13 @@ impl Common {
             None => {
                 let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
                 let data = dir.path().join("data");
-                match self.store {
-                    StoreKind::Sled => Ok(Target::spawn(&self.tally()?, &data).await?.owning(dir)),
-                    StoreKind::Postgres => {
-                        let cluster =
-                            tally_pgcluster::Cluster::start(&tally_pgcluster::Options::default())
-                                .map_err(anyhow::Error::msg)?;
-                        let database = cluster.database("bench").map_err(anyhow::Error::msg)?;
-                        eprintln!("tally's PostgreSQL in {}", cluster.dir().display());
-                        let env = [
-                            ("TALLY_STORAGE__BACKEND".to_owned(), "postgres".to_owned()),
-                            (
-                                "TALLY_STORAGE__POSTGRES_URL".to_owned(),
-                                cluster.url(&database),
-                            ),
-                        ];
-                        let target = Target::spawn_with(&self.tally()?, &data, &env).await?;
-                        Ok(target.owning(dir).owning_cluster(cluster))
-                    }
-                }
+                let (cluster, env) = self.store()?;
+                let target = Target::spawn_with(&self.tally()?, &data, &env).await?;
+                let target = target.owning(dir);
+                Ok(match cluster {
+                    Some(cluster) => target.owning_cluster(cluster),
+                    None => target,
+                })
             }
         }
     }
@@ -612,7 +622,9 @@ async fn startup(
     let tally = common.tally()?;
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
     let data = dir.path().join("data");
-    let target = Target::spawn(&tally, &data).await?;
+    // A PostgreSQL the rounds share (kept until the end of the workload).
+    let (cluster, env) = common.store()?;
+    let target = Target::spawn_with(&tally, &data, &env).await?;
     let filling = Instant::now();
     let guids = Fleet::new(scenarios::create_apps(&target, apps, false, 64).await?);
     while target.head().await? < records {
@@ -628,7 +640,7 @@ async fn startup(
     let mut ready = Latencies::new();
     let (mut at_ready, mut settled, mut peak, mut caught_up) = (0, 0, 0, 0);
     for round in 0..rounds.max(1) {
-        let target = Target::spawn(&tally, &data).await?;
+        let target = Target::spawn_with(&tally, &data, &env).await?;
         if let Some(after) = target.ready_after {
             ready.record(after);
         }
@@ -642,7 +654,11 @@ async fn startup(
         }
         target.stop()?;
     }
-    let size: u64 = walk_size(&data.join("log"));
+    // On PostgreSQL: the whole cluster directory (WAL included).
+    let size: u64 = match &cluster {
+        Some(cluster) => walk_size(cluster.dir()),
+        None => walk_size(&data.join("log")),
+    };
     let mb = |bytes: u64| bytes as f64 / 1e6;
     push(
         rows,

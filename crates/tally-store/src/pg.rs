@@ -128,10 +128,52 @@ const RESOLVE_FOR: Duration = Duration::from_secs(5);
 
 type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
+/// The writer's connection: no pool checkout and no statement parsed per commit.
+struct Writer {
+    client: Client,
+    statements: Statements,
+}
+
+/// The statements of a write, prepared once per connection.
+struct Statements {
+    fence_head: postgres_error::Statement,
+    fence_term: postgres_error::Statement,
+    put: postgres_error::Statement,
+    delete: postgres_error::Statement,
+    clear_usage: postgres_error::Statement,
+}
+
+impl Writer {
+    fn connect(config: &Config) -> Result<Self, postgres_error::Error> {
+        let mut client = config.connect(NoTls)?;
+        let statements = Statements {
+            fence_head: client.prepare(
+                "UPDATE tally_log_head SET last_pos = $1, epoch = $2, usage_floor = $3, \
+                 updated_at = now() WHERE term = $4 AND last_pos = $5",
+            )?,
+            fence_term: client
+                .prepare("UPDATE tally_log_head SET updated_at = now() WHERE term = $1")?,
+            put: client.prepare(
+                "INSERT INTO tally_kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            )?,
+            delete: client.prepare("DELETE FROM tally_kv WHERE key = ANY($1)")?,
+            clear_usage: client
+                .prepare("DELETE FROM tally_usage_events WHERE seq BETWEEN $1 AND $2")?,
+        };
+        Ok(Self { client, statements })
+    }
+}
+
 /// The log's key space in PostgreSQL.
 pub struct PgBackend {
     /// `None` only while it is dropped.
     pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
+    /// How to connect (the writer's own connection).
+    config: Config,
+    /// The connection writes go through, with its prepared statements: made on the first
+    /// write, dropped after any failure and made again on the next.
+    writer: Mutex<Option<Writer>>,
     head: Mutex<Head>,
     /// A read-only snapshot (`open_snapshot`): every read goes through this one connection's
     /// REPEATABLE READ transaction; writes are refused.
@@ -156,7 +198,7 @@ impl PgBackend {
     }
 
     fn open_here(options: &PgOptions) -> Result<Self, StoreError> {
-        let (pool, name) = connect(options)?;
+        let (pool, config, name) = connect(options)?;
         let mut client = pool.get().map_err(db_error)?;
         migrate(&mut client)?;
         let row = client
@@ -175,6 +217,8 @@ impl PgBackend {
         tracing::info!(database = %name, term = head.term, head = head.last_pos, "PostgreSQL store open");
         Ok(Self {
             pool: Some(pool),
+            config,
+            writer: Mutex::new(None),
             head: Mutex::new(head),
             snapshot: None,
             name,
@@ -189,7 +233,7 @@ impl PgBackend {
     }
 
     fn open_snapshot_here(options: &PgOptions) -> Result<Self, StoreError> {
-        let (pool, name) = connect(options)?;
+        let (pool, config, name) = connect(options)?;
         let mut client = pool.get().map_err(db_error)?;
         let schema: Option<String> = client
             .query_one("SELECT to_regclass('tally_kv')::text", &[])
@@ -206,6 +250,8 @@ impl PgBackend {
             .map_err(db_error)?;
         Ok(Self {
             pool: Some(pool),
+            config,
+            writer: Mutex::new(None),
             head: Mutex::new(Head {
                 term: row.get::<_, i64>(0),
                 last_pos: row.get(1),
@@ -266,8 +312,8 @@ impl PgBackend {
 
     /// The writes of one apply, in one transaction; `Ok(false)` when the fence refused it.
     fn write(
-        &self,
         tx: &mut Transaction<'_>,
+        statements: &Statements,
         ops: &[Op],
         durable: bool,
         head: Head,
@@ -279,8 +325,7 @@ impl PgBackend {
         }
         let fenced = match meta {
             Some(meta) => tx.execute(
-                "UPDATE tally_log_head SET last_pos = $1, epoch = $2, usage_floor = $3, \
-                 updated_at = now() WHERE term = $4 AND last_pos = $5",
+                &statements.fence_head,
                 &[
                     &seq_i64(meta.head)?,
                     &seq_i64(meta.epoch)?,
@@ -289,10 +334,7 @@ impl PgBackend {
                     &head.last_pos,
                 ],
             ),
-            None => tx.execute(
-                "UPDATE tally_log_head SET updated_at = now() WHERE term = $1",
-                &[&head.term],
-            ),
+            None => tx.execute(&statements.fence_term, &[&head.term]),
         }
         .map_err(db_error)?;
         if fenced == 0 {
@@ -341,23 +383,16 @@ impl PgBackend {
             }
         }
         if !deletes.is_empty() {
-            tx.execute("DELETE FROM tally_kv WHERE key = ANY($1)", &[&deletes])
+            tx.execute(&statements.delete, &[&deletes])
                 .map_err(db_error)?;
         }
         if !put_keys.is_empty() {
-            tx.execute(
-                "INSERT INTO tally_kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                &[&put_keys, &put_values],
-            )
-            .map_err(db_error)?;
+            tx.execute(&statements.put, &[&put_keys, &put_values])
+                .map_err(db_error)?;
         }
         for (from, to) in cleared {
-            tx.execute(
-                "DELETE FROM tally_usage_events WHERE seq BETWEEN $1 AND $2",
-                &[&from, &to],
-            )
-            .map_err(db_error)?;
+            tx.execute(&statements.clear_usage, &[&from, &to])
+                .map_err(db_error)?;
         }
         usage.insert(tx)?;
         Ok(true)
@@ -413,7 +448,7 @@ fn seq_i64(seq: Seq) -> Result<i64, StoreError> {
 /// database's name without a password.
 fn connect(
     options: &PgOptions,
-) -> Result<(r2d2::Pool<PostgresConnectionManager<NoTls>>, String), StoreError> {
+) -> Result<(r2d2::Pool<PostgresConnectionManager<NoTls>>, Config, String), StoreError> {
     let name = redacted(&options.url);
     let mut config = Config::from_str(&options.url)
         .map_err(|e| StoreError::Io(format!("storage.postgres_url ({name}): {e}")))?;
@@ -424,14 +459,14 @@ fn connect(
     config.options(&format!(
         "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={statement_ms}"
     ));
-    let manager = PostgresConnectionManager::new(config, NoTls);
+    let manager = PostgresConnectionManager::new(config.clone(), NoTls);
     let pool = r2d2::Pool::builder()
         .max_size(options.pool_size.max(1))
         .min_idle(Some(1))
         .connection_timeout(options.connect_timeout)
         .build(manager)
         .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL at {name}: {e}")))?;
-    Ok((pool, name))
+    Ok((pool, config, name))
 }
 
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -625,7 +660,8 @@ impl Drop for PgBackend {
     fn drop(&mut self) {
         // Connections close on the blocking client's own runtime: not on an async thread.
         let (pool, snapshot) = (self.pool.take(), self.snapshot.take());
-        apart(move || drop((pool, snapshot)));
+        let writer = self.writer.get_mut().ok().and_then(Option::take);
+        apart(move || drop((pool, snapshot, writer)));
     }
 }
 
@@ -651,10 +687,21 @@ impl PgBackend {
                     .to_owned(),
             ));
         }
-        let mut client = self.client()?;
+        let mut writer = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))?;
+        if writer.is_none() {
+            *writer = Some(Writer::connect(&self.config).map_err(|e| {
+                StoreError::Io(format!("cannot reach PostgreSQL at {}: {e}", self.name))
+            })?);
+        }
+        let Some(Writer { client, statements }) = writer.as_mut() else {
+            return Err(StoreError::Io("no connection to PostgreSQL".to_owned()));
+        };
         let attempt = (|| -> Result<Result<bool, StoreError>, postgres_error::Error> {
             let mut tx = client.transaction()?;
-            match self.write(&mut tx, &ops, durable, *head, meta.as_ref()) {
+            match Self::write(&mut tx, statements, &ops, durable, *head, meta.as_ref()) {
                 Ok(true) => {}
                 Ok(false) => return Ok(Ok(false)),
                 // Refused before COMMIT: nothing of it is in the database.
@@ -663,6 +710,11 @@ impl PgBackend {
             tx.commit()?;
             Ok(Ok(true))
         })();
+        if !matches!(attempt, Ok(Ok(_))) {
+            // Whatever failed, the next write starts on a new connection.
+            *writer = None;
+        }
+        drop(writer);
         match attempt {
             Ok(Ok(true)) => {
                 if let Some(meta) = &meta {
@@ -671,7 +723,6 @@ impl PgBackend {
                 Ok(())
             }
             Ok(Ok(false)) => {
-                drop(client);
                 let (term, _) = self.head_row()?;
                 Err(if term == head.term {
                     StoreError::Sequence(format!(
@@ -683,14 +734,12 @@ impl PgBackend {
                 })
             }
             Ok(Err(error)) => {
-                drop(client);
                 // The statement failed mid-transaction (a timeout, the connection): the
                 // transaction did not commit, but the connection may be gone.
                 let _ = self.resolve(&mut head, None);
                 Err(error)
             }
             Err(error) => {
-                drop(client);
                 // The COMMIT went out and no answer came back: ask the head row until it says.
                 let asking = std::time::Instant::now();
                 loop {

@@ -51,6 +51,10 @@ struct Common {
     store: StoreKind,
 }
 
+/// A PostgreSQL cluster to keep while the tally runs (none for sled), and the variables that
+/// point tally at its store.
+type StoreSetup = (Option<tally_pgcluster::Cluster>, Vec<(String, String)>);
+
 /// Where a tally the bench starts keeps its log.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum StoreKind {
@@ -202,7 +206,7 @@ impl Common {
 
     /// The store a tally the bench starts uses: for PostgreSQL a throwaway cluster (which the
     /// caller keeps as long as the tally runs) and the variables that point tally at it.
-    fn store(&self) -> anyhow::Result<(Option<tally_pgcluster::Cluster>, Vec<(String, String)>)> {
+    fn store(&self) -> anyhow::Result<StoreSetup> {
         match self.store {
             StoreKind::Sled => Ok((None, Vec::new())),
             StoreKind::Postgres => {

@@ -51,11 +51,7 @@ impl Target {
 
     /// Starts `tally serve` on `data_dir` and a free loopback port; returns once `/readyz`
     /// answers 200, having asked the binary for an admin token.
-    pub async fn spawn(tally: &Path, data_dir: &Path) -> anyhow::Result<Self> {
-        Self::spawn_with(tally, data_dir, &[]).await
-    }
-
-    /// [`Target::spawn`] with these `TALLY_…` variables (the store they choose).
+    /// `env`: `TALLY_…` variables for it (the store they choose).
     pub async fn spawn_with(
         tally: &Path,
         data_dir: &Path,

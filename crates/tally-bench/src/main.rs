@@ -683,11 +683,28 @@ async fn startup(
         ))
         .goal("ready ≤ 3 s; RSS ≤ 300 MB"),
     );
-    // Backups of the same directory: offline export, then import into a new one.
+    // Backups of the same log: offline export, then import into a new data directory (or, on
+    // PostgreSQL, a new database of the same cluster).
     let backup = dir.path().join("backup.tallybak");
-    let run = |args: &[&std::ffi::OsStr]| -> anyhow::Result<Duration> {
+    let restore_env = match &cluster {
+        Some(cluster) => {
+            let database = cluster.database("restored").map_err(anyhow::Error::msg)?;
+            vec![
+                env[0].clone(),
+                (
+                    "TALLY_STORAGE__POSTGRES_URL".to_owned(),
+                    cluster.url(&database),
+                ),
+            ]
+        }
+        None => Vec::new(),
+    };
+    let run = |args: &[&std::ffi::OsStr], env: &[(String, String)]| -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let output = std::process::Command::new(&tally).args(args).output()?;
+        let output = std::process::Command::new(&tally)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()?;
         anyhow::ensure!(
             output.status.success(),
             "tally {:?} failed: {}",
@@ -696,21 +713,27 @@ async fn startup(
         );
         Ok(started.elapsed())
     };
-    let export = run(&[
-        "export".as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-        "--out".as_ref(),
-        backup.as_os_str(),
-    ])?;
+    let export = run(
+        &[
+            "export".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--out".as_ref(),
+            backup.as_os_str(),
+        ],
+        &env,
+    )?;
     let bytes = std::fs::metadata(&backup)?.len();
-    let import = run(&[
-        "import".as_ref(),
-        "--in".as_ref(),
-        backup.as_os_str(),
-        "--data-dir".as_ref(),
-        dir.path().join("restored").as_os_str(),
-    ])?;
+    let import = run(
+        &[
+            "import".as_ref(),
+            "--in".as_ref(),
+            backup.as_os_str(),
+            "--data-dir".as_ref(),
+            dir.path().join("restored").as_os_str(),
+        ],
+        &restore_env,
+    )?;
     let mb = bytes as f64 / 1e6;
     push(
         rows,

@@ -690,7 +690,7 @@ async fn startup(
         Some(cluster) => {
             let database = cluster.database("restored").map_err(anyhow::Error::msg)?;
             vec![
-                env[0].clone(),
+                ("TALLY_STORAGE__BACKEND".to_owned(), "postgres".to_owned()),
                 (
                     "TALLY_STORAGE__POSTGRES_URL".to_owned(),
                     cluster.url(&database),

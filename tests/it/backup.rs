@@ -57,6 +57,25 @@ async fn observed(app: &TestApp) -> (String, Vec<Value>, String) {
     )
 }
 
+/// A consumer whose cursor is the last of `events` (read from another tally) goes on on `app`:
+/// its cursor is accepted and nothing new is there yet.
+async fn after_the_last(app: &TestApp, events: &[Value]) {
+    let last = events.last().unwrap()["metadata"]["guid"].as_str().unwrap();
+    let (status, page) = app
+        .admin(
+            Method::GET,
+            &format!("/v3/app_usage_events?after_guid={last}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["resources"].as_array().map(Vec::len),
+        Some(0),
+        "{page}"
+    );
+}
+
 /// Apps, six of them started, a purge, one more started: an epoch that opens with reseeded
 /// events and goes on. The apps' guids.
 async fn history(app: &TestApp) -> Vec<String> {
@@ -102,18 +121,7 @@ async fn a_backup_of_a_running_tally_restores_the_same_apps_and_events() {
     let restored = spawn_app_in(restored_dir, Vec::new()).await;
     assert_eq!(observed(&restored).await, expected);
     // A consumer's cursor from the original goes on on the copy.
-    let last = expected.1.last().unwrap()["metadata"]["guid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, page) = restored
-        .admin(
-            Method::GET,
-            &format!("/v3/app_usage_events?after_guid={last}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
+    after_the_last(&restored, &expected.1).await;
     restored.stop().await;
 
     // Busy: writers keep changing apps during the export. The copy is one consistent
@@ -286,19 +294,7 @@ async fn a_log_moves_from_sled_to_postgres_and_back_with_its_cursors() {
     let on_pg = Arc::new(spawn_app_in(node_dir, pg.clone()).await);
     assert_eq!(observed(&on_pg).await, expected);
     // A consumer's cursor from sled goes on on PostgreSQL, with the same epoch.
-    let last = expected.1.last().unwrap()["metadata"]["guid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, page) = on_pg
-        .admin(
-            Method::GET,
-            &format!("/v3/app_usage_events?after_guid={last}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
-    assert_eq!(page["resources"].as_array().map(Vec::len), Some(0));
+    after_the_last(&on_pg, &expected.1).await;
 
     // And back, while writers go on against the PostgreSQL tally.
     let stop = Arc::new(AtomicBool::new(false));

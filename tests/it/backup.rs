@@ -57,6 +57,21 @@ async fn observed(app: &TestApp) -> (String, Vec<Value>, String) {
     )
 }
 
+/// A backup taken while writers went on, imported into a new sled tally: its events are the
+/// first events of the `original` (one consistent moment), more than the `before` there were
+/// when the writers started, fewer than there were once they stopped.
+async fn restores_a_consistent_prefix(backup: &Path, original: &[Value], before: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, printed) = import(backup, &dir.path().join("data"));
+    assert!(ok, "{printed}");
+    let restored = spawn_app_in(dir, Vec::new()).await;
+    let copy = everything(&restored).await;
+    assert!(copy.len() > before, "the storm's events are in the copy");
+    assert!(copy.len() < original.len(), "writes went on after the copy");
+    assert_eq!(copy[..], original[..copy.len()]);
+    restored.stop().await;
+}
+
 /// A consumer whose cursor is the last of `events` (read from another tally) goes on on `app`:
 /// its cursor is accepted and nothing new is there yet.
 async fn after_the_last(app: &TestApp, events: &[Value]) {
@@ -142,19 +157,7 @@ async fn a_backup_of_a_running_tally_restores_the_same_apps_and_events() {
     for writer in writers {
         assert!(writer.await.unwrap() > 0);
     }
-    let original = everything(&app).await;
-    let restored_dir = tempfile::tempdir().unwrap();
-    let (ok, printed) = import(&busy, &restored_dir.path().join("data"));
-    assert!(ok, "{printed}");
-    let restored = spawn_app_in(restored_dir, Vec::new()).await;
-    let copy = everything(&restored).await;
-    assert!(
-        copy.len() > expected.1.len(),
-        "the storm's events are in the copy"
-    );
-    assert!(copy.len() < original.len(), "writes went on after the copy");
-    assert_eq!(copy[..], original[..copy.len()]);
-    restored.stop().await;
+    restores_a_consistent_prefix(&busy, &everything(&app).await, expected.1.len()).await;
 
     // Stopped: the offline export of an idle log is the online one, byte for byte.
     let online = files.path().join("online.tallybak");
@@ -327,17 +330,5 @@ async fn a_log_moves_from_sled_to_postgres_and_back_with_its_cursors() {
             "the export did not stop the writers"
         );
     }
-    let original = everything(&on_pg).await;
-    let back_dir = tempfile::tempdir().unwrap();
-    let (ok, printed) = import(&from_pg, &back_dir.path().join("data"));
-    assert!(ok, "{printed}");
-    let back = spawn_app_in(back_dir, Vec::new()).await;
-    let copy = everything(&back).await;
-    assert!(
-        copy.len() > expected.1.len(),
-        "the storm's events are in the copy"
-    );
-    assert!(copy.len() < original.len(), "writes went on after the copy");
-    assert_eq!(copy[..], original[..copy.len()]);
-    back.stop().await;
+    restores_a_consistent_prefix(&from_pg, &everything(&on_pg).await, expected.1.len()).await;
 }

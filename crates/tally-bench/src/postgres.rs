@@ -57,8 +57,8 @@ impl Postgres {
     pub fn seed(&self, apps: usize, events: u64) -> anyhow::Result<()> {
         let started = Instant::now();
         self.sql(&format!(
-            "INSERT INTO processes (guid, app_guid, name, space_guid, org_guid, state, instances, memory, created_at, updated_at)
-             SELECT gen_random_uuid()::text, gen_random_uuid()::text, 'app-' || n, 'space', 'org', 'STARTED', 1, 128, now(), now()
+            "INSERT INTO processes (guid, app_guid, name, space_guid, org_guid, state, instances, memory, diego, created_at, updated_at)
+             SELECT gen_random_uuid()::text, gen_random_uuid()::text, 'app-' || n, 'space', 'org', 'STARTED', 1, 128, true, now(), now()
              FROM generate_series(1, {apps}) AS n;
              INSERT INTO app_usage_events ({USAGE_COLUMNS})
              SELECT {USAGE_VALUES}
@@ -154,22 +154,46 @@ impl Postgres {
     }
 }
 
-/// Cloud Controller's tables, cut to the columns its usage-event path touches.
+/// Cloud Controller's two tables on this path with CC's columns and indexes (CC's schema as
+/// its migrations leave it: `processes` with its unique guid and its `created_at`,
+/// `updated_at`, `diego` and `app_guid` indexes; `app_usage_events` with its unique guid and its
+/// `(created_at, guid)` and `task_guid` indexes). The indexes matter: CC's update sets
+/// `updated_at`, an indexed column, so every state change updates every index of the row.
 const SCHEMA: &str = "
 CREATE TABLE processes (
-    id serial PRIMARY KEY, guid text NOT NULL UNIQUE, app_guid text NOT NULL, name text NOT NULL,
-    space_guid text NOT NULL, org_guid text NOT NULL, state text NOT NULL,
-    instances integer NOT NULL, memory integer NOT NULL,
-    created_at timestamp NOT NULL, updated_at timestamp NOT NULL);
+    id serial PRIMARY KEY, guid varchar(255) NOT NULL,
+    created_at timestamp NOT NULL DEFAULT now(), updated_at timestamp,
+    production boolean DEFAULT false, memory integer, instances integer DEFAULT 1,
+    file_descriptors integer DEFAULT 16384, disk_quota integer DEFAULT 2048,
+    state varchar(255) NOT NULL DEFAULT 'STOPPED', version varchar(255),
+    metadata varchar(4096) NOT NULL DEFAULT '{}', detected_buildpack varchar(255),
+    not_deleted boolean DEFAULT true, health_check_timeout integer, diego boolean DEFAULT false,
+    package_updated_at timestamp, app_guid varchar(255), type varchar(255) DEFAULT 'web',
+    health_check_type varchar(255) DEFAULT 'port', command varchar(4096),
+    enable_ssh boolean DEFAULT false, encrypted_docker_credentials_json varchar(255),
+    docker_salt varchar(255), ports text, health_check_http_endpoint text,
+    health_check_invocation_timeout integer, revision_guid varchar(255),
+    -- Not CC's: the app's name and space, which CC joins from `apps` and `spaces`.
+    name varchar(255) NOT NULL, space_guid varchar(255) NOT NULL, org_guid varchar(255) NOT NULL);
+CREATE UNIQUE INDEX apps_guid_index ON processes (guid);
+CREATE INDEX apps_created_at_index ON processes (created_at);
+CREATE INDEX apps_updated_at_index ON processes (updated_at);
+CREATE INDEX apps_diego_index ON processes (diego);
+CREATE INDEX processes_app_guid_index ON processes (app_guid);
 CREATE TABLE app_usage_events (
-    id bigserial PRIMARY KEY, guid text NOT NULL UNIQUE, created_at timestamp NOT NULL,
-    state text NOT NULL, previous_state text, instance_count integer NOT NULL,
+    id bigserial PRIMARY KEY, guid varchar(255) NOT NULL, created_at timestamp NOT NULL,
+    state varchar(255) NOT NULL, previous_state varchar(255), instance_count integer NOT NULL,
     previous_instance_count integer, memory_in_mb_per_instance integer NOT NULL,
-    previous_memory_in_mb_per_instance integer, app_guid text NOT NULL, app_name text NOT NULL,
-    space_guid text NOT NULL, space_name text NOT NULL, org_guid text NOT NULL,
-    buildpack_guid text, buildpack_name text, package_state text, previous_package_state text,
-    parent_app_guid text, parent_app_name text, process_type text, task_guid text, task_name text);
-CREATE INDEX usage_events_created_at_index ON app_usage_events (created_at);
+    previous_memory_in_mb_per_instance integer, app_guid varchar(255) NOT NULL,
+    app_name varchar(255) NOT NULL, space_guid varchar(255) NOT NULL,
+    space_name varchar(255) NOT NULL, org_guid varchar(255) NOT NULL,
+    buildpack_guid varchar(255), buildpack_name varchar(255), package_state varchar(255),
+    previous_package_state varchar(255), parent_app_guid varchar(255),
+    parent_app_name varchar(255), process_type varchar(255), task_guid varchar(255),
+    task_name varchar(255), package_guid varchar(255));
+CREATE UNIQUE INDEX usage_events_guid_index ON app_usage_events (guid);
+CREATE INDEX app_usage_events_created_at_guid_index ON app_usage_events (created_at, guid);
+CREATE INDEX app_usage_events_task_guid_index ON app_usage_events (task_guid);
 ";
 
 const USAGE_COLUMNS: &str = "guid, created_at, state, previous_state, instance_count, \

@@ -45,6 +45,23 @@ pub trait Backend: Send + Sync + 'static {
     fn release_cache(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Takes or renews the right to append; see [`crate::LogStore::lead`]. A backend only one
+    /// process can open is always this process's.
+    fn lead(&self) -> Result<crate::Lead, StoreError> {
+        Ok(crate::Lead::Sole)
+    }
+    /// Gives the right to append up; see [`crate::LogStore::resign`].
+    fn resign(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The head as kept beside the keys (PostgreSQL: the head row), when the backend keeps one.
+    fn durable_head(&self) -> Result<Option<crate::Seq>, StoreError> {
+        Ok(None)
+    }
+    /// See [`crate::LogStore::watch`]: nobody else appends to a backend one process owns.
+    fn watch(&self, _wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A failed file operation of tally's own (outside sled).

@@ -66,6 +66,54 @@ pub enum StoreError {
     InUse(String),
 }
 
+/// Who may append to the log now ([`LogStore::lead`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lead {
+    /// Only this process can open the store (sled holds a file lock; memory is private): it
+    /// always writes, and nothing is ever appended behind its back.
+    Sole,
+    /// This process holds the lease under `term`; no other process can append before
+    /// `trusted_until` (the lease's length after the renewal was sent, less a safety margin).
+    Writer {
+        /// The fencing term every append carries.
+        term: u64,
+        /// Until when this process may trust that it is still the only writer.
+        trusted_until: std::time::Instant,
+        /// True on the call that took the lease: the log may hold records another writer
+        /// appended, so the caller catches up to `head` before it decides anything.
+        acquired: bool,
+        /// The durable head when the lease was taken or renewed.
+        head: Seq,
+    },
+    /// Another process holds the lease (or none does, and this one could not take it).
+    Follower {
+        /// The head row's term.
+        term: u64,
+        /// Where the writer takes requests (its advertised URL), while its lease is live.
+        leader: Option<String>,
+    },
+}
+
+/// What another process appended since a meta this one holds ([`LogStore::follow`]).
+#[derive(Debug, Clone)]
+pub enum Followed {
+    /// Nothing changed but, perhaps, the checkpoint.
+    Same(Meta),
+    /// Records were appended: the entity events to fold into the table and the usage events'
+    /// positions and times, each with its position, up to `meta.head`.
+    Appended {
+        /// The meta they were committed with.
+        meta: Meta,
+        /// Entity events after the old head, in order.
+        events: Vec<(Seq, Event)>,
+        /// Usage events after the old head.
+        usage: Vec<(Seq, Timestamp)>,
+    },
+    /// The epoch, the floors or the log's start moved (a purge, a truncation): read the whole
+    /// store again ([`LogStore::recover`]).
+    Reload,
+}
+
 /// What retention left of a usage event: its guid, when it was written, and the cutoff of the
 /// prune that removed it. It keeps the event's position, so the log stays dense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,6 +453,27 @@ pub trait LogStore: Send + Sync + 'static {
     /// keys `at` still reaches once a later commit moved a floor). Returns how many entries
     /// it visited. See [`backup`] for the file these entries go into.
     fn export(&self, at: &Meta, visit: &mut ExportVisitor<'_>) -> Result<u64, StoreError>;
+
+    /// Takes or renews the right to append (PostgreSQL: the lease in the head row); says who
+    /// holds it. A store one process owns answers [`Lead::Sole`].
+    fn lead(&self) -> Result<Lead, StoreError>;
+
+    /// Gives the lease up at once (shutdown), so another process takes over without waiting
+    /// for it to run out. Appends are refused afterwards.
+    fn resign(&self) -> Result<(), StoreError>;
+
+    /// The durable head as the store says now (PostgreSQL: the head row; what a request on a
+    /// node that does not write waits for, so it sees every acknowledged write).
+    fn durable_head(&self) -> Result<Seq, StoreError>;
+
+    /// What was appended after `since` (a meta this process read or committed), by another
+    /// process: the store's own view of what is committed moves with it.
+    fn follow(&self, since: &Meta) -> Result<Followed, StoreError>;
+
+    /// Calls `wake` soon after another process commits (PostgreSQL: LISTEN, and after every
+    /// reconnect), until the store is dropped. A hint only: the caller still follows the
+    /// head. A store one process owns never calls it.
+    fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

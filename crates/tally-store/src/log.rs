@@ -23,6 +23,7 @@ use crate::{
 };
 
 mod commit;
+mod follow;
 mod maintenance;
 mod recover;
 mod transfer;
@@ -544,5 +545,28 @@ impl<B: Backend> LogStore for Log<B> {
 
     fn export(&self, at: &Meta, visit: &mut ExportVisitor<'_>) -> Result<u64, StoreError> {
         self.export_at(at, visit)
+    }
+
+    fn lead(&self) -> Result<crate::Lead, StoreError> {
+        self.backend.lead()
+    }
+
+    fn resign(&self) -> Result<(), StoreError> {
+        self.backend.resign()
+    }
+
+    fn durable_head(&self) -> Result<Seq, StoreError> {
+        match self.backend.durable_head()? {
+            Some(head) => Ok(head),
+            None => Ok(self.meta()?.head),
+        }
+    }
+
+    fn follow(&self, since: &Meta) -> Result<crate::Followed, StoreError> {
+        self.follow_log(since)
+    }
+
+    fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
+        self.backend.watch(wake)
     }
 }

@@ -17,9 +17,11 @@
 //!   the log, nor "done" for one that is not.
 
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use r2d2_postgres::postgres::fallible_iterator::FallibleIterator;
 use r2d2_postgres::postgres::{self as postgres_error, Client, Config, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use tally_domain::{Seq, UsageEvent};
@@ -51,8 +53,14 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// How long one statement may run (`statement_timeout` of every connection).
     pub statement_timeout: Duration,
-    /// Who this process is, recorded as the head row's `holder`.
+    /// Who this process is, recorded as the head row's `holder`: the same on every start of
+    /// one node (a restarted node takes its own lease back at once).
     pub holder: String,
+    /// Where this process takes forwarded writes, recorded as the head row's `holder_url`.
+    pub advertise_url: String,
+    /// How long the lease lasts without a renewal: how long the other nodes wait before one
+    /// of them takes over from a writer that stopped.
+    pub lease: Duration,
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -63,6 +71,8 @@ impl std::fmt::Debug for PgOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("holder", &self.holder)
+            .field("advertise_url", &self.advertise_url)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -113,8 +123,11 @@ fn db_error(error: impl std::fmt::Display) -> StoreError {
 /// What this process knows of the head row.
 #[derive(Debug, Clone, Copy)]
 struct Head {
-    /// The term it appends under.
+    /// The term it appends under; 0 when it holds no lease (it follows, and writes nothing).
     term: i64,
+    /// Until when its lease is surely its own (the last renewal's send time, plus the lease,
+    /// less [`LEASE_MARGIN`]).
+    trusted_until: Option<Instant>,
     /// The head it last committed (or found at start-up).
     last_pos: i64,
     /// A COMMIT's outcome is not known yet (PostgreSQL did not answer since): every write is
@@ -125,6 +138,13 @@ struct Head {
 
 /// How long a write whose COMMIT went unanswered keeps asking the head row for its outcome.
 const RESOLVE_FOR: Duration = Duration::from_secs(5);
+
+/// How much sooner than its lease runs out a writer stops trusting it (clock rates, the
+/// renewal's own round trip): River's safety margin.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
+/// The channel a writer notifies in every append transaction (payload: the new head).
+const CHANNEL: &str = "tally_log";
 
 type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
@@ -147,12 +167,19 @@ impl Writer {
     fn connect(config: &Config) -> Result<Self, postgres_error::Error> {
         let mut client = config.connect(NoTls)?;
         let statements = Statements {
-            fence_head: client.prepare(
-                "UPDATE tally_log_head SET last_pos = $1, epoch = $2, usage_floor = $3, \
-                 updated_at = now() WHERE term = $4 AND last_pos = $5",
+            // The append's counter, fence, lease renewal and wake-up in one statement: one
+            // row when the term and the head are still this writer's, none otherwise.
+            fence_head: client.prepare(&format!(
+                "WITH head AS (UPDATE tally_log_head SET last_pos = $1, epoch = $2, \
+                 usage_floor = $3, updated_at = now(), \
+                 expires_at = now() + $6::float8 * interval '1 second' \
+                 WHERE term = $4 AND last_pos = $5 RETURNING last_pos) \
+                 SELECT pg_notify('{CHANNEL}', last_pos::text) FROM head"
+            ))?,
+            fence_term: client.prepare(
+                "UPDATE tally_log_head SET updated_at = now(), \
+                 expires_at = now() + $2::float8 * interval '1 second' WHERE term = $1",
             )?,
-            fence_term: client
-                .prepare("UPDATE tally_log_head SET updated_at = now() WHERE term = $1")?,
             put: client.prepare(
                 "INSERT INTO tally_kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
@@ -175,6 +202,12 @@ pub struct PgBackend {
     /// write, dropped after any failure and made again on the next.
     writer: Mutex<Option<Writer>>,
     head: Mutex<Head>,
+    /// Who this process is and where it takes writes (the head row's `holder`, `holder_url`).
+    holder: String,
+    advertise_url: String,
+    lease: Duration,
+    /// Set when dropped: the LISTEN thread ([`Backend::watch`]) ends.
+    closed: Arc<AtomicBool>,
     /// A read-only snapshot (`open_snapshot`): every read goes through this one connection's
     /// REPEATABLE READ transaction; writes are refused.
     snapshot: Option<Mutex<Pooled>>,
@@ -191,8 +224,10 @@ impl std::fmt::Debug for PgBackend {
 }
 
 impl PgBackend {
-    /// Connects, applies the migrations (under a lock), and takes the next term: from now on
-    /// an older process still appending to this database is fenced.
+    /// Connects, applies the migrations (under a lock), and takes the next term if the lease
+    /// is free or was this node's own (`holder`: a restarted node takes its lease back at once,
+    /// and its earlier process, if it still runs, is fenced from now on). Otherwise it opens
+    /// as a follower: it reads, and appends nothing until [`Backend::lead`] gives it the lease.
     pub fn open(options: &PgOptions) -> Result<Self, StoreError> {
         apart(|| Self::open_here(options))
     }
@@ -201,25 +236,49 @@ impl PgBackend {
         let (pool, config, name) = connect(options)?;
         let mut client = pool.get().map_err(db_error)?;
         migrate(&mut client)?;
-        let row = client
-            .query_one(
-                "UPDATE tally_log_head SET term = term + 1, holder = $1, updated_at = now() \
-                 RETURNING term, last_pos",
-                &[&options.holder],
+        let sent = Instant::now();
+        let taken = client
+            .query_opt(
+                "UPDATE tally_log_head SET term = term + 1, holder = $1, holder_url = $2, \
+                 expires_at = now() + $3::float8 * interval '1 second', updated_at = now() \
+                 WHERE expires_at < now() OR holder = $1 RETURNING term, last_pos",
+                &[
+                    &options.holder,
+                    &options.advertise_url,
+                    &options.lease.as_secs_f64(),
+                ],
             )
             .map_err(db_error)?;
-        let head = Head {
-            term: row.get(0),
-            last_pos: row.get(1),
-            unresolved: false,
+        let head = match taken {
+            Some(row) => Head {
+                term: row.get(0),
+                trusted_until: Some(sent + options.lease.saturating_sub(LEASE_MARGIN)),
+                last_pos: row.get(1),
+                unresolved: false,
+            },
+            None => {
+                let row = client
+                    .query_one("SELECT last_pos FROM tally_log_head", &[])
+                    .map_err(db_error)?;
+                Head {
+                    term: 0,
+                    trusted_until: None,
+                    last_pos: row.get(0),
+                    unresolved: false,
+                }
+            }
         };
         drop(client);
-        tracing::info!(database = %name, term = head.term, head = head.last_pos, "PostgreSQL store open");
+        tracing::info!(database = %name, term = head.term, head = head.last_pos, writer = head.term != 0, "PostgreSQL store open");
         Ok(Self {
             pool: Some(pool),
             config,
             writer: Mutex::new(None),
             head: Mutex::new(head),
+            holder: options.holder.clone(),
+            advertise_url: options.advertise_url.clone(),
+            lease: options.lease,
+            closed: Arc::new(AtomicBool::new(false)),
             snapshot: None,
             name,
         })
@@ -254,9 +313,14 @@ impl PgBackend {
             writer: Mutex::new(None),
             head: Mutex::new(Head {
                 term: row.get::<_, i64>(0),
+                trusted_until: None,
                 last_pos: row.get(1),
                 unresolved: false,
             }),
+            holder: options.holder.clone(),
+            advertise_url: options.advertise_url.clone(),
+            lease: options.lease,
+            closed: Arc::new(AtomicBool::new(false)),
             snapshot: Some(Mutex::new(client)),
             name,
         })
@@ -316,7 +380,7 @@ impl PgBackend {
         statements: &Statements,
         ops: &[Op],
         durable: bool,
-        head: Head,
+        (head, lease): (Head, f64),
         meta: Option<&crate::Meta>,
     ) -> Result<bool, StoreError> {
         if !durable {
@@ -332,9 +396,10 @@ impl PgBackend {
                     &seq_i64(meta.usage_floor)?,
                     &head.term,
                     &head.last_pos,
+                    &lease,
                 ],
             ),
-            None => tx.execute(&statements.fence_term, &[&head.term]),
+            None => tx.execute(&statements.fence_term, &[&head.term, &lease]),
         }
         .map_err(db_error)?;
         if fenced == 0 {
@@ -403,7 +468,9 @@ impl PgBackend {
     fn resolve(&self, head: &mut Head, meta: Option<&crate::Meta>) -> Result<bool, StoreError> {
         let (term, last_pos) = self.head_row()?;
         if term != head.term {
-            return Err(self.fenced(head.term, term));
+            let ours = std::mem::replace(&mut head.term, 0);
+            head.trusted_until = None;
+            return Err(self.fenced(ours, term));
         }
         head.last_pos = last_pos;
         Ok(match meta {
@@ -470,10 +537,20 @@ fn connect(
 }
 
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    migrate_to(client, None)
+}
+
+/// The migrations up to `version` (all of them when `None`), under the migration lock.
+pub(crate) fn migrate_to(client: &mut Client, version: Option<i32>) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .map_err(db_error)?;
+    let target = match version {
+        Some(version) => refinery::Target::Version(version),
+        None => refinery::Target::Latest,
+    };
     let result = migrations::migrations::runner()
+        .set_target(target)
         .set_migration_table_name("tally_schema_history")
         .run(client)
         .map(drop)
@@ -654,10 +731,36 @@ impl Backend for PgBackend {
     fn size_on_disk(&self) -> u64 {
         apart(|| self.size_on_disk_here())
     }
+
+    fn lead(&self) -> Result<crate::Lead, StoreError> {
+        apart(|| self.lead_here())
+    }
+
+    fn resign(&self) -> Result<(), StoreError> {
+        apart(|| self.resign_here())
+    }
+
+    fn durable_head(&self) -> Result<Option<Seq>, StoreError> {
+        let (_, last_pos) = self.head_row()?;
+        Ok(Some(last_pos.unsigned_abs()))
+    }
+
+    fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
+        if self.snapshot.is_some() {
+            return Ok(());
+        }
+        let (config, name, closed) = (self.config.clone(), self.name.clone(), self.closed.clone());
+        std::thread::Builder::new()
+            .name("tally-listen".to_owned())
+            .spawn(move || Self::listen(config, name, closed, wake))
+            .map(drop)
+            .map_err(|e| StoreError::Io(format!("cannot start the LISTEN thread: {e}")))
+    }
 }
 
 impl Drop for PgBackend {
     fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
         // Connections close on the blocking client's own runtime: not on an async thread.
         let (pool, snapshot) = (self.pool.take(), self.snapshot.take());
         let writer = self.writer.get_mut().ok().and_then(Option::take);
@@ -687,6 +790,13 @@ impl PgBackend {
                     .to_owned(),
             ));
         }
+        if head.term == 0 {
+            return Err(StoreError::Fenced(format!(
+                "this process does not hold the lease on {}: another node writes",
+                self.name
+            )));
+        }
+        let sent = Instant::now();
         let mut writer = self
             .writer
             .lock()
@@ -701,7 +811,8 @@ impl PgBackend {
         };
         let attempt = (|| -> Result<Result<bool, StoreError>, postgres_error::Error> {
             let mut tx = client.transaction()?;
-            match Self::write(&mut tx, statements, &ops, durable, *head, meta.as_ref()) {
+            let lease = (*head, self.lease.as_secs_f64());
+            match Self::write(&mut tx, statements, &ops, durable, lease, meta.as_ref()) {
                 Ok(true) => {}
                 Ok(false) => return Ok(Ok(false)),
                 // Refused before COMMIT: nothing of it is in the database.
@@ -720,18 +831,20 @@ impl PgBackend {
                 if let Some(meta) = &meta {
                     head.last_pos = seq_i64(meta.head)?;
                 }
+                head.trusted_until = Some(sent + self.lease.saturating_sub(LEASE_MARGIN));
                 Ok(())
             }
             Ok(Ok(false)) => {
                 let (term, _) = self.head_row()?;
-                Err(if term == head.term {
-                    StoreError::Sequence(format!(
+                if term == head.term {
+                    return Err(StoreError::Sequence(format!(
                         "the head row is not at {}: another writer appended",
                         head.last_pos
-                    ))
-                } else {
-                    self.fenced(head.term, term)
-                })
+                    )));
+                }
+                let ours = std::mem::replace(&mut head.term, 0);
+                head.trusted_until = None;
+                Err(self.fenced(ours, term))
             }
             Ok(Err(error)) => {
                 // The statement failed mid-transaction (a timeout, the connection): the
@@ -768,12 +881,168 @@ impl PgBackend {
         }
         let mut head = self.lock()?;
         let (term, last_pos) = self.head_row()?;
-        if term != head.term {
-            return Err(self.fenced(head.term, term));
+        if head.term != 0 && term != head.term {
+            // Another node took over: this one follows from now on.
+            tracing::warn!(ours = head.term, now = term, database = %self.name, "the lease was taken over; this node no longer writes");
+            head.term = 0;
+            head.trusted_until = None;
         }
         head.last_pos = last_pos;
         head.unresolved = false;
         Ok(())
+    }
+
+    fn lead_here(&self) -> Result<crate::Lead, StoreError> {
+        if self.snapshot.is_some() {
+            return Err(StoreError::Io(format!("{} is open read-only", self.name)));
+        }
+        let mut head = self.lock()?;
+        let mut client = self.client()?;
+        let lease = self.lease.as_secs_f64();
+        let sent = Instant::now();
+        let trusted_until = sent + self.lease.saturating_sub(LEASE_MARGIN);
+        if head.term != 0 {
+            let renewed = client
+                .query_opt(
+                    "UPDATE tally_log_head SET expires_at = now() + $2::float8 * interval '1 second' \
+                     WHERE term = $1 RETURNING last_pos",
+                    &[&head.term, &lease],
+                )
+                .map_err(db_error)?;
+            match renewed {
+                Some(row) => {
+                    head.trusted_until = Some(trusted_until);
+                    return Ok(crate::Lead::Writer {
+                        term: head.term.unsigned_abs(),
+                        trusted_until,
+                        acquired: false,
+                        head: row.get::<_, i64>(0).unsigned_abs(),
+                    });
+                }
+                None => {
+                    tracing::warn!(term = head.term, database = %self.name, "the lease was taken over; this node no longer writes");
+                    head.term = 0;
+                    head.trusted_until = None;
+                }
+            }
+        }
+        let taken = client
+            .query_opt(
+                "UPDATE tally_log_head SET term = term + 1, holder = $1, holder_url = $2, \
+                 expires_at = now() + $3::float8 * interval '1 second', updated_at = now() \
+                 WHERE expires_at < now() RETURNING term, last_pos",
+                &[&self.holder, &self.advertise_url, &lease],
+            )
+            .map_err(db_error)?;
+        if let Some(row) = taken {
+            head.term = row.get(0);
+            head.last_pos = row.get(1);
+            head.trusted_until = Some(trusted_until);
+            head.unresolved = false;
+            tracing::info!(term = head.term, head = head.last_pos, database = %self.name, "took the lease: this node writes");
+            return Ok(crate::Lead::Writer {
+                term: head.term.unsigned_abs(),
+                trusted_until,
+                acquired: true,
+                head: head.last_pos.unsigned_abs(),
+            });
+        }
+        let row = client
+            .query_one(
+                "SELECT term, holder_url, expires_at >= now() FROM tally_log_head",
+                &[],
+            )
+            .map_err(db_error)?;
+        let (term, url, live): (i64, String, bool) = (row.get(0), row.get(1), row.get(2));
+        Ok(crate::Lead::Follower {
+            term: term.unsigned_abs(),
+            leader: (live && !url.is_empty()).then_some(url),
+        })
+    }
+
+    fn resign_here(&self) -> Result<(), StoreError> {
+        if self.snapshot.is_some() {
+            return Ok(());
+        }
+        let mut head = self.lock()?;
+        if head.term == 0 {
+            return Ok(());
+        }
+        let mut client = self.client()?;
+        client
+            .execute(
+                &format!(
+                    "WITH head AS (UPDATE tally_log_head SET expires_at = '-infinity' \
+                     WHERE term = $1 RETURNING last_pos) \
+                     SELECT pg_notify('{CHANNEL}', last_pos::text) FROM head"
+                ),
+                &[&head.term],
+            )
+            .map_err(db_error)?;
+        tracing::info!(term = head.term, database = %self.name, "gave the lease up");
+        head.term = 0;
+        head.trusted_until = None;
+        Ok(())
+    }
+
+    /// The LISTEN loop: a connection of its own, `wake` after every notification and every
+    /// (re)connect, until the store is dropped.
+    fn listen(
+        config: Config,
+        name: String,
+        closed: Arc<AtomicBool>,
+        wake: Box<dyn Fn() + Send + Sync>,
+    ) {
+        let mut failing = false;
+        while !closed.load(Ordering::Relaxed) {
+            let mut client = match config.connect(NoTls) {
+                Ok(client) => client,
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, database = %name, "cannot LISTEN for commits of other nodes; polling until it can");
+                        failing = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            };
+            if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+                tracing::warn!(%error, database = %name, "LISTEN failed");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            if failing {
+                tracing::info!(database = %name, "listening for commits of other nodes again");
+                failing = false;
+            }
+            // Whatever was notified while disconnected is lost: read the head now.
+            wake();
+            loop {
+                let mut broken = false;
+                {
+                    let mut notifications = client.notifications();
+                    // Ends after a quiet half second, to look at the connection and at `closed`.
+                    let mut quiet = notifications.timeout_iter(Duration::from_millis(500));
+                    loop {
+                        if closed.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        match quiet.next() {
+                            Ok(Some(_)) => wake(),
+                            Ok(None) => break,
+                            Err(error) => {
+                                tracing::warn!(%error, database = %name, "the LISTEN connection failed; reconnecting");
+                                broken = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if broken || client.is_closed() || closed.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
     }
 
     fn size_on_disk_here(&self) -> u64 {

@@ -917,6 +917,8 @@ fn pg_database() -> (&'static tally_pgcluster::Cluster, String, PgOptions) {
         connect_timeout: std::time::Duration::from_secs(10),
         statement_timeout: std::time::Duration::from_secs(30),
         holder: "test".into(),
+        advertise_url: String::new(),
+        lease: std::time::Duration::from_secs(5),
     };
     (cluster, database, options)
 }
@@ -1087,6 +1089,8 @@ fn postgres_passwords_never_reach_messages() {
             connect_timeout: std::time::Duration::from_millis(200),
             statement_timeout: std::time::Duration::from_secs(1),
             holder: "t".into(),
+            advertise_url: String::new(),
+            lease: std::time::Duration::from_secs(5),
         };
         assert!(!format!("{options:?}").contains("s3cret"));
     }
@@ -1097,6 +1101,8 @@ fn postgres_passwords_never_reach_messages() {
         connect_timeout: std::time::Duration::from_millis(300),
         statement_timeout: std::time::Duration::from_secs(1),
         holder: "t".into(),
+        advertise_url: String::new(),
+        lease: std::time::Duration::from_secs(5),
     };
     let error = match PgLog::open_postgres(&options) {
         Ok(_) => panic!("opened a database that is not there"),
@@ -1236,4 +1242,51 @@ fn postgres_connections_killed_mid_commit_never_lose_or_invent_a_commit() {
         (1..=150).collect::<Vec<_>>()
     );
     assert!(reopened.verify().unwrap().problems.is_empty());
+}
+
+/// A database left at schema version 1 (a log written by the single-node version, its head row
+/// holding term 7 without a lease) opens with version 2: the migration adds the lease, a free
+/// one, so the first node takes term 8, renews it with its appends, and the log goes on.
+#[test]
+fn postgres_a_version_1_database_upgrades_to_the_lease_and_goes_on() {
+    let (cluster, database, options) = pg_database();
+    {
+        let mut client = r2d2_postgres::postgres::Client::connect(
+            &cluster.url(&database),
+            r2d2_postgres::postgres::NoTls,
+        )
+        .unwrap();
+        crate::pg::migrate_to(&mut client, Some(1)).unwrap();
+    }
+    cluster
+        .sql_in(
+            &database,
+            "UPDATE tally_log_head SET term = 7, holder = 'old'",
+        )
+        .unwrap();
+    let versions = cluster
+        .sql_in(
+            &database,
+            "SELECT version FROM tally_schema_history ORDER BY version",
+        )
+        .unwrap();
+    assert_eq!(versions.trim(), "1");
+    let store = PgLog::open_postgres(&options).unwrap();
+    assert_eq!(store.backend().term().unwrap(), 8);
+    store.commit(&one_usage_event(1)).unwrap();
+    let head = cluster
+        .sql_in(
+            &database,
+            "SELECT term, last_pos, holder, expires_at > now() FROM tally_log_head",
+        )
+        .unwrap();
+    assert_eq!(head.trim(), "8|1|test|t");
+    let versions = cluster
+        .sql_in(
+            &database,
+            "SELECT version FROM tally_schema_history ORDER BY version",
+        )
+        .unwrap();
+    assert_eq!(versions.split_whitespace().collect::<Vec<_>>(), ["1", "2"]);
+    assert!(store.verify().unwrap().problems.is_empty());
 }

@@ -81,6 +81,11 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Where the writer reports (unregistered unless the caller registers them).
     pub metrics: EngineMetrics,
+    /// How often a node that shares its store (PostgreSQL) looks at the log without being
+    /// woken: a follower reads what was appended, anyone may take a lease that ran out.
+    pub tick: Duration,
+    /// How often the writer renews its lease when no append did (a fifth of the lease).
+    pub renew_every: Duration,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +97,8 @@ impl Default for EngineConfig {
             compact_budget: 128,
             queue_capacity: 65_536,
             metrics: EngineMetrics::default(),
+            tick: Duration::from_millis(100),
+            renew_every: Duration::from_secs(1),
         }
     }
 }
@@ -119,6 +126,53 @@ impl From<StoreError> for EngineError {
             StoreError::Corrupt { .. } => Self::Corrupt(error.to_string()),
             other => Self::Unavailable(other.to_string()),
         }
+    }
+}
+
+/// What this node does with the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The only process on its store (sled, memory): it writes, and nothing is appended
+    /// behind its back.
+    Sole,
+    /// It holds the lease (PostgreSQL) and writes; until `trusted_until` no other node can
+    /// have appended.
+    Writer {
+        /// The lease's term.
+        term: u64,
+        /// Until when this node's view is surely the whole log.
+        trusted_until: std::time::Instant,
+    },
+    /// Another node writes; this one follows the log and forwards writes to `leader`.
+    Follower {
+        /// The head row's term.
+        term: u64,
+        /// The writer's advertised URL, while its lease is live.
+        leader: Option<String>,
+    },
+}
+
+impl From<tally_store::Lead> for Role {
+    fn from(lead: tally_store::Lead) -> Self {
+        match lead {
+            tally_store::Lead::Sole => Self::Sole,
+            tally_store::Lead::Writer {
+                term,
+                trusted_until,
+                ..
+            } => Self::Writer {
+                term,
+                trusted_until,
+            },
+            tally_store::Lead::Follower { term, leader } => Self::Follower { term, leader },
+        }
+    }
+}
+
+impl Role {
+    /// Whether this node appends.
+    pub fn writes(&self) -> bool {
+        !matches!(self, Self::Follower { .. })
     }
 }
 
@@ -205,6 +259,8 @@ pub(crate) enum Request {
         done: oneshot::Sender<()>,
     },
     Shutdown(oneshot::Sender<()>),
+    /// Time passed, or another node committed: follow the log, renew or take the lease.
+    Tick,
     /// Test support: stop at once, skipping the final checkpoint (what a crash leaves).
     #[cfg(test)]
     Abandon(oneshot::Sender<()>),
@@ -213,11 +269,51 @@ pub(crate) enum Request {
 /// The engine. Cheap to share behind an `Arc`.
 pub struct Engine {
     queue: mpsc::Sender<Request>,
+    heads: Heads,
     view: watch::Receiver<Arc<View>>,
     store: Arc<dyn LogStore>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: EngineMetrics,
     signals: Signals,
+}
+
+/// How long [`Engine::sync`] waits for this node to follow the log to the durable head.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads of the durable head, shared: a request needs one that started after it did, so the
+/// requests that arrive while one is under way share the next.
+#[derive(Default)]
+struct Heads {
+    /// Held while a read is under way.
+    reading: tokio::sync::Mutex<()>,
+    /// The last read: when it started, and what it said.
+    last: Mutex<Option<(std::time::Instant, Seq)>>,
+}
+
+impl Heads {
+    async fn durable_head(&self, store: &Arc<dyn LogStore>) -> Result<Seq, EngineError> {
+        let asked = std::time::Instant::now();
+        let fresh = |last: &Mutex<Option<(std::time::Instant, Seq)>>| match last.lock() {
+            Ok(last) => last
+                .filter(|(started, _)| *started >= asked)
+                .map(|(_, h)| h),
+            Err(_) => None,
+        };
+        if let Some(head) = fresh(&self.last) {
+            return Ok(head);
+        }
+        let _reading = self.reading.lock().await;
+        if let Some(head) = fresh(&self.last) {
+            return Ok(head);
+        }
+        let started = std::time::Instant::now();
+        let store = store.clone();
+        let head = blocking(move || store.durable_head()).await?;
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((started, head));
+        }
+        Ok(head)
+    }
 }
 
 /// What the engine and its writer share besides the view.
@@ -227,6 +323,8 @@ pub(crate) struct Signals {
     pub(crate) writable: Arc<AtomicBool>,
     /// Exports in progress (compaction waits for them).
     pub(crate) exports: Arc<AtomicUsize>,
+    /// What this node does with the log (set by the writer thread).
+    pub(crate) role: Arc<std::sync::RwLock<Role>>,
 }
 
 /// An export in progress: the durable meta it copies, with compaction paused until it is
@@ -289,10 +387,18 @@ impl Engine {
             audit,
         }));
         let metrics = config.metrics.clone();
+        let config_tick = config.tick;
         let signals = Signals {
             writable: Arc::new(AtomicBool::new(true)),
             exports: Arc::new(AtomicUsize::new(0)),
+            role: Arc::new(std::sync::RwLock::new(Role::Sole)),
         };
+        // Who writes, as the store says at start-up (the writer thread keeps it up to date).
+        let lead = store.lead()?;
+        let shared = !matches!(lead, tally_store::Lead::Sole);
+        if let Ok(mut role) = signals.role.write() {
+            *role = Role::from(lead);
+        }
         let writer = writer::Writer::new(
             store.clone(),
             config,
@@ -308,8 +414,31 @@ impl Engine {
             .map_err(|e| {
                 EngineError::Unavailable(format!("cannot start the writer thread: {e}"))
             })?;
+        if shared {
+            // Another node may append: the writer thread looks at the log every tick, and at
+            // once when the store says another node committed.
+            let ticks = queue.clone();
+            let every = config_tick;
+            std::thread::Builder::new()
+                .name("tally-tick".to_owned())
+                .spawn(move || loop {
+                    std::thread::sleep(every);
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = ticks.try_send(Request::Tick)
+                    {
+                        return;
+                    }
+                })
+                .map_err(|e| {
+                    EngineError::Unavailable(format!("cannot start the tick thread: {e}"))
+                })?;
+            let wakes = queue.clone();
+            store.watch(Box::new(move || {
+                let _ = wakes.try_send(Request::Tick);
+            }))?;
+        }
         Ok(Self {
             queue,
+            heads: Heads::default(),
             view,
             store,
             writer: Mutex::new(Some(handle)),
@@ -331,6 +460,48 @@ impl Engine {
             .append_duration
             .observe(started.elapsed().as_secs_f64());
         answered
+    }
+
+    /// What this node does with the log now.
+    pub fn role(&self) -> Role {
+        match self.signals.role.read() {
+            Ok(role) => role.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The view a request that starts now must see: one holding every write any node had
+    /// acknowledged when it started (read-your-writes across nodes). The sole process and a
+    /// writer whose lease is surely its own have it at hand; any other node reads the durable
+    /// head from the store (one read shared by the requests that arrive meanwhile) and waits
+    /// until it has followed the log that far.
+    pub async fn sync(&self) -> Result<Arc<View>, EngineError> {
+        match self.role() {
+            Role::Sole => return Ok(self.view()),
+            Role::Writer { trusted_until, .. } if std::time::Instant::now() < trusted_until => {
+                return Ok(self.view())
+            }
+            _ => {}
+        }
+        let head = self.heads.durable_head(&self.store).await?;
+        let view = self.view();
+        let behind = head.saturating_sub(view.meta.head);
+        self.metrics
+            .follower_lag
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        if behind == 0 {
+            return Ok(view);
+        }
+        let _ = self.queue.try_send(Request::Tick);
+        let view = self.wait_for_head(head, SYNC_WAIT).await;
+        if view.meta.head >= head {
+            Ok(view)
+        } else {
+            Err(EngineError::Unavailable(format!(
+                "this node is still catching up with the log (at {}, the log at {head})",
+                view.meta.head
+            )))
+        }
     }
 
     /// Whether the last write to the log succeeded (false after a failed write, until a write
@@ -385,7 +556,8 @@ impl Engine {
         answer.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Finishes queued commands, writes a final checkpoint and stops the writer.
+    /// Finishes queued commands, writes a final checkpoint, gives the lease up (another node
+    /// takes over at once) and stops the writer.
     pub async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
         if self.queue.send(Request::Shutdown(reply)).await.is_ok() {
@@ -583,6 +755,10 @@ impl Engine {
     /// Runs beside the writer, which waits for at most one small step at a time. Returns how
     /// many events it removed.
     pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, EngineError> {
+        // Retention runs on the node that writes; the others' prunes would be fenced anyway.
+        if !self.role().writes() {
+            return Ok(0);
+        }
         let view = self.view();
         let store = self.store.clone();
         let epoch = view.meta.epoch;

@@ -5,7 +5,8 @@
 //! atomic increments. The writer updates them once per group commit, never per event.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// The writer's metrics. Cheap to clone (every metric is an `Arc` inside).
@@ -41,6 +42,16 @@ pub struct EngineMetrics {
     pub purge_seeded: IntGauge,
     /// `tally_prune_deleted_events_total`: usage events retention replaced by tombstones.
     pub pruned: IntCounter,
+    /// `tally_node_role{role}`: 1 for what this node does with the log now (`sole`: the only
+    /// process on its store; `writer`: holds the lease; `follower`: another node writes).
+    pub node_role: IntGaugeVec,
+    /// `tally_lease_term`: the lease's term as this node last saw it (0 without a lease).
+    pub lease_term: IntGauge,
+    /// `tally_lease_changes_total`: times this node took the lease or lost it.
+    pub lease_changes: IntCounter,
+    /// `tally_follower_lag_records`: how far this node's view was behind the durable head
+    /// when a request last waited for it (0: caught up; a writer is never behind).
+    pub follower_lag: IntGauge,
 }
 
 /// Seconds: 0.25 ms to 5 s (a group commit is one fsync, ~0.3 ms on a quiet SSD).
@@ -121,6 +132,25 @@ impl EngineMetrics {
                 "tally_prune_deleted_events_total",
                 "Usage events retention removed.",
             )?,
+            node_role: IntGaugeVec::new(
+                Opts::new(
+                    "tally_node_role",
+                    "What this node does with the log: 1 for its role (sole, writer or follower).",
+                ),
+                &["role"],
+            )?,
+            lease_term: IntGauge::new(
+                "tally_lease_term",
+                "The writer's lease term as this node last saw it (0: no lease).",
+            )?,
+            lease_changes: IntCounter::new(
+                "tally_lease_changes_total",
+                "Times this node took the writer's lease or lost it.",
+            )?,
+            follower_lag: IntGauge::new(
+                "tally_follower_lag_records",
+                "Records this node's view was behind the durable head when a request last waited for it.",
+            )?,
         })
     }
 
@@ -139,7 +169,26 @@ impl EngineMetrics {
         registry.register(Box::new(self.purge_last.clone()))?;
         registry.register(Box::new(self.purge_seeded.clone()))?;
         registry.register(Box::new(self.pruned.clone()))?;
+        registry.register(Box::new(self.node_role.clone()))?;
+        registry.register(Box::new(self.lease_term.clone()))?;
+        registry.register(Box::new(self.lease_changes.clone()))?;
+        registry.register(Box::new(self.follower_lag.clone()))?;
         Ok(())
+    }
+
+    /// Sets the role gauges.
+    pub(crate) fn role(&self, role: &crate::Role) {
+        let (name, term) = match role {
+            crate::Role::Sole => ("sole", 0),
+            crate::Role::Writer { term, .. } => ("writer", *term),
+            crate::Role::Follower { term, .. } => ("follower", *term),
+        };
+        for each in ["sole", "writer", "follower"] {
+            self.node_role
+                .with_label_values(&[each])
+                .set(i64::from(each == name));
+        }
+        self.lease_term.set(i64::try_from(term).unwrap_or(i64::MAX));
     }
 
     /// Sets the position gauges from the meta (after recovery and every durable commit).
@@ -278,12 +327,13 @@ mod tests {
         let registry = prometheus::Registry::new();
         metrics.register(&registry).unwrap();
         metrics.appends.with_label_values(&["state_change"]).inc();
+        metrics.role(&crate::Role::Sole);
         let names: Vec<String> = registry
             .gather()
             .iter()
             .map(|family| family.name().to_owned())
             .collect();
-        assert_eq!(names.len(), 13, "{names:?}");
+        assert_eq!(names.len(), 17, "{names:?}");
         assert!(names.iter().all(|n| n.starts_with("tally_")), "{names:?}");
         // Registering twice is refused, so composing two engines on one registry is caught.
         assert!(metrics.register(&registry).is_err());

@@ -53,6 +53,8 @@ impl Backing {
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(60),
             holder: "engine test".into(),
+            advertise_url: String::new(),
+            lease: std::time::Duration::from_secs(5),
         })
     }
 
@@ -246,6 +248,21 @@ impl LogStore for GatedStore {
     }
     fn export(&self, at: &Meta, visit: &mut ExportVisitor<'_>) -> Result<u64, StoreError> {
         self.inner.export(at, visit)
+    }
+    fn lead(&self) -> Result<tally_store::Lead, StoreError> {
+        self.inner.lead()
+    }
+    fn resign(&self) -> Result<(), StoreError> {
+        self.inner.resign()
+    }
+    fn durable_head(&self) -> Result<Seq, StoreError> {
+        self.inner.durable_head()
+    }
+    fn follow(&self, since: &Meta) -> Result<tally_store::Followed, StoreError> {
+        self.inner.follow(since)
+    }
+    fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
+        self.inner.watch(wake)
     }
 }
 
@@ -477,6 +494,8 @@ async fn purge_reseeds_started_apps_in_a_new_epoch_and_old_cursors_report_it_bod
     );
     assert_eq!(engine.usage_event(&view, old_guid).await.unwrap(), None);
     engine.shutdown().await;
+    // Shutdown gave the lease up (PostgreSQL): take it back to compact by hand.
+    store.lead().unwrap();
     while store.compact(1000).unwrap() > 0 {}
     assert!(store.verify().unwrap().problems.is_empty());
     // After a restart (and compaction), cursors resolve the same way.
@@ -1132,4 +1151,78 @@ async fn the_audit_index_holds_every_durable_audit_event_across_failures() {
     assert_eq!(total, before.0 + 1);
     assert_eq!(events[0].1.event_type, "audit.app.update");
     engine.shutdown().await;
+}
+
+/// Two engines on one PostgreSQL database, as two nodes: the first holds the lease and writes;
+/// the second follows (its commands and purges are refused, its prune does nothing, its view
+/// reaches every write of the first through `sync`); when the first shuts down (giving its
+/// lease up) the second takes over, and the table it writes on is the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_follows_the_writer_and_takes_over_when_it_leaves() {
+    let Backing::Postgres(options) = Backing::postgres() else {
+        unreachable!()
+    };
+    let second_options = PgOptions {
+        holder: "the second node".into(),
+        ..options.clone()
+    };
+    let config = || EngineConfig {
+        tick: Duration::from_millis(20),
+        renew_every: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
+    let first = start_engine(Arc::new(PgLog::open_postgres(&options).unwrap()), config());
+    let second_store: Arc<dyn LogStore> = Arc::new(PgLog::open_postgres(&second_options).unwrap());
+    let second = start_engine(second_store.clone(), config());
+    assert!(
+        matches!(first.role(), Role::Writer { .. }),
+        "{:?}",
+        first.role()
+    );
+    assert!(
+        matches!(second.role(), Role::Follower { .. }),
+        "{:?}",
+        second.role()
+    );
+    setup(&first, 3).await;
+    first.submit(set_state(0, true)).await.unwrap();
+    // What the writer acknowledged, the follower has once it synced.
+    let view = second.sync().await.unwrap();
+    assert_eq!(view.meta.head, first.view().meta.head);
+    assert_eq!(view.state, first.view().state);
+    assert_eq!(
+        view.usage.len(),
+        first.view().usage.len(),
+        "the follower indexes the usage events too"
+    );
+    // The follower writes nothing.
+    let refused = second.submit(set_state(1, true)).await.unwrap_err();
+    assert!(matches!(refused, EngineError::Unavailable(_)), "{refused}");
+    assert!(second.purge_and_reseed().await.is_err());
+    assert_eq!(second.prune(Timestamp::MAX_UTC).await.unwrap(), 0);
+    assert_eq!(second_store.durable_head().unwrap(), first.view().meta.head);
+    // The writer leaves; the follower takes the lease at its next look and writes.
+    first.submit(set_state(1, true)).await.unwrap();
+    let head = first.view().meta.head;
+    first.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(second.role(), Role::Writer { .. }) {
+        assert!(std::time::Instant::now() < deadline, "no takeover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(second.view().meta.head >= head, "caught up before writing");
+    let committed = second.submit(set_state(2, true)).await.unwrap();
+    assert!(committed.records[0].0 > head);
+    for n in 0..3 {
+        assert_eq!(
+            second.view().state.app(app_guid(n)).unwrap().state,
+            ProcessState::Started
+        );
+    }
+    second.shutdown().await;
+    // The whole log verifies, and a restart recovers the same table.
+    let reopened = PgLog::open_postgres(&options).unwrap();
+    assert!(reopened.verify().unwrap().problems.is_empty());
+    let recovered = reopened.recover().unwrap();
+    assert_eq!(recovered.meta.head, committed.head);
 }

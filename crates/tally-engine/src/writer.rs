@@ -13,6 +13,12 @@
 //! A purge is decided at a group boundary as its own commit, so every change decided before it
 //! is in its reseeded events and every change after it follows them. When idle, the writer
 //! deletes unreachable keys a few thousand at a time.
+//!
+//! On a store several nodes share (PostgreSQL) the thread has a [`Role`]: it writes only while
+//! it holds the lease (renewed with every append and every `renew_every` when idle); otherwise
+//! it follows, folding what the writing node appended into its table every tick (and when the
+//! store says another node committed), answers commands with 503, and takes the lease as soon
+//! as it runs out, after catching up with the log.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,7 +35,7 @@ use tally_store::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    AuditIndex, Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex,
+    AuditIndex, Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex, Role,
     UsageIndex, View,
 };
 
@@ -60,6 +66,18 @@ pub(crate) struct Writer {
     signals: crate::Signals,
     /// Set when stopped without a final checkpoint (tests simulating a crash).
     abandoned: bool,
+    /// What this node does with the log (published in `signals.role`).
+    role: Role,
+    /// When the lease was last taken, renewed or asked for.
+    last_lead: std::time::Instant,
+    /// While following: the rows another node's records changed after the checkpoint, each
+    /// with the record's position (they are the dirty rows if this node takes over).
+    touched: Vec<(Seq, Guid)>,
+    /// Whether the last attempt to read the log or the lease failed (logged once per outage).
+    follow_failing: bool,
+    /// Set when the store refused a write because another node took the lease: the reload
+    /// after the failure then asks who writes now.
+    fenced: bool,
 }
 
 type Reply = oneshot::Sender<Result<Committed, EngineError>>;
@@ -95,6 +113,11 @@ impl Writer {
             publish,
             signals,
             abandoned: false,
+            role: Role::Sole,
+            last_lead: std::time::Instant::now(),
+            touched: Vec::new(),
+            follow_failing: false,
+            fenced: false,
         }
     }
 
@@ -113,11 +136,23 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        self.take_lead();
         // A log that still holds records of an earlier epoch is truncated in the background.
-        if self.meta.log_start < self.meta.usage_floor {
+        if self.role.writes() && self.meta.log_start < self.meta.usage_floor {
             self.start_truncation();
         }
         loop {
+            if !self.role.writes() {
+                match requests.blocking_recv() {
+                    Some(request) => {
+                        if self.follow_request(request) {
+                            return;
+                        }
+                        continue;
+                    }
+                    None => return,
+                }
+            }
             let first = if self.round.is_some()
                 || self.truncation.is_some()
                 || (self.compaction_pending && !self.exporting())
@@ -195,13 +230,225 @@ impl Writer {
                 Request::Shutdown(done) => {
                     self.commit_commands(std::mem::take(&mut pending));
                     self.final_checkpoint();
+                    self.resign();
                     let _ = done.send(());
                     return true;
                 }
+                Request::Tick => {}
             }
         }
         self.commit_commands(pending);
+        if self.role != Role::Sole && self.last_lead.elapsed() >= self.config.renew_every {
+            self.take_lead();
+        }
         false
+    }
+
+    /// One request while another node writes; returns true when asked to shut down.
+    fn follow_request(&mut self, request: Request) -> bool {
+        let refused = || {
+            EngineError::Unavailable(
+                "this node does not write to the log now (another node holds the lease); retry"
+                    .to_owned(),
+            )
+        };
+        match request {
+            Request::Command(_, reply) => {
+                let _ = reply.send(Err(refused()));
+            }
+            Request::Purge(reply) => {
+                let _ = reply.send(Err(refused()));
+            }
+            Request::Probe(reply) => {
+                let reachable = self
+                    .store
+                    .durable_head()
+                    .map(drop)
+                    .map_err(EngineError::from);
+                let _ = reply.send(reachable);
+            }
+            Request::Pruned { done, .. } => {
+                let _ = done.send(());
+            }
+            Request::Tick => {
+                self.follow_step();
+                if self.last_lead.elapsed() >= self.config.renew_every {
+                    self.take_lead();
+                }
+            }
+            #[cfg(test)]
+            Request::Abandon(done) => {
+                let _ = done.send(());
+                return true;
+            }
+            Request::Shutdown(done) => {
+                let _ = done.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes or renews the lease (or learns who holds it), and becomes what the answer says.
+    fn take_lead(&mut self) {
+        self.last_lead = std::time::Instant::now();
+        let lead = match self.store.lead() {
+            Ok(lead) => lead,
+            Err(error) => {
+                // The database is out of reach. A writer goes on (its appends are fenced in
+                // the database anyway) until it can no longer trust its lease.
+                if let Role::Writer { trusted_until, .. } = self.role {
+                    if std::time::Instant::now() >= trusted_until {
+                        tracing::warn!(%error, "cannot renew the lease; this node stops writing");
+                        self.become_follower(0, None);
+                    }
+                }
+                if !self.follow_failing {
+                    tracing::warn!(%error, "cannot reach the log's lease");
+                    self.follow_failing = true;
+                }
+                return;
+            }
+        };
+        match lead {
+            tally_store::Lead::Sole => self.set_role(Role::Sole),
+            tally_store::Lead::Writer {
+                term,
+                trusted_until,
+                acquired,
+                head,
+            } => {
+                if acquired || !self.role.writes() {
+                    // Another node may have appended: catch up before deciding anything.
+                    self.catch_up(head);
+                    self.dirty.extend(
+                        std::mem::take(&mut self.touched)
+                            .into_iter()
+                            .map(|(_, g)| g),
+                    );
+                    self.compaction_pending = true;
+                    if self.meta.log_start < self.meta.usage_floor {
+                        self.start_truncation();
+                    }
+                    self.config.metrics.lease_changes.inc();
+                    tracing::info!(term, head = self.meta.head, "this node writes the log");
+                }
+                self.set_role(Role::Writer {
+                    term,
+                    trusted_until,
+                });
+            }
+            tally_store::Lead::Follower { term, leader } => {
+                if self.role.writes() {
+                    tracing::warn!(
+                        term,
+                        ?leader,
+                        "another node writes the log now; this one follows"
+                    );
+                }
+                self.become_follower(term, leader);
+            }
+        }
+    }
+
+    fn become_follower(&mut self, term: u64, leader: Option<String>) {
+        if self.role.writes() {
+            self.config.metrics.lease_changes.inc();
+            // Work in progress belongs to the writer; the new one starts its own.
+            self.round = None;
+            self.truncation = None;
+            self.touched.extend(
+                std::mem::take(&mut self.dirty)
+                    .into_iter()
+                    .map(|g| (self.meta.head, g)),
+            );
+        }
+        self.set_role(Role::Follower { term, leader });
+    }
+
+    fn set_role(&mut self, role: Role) {
+        self.config.metrics.role(&role);
+        self.role = role.clone();
+        match self.signals.role.write() {
+            Ok(mut shared) => *shared = role,
+            Err(poisoned) => *poisoned.into_inner() = role,
+        }
+    }
+
+    /// Follows the log until it holds `head` (records up to it are final: this node now holds
+    /// the lease); reads the whole store again if following cannot get there.
+    fn catch_up(&mut self, head: Seq) {
+        for _ in 0..8 {
+            if self.meta.head >= head {
+                return;
+            }
+            self.follow_step();
+        }
+        if self.meta.head < head {
+            self.reload();
+        }
+    }
+
+    /// Folds into the table what another node appended since this node's head, and publishes
+    /// the view.
+    fn follow_step(&mut self) {
+        match self.store.follow(&self.meta) {
+            Ok(tally_store::Followed::Same(meta)) => {
+                self.meta = meta;
+                self.follow_failing = false;
+            }
+            Ok(tally_store::Followed::Appended {
+                meta,
+                events,
+                usage,
+            }) => {
+                for (seq, event) in &events {
+                    self.state.evolve(event);
+                    self.touched
+                        .extend(TableRow::guid_of(event).map(|guid| (*seq, guid)));
+                }
+                self.usage.extend(
+                    usage
+                        .into_iter()
+                        .map(|(seq, at)| (seq, at.timestamp_micros())),
+                );
+                if let Err(error) =
+                    crate::catch_up_audit(self.store.as_ref(), &self.audit, meta.head)
+                {
+                    tracing::warn!(%error, "cannot index the audit events another node wrote");
+                }
+                self.meta = meta;
+                self.follow_failing = false;
+                self.config.metrics.positions(&self.meta);
+                self.publish_view();
+            }
+            Ok(tally_store::Followed::Reload) => {
+                tracing::info!("another node purged or truncated the log; reading it again");
+                self.reload();
+                self.touched = std::mem::take(&mut self.dirty)
+                    .into_iter()
+                    .map(|g| (self.meta.head, g))
+                    .collect();
+            }
+            Err(error) => {
+                if !self.follow_failing {
+                    tracing::warn!(%error, "cannot read what other nodes appended; retrying");
+                    self.follow_failing = true;
+                }
+                return;
+            }
+        }
+        let checkpoint = self.meta.checkpoint;
+        self.touched.retain(|(seq, _)| *seq > checkpoint);
+    }
+
+    /// Gives the lease up on shutdown, so another node takes over at once.
+    fn resign(&mut self) {
+        if let Role::Writer { .. } = self.role {
+            if let Err(error) = self.store.resign() {
+                tracing::warn!(%error, "cannot give the lease up; another node takes over when it runs out");
+            }
+        }
     }
 
     fn commit_commands(&mut self, pending: Vec<(Envelope, Reply)>) {
@@ -364,9 +611,19 @@ impl Writer {
                 {
                     tracing::error!(%error, "cannot re-read the audit index after a failed write")
                 }
+                match self.store.reseed_index(self.meta.epoch) {
+                    Ok(index) => self.reseeded = Arc::new(ReseedIndex::new(index)),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot re-read the reseed index after a failed write")
+                    }
+                }
                 self.publish_view();
             }
             Err(error) => tracing::error!(%error, "cannot re-read the log after a failed write"),
+        }
+        if std::mem::take(&mut self.fenced) {
+            // Another node took the lease: this one follows it from here.
+            self.take_lead();
         }
     }
 
@@ -646,7 +903,10 @@ impl Writer {
                 metrics.commits.inc();
                 metrics.positions(&commit.meta);
             }
-            Err(_) => metrics.commit_failures.inc(),
+            Err(error) => {
+                metrics.commit_failures.inc();
+                self.fenced |= matches!(error, tally_store::StoreError::Fenced(_));
+            }
         }
         self.signals
             .writable

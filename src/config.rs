@@ -74,6 +74,9 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// The URL clients reach tally at; default `http://<listen>`.
     pub external_url: Option<String>,
+    /// The URL the other tally nodes on the same PostgreSQL reach this one at (they forward
+    /// writes to the node that holds the lease); default `http://<listen>`.
+    pub advertise_url: Option<String>,
     /// Seconds a request may take, body included, before it is answered 503 and dropped.
     pub request_timeout_seconds: u64,
     /// Largest accepted package upload (`PUT /v2/apps/:guid/bits`), MiB. JSON bodies are
@@ -121,6 +124,9 @@ pub struct StorageSettings {
     pub postgres_connect_timeout_seconds: u64,
     /// How long one statement may run, seconds (also its idle-in-transaction limit).
     pub postgres_statement_timeout_seconds: u64,
+    /// How long the writer's lease lasts without a renewal, seconds: after a writer stops,
+    /// another node takes over within this long (renewed about every fifth of it).
+    pub postgres_lease_seconds: u64,
     /// sled's page cache, MiB: tally releases it whenever this much was read or written since.
     pub cache_capacity_mb: u64,
     /// Records between table checkpoints (bounds the replay at start-up).
@@ -145,6 +151,7 @@ impl std::fmt::Debug for StorageSettings {
                 "postgres_statement_timeout_seconds",
                 &self.postgres_statement_timeout_seconds,
             )
+            .field("postgres_lease_seconds", &self.postgres_lease_seconds)
             .field("cache_capacity_mb", &self.cache_capacity_mb)
             .field("checkpoint_every", &self.checkpoint_every)
             .finish()
@@ -295,6 +302,7 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
             external_url: None,
+            advertise_url: None,
             request_timeout_seconds: 60,
             max_upload_mb: 1024,
             header_read_timeout_seconds: 10,
@@ -315,6 +323,7 @@ impl Default for StorageSettings {
             postgres_pool_size: 16,
             postgres_connect_timeout_seconds: 5,
             postgres_statement_timeout_seconds: 30,
+            postgres_lease_seconds: 5,
             cache_capacity_mb: 64,
             checkpoint_every: 50_000,
         }

@@ -62,7 +62,6 @@ pub fn pg_options(settings: &Settings) -> anyhow::Result<PgOptions> {
         "storage.backend is \"postgres\" but storage.postgres_url is not set \
          (TALLY_STORAGE__POSTGRES_URL=postgresql://user@host:5432/db)",
     )?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     Ok(PgOptions {
         url,
         pool_size: storage.postgres_pool_size,
@@ -72,8 +71,34 @@ pub fn pg_options(settings: &Settings) -> anyhow::Result<PgOptions> {
         statement_timeout: std::time::Duration::from_secs(
             storage.postgres_statement_timeout_seconds.max(1),
         ),
-        holder: format!("{} pid {}", host.trim(), std::process::id()),
+        holder: node_id(&storage.data_dir)?,
+        advertise_url: settings
+            .server
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", settings.server.listen)),
+        lease: std::time::Duration::from_secs(storage.postgres_lease_seconds.max(1)),
     })
+}
+
+/// This node's name in the head row: made once and kept in the data directory, so a restart
+/// of the node takes its own lease back at once (and fences its earlier process, if any).
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_owned());
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut bytes = [0u8; 8];
+    rand::fill(&mut bytes);
+    let id = format!("{} {:016x}", host.trim(), u64::from_be_bytes(bytes));
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// Opens the log `settings` choose: sled in the data directory, or PostgreSQL.
@@ -170,7 +195,18 @@ pub struct Application {
 impl Application {
     /// Opens and recovers the log, starts the writer and binds the listener (port 0 picks one).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let store = open_store(settings)?;
+        // Bound first, so the URL other nodes forward writes to is the port really listened on
+        // (connections wait in the backlog until recovery is done).
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let local = listener.local_addr()?;
+        let mut with_address = settings.clone();
+        with_address
+            .server
+            .advertise_url
+            .get_or_insert_with(|| format!("http://{local}"));
+        let store = open_store(&with_address)?;
         let config = EngineConfig {
             domain: DomainConfig {
                 default_memory_mb: settings.apps.default_memory_mb,
@@ -188,6 +224,9 @@ impl Application {
                 ..DomainConfig::default()
             },
             checkpoint_every: settings.storage.checkpoint_every.max(1),
+            renew_every: std::time::Duration::from_secs(
+                settings.storage.postgres_lease_seconds.max(1),
+            ) / 5,
             ..EngineConfig::default()
         };
         let engine_metrics = config.metrics.clone();
@@ -206,10 +245,6 @@ impl Application {
             }
             Err(error) => tracing::warn!(%error, "cannot sweep the packages directory"),
         }
-        let listener = TcpListener::bind(settings.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-        let local = listener.local_addr()?;
         let external_url = settings
             .server
             .external_url
@@ -263,6 +298,9 @@ impl Application {
                     .callback_password
                     .clone()
                     .map(tally_http::Redacted),
+                forward_timeout: std::time::Duration::from_secs(
+                    settings.storage.postgres_lease_seconds.max(1) + 2,
+                ),
             },
             verifier,
             closing,

@@ -191,6 +191,7 @@ async fn main() {
             max_page_bytes: 16 << 20,
             packages_dir: dir.path().join("packages"),
             staging_callback_password: None,
+            forward_timeout: std::time::Duration::from_secs(10),
         },
         verifier: auth::TokenVerifier::new(auth::AuthSettings {
             hmac_secrets: vec![SECRET.to_vec()],

@@ -8,6 +8,8 @@
 //! - [`json`]: the JSON body extractor (size limit, CC's parse errors).
 //! - [`metrics`]: request metrics, `/metrics`.
 //! - `backup`: `GET /admin/export`, a backup of the running log.
+//! - `cluster`: several nodes on one PostgreSQL (reads wait for the log; writes go to the
+//!   node holding the lease).
 //! - `root`: `/`, `/v2/info`, `/healthz`, `/readyz`.
 //! - `openapi`: the OpenAPI document's frame; every handler documents itself.
 //! - [`v2`]: the v2 API (pagination, presenters, org and space roles).
@@ -18,6 +20,7 @@
 mod audit;
 pub mod auth;
 mod backup;
+mod cluster;
 pub mod error;
 pub mod json;
 pub mod metrics;
@@ -57,6 +60,9 @@ pub struct HttpSettings {
     pub packages_dir: std::path::PathBuf,
     /// The password of the staging callback (user `staging`); `None` refuses every callback.
     pub staging_callback_password: Option<Redacted>,
+    /// How long a write passed to the node holding the lease may take before the client is
+    /// told 503 (a writer that hangs, or was paused, loses its lease within this long).
+    pub forward_timeout: std::time::Duration,
 }
 
 /// A secret: shown as `[redacted]` by `Debug`.
@@ -139,6 +145,10 @@ pub(crate) fn with_routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) ->
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::any_node,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_JSON_BODY))
         .layer(
             tower::ServiceBuilder::new()

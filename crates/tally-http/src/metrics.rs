@@ -33,6 +33,10 @@ pub struct HttpMetrics {
     pub stream_events: IntCounter,
     /// What the listener counts (`tally_http_connections*`).
     pub connections: crate::serve::ServeStats,
+    /// `tally_forwarded_writes_total{outcome}`: writes this node passed to the node holding
+    /// the lease (`answered`: it answered, whatever it said; `unreachable`: it did not, the
+    /// client got 503; `no_writer`: no node held the lease, 503).
+    pub forwarded: IntCounterVec,
 }
 
 /// Seconds: 0.5 ms to 30 s (a long poll may wait 30 s).
@@ -93,6 +97,13 @@ impl HttpMetrics {
                     "Connections still busy when the shutdown grace ran out.",
                 )?,
             },
+            forwarded: IntCounterVec::new(
+                Opts::new(
+                    "tally_forwarded_writes_total",
+                    "Writes passed to the node holding the lease, by outcome (answered, unreachable, no_writer).",
+                ),
+                &["outcome"],
+            )?,
         })
     }
 
@@ -106,6 +117,7 @@ impl HttpMetrics {
         registry.register(Box::new(self.connections.open.clone()))?;
         registry.register(Box::new(self.connections.timed_out.clone()))?;
         registry.register(Box::new(self.connections.dropped_at_shutdown.clone()))?;
+        registry.register(Box::new(self.forwarded.clone()))?;
         Ok(())
     }
 

@@ -106,11 +106,26 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.closing.is_closing() {
         return unready("tally is shutting down".to_owned());
     }
-    match tokio::time::timeout(PROBE_TIMEOUT, state.engine.probe()).await {
-        Ok(Ok(())) => {
-            let view = state.engine.view();
-            Json(json!({ "status": "ready", "head": view.meta.head, "epoch": view.meta.epoch }))
-                .into_response()
+    // The writer proves the log takes a write; a follower that it reaches the database and
+    // has caught up with the log.
+    let ready = async {
+        state.engine.probe().await?;
+        state.engine.sync().await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, ready).await {
+        Ok(Ok(view)) => {
+            let role = match state.engine.role() {
+                tally_engine::Role::Sole => "sole",
+                tally_engine::Role::Writer { .. } => "writer",
+                tally_engine::Role::Follower { .. } => "follower",
+            };
+            Json(json!({
+                "status": "ready",
+                "head": view.meta.head,
+                "epoch": view.meta.epoch,
+                "role": role,
+            }))
+            .into_response()
         }
         Ok(Err(error)) => unready(format!("the log is not writable: {error}")),
         Err(_) => unready(format!(

@@ -78,6 +78,7 @@ pub(crate) fn test_state(
             max_page_bytes: 16 << 20,
             packages_dir: std::env::temp_dir().join("tally-http-test-packages"),
             staging_callback_password: None,
+            forward_timeout: std::time::Duration::from_secs(10),
         },
         verifier,
         closing,
@@ -318,7 +319,10 @@ async fn readiness_follows_the_logs_writability_and_metrics_count_the_failure() 
     let (store, engine, app, close) = service_over_memory();
     let (status, body) = call(app.clone(), "/readyz", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, "{\"status\":\"ready\",\"head\":0,\"epoch\":1}");
+    assert_eq!(
+        body,
+        "{\"status\":\"ready\",\"head\":0,\"epoch\":1,\"role\":\"sole\"}"
+    );
 
     // A disk that refuses writes: not ready, and saying why; liveness is unaffected.
     store.backend().fail_writes(1);

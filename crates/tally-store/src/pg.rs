@@ -156,6 +156,8 @@ struct Writer {
 
 /// The statements of a write, prepared once per connection.
 struct Statements {
+    /// A whole group commit in one statement (the fence, the blocks, the usage rows).
+    append: postgres_error::Statement,
     fence_head: postgres_error::Statement,
     fence_term: postgres_error::Statement,
     put: postgres_error::Statement,
@@ -167,6 +169,26 @@ impl Writer {
     fn connect(config: &Config) -> Result<Self, postgres_error::Error> {
         let mut client = config.connect(NoTls)?;
         let statements = Statements {
+            // The common group commit, one round trip between BEGIN and COMMIT: the head row
+            // (counter, fence, lease, wake-up), the blocks and the usage rows, the last two
+            // written only if the first matched.
+            append: client.prepare(&format!(
+                "WITH head AS (UPDATE tally_log_head SET last_pos = $1, epoch = $2, \
+                 usage_floor = $3, updated_at = now(), \
+                 expires_at = now() + $6::float8 * interval '1 second' \
+                 WHERE term = $4 AND last_pos = $5 RETURNING last_pos), \
+                 kv AS (INSERT INTO tally_kv (key, value) \
+                 SELECT k, v FROM unnest($7::bytea[], $8::bytea[]) AS t(k, v) \
+                 WHERE EXISTS (SELECT 1 FROM head) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value), \
+                 usage AS (INSERT INTO tally_usage_events ({USAGE_COLUMNS}) \
+                 SELECT * FROM unnest($9::int8[], $10::text[], $11::timestamptz[], $12::text[], \
+                 $13::text[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::text[], \
+                 $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], \
+                 $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[], \
+                 $31::text[]) WHERE EXISTS (SELECT 1 FROM head)) \
+                 SELECT pg_notify('{CHANNEL}', last_pos::text) FROM head"
+            ))?,
             // The append's counter, fence, lease renewal and wake-up in one statement: one
             // row when the term and the head are still this writer's, none otherwise.
             fence_head: client.prepare(&format!(
@@ -387,24 +409,6 @@ impl PgBackend {
             tx.batch_execute("SET LOCAL synchronous_commit = off")
                 .map_err(db_error)?;
         }
-        let fenced = match meta {
-            Some(meta) => tx.execute(
-                &statements.fence_head,
-                &[
-                    &seq_i64(meta.head)?,
-                    &seq_i64(meta.epoch)?,
-                    &seq_i64(meta.usage_floor)?,
-                    &head.term,
-                    &head.last_pos,
-                    &lease,
-                ],
-            ),
-            None => tx.execute(&statements.fence_term, &[&head.term, &lease]),
-        }
-        .map_err(db_error)?;
-        if fenced == 0 {
-            return Ok(false);
-        }
         let mut put_keys: Vec<&[u8]> = Vec::new();
         let mut put_values: Vec<&[u8]> = Vec::new();
         let mut deletes: Vec<&[u8]> = Vec::new();
@@ -446,6 +450,51 @@ impl PgBackend {
                     deletes.push(key);
                 }
             }
+        }
+        if let (Some(meta), true, true, true) = (
+            meta,
+            deletes.is_empty(),
+            cleared.is_empty(),
+            usage.rows.len() <= ONE_STATEMENT_USAGE_ROWS,
+        ) {
+            let columns = UsageColumns::of(&usage.rows);
+            let mut params: Vec<&(dyn postgres_error::types::ToSql + Sync)> = Vec::new();
+            let (head_pos, epoch, floor) = (
+                seq_i64(meta.head)?,
+                seq_i64(meta.epoch)?,
+                seq_i64(meta.usage_floor)?,
+            );
+            params.extend([
+                &head_pos as &(dyn postgres_error::types::ToSql + Sync),
+                &epoch,
+                &floor,
+                &head.term,
+                &head.last_pos,
+                &lease,
+                &put_keys,
+                &put_values,
+            ]);
+            params.extend(columns.params());
+            let matched = tx.execute(&statements.append, &params).map_err(db_error)?;
+            return Ok(matched > 0);
+        }
+        let fenced = match meta {
+            Some(meta) => tx.execute(
+                &statements.fence_head,
+                &[
+                    &seq_i64(meta.head)?,
+                    &seq_i64(meta.epoch)?,
+                    &seq_i64(meta.usage_floor)?,
+                    &head.term,
+                    &head.last_pos,
+                    &lease,
+                ],
+            ),
+            None => tx.execute(&statements.fence_term, &[&head.term, &lease]),
+        }
+        .map_err(db_error)?;
+        if fenced == 0 {
+            return Ok(false);
         }
         if !deletes.is_empty() {
             tx.execute(&statements.delete, &[&deletes])
@@ -573,6 +622,112 @@ const USAGE_COLUMNS: &str = "seq, guid, created_at, state, previous_state, insta
     app_guid, app_name, space_guid, space_name, org_guid, buildpack_guid, buildpack_name, \
     package_state, previous_package_state, parent_app_guid, parent_app_name, process_type, \
     task_guid, task_name";
+
+/// Usage rows a group commit writes in its one statement (`unnest` of one array per column);
+/// more, as a purge writes, go in with `COPY`.
+const ONE_STATEMENT_USAGE_ROWS: usize = 1024;
+
+/// The usage rows as one array per column of `tally_usage_events`, in [`USAGE_COLUMNS`] order.
+struct UsageColumns<'a> {
+    seq: Vec<i64>,
+    guid: Vec<String>,
+    created_at: Vec<tally_domain::Timestamp>,
+    state: Vec<&'static str>,
+    previous_state: Vec<Option<&'static str>>,
+    instance_count: Vec<i64>,
+    previous_instance_count: Vec<Option<i64>>,
+    memory: Vec<i64>,
+    previous_memory: Vec<Option<i64>>,
+    app_guid: Vec<&'a str>,
+    app_name: Vec<&'a str>,
+    space_guid: Vec<String>,
+    space_name: Vec<&'a str>,
+    org_guid: Vec<String>,
+    buildpack_guid: Vec<Option<String>>,
+    buildpack_name: Vec<Option<&'a str>>,
+    package_state: Vec<Option<&'a str>>,
+    previous_package_state: Vec<Option<&'a str>>,
+    parent_app_guid: Vec<Option<String>>,
+    parent_app_name: Vec<Option<&'a str>>,
+    process_type: Vec<Option<&'a str>>,
+    task_guid: Vec<Option<String>>,
+    task_name: Vec<Option<&'a str>>,
+}
+
+impl<'a> UsageColumns<'a> {
+    fn of(rows: &'a [(i64, UsageEvent)]) -> Self {
+        let text = |g: Option<tally_domain::Guid>| g.map(|g| g.to_string());
+        let each = |f: fn(&'a UsageEvent) -> Option<&'a str>| -> Vec<Option<&'a str>> {
+            rows.iter().map(|(_, u)| f(u)).collect()
+        };
+        Self {
+            seq: rows.iter().map(|(seq, _)| *seq).collect(),
+            guid: rows.iter().map(|(_, u)| u.guid.to_string()).collect(),
+            created_at: rows.iter().map(|(_, u)| u.created_at).collect(),
+            state: rows.iter().map(|(_, u)| u.state.as_str()).collect(),
+            previous_state: rows
+                .iter()
+                .map(|(_, u)| u.previous_state.map(|s| s.as_str()))
+                .collect(),
+            instance_count: rows.iter().map(|(_, u)| u.instance_count).collect(),
+            previous_instance_count: rows
+                .iter()
+                .map(|(_, u)| u.previous_instance_count)
+                .collect(),
+            memory: rows
+                .iter()
+                .map(|(_, u)| u.memory_in_mb_per_instance)
+                .collect(),
+            previous_memory: rows
+                .iter()
+                .map(|(_, u)| u.previous_memory_in_mb_per_instance)
+                .collect(),
+            app_guid: rows.iter().map(|(_, u)| u.app_guid.as_str()).collect(),
+            app_name: rows.iter().map(|(_, u)| u.app_name.as_str()).collect(),
+            space_guid: rows.iter().map(|(_, u)| u.space_guid.to_string()).collect(),
+            space_name: rows.iter().map(|(_, u)| u.space_name.as_str()).collect(),
+            org_guid: rows.iter().map(|(_, u)| u.org_guid.to_string()).collect(),
+            buildpack_guid: rows.iter().map(|(_, u)| text(u.buildpack_guid)).collect(),
+            buildpack_name: each(|u| u.buildpack_name.as_deref()),
+            package_state: each(|u| u.package_state.as_deref()),
+            previous_package_state: each(|u| u.previous_package_state.as_deref()),
+            parent_app_guid: rows.iter().map(|(_, u)| text(u.parent_app_guid)).collect(),
+            parent_app_name: each(|u| u.parent_app_name.as_deref()),
+            process_type: each(|u| u.process_type.as_deref()),
+            task_guid: rows.iter().map(|(_, u)| text(u.task_guid)).collect(),
+            task_name: each(|u| u.task_name.as_deref()),
+        }
+    }
+
+    /// The 23 arrays, as the statement's parameters `$9 ..= $31`.
+    fn params(&self) -> [&(dyn postgres_error::types::ToSql + Sync); 23] {
+        [
+            &self.seq,
+            &self.guid,
+            &self.created_at,
+            &self.state,
+            &self.previous_state,
+            &self.instance_count,
+            &self.previous_instance_count,
+            &self.memory,
+            &self.previous_memory,
+            &self.app_guid,
+            &self.app_name,
+            &self.space_guid,
+            &self.space_name,
+            &self.org_guid,
+            &self.buildpack_guid,
+            &self.buildpack_name,
+            &self.package_state,
+            &self.previous_package_state,
+            &self.parent_app_guid,
+            &self.parent_app_name,
+            &self.process_type,
+            &self.task_guid,
+            &self.task_name,
+        ]
+    }
+}
 
 impl UsageRows {
     fn push(&mut self, seq: Seq, u: UsageEvent) -> Result<(), StoreError> {

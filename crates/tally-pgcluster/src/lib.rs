@@ -155,6 +155,108 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// A streaming standby of this cluster (`pg_basebackup` into a new temporary directory,
+    /// started on a port of its own, replicating as `application_name = standby`). With
+    /// `synchronous`, this cluster then waits for the standby's flush before a commit returns
+    /// (`synchronous_standby_names = 'standby'`), so whatever a client was told is committed is
+    /// on both.
+    pub fn standby(&self, synchronous: bool) -> Result<Cluster, Error> {
+        let temp = tempfile::Builder::new()
+            .prefix("tally-pg-standby-")
+            .tempdir()
+            .map_err(|e| format!("no temporary directory: {e}"))?;
+        let root = temp.path().to_path_buf();
+        if let Some(user) = &self.user {
+            let status = Command::new("chown")
+                .args([&format!("{user}:"), &root.display().to_string()])
+                .status()
+                .map_err(|e| format!("cannot run chown: {e}"))?;
+            if !status.success() {
+                return Err("chown of the standby's directory failed".into());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let standby = Self {
+            bin: self.bin.clone(),
+            dir: root.join("data"),
+            root,
+            port,
+            user: self.user.clone(),
+            temp: Some(temp),
+        };
+        let source = format!("host=127.0.0.1 port={} user={USER}", self.port);
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-d",
+                &source,
+                "-D",
+                &standby.dir.display().to_string(),
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )?;
+        // What `pg_basebackup -R` writes, with the name the primary waits for.
+        let conf = standby.dir.join("postgresql.auto.conf");
+        let mut auto = std::fs::read_to_string(&conf).unwrap_or_default();
+        auto.push_str(&format!(
+            "primary_conninfo = '{source} application_name=standby'\n"
+        ));
+        standby.write_as_owner(&conf, &auto)?;
+        standby.write_as_owner(&standby.dir.join("standby.signal"), "")?;
+        let settings = std::fs::read_to_string(self.root.join("settings"))
+            .map_err(|e| format!("cannot read the settings: {e}"))?
+            .replace(
+                &format!("-c port={}", self.port),
+                &format!("-c port={port}"),
+            );
+        std::fs::write(standby.root.join("settings"), settings)
+            .map_err(|e| format!("cannot write the settings: {e}"))?;
+        standby.start_again()?;
+        if synchronous {
+            self.sql("ALTER SYSTEM SET synchronous_standby_names = 'standby'")?;
+            self.sql("SELECT pg_reload_conf()")?;
+            // Until the standby is streaming, commits on the primary would wait for it.
+            for _ in 0..100 {
+                let state = self.sql(
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'",
+                )?;
+                if state.trim() == "sync" {
+                    return Ok(standby);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            return Err("the standby never became synchronous".into());
+        }
+        Ok(standby)
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`, waiting until it takes writes).
+    pub fn promote(&self) -> Result<(), Error> {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.dir.display().to_string(), "-w", "promote"],
+        )
+        .map(drop)
+    }
+
+    /// Writes a file of the data directory as the cluster's owner would own it.
+    fn write_as_owner(&self, path: &Path, text: &str) -> Result<(), Error> {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if let Some(user) = &self.user {
+            Command::new("chown")
+                .args([&format!("{user}:"), &path.display().to_string()])
+                .status()
+                .map_err(|e| format!("cannot run chown: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Starts the server again after [`Cluster::stop`] (same data, same port).
     pub fn start_again(&self) -> Result<(), Error> {
         let settings = std::fs::read_to_string(self.root.join("settings"))

@@ -49,6 +49,10 @@ struct Common {
     /// PostgreSQL on this machine, fsync on, started and stopped by the bench).
     #[arg(long, value_enum, default_value_t = StoreKind::Sled, global = true)]
     store: StoreKind,
+    /// Nodes the bench starts on one PostgreSQL (with `--store postgres`); every workload
+    /// spreads its connections over them round robin.
+    #[arg(long, default_value_t = 1, global = true)]
+    nodes: usize,
 }
 
 /// A PostgreSQL cluster to keep while the tally runs (none for sled), and the variables that
@@ -122,6 +126,10 @@ enum Workload {
     CatchUp {
         #[command(flatten)]
         size: Size,
+        /// Consumers reading the whole epoch at once (spread over the nodes); with more than
+        /// one, v3 only and their events/s together.
+        #[arg(long, default_value_t = 1)]
+        consumers: usize,
     },
     /// List pages on a full log: audit events filtered by type (v3 and v2) and the apps
     /// list (a name filter and a deep page), each at one connection.
@@ -239,9 +247,33 @@ impl Common {
             None => {
                 let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
                 let data = dir.path().join("data");
-                let (cluster, env) = self.store()?;
+                let (cluster, mut env) = self.store()?;
+                if self.nodes > 1 {
+                    if cluster.is_none() {
+                        anyhow::bail!("--nodes needs --store postgres (sled is one node's own)");
+                    }
+                    // One token secret for all, so any node takes the bench's token (a
+                    // throwaway cluster on loopback: it only has to be the same everywhere).
+                    let secret = format!(
+                        "tally-bench-{}-{}",
+                        std::process::id(),
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_nanos())
+                            .unwrap_or_default()
+                    );
+                    env.push((
+                        "TALLY_AUTH__HMAC_SECRETS".to_owned(),
+                        format!("[\"{secret}\"]"),
+                    ));
+                }
                 let target = Target::spawn_with(&self.tally()?, &data, &env).await?;
-                let target = target.owning(dir);
+                let mut others = Vec::new();
+                for n in 1..self.nodes.max(1) {
+                    let data = dir.path().join(format!("data-{n}"));
+                    others.push(Target::spawn_with(&self.tally()?, &data, &env).await?);
+                }
+                let target = target.with_nodes(others).owning(dir);
                 Ok(match cluster {
                     Some(cluster) => target.owning_cluster(cluster),
                     None => target,
@@ -290,7 +322,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             state_changes(common, size, run, &concurrency, &mut rows).await?
         }
-        Workload::CatchUp { size } => catch_up(common, size, &mut rows).await?,
+        Workload::CatchUp { size, consumers } => {
+            catch_up(common, size, consumers, &mut rows).await?
+        }
         Workload::Lists { size, requests } => lists(common, size, requests, &mut rows).await?,
         Workload::Mixed {
             size,
@@ -411,10 +445,20 @@ async fn state_changes(
     Ok(())
 }
 
-async fn catch_up(common: &Common, size: Size, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+async fn catch_up(
+    common: &Common,
+    size: Size,
+    consumers: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     let target = common.target().await?;
     if target.usage_events().await? < size.events() {
         fill(&target, size, Pattern::Instances).await?;
+    }
+    if consumers > 1 {
+        let (row, _) = scenarios::catch_up_by(&target, true, consumers).await?;
+        push(rows, row);
+        return Ok(());
     }
     read_everything(&target, rows).await
 }

@@ -193,6 +193,7 @@ pub async fn state_changes(
                 while Instant::now() < deadline && !mine.is_empty() {
                     let app = mine[i % mine.len()];
                     let request = target
+                        .node(k)
                         .request(Method::PUT, &format!("/v2/apps/{}", apps.guids[app]))
                         .json(&apps.next_change(app, pattern));
                     let (took, _) = timed(request, StatusCode::CREATED, "PUT").await?;
@@ -217,9 +218,10 @@ pub async fn state_changes(
     Ok(Row::new(
         "state-changes",
         format!(
-            "{pattern_name}, C={concurrency}, {} s, {} apps",
+            "{pattern_name}, C={concurrency}, {} s, {} apps{}",
             duration.as_secs(),
-            apps.len()
+            apps.len(),
+            nodes_note(target)
         ),
     )
     .throughput(requests as f64 / elapsed, "PUTs/s")
@@ -260,14 +262,66 @@ struct V2Metadata {
     guid: String,
 }
 
+/// `, N nodes` when the load is spread over several.
+fn nodes_note(target: &Target) -> String {
+    match target.node_count() {
+        1 => String::new(),
+        n => format!(", {n} nodes"),
+    }
+}
+
 /// Reads every usage event of the epoch from the start, following `after_guid`, with pages of
 /// `per_page` (v3) or `results-per-page` (v2); events/s and per-page latency.
 pub async fn catch_up(target: &Target, v3: bool) -> anyhow::Result<(Row, u64)> {
+    catch_up_by(target, v3, 1).await
+}
+
+/// [`catch_up`] by `consumers` consumers at once, each reading the whole epoch through the node
+/// its number picks; events/s of all of them together.
+pub async fn catch_up_by(
+    target: &Target,
+    v3: bool,
+    consumers: usize,
+) -> anyhow::Result<(Row, u64)> {
+    let started = Instant::now();
+    let reads = (0..consumers.max(1)).map(|k| read_epoch(target.node(k), v3));
+    let mut latencies = Latencies::new();
+    let (mut events, mut each) = (0u64, 0u64);
+    for result in futures_util::future::join_all(reads).await {
+        let (read, pages) = result?;
+        events += read;
+        each = read;
+        latencies.merge(&pages);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (api, goal) = if v3 {
+        ("v3 per_page=5000", "≥ 150,000 events/s")
+    } else {
+        ("v2 results-per-page=10000", "")
+    };
+    let by = match consumers.max(1) {
+        1 => String::new(),
+        c => format!(", {c} consumers"),
+    };
+    Ok((
+        Row::new(
+            "catch-up",
+            format!("{api}, {each} events{by}{}", nodes_note(target)),
+        )
+        .throughput(events as f64 / elapsed, "events/s")
+        .latency(&latencies)
+        .note(format!("{} pages, latency per page", latencies.count()))
+        .goal(goal),
+        each,
+    ))
+}
+
+/// One consumer reading the whole epoch; the events it read and each page's latency.
+async fn read_epoch(target: &Target, v3: bool) -> anyhow::Result<(u64, Latencies)> {
     let per_page = if v3 { 5000 } else { 10000 };
     let mut after: Option<String> = None;
     let mut events = 0u64;
     let mut latencies = Latencies::new();
-    let started = Instant::now();
     loop {
         let mut path = if v3 {
             format!("/v3/app_usage_events?per_page={per_page}")
@@ -305,20 +359,7 @@ pub async fn catch_up(target: &Target, v3: bool) -> anyhow::Result<(Row, u64)> {
             _ => break,
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let (api, goal) = if v3 {
-        ("v3 per_page=5000", "≥ 150,000 events/s")
-    } else {
-        ("v2 results-per-page=10000", "")
-    };
-    Ok((
-        Row::new("catch-up", format!("{api}, {events} events"))
-            .throughput(events as f64 / elapsed, "events/s")
-            .latency(&latencies)
-            .note(format!("{} pages, latency per page", latencies.count()))
-            .goal(goal),
-        events,
-    ))
+    Ok((events, latencies))
 }
 
 /// The newest usage event's guid, if any.
@@ -357,7 +398,10 @@ pub async fn tail_latency(
     if let Some(after) = &after {
         path.push_str(&format!("&after_guid={after}"));
     }
-    let response = target.request(Method::GET, &path).send().await?;
+    // With several nodes the stream is on the last one and the writes go to the others: commit
+    // on one node, frame on another.
+    let watcher = target.node(target.node_count() - 1);
+    let response = watcher.request(Method::GET, &path).send().await?;
     ensure!(
         response.status() == StatusCode::OK,
         "stream: {}",
@@ -427,7 +471,8 @@ pub async fn tail_latency(
                     if let Ok(mut sent) = sent_at.lock() {
                         sent.insert(mine[slot].clone(), Instant::now());
                     }
-                    let status = target
+                    let writes_to = target.node(k % target.node_count().saturating_sub(1).max(1));
+                    let status = writes_to
                         .request(Method::PUT, &format!("/v2/apps/{}", mine[slot]))
                         .json(&change(visits[slot]))
                         .send()
@@ -456,9 +501,13 @@ pub async fn tail_latency(
     Ok(Row::new(
         "tail-latency",
         format!(
-            "{writers} writers every {} ms, {} s, stream (protobuf)",
+            "{writers} writers every {} ms, {} s, stream (protobuf){}",
             interval.as_millis(),
-            duration.as_secs()
+            duration.as_secs(),
+            match target.node_count() {
+                1 => String::new(),
+                n => format!(", writes to {} nodes, stream on another ({n} nodes)", n - 1),
+            }
         ),
     )
     .latency(&commit)

@@ -26,6 +26,8 @@ pub struct Target {
     dir: Option<tempfile::TempDir>,
     /// The PostgreSQL its log lives in, when the bench started one (stopped after the tally).
     cluster: Option<tally_pgcluster::Cluster>,
+    /// The other nodes on the same PostgreSQL, when the bench started several.
+    others: Vec<Target>,
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -46,6 +48,7 @@ impl Target {
             ready_after: None,
             dir: None,
             cluster: None,
+            others: Vec::new(),
         })
     }
 
@@ -84,6 +87,7 @@ impl Target {
             ready_after: None,
             dir: None,
             cluster: None,
+            others: Vec::new(),
         };
         let deadline = started + Duration::from_secs(600);
         loop {
@@ -117,6 +121,7 @@ impl Target {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()?;
         if !output.status.success() {
             bail!(
@@ -132,6 +137,25 @@ impl Target {
     pub fn owning_cluster(mut self, cluster: tally_pgcluster::Cluster) -> Self {
         self.cluster = Some(cluster);
         self
+    }
+
+    /// The same tally, with more nodes on its PostgreSQL (load is spread over all of them).
+    pub fn with_nodes(mut self, others: Vec<Target>) -> Self {
+        self.others = others;
+        self
+    }
+
+    /// How many nodes the load goes to.
+    pub fn node_count(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// The node the `k`-th connection or client talks to (round robin over all nodes).
+    pub fn node(&self, k: usize) -> &Target {
+        match k % self.node_count() {
+            0 => self,
+            n => &self.others[n - 1],
+        }
     }
 
     /// The same tally, owning the temporary directory its data lives in.

@@ -62,21 +62,7 @@ impl Server {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(10));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.ok()?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.ok()?;
-        Some((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        crate::helpers::call(&self.client, &self.token, &self.url, method, path, body).await
     }
 
     /// SIGKILL: no graceful anything.

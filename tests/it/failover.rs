@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::cli::serve_with_env;
+use crate::helpers::call;
 use crate::nodes::cluster_env;
 
 /// One node: a `tally serve` on a port of its own (kept across restarts) and a data directory.
@@ -113,30 +114,6 @@ fn admin_token(env: &[(String, String)]) -> String {
         3600,
     )
     .unwrap()
-}
-
-async fn call(
-    client: &reqwest::Client,
-    token: &str,
-    url: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Option<(u16, Value)> {
-    let mut request = client
-        .request(method, format!("{url}{path}"))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(15));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.ok()?;
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.ok()?;
-    Some((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
 }
 
 /// What `/readyz` says the node at `url` does, if it answers 200.

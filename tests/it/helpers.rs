@@ -411,3 +411,30 @@ pub async fn started_apps(url: &str, token: &str, count: usize) {
         .collect::<Vec<()>>()
         .await;
 }
+
+/// A request to the tally at `url` with `token` and an optional JSON body: the status and the
+/// JSON answer (`null` when none), or `None` when no answer came (the server is down or was
+/// killed mid-request: the outcome is unknown).
+pub async fn call(
+    client: &reqwest::Client,
+    token: &str,
+    url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Option<(u16, serde_json::Value)> {
+    let mut request = client
+        .request(method, format!("{url}{path}"))
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(15));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.ok()?;
+    Some((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}

@@ -19,6 +19,9 @@ pub struct Target {
     pub client: reqwest::Client,
     /// The process, when the bench started it.
     child: Option<Child>,
+    /// The other nodes on the same PostgreSQL, when the bench started several (dropped, and
+    /// so killed, before the cluster: fields drop in this order).
+    others: Vec<Target>,
     /// Time from spawning the process to `/readyz` answering 200.
     pub ready_after: Option<Duration>,
     /// The temporary directory its data lives in, when the bench made one: removed only after
@@ -26,8 +29,6 @@ pub struct Target {
     dir: Option<tempfile::TempDir>,
     /// The PostgreSQL its log lives in, when the bench started one (stopped after the tally).
     cluster: Option<tally_pgcluster::Cluster>,
-    /// The other nodes on the same PostgreSQL, when the bench started several.
-    others: Vec<Target>,
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {

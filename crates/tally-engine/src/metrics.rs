@@ -212,6 +212,7 @@ pub struct ViewCollector {
     size: IntGauge,
     records: IntGauge,
     usage_events: IntGauge,
+    reconnects: IntCounter,
     descs: Vec<prometheus::core::Desc>,
 }
 
@@ -241,6 +242,10 @@ impl ViewCollector {
             "tally_usage_events",
             "Usage events a consumer can read in the current epoch (pruned ones excluded).",
         )?;
+        let reconnects = IntCounter::new(
+            "tally_store_reconnects_total",
+            "Connections to the database made again after one failed or was lost.",
+        )?;
         let descs = [
             &apps,
             &apps_started,
@@ -252,6 +257,7 @@ impl ViewCollector {
         ]
         .iter()
         .flat_map(|g| g.desc().into_iter().cloned())
+        .chain(reconnects.desc().into_iter().cloned())
         .collect();
         Ok(Self {
             view,
@@ -263,6 +269,7 @@ impl ViewCollector {
             size,
             records,
             usage_events,
+            reconnects,
             descs,
         })
     }
@@ -296,6 +303,11 @@ impl prometheus::core::Collector for ViewCollector {
         ));
         self.usage_events
             .set(i64::try_from(view.usage.len()).unwrap_or(i64::MAX));
+        let reconnects = self.store.reconnects();
+        if let Some(more) = reconnects.checked_sub(self.reconnects.get()) {
+            self.reconnects.inc_by(more);
+        }
+        let counted = self.reconnects.collect();
         [
             &self.apps,
             &self.apps_started,
@@ -307,6 +319,7 @@ impl prometheus::core::Collector for ViewCollector {
         ]
         .iter()
         .flat_map(|g| g.collect())
+        .chain(counted)
         .collect()
     }
 }

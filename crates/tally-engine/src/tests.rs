@@ -264,6 +264,9 @@ impl LogStore for GatedStore {
     fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
         self.inner.watch(wake)
     }
+    fn reconnects(&self) -> u64 {
+        self.inner.reconnects()
+    }
 }
 
 async fn waiting_commands_share_one_commit_and_get_dense_sequence_numbers_body(backing: Backing) {
@@ -1225,4 +1228,55 @@ async fn a_second_node_follows_the_writer_and_takes_over_when_it_leaves() {
     assert!(reopened.verify().unwrap().problems.is_empty());
     let recovered = reopened.recover().unwrap();
     assert_eq!(recovered.meta.head, committed.head);
+}
+
+/// A node that starts (recovers the whole log) while another writes and checkpoints reads one
+/// consistent state: once caught up, its table is the writer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_another_writes_and_checkpoints_recovers_a_consistent_table() {
+    let Backing::Postgres(options) = Backing::postgres() else {
+        unreachable!()
+    };
+    let config = || EngineConfig {
+        // Checkpoint rounds all the time: buckets are rewritten while the second node reads.
+        checkpoint_every: 8,
+        tick: Duration::from_millis(20),
+        renew_every: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
+    let writer = start_engine(Arc::new(PgLog::open_postgres(&options).unwrap()), config());
+    setup(&writer, 40).await;
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = {
+        let (writer, busy) = (writer.clone(), busy.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while busy.load(Ordering::Relaxed) {
+                let _ = writer.submit(scale(n % 40, 1 + (n % 3) as i64)).await;
+                n += 1;
+            }
+        })
+    };
+    let mut followers = Vec::new();
+    for k in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let options = PgOptions {
+            holder: format!("follower {k}"),
+            ..options.clone()
+        };
+        let store: Arc<dyn LogStore> = Arc::new(PgLog::open_postgres(&options).unwrap());
+        followers.push(start_engine(store, config()));
+    }
+    busy.store(false, Ordering::Relaxed);
+    load.await.unwrap();
+    for follower in &followers {
+        let view = follower.sync().await.unwrap();
+        assert_eq!(view.meta.head, writer.view().meta.head);
+        assert_eq!(view.state, writer.view().state);
+        assert_eq!(view.usage, writer.view().usage);
+    }
+    for follower in followers {
+        follower.shutdown().await;
+    }
+    writer.shutdown().await;
 }

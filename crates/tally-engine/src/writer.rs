@@ -401,7 +401,24 @@ impl Writer {
                 meta,
                 events,
                 usage,
+                new_epoch,
             }) => {
+                // What can fail is read before anything changes: a failed step changes nothing.
+                if new_epoch {
+                    // Another node purged: the stream starts again with the reseeded events.
+                    match self.store.reseed_index(meta.epoch) {
+                        Ok(index) => self.reseeded = Arc::new(ReseedIndex::new(index)),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read the new epoch's reseed index; retrying");
+                            return;
+                        }
+                    }
+                    self.usage = UsageIndex::new();
+                    tracing::info!(
+                        epoch = meta.epoch,
+                        "another node purged and reseeded the usage events"
+                    );
+                }
                 for (seq, event) in &events {
                     self.state.evolve(event);
                     self.touched

@@ -58,6 +58,18 @@ pub trait Backend: Send + Sync + 'static {
     fn durable_head(&self) -> Result<Option<crate::Seq>, StoreError> {
         Ok(None)
     }
+    /// Makes this thread's reads see one consistent state until [`Backend::unpin`]
+    /// (PostgreSQL: a REPEATABLE READ transaction), while another process may be appending;
+    /// nothing to do where nobody else writes.
+    fn pin(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Ends [`Backend::pin`].
+    fn unpin(&self) {}
+    /// Connections to the database made again after one failed (0 for an embedded store).
+    fn reconnects(&self) -> u64 {
+        0
+    }
     /// See [`crate::LogStore::watch`]: nobody else appends to a backend one process owns.
     fn watch(&self, _wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
         Ok(())

@@ -106,11 +106,14 @@ pub enum Followed {
         meta: Meta,
         /// Entity events after the old head, in order.
         events: Vec<(Seq, Event)>,
-        /// Usage events after the old head.
+        /// Usage events after the old head; with `new_epoch`, every usage event of the new
+        /// epoch (its reseeded events first).
         usage: Vec<(Seq, Timestamp)>,
+        /// A purge-and-reseed came in between: the usage stream starts again at the floor.
+        new_epoch: bool,
     },
-    /// The epoch, the floors or the log's start moved (a purge, a truncation): read the whole
-    /// store again ([`LogStore::recover`]).
+    /// The log's start moved past what this process holds (a truncation), or the head went
+    /// back: read the whole store again ([`LogStore::recover`]).
     Reload,
 }
 
@@ -474,6 +477,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// reconnect), until the store is dropped. A hint only: the caller still follows the
     /// head. A store one process owns never calls it.
     fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError>;
+
+    /// Connections to the database made again after one failed or was lost (the writer's and
+    /// the LISTEN connection; 0 for an embedded store).
+    fn reconnects(&self) -> u64;
 }
 
 #[cfg(test)]

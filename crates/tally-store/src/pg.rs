@@ -230,6 +230,12 @@ pub struct PgBackend {
     lease: Duration,
     /// Set when dropped: the LISTEN thread ([`Backend::watch`]) ends.
     closed: Arc<AtomicBool>,
+    /// Connections made again after one failed (the writer's, the LISTEN one).
+    reconnects: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the writer's connection was lost since it was last made.
+    writer_lost: AtomicBool,
+    /// A REPEATABLE READ transaction the reads of one thread go through ([`Backend::pin`]).
+    pinned: Mutex<Option<(std::thread::ThreadId, Pooled)>>,
     /// A read-only snapshot (`open_snapshot`): every read goes through this one connection's
     /// REPEATABLE READ transaction; writes are refused.
     snapshot: Option<Mutex<Pooled>>,
@@ -292,7 +298,16 @@ impl PgBackend {
         };
         drop(client);
         tracing::info!(database = %name, term = head.term, head = head.last_pos, writer = head.term != 0, "PostgreSQL store open");
-        Ok(Self {
+        Ok(Self::new((pool, config, name), options, head, None))
+    }
+
+    fn new(
+        (pool, config, name): (r2d2::Pool<PostgresConnectionManager<NoTls>>, Config, String),
+        options: &PgOptions,
+        head: Head,
+        snapshot: Option<Pooled>,
+    ) -> Self {
+        Self {
             pool: Some(pool),
             config,
             writer: Mutex::new(None),
@@ -301,9 +316,12 @@ impl PgBackend {
             advertise_url: options.advertise_url.clone(),
             lease: options.lease,
             closed: Arc::new(AtomicBool::new(false)),
-            snapshot: None,
+            reconnects: Arc::default(),
+            writer_lost: AtomicBool::new(false),
+            pinned: Mutex::new(None),
+            snapshot: snapshot.map(Mutex::new),
             name,
-        })
+        }
     }
 
     /// A read-only view of the database as of now (one REPEATABLE READ transaction), for
@@ -329,23 +347,13 @@ impl PgBackend {
         let row = client
             .query_one("SELECT term, last_pos FROM tally_log_head", &[])
             .map_err(db_error)?;
-        Ok(Self {
-            pool: Some(pool),
-            config,
-            writer: Mutex::new(None),
-            head: Mutex::new(Head {
-                term: row.get::<_, i64>(0),
-                trusted_until: None,
-                last_pos: row.get(1),
-                unresolved: false,
-            }),
-            holder: options.holder.clone(),
-            advertise_url: options.advertise_url.clone(),
-            lease: options.lease,
-            closed: Arc::new(AtomicBool::new(false)),
-            snapshot: Some(Mutex::new(client)),
-            name,
-        })
+        let head = Head {
+            term: row.get::<_, i64>(0),
+            trusted_until: None,
+            last_pos: row.get(1),
+            unresolved: false,
+        };
+        Ok(Self::new((pool, config, name), options, head, Some(client)))
     }
 
     /// The term this process appends under.
@@ -369,14 +377,23 @@ impl PgBackend {
     where
         T: Send,
     {
-        apart(|| match &self.snapshot {
-            Some(snapshot) => {
+        let me = std::thread::current().id();
+        apart(move || {
+            if let Some(snapshot) = &self.snapshot {
                 let mut client = snapshot
                     .lock()
                     .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))?;
-                read(&mut client).map_err(db_error)
+                return read(&mut client).map_err(db_error);
             }
-            None => read(&mut *self.client()?).map_err(db_error),
+            let mut pinned = self
+                .pinned
+                .lock()
+                .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))?;
+            if let Some((_, client)) = pinned.as_mut().filter(|(owner, _)| *owner == me) {
+                return read(client).map_err(db_error);
+            }
+            drop(pinned);
+            read(&mut *self.client()?).map_err(db_error)
         })
     }
 
@@ -900,14 +917,47 @@ impl Backend for PgBackend {
         Ok(Some(last_pos.unsigned_abs()))
     }
 
+    fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    fn pin(&self) -> Result<(), StoreError> {
+        if self.snapshot.is_some() {
+            return Ok(());
+        }
+        let me = std::thread::current().id();
+        apart(|| {
+            let mut client = self.client()?;
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .map_err(db_error)?;
+            *self
+                .pinned
+                .lock()
+                .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))? =
+                Some((me, client));
+            Ok(())
+        })
+    }
+
+    fn unpin(&self) {
+        let taken = self.pinned.lock().ok().and_then(|mut p| p.take());
+        if let Some((_, mut client)) = taken {
+            apart(move || {
+                let _ = client.batch_execute("COMMIT");
+            });
+        }
+    }
+
     fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
         if self.snapshot.is_some() {
             return Ok(());
         }
         let (config, name, closed) = (self.config.clone(), self.name.clone(), self.closed.clone());
+        let reconnects = self.reconnects.clone();
         std::thread::Builder::new()
             .name("tally-listen".to_owned())
-            .spawn(move || Self::listen(config, name, closed, wake))
+            .spawn(move || Self::listen(config, name, closed, reconnects, wake))
             .map(drop)
             .map_err(|e| StoreError::Io(format!("cannot start the LISTEN thread: {e}")))
     }
@@ -957,6 +1007,9 @@ impl PgBackend {
             .lock()
             .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))?;
         if writer.is_none() {
+            if self.writer_lost.swap(false, Ordering::Relaxed) {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
             *writer = Some(Writer::connect(&self.config).map_err(|e| {
                 StoreError::Io(format!("cannot reach PostgreSQL at {}: {e}", self.name))
             })?);
@@ -979,6 +1032,7 @@ impl PgBackend {
         if !matches!(attempt, Ok(Ok(_))) {
             // Whatever failed, the next write starts on a new connection.
             *writer = None;
+            self.writer_lost.store(true, Ordering::Relaxed);
         }
         drop(writer);
         match attempt {
@@ -1146,10 +1200,15 @@ impl PgBackend {
         config: Config,
         name: String,
         closed: Arc<AtomicBool>,
+        reconnects: Arc<std::sync::atomic::AtomicU64>,
         wake: Box<dyn Fn() + Send + Sync>,
     ) {
         let mut failing = false;
+        let mut connected_before = false;
         while !closed.load(Ordering::Relaxed) {
+            if std::mem::replace(&mut connected_before, true) {
+                reconnects.fetch_add(1, Ordering::Relaxed);
+            }
             let mut client = match config.connect(NoTls) {
                 Ok(client) => client,
                 Err(error) => {

@@ -8,13 +8,11 @@ impl<B: Backend> Log<B> {
         // The meta first: every record up to its head was committed with or before it, so the
         // reads below find them all (and ignore anything committed since).
         let meta = read_meta(&self.backend)?.unwrap_or_default();
-        if meta.head < since.head
-            || meta.epoch != since.epoch
-            || meta.usage_floor != since.usage_floor
-            || meta.log_start > since.head + 1
-        {
+        if meta.head < since.head || meta.log_start > since.head + 1 {
             return Ok(crate::Followed::Reload);
         }
+        // A purge-and-reseed: the table is unchanged, the usage stream starts again.
+        let new_epoch = meta.epoch != since.epoch || meta.usage_floor != since.usage_floor;
         if meta.head == since.head {
             *self.lock()? = meta.clone();
             return Ok(crate::Followed::Same(meta));
@@ -27,12 +25,16 @@ impl<B: Backend> Log<B> {
             }
             Ok(())
         })?;
-        let usage = self.usage_positions(from, meta.head)?;
+        let usage = match new_epoch {
+            true => self.usage_positions(meta.usage_floor, meta.head)?,
+            false => self.usage_positions(from, meta.head)?,
+        };
         *self.lock()? = meta.clone();
         Ok(crate::Followed::Appended {
             meta,
             events,
             usage,
+            new_epoch,
         })
     }
 }

@@ -143,15 +143,28 @@ impl Writer {
         }
         loop {
             if !self.role.writes() {
-                match requests.blocking_recv() {
-                    Some(request) => {
-                        if self.follow_request(request) {
-                            return;
+                let Some(mut request) = requests.blocking_recv() else {
+                    return;
+                };
+                // Wake-ups queued meanwhile (one per commit of the writer) are one look at the
+                // log: it reads everything appended since, however many there were.
+                let mut woken = false;
+                while matches!(request, Request::Tick) {
+                    match requests.try_recv() {
+                        Ok(next) => {
+                            woken = true;
+                            request = next;
                         }
-                        continue;
+                        Err(_) => break,
                     }
-                    None => return,
                 }
+                if woken && !matches!(request, Request::Tick) {
+                    self.follow_step();
+                }
+                if self.follow_request(request) {
+                    return;
+                }
+                continue;
             }
             let first = if self.round.is_some()
                 || self.truncation.is_some()

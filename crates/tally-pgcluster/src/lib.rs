@@ -85,6 +85,26 @@ pub fn binaries() -> Result<PathBuf, Error> {
     find().ok_or_else(|| "apt-get installed postgresql, but no initdb was found".into())
 }
 
+/// Makes `user` the owner of `path` (the cluster's files belong to the user its server runs as).
+fn give(user: &str, path: &Path) -> Result<(), Error> {
+    let status = Command::new("chown")
+        .args([&format!("{user}:"), &path.display().to_string()])
+        .status()
+        .map_err(|e| format!("cannot run chown: {e}"))?;
+    if !status.success() {
+        return Err(format!("chown of {} failed", path.display()));
+    }
+    Ok(())
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port())
+}
+
 /// How a cluster is started.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -112,18 +132,9 @@ impl Cluster {
         let dir = root.join("data");
         let user = is_root().then(|| "postgres".to_owned());
         if let Some(user) = &user {
-            let status = Command::new("chown")
-                .args([&format!("{user}:"), &root.display().to_string()])
-                .status()
-                .map_err(|e| format!("cannot run chown: {e}"))?;
-            if !status.success() {
-                return Err("chown of the cluster directory failed".into());
-            }
+            give(user, &root)?;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        let port = free_port()?;
         let cluster = Self {
             bin,
             root,
@@ -167,18 +178,9 @@ impl Cluster {
             .map_err(|e| format!("no temporary directory: {e}"))?;
         let root = temp.path().to_path_buf();
         if let Some(user) = &self.user {
-            let status = Command::new("chown")
-                .args([&format!("{user}:"), &root.display().to_string()])
-                .status()
-                .map_err(|e| format!("cannot run chown: {e}"))?;
-            if !status.success() {
-                return Err("chown of the standby's directory failed".into());
-            }
+            give(user, &root)?;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        let port = free_port()?;
         let standby = Self {
             bin: self.bin.clone(),
             dir: root.join("data"),
@@ -248,13 +250,10 @@ impl Cluster {
     /// Writes a file of the data directory as the cluster's owner would own it.
     fn write_as_owner(&self, path: &Path, text: &str) -> Result<(), Error> {
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        if let Some(user) = &self.user {
-            Command::new("chown")
-                .args([&format!("{user}:"), &path.display().to_string()])
-                .status()
-                .map_err(|e| format!("cannot run chown: {e}"))?;
+        match &self.user {
+            Some(user) => give(user, path),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Starts the server again after [`Cluster::stop`] (same data, same port).

@@ -8,7 +8,8 @@
 # all on that database, sharing one token secret. It prints an admin token and which node
 # writes, then waits; Ctrl-C stops the nodes and PostgreSQL and removes the directory.
 # TALLY (the binary, default target/release/tally), PGPORT and BASE_PORT (default 8180) change
-# the defaults.
+# the defaults. With CHECK=1 it creates an org through node 1, lists it through node 3, and
+# stops everything instead of waiting (what the test suite runs).
 set -euo pipefail
 
 TALLY=${TALLY:-target/release/tally}
@@ -71,5 +72,13 @@ done
 echo
 echo "export TALLY_TOKEN=$TOKEN"
 echo "curl -H \"Authorization: bearer \$TALLY_TOKEN\" -d '{\"name\":\"o\"}' http://127.0.0.1:$((BASE_PORT + 2))/v2/organizations"
+if [ "${CHECK:-}" = 1 ]; then
+  auth="Authorization: bearer $TOKEN"
+  curl -fsS -H "$auth" -d '{"name":"three-nodes"}' "http://127.0.0.1:$((BASE_PORT + 1))/v2/organizations" >/dev/null
+  curl -fsS -H "$auth" "http://127.0.0.1:$((BASE_PORT + 3))/v2/organizations?q=name:three-nodes" \
+    | grep -q '"total_results":1' || { echo "node 3 does not list what node 1 created" >&2; exit 1; }
+  echo "checked: created through node 1, listed through node 3"
+  exit 0
+fi
 echo "Ctrl-C stops everything."
 wait

@@ -282,3 +282,40 @@ async fn a_purge_through_a_follower_is_one_epoch_switch_every_node_sees() {
         node.stop().await;
     }
 }
+
+/// `deploy/three-nodes.sh`, the README's way to try several nodes, works: it starts a
+/// PostgreSQL and three nodes on it, one of them writes, and what node 1 was sent node 3 lists.
+#[test]
+fn the_three_nodes_script_in_deploy_starts_nodes_that_share_one_log() {
+    // PostgreSQL's server is installed (with apt when missing) before the script looks for it.
+    tally_pgcluster::binaries().unwrap_or_else(|e| panic!("{e}"));
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let output = std::process::Command::new("bash")
+        .arg("deploy/three-nodes.sh")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TALLY", env!("CARGO_BIN_EXE_tally"))
+        .env("CHECK", "1")
+        .env("PGPORT", port().to_string())
+        .env("BASE_PORT", (port() - 1).to_string())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("checked: created through node 1, listed through node 3"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\"role\":\"writer\"").count(), 1, "{text}");
+    assert_eq!(text.matches("\"role\":\"follower\"").count(), 2, "{text}");
+}

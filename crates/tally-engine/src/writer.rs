@@ -405,6 +405,15 @@ impl Writer {
     /// Folds into the table what another node appended since this node's head, and publishes
     /// the view.
     fn follow_step(&mut self) {
+        let started = std::time::Instant::now();
+        self.follow_once();
+        self.config
+            .metrics
+            .follow_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn follow_once(&mut self) {
         match self.store.follow(&self.meta) {
             Ok(tally_store::Followed::Same(meta)) => {
                 self.meta = meta;

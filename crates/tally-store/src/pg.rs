@@ -38,8 +38,10 @@ mod migrations {
 /// The advisory lock under which migrations run (one process migrates, the others wait).
 const MIGRATION_LOCK: i64 = 0x7461_6c6c_795f_6d31; // "tally_m1"
 
-/// Rows a ranged read fetches per round trip.
+/// Rows a ranged read fetches per round trip, at the most.
 const SCAN_CHUNK: i64 = 512;
+/// Rows the first round trip of an ascending read fetches (a descending one fetches one).
+const SCAN_FIRST_CHUNK: i64 = 8;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -847,34 +849,40 @@ impl Backend for PgBackend {
         reverse: bool,
         visit: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
-        // Keyset pages: [from, to) ascending, or descending from `to`.
+        // Keyset pages: [from, to) ascending, or descending from `to`. Pages start small and
+        // grow: most scans stop early (the block holding a position is the first one found
+        // scanning back from it; a follower's look at the log finds a block or two), and a
+        // page is sent whole however soon the visitor stops.
         let mut low = from.to_vec();
         let mut high = to.to_vec();
         let mut first = true;
+        let mut chunk = if reverse { 1 } else { SCAN_FIRST_CHUNK };
         loop {
+            let limit = chunk;
             let rows = self.reading(|client| {
                 if reverse {
                     client.query(
                         "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
                      ORDER BY key DESC LIMIT $3",
-                        &[&low, &high, &SCAN_CHUNK],
+                        &[&low, &high, &limit],
                     )
                 } else if first {
                     client.query(
                         "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
                      ORDER BY key LIMIT $3",
-                        &[&low, &high, &SCAN_CHUNK],
+                        &[&low, &high, &limit],
                     )
                 } else {
                     client.query(
                         "SELECT key, value FROM tally_kv WHERE key > $1 AND key < $2 \
                          ORDER BY key LIMIT $3",
-                        &[&low, &high, &SCAN_CHUNK],
+                        &[&low, &high, &limit],
                     )
                 }
             })?;
             first = false;
-            let full = rows.len() as i64 == SCAN_CHUNK;
+            let full = rows.len() as i64 == limit;
+            chunk = (chunk * 8).min(SCAN_CHUNK);
             let mut last: Option<Vec<u8>> = None;
             for row in rows {
                 let key: Vec<u8> = row.get(0);

@@ -324,12 +324,16 @@ pub fn run_tally(args: &[&str], env: &[(String, String)]) -> (bool, String) {
         .env_remove("TALLY_TOKEN")
         .output()
         .unwrap();
-    let text = format!(
+    (output.status.success(), printed(&output))
+}
+
+/// Everything a finished command printed: its standard output, then its standard error.
+pub fn printed(output: &std::process::Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    )
 }
 
 /// The log of `data_dir` (as `env` chooses it) verifies, and holds every acknowledged rename

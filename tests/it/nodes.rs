@@ -306,11 +306,7 @@ fn the_three_nodes_script_in_deploy_starts_nodes_that_share_one_log() {
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = crate::helpers::printed(&output);
     assert!(output.status.success(), "{text}");
     assert!(
         text.contains("checked: created through node 1, listed through node 3"),

@@ -629,8 +629,9 @@ pub(crate) fn migrate_to(client: &mut Client, version: Option<i32>) -> Result<()
     result
 }
 
-/// Usage events to mirror, written with one binary `COPY` (a purge writes one per started
-/// app: COPY is the fast way in for many rows, and as cheap as an INSERT for a few).
+/// Usage events to mirror, written with one binary `COPY` when there are more than a group
+/// commit's statement takes (a purge writes one per started app). Measured: 100,000 reseeded
+/// rows as chunked `unnest` inserts made a purge's p50 2.03 s, with COPY 1.08-1.50 s.
 #[derive(Default)]
 struct UsageRows {
     rows: Vec<(i64, UsageEvent)>,

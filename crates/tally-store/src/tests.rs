@@ -639,15 +639,7 @@ fn corruption_is_reported_with_its_position_and_never_served() {
         matches!(&error, StoreError::Corrupt { position, .. } if position == "usage event block at seq 1"),
         "{error}"
     );
-    let report = store.verify().unwrap();
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.contains("usage event block at seq 1") && p.contains("checksum")),
-        "{:?}",
-        report.problems
-    );
+    assert_checksum_problem_at_usage_block_1(&store.verify().unwrap());
     let recovery = store.recover().unwrap_err();
     assert!(
         recovery.to_string().contains("usage event block at seq 1"),
@@ -1155,15 +1147,7 @@ fn postgres_corruption_is_reported_with_its_position_and_never_served() {
         )
         .unwrap();
     let snapshot = PgLog::open_postgres_snapshot(&options).unwrap();
-    let report = snapshot.verify().unwrap();
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.contains("usage event block at seq 1") && p.contains("checksum")),
-        "{:?}",
-        report.problems
-    );
+    assert_checksum_problem_at_usage_block_1(&snapshot.verify().unwrap());
     let error = snapshot.usage_range(1, 3, 10).unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
     let store = PgLog::open_postgres(&options).unwrap();
@@ -1289,4 +1273,16 @@ fn postgres_a_version_1_database_upgrades_to_the_lease_and_goes_on() {
         .unwrap();
     assert_eq!(versions.split_whitespace().collect::<Vec<_>>(), ["1", "2"]);
     assert!(store.verify().unwrap().problems.is_empty());
+}
+
+/// `verify` names the first usage block and says its checksum failed.
+fn assert_checksum_problem_at_usage_block_1(report: &VerifyReport) {
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("usage event block at seq 1") && p.contains("checksum")),
+        "{:?}",
+        report.problems
+    );
 }

@@ -84,6 +84,11 @@ impl Principal {
 /// tally's own (the runtime proves itself with the callback password), never a caller's.
 pub fn authorize(who: Subject<'_>, state: &State, command: &Command) -> Result<(), Denial> {
     let app_space = |guid: Guid| state.app(guid).map(|a| a.space_guid);
+    // The edge already answered a hidden object 404; one hidden since then is refused too.
+    let v3 = |space: Option<Guid>| match app_write_v3(who, state, space) {
+        Err(Denial::NotFound) if space.is_some() => Err(Denial::NotAuthorized),
+        other => other,
+    };
     match command {
         Command::CreateOrg { .. } => org_create(who),
         Command::RenameOrg { guid, .. } => org_write(who, state, Some(*guid), false),
@@ -115,6 +120,15 @@ pub fn authorize(who: Subject<'_>, state: &State, command: &Command) -> Result<(
         Command::GrantRole(m) | Command::RevokeRole { membership: m, .. } => {
             manage_role(who, state, m.role, Some(m.resource))
         }
+        Command::CreateAppV3 { space_guid, .. } => {
+            v3(Some(*space_guid).filter(|s| state.space(*s).is_some()))
+        }
+        Command::UpdateAppV3 { guid, .. }
+        | Command::SetEnvironment { guid, .. }
+        | Command::AppAction { guid, .. }
+        | Command::DeleteAppV3 { guid }
+        | Command::ScaleProcess { guid, .. }
+        | Command::UpdateProcess { guid, .. } => v3(app_space(*guid)),
         Command::CompleteBuild { .. } => Err(Denial::NotAuthorized),
     }
 }
@@ -289,6 +303,50 @@ pub fn space_write(who: Subject<'_>, state: &State, space: Option<Guid>) -> Resu
         return Err(Denial::InsufficientScope);
     }
     let space = space.ok_or(Denial::NotFound)?;
+    if who.scopes.admin || state.has_role(who.user, space, RoleKind::SpaceDeveloper) {
+        Ok(())
+    } else {
+        Err(Denial::NotAuthorized)
+    }
+}
+
+/// v3 lists of apps and processes: the read token rule (v3 answers `NotAuthorized`), then
+/// what is visible: everything for global readers, else the spaces the caller has a role in.
+pub fn app_list_v3(who: Subject<'_>, state: &State) -> Result<Visible, Denial> {
+    if !who.scopes.may_read() {
+        return Err(Denial::NotAuthorized);
+    }
+    if who.scopes.sees_all() {
+        return Ok(Visible::All);
+    }
+    Ok(Visible::Within(visible_spaces(state, who.user)))
+}
+
+/// v3 read of an app or process in `space` (`None`: no such object): the read token rule,
+/// then the object must be visible, else `NotFound` (v3 hides what a caller may not see).
+pub fn app_read_v3(who: Subject<'_>, state: &State, space: Option<Guid>) -> Result<(), Denial> {
+    if !who.scopes.may_read() {
+        return Err(Denial::NotAuthorized);
+    }
+    let space = space.ok_or(Denial::NotFound)?;
+    if who.scopes.sees_all() || sees_space(state, who.user, space) {
+        Ok(())
+    } else {
+        Err(Denial::NotFound)
+    }
+}
+
+/// v3 write to an app or process in `space` (CC's `can_write_to_active_space?`): the write
+/// token rule (`NotAuthorized`), then visible (else `NotFound`), then admin or a developer of
+/// the space (else `NotAuthorized`).
+pub fn app_write_v3(who: Subject<'_>, state: &State, space: Option<Guid>) -> Result<(), Denial> {
+    if !who.scopes.may_write() {
+        return Err(Denial::NotAuthorized);
+    }
+    let space = space.ok_or(Denial::NotFound)?;
+    if !(who.scopes.sees_all() || sees_space(state, who.user, space)) {
+        return Err(Denial::NotFound);
+    }
     if who.scopes.admin || state.has_role(who.user, space, RoleKind::SpaceDeveloper) {
         Ok(())
     } else {

@@ -76,6 +76,66 @@ pub enum BuildOutcome {
     },
 }
 
+/// `POST /v3/apps/:guid/actions/*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppAction {
+    /// `start`: needs a current droplet.
+    Start,
+    /// `stop`.
+    Stop,
+    /// `restart`: stop (if started), then start; needs a current droplet.
+    Restart,
+}
+
+impl AppAction {
+    /// The audit event it writes (`audit.app.start`, ...).
+    pub fn audit_type(self) -> &'static str {
+        match self {
+            Self::Start => "audit.app.start",
+            Self::Stop => "audit.app.stop",
+            Self::Restart => "audit.app.restart",
+        }
+    }
+}
+
+/// A v3 app's `lifecycle` as sent (`None`: not sent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// `type`: `buildpack` or `docker`.
+    pub docker: Option<bool>,
+    /// `data.buildpacks` (tally keeps at most one).
+    pub buildpacks: Option<Vec<String>>,
+    /// `data.stack`.
+    pub stack: Option<String>,
+}
+
+/// `POST /v3/processes/:guid/actions/scale` as sent, already range-checked by its message
+/// rules; the model's rules (the operator's memory and disk limits) are `decide`'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scale {
+    /// `instances`.
+    pub instances: Option<i64>,
+    /// `memory_in_mb`.
+    pub memory_mb: Option<i64>,
+    /// `disk_in_mb`.
+    pub disk_mb: Option<i64>,
+    /// `log_rate_limit_in_bytes_per_second`.
+    pub log_rate_limit: Option<i64>,
+}
+
+/// `PATCH /v3/processes/:guid` as sent: `Some(None)` clears a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessUpdate {
+    /// `command`.
+    pub command: Option<Option<String>>,
+    /// `health_check.type`.
+    pub health_check_type: Option<String>,
+    /// `health_check.data.timeout`.
+    pub health_check_timeout: Option<Option<i64>>,
+    /// `health_check.data.endpoint`.
+    pub health_check_endpoint: Option<Option<String>>,
+}
+
 /// A state change request. Every variant is decided against the current state by `decide`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -173,6 +233,75 @@ pub enum Command {
         /// For org users: also take away the user's roles in the org's spaces (otherwise
         /// refused while there are any).
         recursive: bool,
+    },
+    /// `POST /v3/apps`: the app and its `web` process (same guid), created STOPPED.
+    CreateAppV3 {
+        /// The new app's guid.
+        guid: Guid,
+        /// `name`.
+        name: String,
+        /// `relationships.space.data.guid`.
+        space_guid: Guid,
+        /// `environment_variables`, as JSON object text.
+        environment_json: Option<String>,
+        /// `lifecycle`.
+        lifecycle: Lifecycle,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
+    },
+    /// `PATCH /v3/apps/:guid`.
+    UpdateAppV3 {
+        /// Which.
+        guid: Guid,
+        /// `name`.
+        name: Option<String>,
+        /// `lifecycle`.
+        lifecycle: Lifecycle,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
+    },
+    /// `PATCH /v3/apps/:guid/environment_variables`: the merged variables, written only if the
+    /// app's variables are still `expected` (the edge merged onto them; on a refusal it merges
+    /// again onto the newer ones).
+    SetEnvironment {
+        /// Which app.
+        guid: Guid,
+        /// The variables the merge started from, as JSON object text.
+        expected: String,
+        /// The merged variables, as JSON object text.
+        environment_json: String,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
+    },
+    /// `POST /v3/apps/:guid/actions/start|stop|restart`.
+    AppAction {
+        /// Which app.
+        guid: Guid,
+        /// What to do.
+        action: AppAction,
+    },
+    /// `DELETE /v3/apps/:guid`.
+    DeleteAppV3 {
+        /// Which.
+        guid: Guid,
+    },
+    /// `POST /v3/processes/:guid/actions/scale` and the app-nested form.
+    ScaleProcess {
+        /// The process (its guid is its app's for `web`).
+        guid: Guid,
+        /// What to change.
+        scale: Scale,
+        /// The audit event's `request`, as sent.
+        audit_request: crate::audit::Value,
+    },
+    /// `PATCH /v3/processes/:guid`.
+    UpdateProcess {
+        /// The process.
+        guid: Guid,
+        /// What to change.
+        update: ProcessUpdate,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
     },
     /// A runtime reports a build's end.
     CompleteBuild {

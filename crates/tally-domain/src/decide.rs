@@ -26,12 +26,14 @@ mod builds;
 mod orgs;
 mod roles;
 mod spaces;
+mod v3;
 
 use apps::*;
 use builds::*;
 use orgs::*;
 use roles::*;
 use spaces::*;
+use v3::*;
 
 pub use builds::buildpack_guid;
 
@@ -160,6 +162,61 @@ pub fn decide(
             membership,
             recursive,
         } => revoke_role(state, membership, *recursive, inputs, &mut out)?,
+        Command::CreateAppV3 {
+            guid,
+            name,
+            space_guid,
+            environment_json,
+            lifecycle,
+            audit_request,
+        } => create_app_v3(
+            state,
+            (*guid, name, *space_guid),
+            environment_json.as_ref(),
+            lifecycle,
+            audit_request,
+            inputs,
+            &mut out,
+        )?,
+        Command::UpdateAppV3 {
+            guid,
+            name,
+            lifecycle,
+            audit_request,
+        } => update_app_v3(
+            state,
+            *guid,
+            name.as_ref(),
+            lifecycle,
+            audit_request,
+            inputs,
+            &mut out,
+        )?,
+        Command::SetEnvironment {
+            guid,
+            expected,
+            environment_json,
+            audit_request,
+        } => set_environment(
+            state,
+            *guid,
+            (expected, environment_json),
+            audit_request,
+            inputs,
+            &mut out,
+        )?,
+        Command::AppAction { guid, action } => app_action(state, *guid, *action, inputs, &mut out)?,
+        Command::DeleteAppV3 { guid } => delete_app_v3(state, *guid, inputs, &mut out)?,
+        Command::ScaleProcess {
+            guid,
+            scale,
+            audit_request,
+        } => scale_process(state, *guid, scale, audit_request, inputs, &mut out)?,
+        Command::UpdateProcess {
+            guid,
+            update,
+            audit_request,
+        } => update_process(state, *guid, update, audit_request, inputs, &mut out)?,
         Command::CompleteBuild {
             build_guid,
             outcome,

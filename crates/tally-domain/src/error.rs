@@ -98,6 +98,23 @@ pub enum DomainError {
     /// The caller may not do this (`decide` checks `access` against the table it decides on).
     #[error("{}", denial_message(*.0))]
     Denied(Denial),
+    /// CC `UnprocessableEntity` (10008): a v3 body or action the rules refuse; the message is
+    /// CC's `detail`.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// CC `UniquenessError` (10016): a v3 app name already used in its space.
+    #[error("App with the name '{0}' already exists.")]
+    Uniqueness(String),
+    /// CC `ResourceNotFound` (10010) on v3: `App not found`, `Process not found`.
+    #[error("{0} not found")]
+    ResourceNotFound(&'static str),
+    /// CC `FeatureDisabled` (330002): a feature flag that is off (tally has none to turn on).
+    #[error("Feature Disabled: {0}")]
+    FeatureDisabled(&'static str),
+    /// A `SetEnvironment` whose starting point is no longer the app's variables (another
+    /// update landed first); the edge merges again.
+    #[error("The app's environment variables changed during this update; send it again")]
+    EnvironmentChanged,
     /// The build is not staging any more (already completed).
     #[error("The build is not in the STAGING state: {0}")]
     BuildNotStaging(Guid),

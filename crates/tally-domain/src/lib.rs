@@ -34,7 +34,9 @@ pub mod state;
 pub mod usage;
 
 pub use audit::{Actor, AuditEvent};
-pub use command::{AppAttributes, BuildOutcome, Command, Envelope};
+pub use command::{
+    AppAction, AppAttributes, BuildOutcome, Command, Envelope, Lifecycle, ProcessUpdate, Scale,
+};
 pub use decide::{decide, reseed, DomainConfig, Inputs, StagingMode};
 pub use error::DomainError;
 pub use event::Event;

@@ -1441,3 +1441,5 @@ fn names_are_unique_without_regard_to_case_and_keep_their_case() {
     })
     .unwrap();
 }
+
+mod v3;

@@ -57,6 +57,8 @@ pub const TABLE: &[(&str, u32, u16)] = &[
     ("StagingError", 170001, 400),
     ("NotStaged", 170002, 400),
     ("EventNotFound", 230002, 404),
+    ("FeatureDisabled", 330002, 403),
+    ("UniquenessError", 10016, 422),
 ];
 
 impl ApiError {
@@ -308,7 +310,13 @@ impl From<DomainError> for ApiError {
             }
             DomainError::Denied(Denial::NotAuthorized) => (S::FORBIDDEN, "NotAuthorized", 10003),
             DomainError::Denied(Denial::NotFound) => (S::NOT_FOUND, "NotFound", 10000),
-            DomainError::BuildNotStaging(_) | DomainError::ReportTooLong { .. } => {
+            DomainError::ResourceNotFound(_) => (S::NOT_FOUND, "ResourceNotFound", 10010),
+            DomainError::Uniqueness(_) => (S::UNPROCESSABLE_ENTITY, "UniquenessError", 10016),
+            DomainError::FeatureDisabled(_) => (S::FORBIDDEN, "FeatureDisabled", 330002),
+            DomainError::Unprocessable(_)
+            | DomainError::EnvironmentChanged
+            | DomainError::BuildNotStaging(_)
+            | DomainError::ReportTooLong { .. } => {
                 (S::UNPROCESSABLE_ENTITY, "UnprocessableEntity", 10008)
             }
         };
@@ -374,6 +382,8 @@ mod tests {
         ("SpaceInvalid", 40001, 400),
         ("SpaceNameTaken", 40002, 400),
         ("AppBitsUploadInvalid", 160001, 400),
+        ("FeatureDisabled", 330002, 403),
+        ("UniquenessError", 10016, 422),
     ];
 
     /// Where tally answers another status than CC's table says, and why.
@@ -508,6 +518,11 @@ mod tests {
             DomainError::Denied(Denial::NotAuthorized),
             DomainError::Denied(Denial::NotFound),
             DomainError::BuildNotStaging(g),
+            DomainError::Unprocessable("m".into()),
+            DomainError::Uniqueness("n".into()),
+            DomainError::ResourceNotFound("App"),
+            DomainError::FeatureDisabled("diego_docker"),
+            DomainError::EnvironmentChanged,
         ];
         let engine = [
             EngineError::Stopped,

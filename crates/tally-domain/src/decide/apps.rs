@@ -21,24 +21,11 @@ pub(super) fn delete_app(app: &App, space: &Space, inputs: &mut Inputs<'_>, out:
     out.events.push(Event::AppDeleted { guid: app.guid });
 }
 
-pub(super) fn create_app(
-    state: &State,
-    guid: Guid,
-    attributes: &AppAttributes,
-    audit_request: &Value,
-    inputs: &mut Inputs<'_>,
-    out: &mut Decision,
-) -> Result<(), DomainError> {
-    let name = attributes
-        .name
-        .clone()
-        .ok_or(DomainError::MissingField("name"))?;
-    let space_guid = attributes
-        .space_guid
-        .ok_or(DomainError::MissingField("space_guid"))?;
-    let space = find_space(state, space_guid)?;
+/// An app as a create makes it before the request's attributes: STOPPED, one instance, the
+/// operator's defaults, the default stack.
+pub(super) fn new_app(guid: Guid, name: String, space_guid: Guid, inputs: &mut Inputs<'_>) -> App {
     let config = inputs.config;
-    let mut app = App {
+    App {
         guid,
         name,
         space_guid,
@@ -70,7 +57,27 @@ pub(super) fn create_app(
         package_updated_at: None,
         created_at: inputs.now,
         updated_at: inputs.now,
-    };
+    }
+}
+
+pub(super) fn create_app(
+    state: &State,
+    guid: Guid,
+    attributes: &AppAttributes,
+    audit_request: &Value,
+    inputs: &mut Inputs<'_>,
+    out: &mut Decision,
+) -> Result<(), DomainError> {
+    let name = attributes
+        .name
+        .clone()
+        .ok_or(DomainError::MissingField("name"))?;
+    let space_guid = attributes
+        .space_guid
+        .ok_or(DomainError::MissingField("space_guid"))?;
+    let space = find_space(state, space_guid)?;
+    let config = inputs.config;
+    let mut app = new_app(guid, name, space_guid, inputs);
     let requested_state = apply_attributes(&mut app, attributes, config, true)?;
     if state.app_named(space_guid, &app.name).is_some() {
         return Err(DomainError::AppNameTaken(app.name));

@@ -22,3 +22,4 @@ mod python_client;
 mod roles;
 mod schemathesis;
 mod usage;
+mod v3_apps;

@@ -310,6 +310,16 @@ pub fn space_write(who: Subject<'_>, state: &State, space: Option<Guid>) -> Resu
     }
 }
 
+/// v3's first check of every write (`check_write_permissions!`): the write scope or admin,
+/// else `NotAuthorized`, before the body or the object is looked at.
+pub fn v3_write_scope(who: Subject<'_>) -> Result<(), Denial> {
+    if who.scopes.may_write() {
+        Ok(())
+    } else {
+        Err(Denial::NotAuthorized)
+    }
+}
+
 /// v3 lists of apps and processes: the read token rule (v3 answers `NotAuthorized`), then
 /// what is visible: everything for global readers, else the spaces the caller has a role in.
 pub fn app_list_v3(who: Subject<'_>, state: &State) -> Result<Visible, Denial> {
@@ -351,6 +361,33 @@ pub fn app_write_v3(who: Subject<'_>, state: &State, space: Option<Guid>) -> Res
         Ok(())
     } else {
         Err(Denial::NotAuthorized)
+    }
+}
+
+/// v3 read of a space (`None`: no such space): the read token rule, then a role in the space
+/// or a manager of its org, else `NotFound`.
+pub fn space_read_v3(who: Subject<'_>, state: &State, space: Option<Guid>) -> Result<(), Denial> {
+    app_read_v3(who, state, space.filter(|s| state.space(*s).is_some()))
+}
+
+/// v3 read of an org (`None`: no such org): the read token rule, then any role in the org or
+/// in one of its spaces, else `NotFound`.
+pub fn org_read_v3(who: Subject<'_>, state: &State, org: Option<Guid>) -> Result<(), Denial> {
+    if !who.scopes.may_read() {
+        return Err(Denial::NotAuthorized);
+    }
+    let org = org
+        .filter(|o| state.org(*o).is_some())
+        .ok_or(Denial::NotFound)?;
+    let member = || {
+        state.roles_of(who.user).any(|(resource, _)| {
+            resource == org || state.space(resource).is_some_and(|s| s.org_guid == org)
+        })
+    };
+    if who.scopes.sees_all() || member() {
+        Ok(())
+    } else {
+        Err(Denial::NotFound)
     }
 }
 

@@ -28,6 +28,8 @@ pub struct State {
     /// Every app in list order: by creation time, then guid.
     apps_by_created: OrdSet<(Timestamp, Guid)>,
     builds: OrdMap<Guid, Guid>,
+    /// Every app's latest droplet: droplet guid to app guid (`GET /v3/droplets/:guid`).
+    droplets: OrdMap<Guid, Guid>,
     members: OrdSet<(Guid, RoleKind, String)>,
     roles_of_user: OrdSet<(String, Guid, RoleKind)>,
 }
@@ -59,6 +61,13 @@ impl State {
     /// The app whose latest build is `build_guid`.
     pub fn app_of_build(&self, build_guid: Guid) -> Option<&App> {
         self.builds.get(&build_guid).and_then(|app| self.app(*app))
+    }
+
+    /// The app whose latest droplet is `droplet_guid`.
+    pub fn app_of_droplet(&self, droplet_guid: Guid) -> Option<&App> {
+        self.droplets
+            .get(&droplet_guid)
+            .and_then(|app| self.app(*app))
     }
 
     /// An org by name.
@@ -294,6 +303,9 @@ impl State {
                     if let Some(build) = &old.build {
                         self.builds.remove(&build.guid);
                     }
+                    if let Some(droplet) = &old.latest_droplet {
+                        self.droplets.remove(&droplet.guid);
+                    }
                 }
             }
             Event::RoleGranted(m) => {
@@ -341,13 +353,14 @@ impl State {
     }
 
     fn put_app(&mut self, app: App) {
-        let (old_key, old_build, old_created) = match self.apps.get(&app.guid) {
+        let (old_key, old_build, old_created, old_droplet) = match self.apps.get(&app.guid) {
             Some(old) => (
                 Some((old.space_guid, name_key(&old.name), app.guid)),
                 old.build.as_ref().map(|b| b.guid),
                 Some(old.created_at),
+                old.latest_droplet.as_ref().map(|d| d.guid),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let key = (app.space_guid, name_key(&app.name), app.guid);
         if old_key.as_ref() != Some(&key) {
@@ -373,6 +386,15 @@ impl State {
             }
             if let Some(new) = new_build {
                 self.builds.insert(new, app.guid);
+            }
+        }
+        let new_droplet = app.latest_droplet.as_ref().map(|d| d.guid);
+        if old_droplet != new_droplet {
+            if let Some(old) = old_droplet {
+                self.droplets.remove(&old);
+            }
+            if let Some(new) = new_droplet {
+                self.droplets.insert(new, app.guid);
             }
         }
         self.apps.insert(app.guid, Arc::new(app));

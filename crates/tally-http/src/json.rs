@@ -34,11 +34,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // v3 says `invalid request body` for every body it cannot parse (reference v3 §8).
+        let v3 = request.uri().path().starts_with("/v3/");
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::too_large(format!("the body is larger than {MAX_JSON_BODY} bytes"))
+                } else if v3 {
+                    parse_error("invalid request body")
                 } else {
                     parse_error("the body could not be read")
                 }
@@ -48,9 +52,13 @@ where
         } else {
             &bytes
         };
-        serde_json::from_slice(text)
-            .map(Self)
-            .map_err(|e| parse_error(describe(&e)))
+        serde_json::from_slice(text).map(Self).map_err(|e| {
+            if v3 {
+                parse_error("invalid request body")
+            } else {
+                parse_error(describe(&e))
+            }
+        })
     }
 }
 

@@ -24,8 +24,9 @@ async fn service() -> Router {
     service_with_event().await.0
 }
 
-/// The service, and the guids of the audit event of the app's creation and of a usage event.
-async fn service_with_event() -> (Router, String, String) {
+/// The service, and the guids of the audit event of the app's creation, of a usage event and
+/// of the docker app's droplet.
+async fn service_with_event() -> (Router, String, String, String) {
     let engine = crate::tests::memory_engine();
     let mut commands = vec![
         Command::CreateOrg {
@@ -99,6 +100,12 @@ async fn service_with_event() -> (Router, String, String) {
         .1
         .guid
         .to_string();
+    let droplet = view
+        .state
+        .app(DOCKER_APP)
+        .and_then(|a| a.current_droplet_guid)
+        .unwrap()
+        .to_string();
     let app = router(crate::tests::test_state(
         engine,
         SECRET,
@@ -106,7 +113,7 @@ async fn service_with_event() -> (Router, String, String) {
         std::time::Duration::from_secs(60),
         crate::Closing::new().1,
     ));
-    (app, event, usage)
+    (app, event, usage, droplet)
 }
 
 fn token(user: &str, scopes: &[&str]) -> String {
@@ -423,6 +430,7 @@ pub(crate) fn table() -> Vec<(&'static str, String, [Cell; 12])> {
             NOT_AUTH,
         ],
     ));
+    v3_rows(&mut rows);
     rows.push(("GET", "/v2/spaces".to_owned(), everyone));
     rows.push(("GET", format!("/v2/spaces/{s}"), space_read));
     rows.push(("GET", format!("/v2/spaces/{t}"), other_space_read));
@@ -530,6 +538,134 @@ pub(crate) fn table() -> Vec<(&'static str, String, [Cell; 12])> {
     rows
 }
 
+/// The v3 app lifecycle (reference v3 §8): the write scope first, then visibility (404), then
+/// the space developer's right (403); a read needs visibility only.
+fn v3_rows(rows: &mut Vec<(&'static str, String, [Cell; 12])>) {
+    let (a, d, n, o, s) = (APP, DOCKER_APP, NOWHERE, ORG, SPACE);
+    let r404 = Cell(404, Some(10010));
+    let unprocessable = Cell(422, Some(10008));
+    //        missing  invalid  admin  adm_ro    auditor   rw    org_mgr   org_aud space_mgr dev org_user no_scope
+    let list = [
+        MISSING, INVALID, OK, OK, OK, OK, OK, OK, OK, OK, OK, NOT_AUTH,
+    ];
+    let read = [
+        MISSING, INVALID, OK, OK, OK, r404, OK, r404, OK, OK, r404, NOT_AUTH,
+    ];
+    let unknown = [
+        MISSING, INVALID, r404, r404, r404, r404, r404, r404, r404, r404, r404, NOT_AUTH,
+    ];
+    let unknown_write = [
+        MISSING, INVALID, r404, NOT_AUTH, NOT_AUTH, r404, r404, r404, r404, r404, r404, NOT_AUTH,
+    ];
+    let write = |ok| {
+        [
+            MISSING, INVALID, ok, NOT_AUTH, NOT_AUTH, r404, NOT_AUTH, r404, NOT_AUTH, ok, r404,
+            NOT_AUTH,
+        ]
+    };
+    let secrets = [
+        MISSING, INVALID, OK, OK, NOT_AUTH, r404, NOT_AUTH, r404, NOT_AUTH, OK, r404, NOT_AUTH,
+    ];
+    let accepted = Cell(202, None);
+    rows.push(("GET", "/v3/apps".to_owned(), list));
+    rows.push(("GET", format!("/v3/apps/{a}"), read));
+    rows.push(("GET", format!("/v3/apps/{n}"), unknown));
+    // An empty body names no space: 422 once the write scope is there.
+    rows.push((
+        "POST",
+        "/v3/apps".to_owned(),
+        [
+            MISSING,
+            INVALID,
+            unprocessable,
+            NOT_AUTH,
+            NOT_AUTH,
+            unprocessable,
+            unprocessable,
+            unprocessable,
+            unprocessable,
+            unprocessable,
+            unprocessable,
+            NOT_AUTH,
+        ],
+    ));
+    rows.push(("PATCH", format!("/v3/apps/{a}"), write(OK)));
+    rows.push(("PATCH", format!("/v3/apps/{n}"), unknown_write));
+    rows.push(("DELETE", format!("/v3/apps/{a}"), write(accepted)));
+    rows.push(("DELETE", format!("/v3/apps/{n}"), unknown_write));
+    rows.push(("GET", format!("/v3/apps/{a}/env"), secrets));
+    rows.push((
+        "GET",
+        format!("/v3/apps/{a}/environment_variables"),
+        secrets,
+    ));
+    rows.push((
+        "PATCH",
+        format!("/v3/apps/{a}/environment_variables"),
+        write(OK),
+    ));
+    // No droplet: 422 for whoever sees the app, before the right to write is asked.
+    rows.push((
+        "POST",
+        format!("/v3/apps/{a}/actions/start"),
+        [
+            MISSING,
+            INVALID,
+            unprocessable,
+            NOT_AUTH,
+            NOT_AUTH,
+            r404,
+            unprocessable,
+            r404,
+            unprocessable,
+            unprocessable,
+            r404,
+            NOT_AUTH,
+        ],
+    ));
+    rows.push(("POST", format!("/v3/apps/{d}/actions/start"), write(OK)));
+    rows.push(("POST", format!("/v3/apps/{d}/actions/restart"), write(OK)));
+    rows.push(("POST", format!("/v3/apps/{a}/actions/stop"), write(OK)));
+    rows.push(("POST", format!("/v3/apps/{n}/actions/stop"), unknown_write));
+    rows.push(("GET", format!("/v3/apps/{a}/droplets/current"), unknown));
+    rows.push(("GET", format!("/v3/apps/{d}/droplets/current"), read));
+    rows.push(("GET", "/v3/droplets/{DROPLET}".to_owned(), read));
+    rows.push(("GET", format!("/v3/droplets/{n}"), unknown));
+    rows.push(("GET", "/v3/processes".to_owned(), list));
+    rows.push(("GET", format!("/v3/processes/{a}"), read));
+    rows.push(("GET", format!("/v3/processes/{n}"), unknown));
+    rows.push(("PATCH", format!("/v3/processes/{a}"), write(OK)));
+    rows.push((
+        "POST",
+        format!("/v3/processes/{a}/actions/scale"),
+        write(accepted),
+    ));
+    rows.push((
+        "POST",
+        format!("/v3/processes/{n}/actions/scale"),
+        unknown_write,
+    ));
+    rows.push(("GET", format!("/v3/apps/{a}/processes"), read));
+    rows.push(("GET", format!("/v3/apps/{a}/processes/web"), read));
+    rows.push(("GET", format!("/v3/apps/{a}/processes/worker"), unknown));
+    rows.push((
+        "POST",
+        format!("/v3/apps/{a}/processes/web/actions/scale"),
+        write(accepted),
+    ));
+    rows.push(("GET", format!("/v3/jobs/{n}"), unknown));
+    rows.push(("GET", format!("/v3/spaces/{s}"), read));
+    rows.push(("GET", format!("/v3/spaces/{n}"), unknown));
+    rows.push((
+        "GET",
+        format!("/v3/organizations/{o}"),
+        [
+            MISSING, INVALID, OK, OK, OK, r404, OK, OK, OK, OK, OK, NOT_AUTH,
+        ],
+    ));
+    rows.push(("GET", format!("/v3/organizations/{n}"), unknown));
+}
+
 async fn send(app: Router, method: &str, path: &str, authorization: Option<&str>) -> (Cell, Value) {
     let mut request = Request::builder().method(method).uri(path);
     if let Some(value) = authorization {
@@ -571,8 +707,11 @@ async fn every_endpoint_answers_every_caller_as_the_table_says() {
                     format!("bearer {value}")
                 }
             });
-            let (service, event, usage) = service_with_event().await;
-            let path = path.replace("{EVENT}", &event).replace("{USAGE}", &usage);
+            let (service, event, usage, droplet) = service_with_event().await;
+            let path = path
+                .replace("{EVENT}", &event)
+                .replace("{USAGE}", &usage)
+                .replace("{DROPLET}", &droplet);
             let (got, body) = send(service, method, &path, header.as_deref()).await;
             cells += 1;
             if got != want {

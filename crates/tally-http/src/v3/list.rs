@@ -256,6 +256,15 @@ impl ListQuery {
         Ok(out)
     }
 
+    /// The value of `key` as sent (the last one, if sent twice).
+    pub fn raw(&self, key: &str) -> Option<&str> {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Whether `value` passes the list filter `key` (absent filter: yes).
     pub fn allows(&self, key: &str, value: &str) -> bool {
         self.lists
@@ -336,6 +345,76 @@ impl ListQuery {
     }
 }
 
+/// Whether an object with no labels passes `label_selector` (reference v3 §8): tally stores no
+/// labels, so `k=v`, `k==v`, `k in (..)` and `k` select nothing, and `k!=v`, `k notin (..)`
+/// and `!k` select everything. `Err` with CC's message when a requirement is malformed.
+pub fn unlabelled_pass(selector: &str) -> Result<bool, String> {
+    if selector.trim().is_empty() {
+        return Err("Missing label_selector value".to_owned());
+    }
+    let mut requirements = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                requirements.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    requirements.push(&selector[start..]);
+    let key_ok = |key: &str| {
+        !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '_' | '-'))
+    };
+    let invalid = || Err("Invalid label_selector value".to_owned());
+    let mut pass = true;
+    for requirement in requirements {
+        let r = requirement.trim();
+        let set = |rest: &str| {
+            let rest = rest.trim();
+            rest.starts_with('(') && rest.ends_with(')')
+        };
+        let negative = if let Some(key) = r.strip_prefix('!') {
+            if !key_ok(key.trim()) {
+                return invalid();
+            }
+            true
+        } else if let Some((key, rest)) = r.split_once(" notin ") {
+            if !key_ok(key.trim()) || !set(rest) {
+                return invalid();
+            }
+            true
+        } else if let Some((key, rest)) = r.split_once(" in ") {
+            if !key_ok(key.trim()) || !set(rest) {
+                return invalid();
+            }
+            false
+        } else if let Some((key, _)) = r.split_once("!=") {
+            if !key_ok(key.trim()) {
+                return invalid();
+            }
+            true
+        } else if let Some((key, _)) = r.split_once('=') {
+            if !key_ok(key.trim()) {
+                return invalid();
+            }
+            false
+        } else if key_ok(r) {
+            false
+        } else {
+            return invalid();
+        };
+        pass &= negative;
+    }
+    Ok(pass)
+}
+
 /// A v3 page.
 #[derive(Debug, serde::Serialize)]
 pub struct Page<T> {
@@ -402,6 +481,19 @@ mod tests {
         );
         let error = ListQuery::parse(Some("order_by=name"), &SPEC).unwrap_err();
         assert_eq!(error.message, "Order by can only be: 'created_at'");
+    }
+
+    #[test]
+    fn label_selectors_select_what_an_unlabelled_object_passes() {
+        assert_eq!(unlabelled_pass("env!=prod,!team"), Ok(true));
+        assert_eq!(unlabelled_pass("env notin (a,b)"), Ok(true));
+        assert_eq!(unlabelled_pass("env in (a,b),!team"), Ok(false));
+        assert_eq!(unlabelled_pass("env=prod"), Ok(false));
+        assert_eq!(unlabelled_pass("env==prod"), Ok(false));
+        assert_eq!(unlabelled_pass("env"), Ok(false));
+        assert!(unlabelled_pass("").is_err());
+        assert!(unlabelled_pass("env in a").is_err());
+        assert!(unlabelled_pass("e nv").is_err());
     }
 
     #[test]

@@ -1,0 +1,219 @@
+//! v3 resources (reference v3 §2.1, §3.1, §4.2): apps, processes, droplets, spaces, orgs and
+//! jobs as Cloud Controller presents them. Links are absolute and name only endpoints tally
+//! serves; a link that would be `null` is left out, as CC does (a `null` link crashes the PyPI
+//! client, reference v3 §9.1).
+
+use serde_json::{json, Map, Value};
+use tally_domain::model::{App, HealthCheckType, Org, Space, DEFAULT_STACK_NAME, WEB_PROCESS_TYPE};
+use tally_domain::{Guid, Timestamp};
+
+use crate::render::time;
+
+/// What lists show in place of a process's command (reference v3 §3.1).
+pub const HIDDEN_IN_LISTS: &str = "[PRIVATE DATA HIDDEN IN LISTS]";
+
+fn link(href: String) -> Value {
+    json!({ "href": href })
+}
+
+fn post(href: String) -> Value {
+    json!({ "href": href, "method": "POST" })
+}
+
+/// `metadata`: tally stores no labels or annotations (a write that sets one is refused).
+fn metadata() -> Value {
+    json!({ "labels": {}, "annotations": {} })
+}
+
+fn lifecycle(app: &App) -> Value {
+    if app.is_docker() {
+        json!({ "type": "docker", "data": {} })
+    } else {
+        let buildpacks: Vec<&str> = app.buildpack.as_deref().into_iter().collect();
+        json!({
+            "type": "buildpack",
+            "data": { "buildpacks": buildpacks, "stack": DEFAULT_STACK_NAME },
+        })
+    }
+}
+
+/// A v3 app.
+pub fn app(base: &str, app: &App) -> Value {
+    let g = app.guid;
+    let at = format!("{base}/v3/apps/{g}");
+    json!({
+        "guid": g.to_string(),
+        "created_at": time(app.created_at),
+        "updated_at": time(app.updated_at),
+        "name": app.name,
+        "state": app.state.as_str(),
+        "lifecycle": lifecycle(app),
+        "relationships": {
+            "space": { "data": { "guid": app.space_guid.to_string() } },
+            "current_droplet": { "data": { "guid": app.current_droplet_guid.map(|d| d.to_string()) } },
+        },
+        "metadata": metadata(),
+        "links": {
+            "self": link(at.clone()),
+            "environment_variables": link(format!("{at}/environment_variables")),
+            "space": link(format!("{base}/v3/spaces/{}", app.space_guid)),
+            "processes": link(format!("{at}/processes")),
+            "current_droplet": link(format!("{at}/droplets/current")),
+            "start": post(format!("{at}/actions/start")),
+            "stop": post(format!("{at}/actions/stop")),
+        },
+    })
+}
+
+/// The command a process runs: its own, else what the droplet detected.
+fn process_command(app: &App) -> Option<String> {
+    app.command.clone().or_else(|| {
+        app.current_droplet()
+            .map(|d| d.detected_start_command.clone())
+            .filter(|c| !c.is_empty())
+    })
+}
+
+/// A v3 process (an app's `web` process, whose guid is the app's); `in_list` hides the
+/// command as CC's lists do.
+pub fn process(base: &str, app: &App, in_list: bool) -> Value {
+    let g = app.process_guid();
+    let at = format!("{base}/v3/processes/{g}");
+    let command = if in_list {
+        Value::String(HIDDEN_IN_LISTS.to_owned())
+    } else {
+        process_command(app).map_or(Value::Null, Value::String)
+    };
+    let mut check = Map::new();
+    check.insert("timeout".into(), json!(app.health_check_timeout));
+    check.insert("invocation_timeout".into(), Value::Null);
+    check.insert("interval".into(), Value::Null);
+    if app.health_check_type == HealthCheckType::Http {
+        check.insert(
+            "endpoint".into(),
+            json!(app.health_check_http_endpoint.as_deref().unwrap_or("/")),
+        );
+    }
+    json!({
+        "guid": g.to_string(),
+        "type": WEB_PROCESS_TYPE,
+        "command": command,
+        "user": "vcap",
+        "instances": app.instances,
+        "memory_in_mb": app.memory_mb,
+        "disk_in_mb": app.disk_quota_mb,
+        "log_rate_limit_in_bytes_per_second": app.log_rate_limit,
+        "version": app.version.to_string(),
+        "health_check": { "type": app.health_check_type.as_str(), "data": check },
+        "readiness_health_check": {
+            "type": "process",
+            "data": { "invocation_timeout": null, "interval": null },
+        },
+        "relationships": {
+            "app": { "data": { "guid": app.guid.to_string() } },
+            "revision": null,
+        },
+        "metadata": metadata(),
+        "created_at": time(app.created_at),
+        "updated_at": time(app.updated_at),
+        "links": {
+            "self": link(at.clone()),
+            "scale": post(format!("{at}/actions/scale")),
+            "app": link(format!("{base}/v3/apps/{}", app.guid)),
+            "space": link(format!("{base}/v3/spaces/{}", app.space_guid)),
+        },
+    })
+}
+
+/// The app's current droplet, if it has one.
+pub fn droplet(base: &str, app: &App) -> Option<Value> {
+    let d = app.latest_droplet.as_ref()?;
+    let g = d.guid;
+    let buildpacks: Vec<Value> = d
+        .buildpack_name
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name,
+                "detect_output": null,
+                "buildpack_name": name,
+                "version": null,
+            })
+        })
+        .collect();
+    let (lifecycle, image) = if app.is_docker() {
+        (
+            json!({ "type": "docker", "data": {} }),
+            json!(app.docker_image),
+        )
+    } else {
+        (json!({ "type": "buildpack", "data": {} }), Value::Null)
+    };
+    Some(json!({
+        "guid": g.to_string(),
+        "state": "STAGED",
+        "error": null,
+        "lifecycle": lifecycle,
+        "execution_metadata": "",
+        "process_types": { WEB_PROCESS_TYPE: d.detected_start_command },
+        "checksum": if app.is_docker() { Value::Null } else { json!({ "type": "sha256", "value": null }) },
+        "buildpacks": buildpacks,
+        "stack": if app.is_docker() { Value::Null } else { json!(DEFAULT_STACK_NAME) },
+        "image": image,
+        "created_at": time(d.created_at),
+        "updated_at": time(d.created_at),
+        "relationships": { "app": { "data": { "guid": app.guid.to_string() } } },
+        "metadata": metadata(),
+        "links": {
+            "self": link(format!("{base}/v3/droplets/{g}")),
+            "app": link(format!("{base}/v3/apps/{}", app.guid)),
+        },
+    }))
+}
+
+/// A v3 space.
+pub fn space(base: &str, space: &Space) -> Value {
+    json!({
+        "guid": space.guid.to_string(),
+        "created_at": time(space.created_at),
+        "updated_at": time(space.updated_at),
+        "name": space.name,
+        "relationships": {
+            "organization": { "data": { "guid": space.org_guid.to_string() } },
+            "quota": { "data": null },
+        },
+        "metadata": metadata(),
+        "links": {
+            "self": link(format!("{base}/v3/spaces/{}", space.guid)),
+            "organization": link(format!("{base}/v3/organizations/{}", space.org_guid)),
+        },
+    })
+}
+
+/// A v3 organization.
+pub fn org(base: &str, org: &Org) -> Value {
+    json!({
+        "guid": org.guid.to_string(),
+        "created_at": time(org.created_at),
+        "updated_at": time(org.updated_at),
+        "name": org.name,
+        "suspended": false,
+        "relationships": { "quota": { "data": null } },
+        "metadata": metadata(),
+        "links": { "self": link(format!("{base}/v3/organizations/{}", org.guid)) },
+    })
+}
+
+/// A finished job (tally deletes synchronously, so a job is `COMPLETE` once it exists).
+pub fn job(base: &str, guid: Guid, operation: &str, at: Timestamp) -> Value {
+    json!({
+        "guid": guid.to_string(),
+        "created_at": time(at),
+        "updated_at": time(at),
+        "operation": operation,
+        "state": "COMPLETE",
+        "errors": [],
+        "warnings": [],
+        "links": { "self": link(format!("{base}/v3/jobs/{guid}")) },
+    })
+}

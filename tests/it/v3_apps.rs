@@ -1,0 +1,433 @@
+//! The v3 app lifecycle through the real server (reference v3 §6): what each call answers and
+//! the usage and audit events it leaves, on the same rows the v2 API serves.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+
+async fn v3(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    app.admin(method, path, body).await
+}
+
+/// Usage events after `after` as `(state, previous_state, instances, previous_instances)`.
+async fn usage(app: &TestApp) -> Vec<(String, Value, i64, Value)> {
+    let (_, page) = v3(app, Method::GET, "/v3/app_usage_events?per_page=5000", None).await;
+    page["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["state"]["current"].as_str().unwrap().to_owned(),
+                e["state"]["previous"].clone(),
+                e["instance_count"]["current"].as_i64().unwrap(),
+                e["instance_count"]["previous"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn audit(app: &TestApp, target: &str) -> Vec<String> {
+    let path = format!("/v3/audit_events?target_guids={target}&per_page=5000");
+    let (_, page) = v3(app, Method::GET, &path, None).await;
+    page["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn error(body: &Value) -> (&str, u64, &str) {
+    let e = &body["errors"][0];
+    (
+        e["title"].as_str().unwrap_or(""),
+        e["code"].as_u64().unwrap_or(0),
+        e["detail"].as_str().unwrap_or(""),
+    )
+}
+
+#[tokio::test]
+async fn a_v3_app_is_the_v2_app_and_writes_ccs_events_only() {
+    let app = spawn_app().await;
+    let (org, space) = app.org_and_space().await;
+    let response = app
+        .request(Method::POST, "/v3/apps", "admin", crate::helpers::ADMIN)
+        .json(
+            &json!({"name": "a1", "relationships": {"space": {"data": {"guid": space}}},
+                      "environment_variables": {"K": "v"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = response.json().await.unwrap();
+    let guid = created["guid"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("{}/v3/apps/{guid}", app.address));
+    assert_eq!(created["state"], "STOPPED");
+    assert_eq!(
+        created["lifecycle"],
+        json!({"type": "buildpack", "data": {"buildpacks": [], "stack": "cflinuxfs4"}})
+    );
+    assert_eq!(
+        created["relationships"]["current_droplet"],
+        json!({"data": {"guid": null}})
+    );
+    let links = created["links"].as_object().unwrap();
+    assert!(links.values().all(|l| l["href"].is_string()), "{created}");
+    assert_eq!(links["start"]["method"], "POST");
+    // One guid: the v2 app and the web process.
+    let (status, v2) = v3(&app, Method::GET, &format!("/v2/apps/{guid}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v2["entity"]["name"], "a1");
+    assert_eq!(v2["entity"]["environment_json"], json!({"K": "v"}));
+    let (_, process) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps/{guid}/processes/web"),
+        None,
+    )
+    .await;
+    assert_eq!(process["guid"], guid.as_str());
+    assert_eq!(
+        (
+            process["instances"].as_i64(),
+            process["health_check"]["type"].as_str()
+        ),
+        (Some(1), Some("port"))
+    );
+    // Rule 1: no usage event; the process's audit event, then the app's (variables censored).
+    assert!(usage(&app).await.is_empty());
+    assert_eq!(
+        audit(&app, &guid).await,
+        ["audit.app.process.create", "audit.app.create"]
+    );
+    let (_, events) = v3(
+        &app,
+        Method::GET,
+        "/v3/audit_events?types=audit.app.create",
+        None,
+    )
+    .await;
+    assert_eq!(
+        events["resources"][0]["data"]["request"]["environment_variables"],
+        "[PRIVATE DATA HIDDEN]"
+    );
+    // Rule 2: start without a droplet is 422 and writes nothing.
+    let (status, body) = v3(
+        &app,
+        Method::POST,
+        &format!("/v3/apps/{guid}/actions/start"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error(&body),
+        (
+            "CF-UnprocessableEntity",
+            10008,
+            "Assign a droplet before starting this app."
+        )
+    );
+    assert_eq!(audit(&app, &guid).await.len(), 2);
+    // Errors in CC's v3 shapes; nothing changes.
+    let dup = json!({"name": "A1", "relationships": {"space": {"data": {"guid": space}}}});
+    let (status, body) = v3(&app, Method::POST, "/v3/apps", Some(dup)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error(&body),
+        (
+            "CF-UniquenessError",
+            10016,
+            "App with the name 'A1' already exists."
+        )
+    );
+    let nowhere = json!({"name": "b", "relationships": {"space": {"data": {"guid": org}}}});
+    let (status, body) = v3(&app, Method::POST, "/v3/apps", Some(nowhere)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error(&body).2,
+        "Invalid space. Ensure that the space exists and you have access to it."
+    );
+    let (status, body) = v3(
+        &app,
+        Method::PATCH,
+        &format!("/v3/apps/{guid}"),
+        Some(json!({"name": 1, "color": "red"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error(&body).2,
+        "Unknown field(s): 'color', Name must be a string"
+    );
+    let raw = app
+        .request(
+            Method::PATCH,
+            &format!("/v3/apps/{guid}"),
+            "admin",
+            crate::helpers::ADMIN,
+        )
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    let raw: Value = raw.json().await.unwrap();
+    assert_eq!(
+        error(&raw),
+        (
+            "CF-MessageParseError",
+            1001,
+            "Request invalid due to parse error: invalid request body"
+        )
+    );
+    let (status, body) = v3(&app, Method::GET, "/v3/apps?colors=red", None).await;
+    assert_eq!(
+        (status, error(&body).0),
+        (StatusCode::BAD_REQUEST, "CF-BadQueryParameter")
+    );
+    assert_eq!(audit(&app, &guid).await.len(), 2);
+    // Rename: audit.app.update with the request as sent, no usage event.
+    let (status, renamed) = v3(
+        &app,
+        Method::PATCH,
+        &format!("/v3/apps/{guid}"),
+        Some(json!({"name": "a2"})),
+    )
+    .await;
+    assert_eq!(
+        (status, renamed["name"].as_str()),
+        (StatusCode::OK, Some("a2"))
+    );
+    // Variables: set, remove with null, merged onto the others.
+    let path = format!("/v3/apps/{guid}/environment_variables");
+    let (status, vars) = v3(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"var": {"A": "1", "K": null}})),
+    )
+    .await;
+    assert_eq!((status, &vars["var"]), (StatusCode::OK, &json!({"A": "1"})));
+    let (status, body) = v3(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"var": {"VCAP_X": "1"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error(&body).2),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Var cannot start with VCAP_"
+        )
+    );
+    let (_, env) = v3(&app, Method::GET, &format!("/v3/apps/{guid}/env"), None).await;
+    assert_eq!(env["environment_variables"], json!({"A": "1"}));
+    assert_eq!(
+        env["application_env_json"]["VCAP_APPLICATION"]["application_name"],
+        "a2"
+    );
+    assert!(usage(&app).await.is_empty());
+    assert_eq!(
+        audit(&app, &guid).await[2..],
+        ["audit.app.update", "audit.app.update"]
+    );
+    // Lists: by name and space (indexes), include, and the process list hides commands.
+    let (_, list) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps?names=a2&space_guids={space}&include=space.organization"),
+        None,
+    )
+    .await;
+    assert_eq!(list["pagination"]["total_results"], 1);
+    assert_eq!(list["included"]["spaces"][0]["guid"], space.as_str());
+    assert_eq!(list["included"]["organizations"][0]["guid"], org.as_str());
+    let (_, none) = v3(
+        &app,
+        Method::GET,
+        "/v3/apps?label_selector=env%3Dprod",
+        None,
+    )
+    .await;
+    assert_eq!(none["pagination"]["total_results"], 0);
+    let (_, processes) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/processes?app_guids={guid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        processes["resources"][0]["command"],
+        "[PRIVATE DATA HIDDEN IN LISTS]"
+    );
+    // Delete: 202, no body, a Location whose job is COMPLETE; the v2 app is gone too.
+    let response = app
+        .request(
+            Method::DELETE,
+            &format!("/v3/apps/{guid}"),
+            "admin",
+            crate::helpers::ADMIN,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let job = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(response.text().await.unwrap().is_empty());
+    let job_path = job.trim_start_matches(app.address.as_str()).to_owned();
+    let (status, job) = v3(&app, Method::GET, &job_path, None).await;
+    assert_eq!(status, StatusCode::OK, "{job_path}");
+    assert_eq!(
+        (job["state"].as_str(), job["operation"].as_str()),
+        (Some("COMPLETE"), Some("app.delete"))
+    );
+    let (status, _) = v3(&app, Method::GET, &format!("/v2/apps/{guid}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = v3(&app, Method::GET, &format!("/v3/apps/{guid}"), None).await;
+    assert_eq!(
+        (status, error(&body).2),
+        (StatusCode::NOT_FOUND, "App not found")
+    );
+    assert_eq!(
+        audit(&app, &guid).await[4..],
+        ["audit.app.process.delete", "audit.app.delete-request"]
+    );
+    assert!(
+        usage(&app).await.is_empty(),
+        "a stopped app's delete writes no usage event"
+    );
+}
+
+#[tokio::test]
+async fn start_stop_restart_and_scale_write_usage_only_for_what_changed() {
+    let app = spawn_app().await;
+    let (_, space) = app.org_and_space().await;
+    // A docker app staged through v2 has a droplet.
+    let (status, created) = v3(
+        &app,
+        Method::POST,
+        "/v2/apps",
+        Some(
+            json!({"name": "d", "space_guid": space, "docker_image": "nginx", "state": "STARTED"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["metadata"]["guid"].as_str().unwrap().to_owned();
+    let staged = usage(&app).await.len();
+    let (status, droplet) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps/{guid}/droplets/current"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, same) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/droplets/{}", droplet["guid"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!((status, &same["guid"]), (StatusCode::OK, &droplet["guid"]));
+    // Rule 3: start again: no usage row, a second audit event.
+    let action = |a: &str| format!("/v3/apps/{guid}/actions/{a}");
+    let (status, body) = v3(&app, Method::POST, &action("start"), None).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("STARTED"))
+    );
+    assert_eq!(usage(&app).await.len(), staged);
+    // Rule 4: instances 1 → 3 while started; disk alone writes no usage row.
+    let scale = format!("/v3/processes/{guid}/actions/scale");
+    let (status, process) = v3(&app, Method::POST, &scale, Some(json!({"instances": 3}))).await;
+    assert_eq!(
+        (status, process["instances"].as_i64()),
+        (StatusCode::ACCEPTED, Some(3))
+    );
+    let nested = format!("/v3/apps/{guid}/processes/web/actions/scale");
+    let (status, _) = v3(
+        &app,
+        Method::POST,
+        &nested,
+        Some(json!({"disk_in_mb": 512})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = v3(&app, Method::POST, &scale, Some(json!({"instances": -1}))).await;
+    assert_eq!(
+        (status, error(&body).2),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Instances must be greater than or equal to 0"
+        )
+    );
+    // Rule 5: restart while started: STOPPED then STARTED; rule 6: stop, then stop again.
+    let (status, _) = v3(&app, Method::POST, &action("restart"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = v3(&app, Method::POST, &action("stop"), None).await;
+    assert_eq!(body["state"], "STOPPED");
+    let (_, _) = v3(&app, Method::POST, &action("stop"), None).await;
+    let events = usage(&app).await;
+    let tail: Vec<(&str, Value, i64, Value)> = events[staged..]
+        .iter()
+        .map(|(s, p, n, pn)| (s.as_str(), p.clone(), *n, pn.clone()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("STARTED", json!("STARTED"), 3, json!(1)),
+            ("STOPPED", json!("STARTED"), 3, json!(3)),
+            ("STARTED", json!("STOPPED"), 3, json!(3)),
+            ("STOPPED", json!("STARTED"), 3, json!(3)),
+        ]
+    );
+    let types = audit(&app, &guid).await;
+    let after_staging = types.iter().position(|t| t == "audit.app.start").unwrap();
+    assert_eq!(
+        types[after_staging..],
+        [
+            "audit.app.start",
+            "audit.app.process.scale",
+            "audit.app.process.scale",
+            "audit.app.restart",
+            "audit.app.stop",
+            "audit.app.stop",
+        ]
+    );
+    // The v2 view follows.
+    let (_, v2) = v3(&app, Method::GET, &format!("/v2/apps/{guid}"), None).await;
+    assert_eq!(
+        (
+            v2["entity"]["state"].as_str(),
+            v2["entity"]["instances"].as_i64(),
+            v2["entity"]["disk_quota"].as_i64()
+        ),
+        (Some("STOPPED"), Some(3), Some(512))
+    );
+    // A process update: audit only, command shown on the single read.
+    let (status, process) = v3(&app, Method::PATCH, &format!("/v3/processes/{guid}"), Some(json!({"command": "run", "health_check": {"type": "http", "data": {"endpoint": "/up"}}}))).await;
+    assert_eq!(status, StatusCode::OK, "{process}");
+    assert_eq!(
+        (
+            process["command"].as_str(),
+            process["health_check"]["data"]["endpoint"].as_str()
+        ),
+        (Some("run"), Some("/up"))
+    );
+    assert_eq!(
+        audit(&app, &guid).await.last().map(String::as_str),
+        Some("audit.app.process.update")
+    );
+    assert_eq!(usage(&app).await.len(), events.len());
+}

@@ -289,6 +289,21 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             "row_app",
             envelope(&TableRowV1::App(Box::new(app()))).unwrap(),
         ),
+        // Package state 2 (AWAITING_UPLOAD) came with v3 packages: a new tag, the same layout.
+        (
+            "row_app_package_awaiting_upload",
+            envelope(&TableRowV1::App(Box::new(AppV1 {
+                package: Some(PackageV1 {
+                    guid: guid(5),
+                    state: 2,
+                    sha256: String::new(),
+                    size_bytes: 0,
+                    created_at: 2,
+                }),
+                ..app()
+            })))
+            .unwrap(),
+        ),
         (
             "snapshot_chunk",
             envelope(&SnapshotChunkV1 {

@@ -152,7 +152,7 @@ pub struct DockerCredentialsV1 {
 pub struct PackageV1 {
     /// guid
     pub guid: GuidV1,
-    /// 0 READY, 1 FAILED
+    /// 0 READY, 1 FAILED, 2 AWAITING_UPLOAD (since v3 packages; older logs never hold it)
     pub state: u8,
     /// hex sha256
     pub sha256: String,

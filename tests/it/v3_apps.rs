@@ -431,3 +431,191 @@ async fn start_stop_restart_and_scale_write_usage_only_for_what_changed() {
     );
     assert_eq!(usage(&app).await.len(), events.len());
 }
+
+/// An empty zip: its end-of-central-directory record.
+fn empty_zip() -> Vec<u8> {
+    let mut zip = b"PK\x05\x06".to_vec();
+    zip.extend([0u8; 18]);
+    zip
+}
+
+#[tokio::test]
+async fn the_v3_push_flow_stages_a_package_assigns_its_droplet_and_starts() {
+    let app = spawn_app().await;
+    let (_, space) = app.org_and_space().await;
+    let body = json!({"name": "p", "relationships": {"space": {"data": {"guid": space}}}});
+    let (_, created) = v3(&app, Method::POST, "/v3/apps", Some(body)).await;
+    let guid = created["guid"].as_str().unwrap().to_owned();
+    let rel = json!({"app": {"data": {"guid": guid}}});
+    let (status, package) = v3(
+        &app,
+        Method::POST,
+        "/v3/packages",
+        Some(json!({"type": "bits", "relationships": rel})),
+    )
+    .await;
+    assert_eq!(
+        (status, package["state"].as_str()),
+        (StatusCode::CREATED, Some("AWAITING_UPLOAD")),
+        "{package}"
+    );
+    let package_guid = package["guid"].as_str().unwrap().to_owned();
+    assert!(package["links"]["upload"]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with("/upload"));
+    // Staging a package without bits is refused and writes nothing.
+    let build = json!({"package": {"guid": package_guid}});
+    let (status, body) = v3(&app, Method::POST, "/v3/builds", Some(build.clone())).await;
+    assert_eq!(
+        (status, error(&body).2),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Cannot stage package whose state is not ready."
+        )
+    );
+    // The upload: field `bits`, READY.
+    let form = reqwest::multipart::Form::new()
+        .text("resources", "[]")
+        .part(
+            "bits",
+            reqwest::multipart::Part::bytes(empty_zip()).file_name("app.zip"),
+        );
+    let response = app
+        .request(
+            Method::POST,
+            &format!("/v3/packages/{package_guid}/upload"),
+            "admin",
+            crate::helpers::ADMIN,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let uploaded: Value = response.json().await.unwrap();
+    assert_eq!(uploaded["state"], "READY");
+    assert_eq!(uploaded["data"]["checksum"]["type"], "sha256");
+    // A second upload into the same package is refused.
+    let form = reqwest::multipart::Form::new().part(
+        "bits",
+        reqwest::multipart::Part::bytes(empty_zip()).file_name("app.zip"),
+    );
+    let again = app
+        .request(
+            Method::POST,
+            &format!("/v3/packages/{package_guid}/upload"),
+            "admin",
+            crate::helpers::ADMIN,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The build stages at once (immediate mode) and leaves the droplet unassigned.
+    let (status, build) = v3(&app, Method::POST, "/v3/builds", Some(build)).await;
+    assert_eq!(
+        (status, build["state"].as_str()),
+        (StatusCode::CREATED, Some("STAGED")),
+        "{build}"
+    );
+    let (_, fetched) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/builds/{}", build["guid"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(fetched["guid"], build["guid"]);
+    let droplet = build["droplet"]["guid"].as_str().unwrap().to_owned();
+    let (status, _) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps/{guid}/droplets/current"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, droplets) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps/{guid}/droplets"),
+        None,
+    )
+    .await;
+    assert_eq!(droplets["resources"][0]["guid"], droplet.as_str());
+    // Staging events as CC's v3 build writes them: STAGING_STARTED, STAGING_STOPPED,
+    // BUILDPACK_SET from the build (previous STAGED), none for the process.
+    let staged = usage(&app).await;
+    let states: Vec<(&str, &Value)> = staged.iter().map(|(s, p, ..)| (s.as_str(), p)).collect();
+    assert_eq!(
+        states,
+        [
+            ("STAGING_STARTED", &json!("STAGING")),
+            ("STAGING_STOPPED", &json!("STAGING")),
+            ("BUILDPACK_SET", &json!("STAGED")),
+        ]
+    );
+    // Assign, then start: one STARTED for the web process.
+    let path = format!("/v3/apps/{guid}/relationships/current_droplet");
+    let (status, body) = v3(&app, Method::PATCH, &path, Some(json!({"data": null}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = v3(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"data": {"guid": guid}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error(&body).2),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unable to assign current droplet. Ensure the droplet exists and belongs to this app."
+        )
+    );
+    let (status, body) = v3(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"data": {"guid": droplet}})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["data"]["guid"]),
+        (StatusCode::OK, &json!(droplet))
+    );
+    let (status, started) = v3(
+        &app,
+        Method::POST,
+        &format!("/v3/apps/{guid}/actions/start"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, started["state"].as_str()),
+        (StatusCode::OK, Some("STARTED"))
+    );
+    let events = usage(&app).await;
+    assert_eq!(events.len(), 4);
+    assert_eq!(
+        (events[3].0.as_str(), &events[3].1),
+        ("STARTED", &json!("STOPPED"))
+    );
+    let (_, v2) = v3(&app, Method::GET, &format!("/v2/apps/{guid}"), None).await;
+    assert_eq!(v2["entity"]["package_state"], "STAGED");
+    assert_eq!(
+        audit(&app, &guid).await,
+        [
+            "audit.app.process.create",
+            "audit.app.create",
+            "audit.app.package.create",
+            "audit.app.package.upload",
+            "audit.app.build.create",
+            "audit.app.build.staged",
+            "audit.app.droplet.mapped",
+            "audit.app.start",
+        ]
+    );
+}

@@ -128,7 +128,13 @@ pub fn authorize(who: Subject<'_>, state: &State, command: &Command) -> Result<(
         | Command::AppAction { guid, .. }
         | Command::DeleteAppV3 { guid }
         | Command::ScaleProcess { guid, .. }
-        | Command::UpdateProcess { guid, .. } => v3(app_space(*guid)),
+        | Command::UpdateProcess { guid, .. }
+        | Command::CreatePackage { app_guid: guid, .. }
+        | Command::SetCurrentDroplet { app_guid: guid, .. } => v3(app_space(*guid)),
+        Command::UploadPackageBits { guid, .. }
+        | Command::CreateBuild {
+            package_guid: guid, ..
+        } => v3(state.app_of_package(*guid).map(|a| a.space_guid)),
         Command::CompleteBuild { .. } => Err(Denial::NotAuthorized),
     }
 }

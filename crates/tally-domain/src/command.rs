@@ -303,6 +303,42 @@ pub enum Command {
         /// The audit event's `request`, censored.
         audit_request: crate::audit::Value,
     },
+    /// `POST /v3/packages`: a bits package awaiting its upload, or a docker image (ready).
+    CreatePackage {
+        /// The new package's guid.
+        guid: Guid,
+        /// Its app.
+        app_guid: Guid,
+        /// `data.image` of a docker package (`None`: bits).
+        docker_image: Option<String>,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
+    },
+    /// `POST /v3/packages/:guid/upload`: the bits of a package awaiting them, stored.
+    UploadPackageBits {
+        /// Which package.
+        guid: Guid,
+        /// Hex SHA-256 of the stored zip.
+        sha256: String,
+        /// Its size.
+        size_bytes: u64,
+    },
+    /// `POST /v3/builds`: stage a ready package (its guid from [`crate::v3_build_guid`]).
+    CreateBuild {
+        /// The new build's guid.
+        guid: Guid,
+        /// The package to stage.
+        package_guid: Guid,
+        /// The audit event's `request`.
+        audit_request: crate::audit::Value,
+    },
+    /// `PATCH /v3/apps/:guid/relationships/current_droplet`.
+    SetCurrentDroplet {
+        /// Which app.
+        app_guid: Guid,
+        /// The droplet (the app's latest).
+        droplet_guid: Guid,
+    },
     /// A runtime reports a build's end.
     CompleteBuild {
         /// Which build.

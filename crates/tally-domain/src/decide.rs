@@ -217,6 +217,33 @@ pub fn decide(
             update,
             audit_request,
         } => update_process(state, *guid, update, audit_request, inputs, &mut out)?,
+        Command::CreatePackage {
+            guid,
+            app_guid,
+            docker_image,
+            audit_request,
+        } => create_package(
+            state,
+            (*guid, *app_guid),
+            docker_image.as_deref(),
+            audit_request,
+            inputs,
+            &mut out,
+        )?,
+        Command::UploadPackageBits {
+            guid,
+            sha256,
+            size_bytes,
+        } => upload_package_bits(state, *guid, (sha256, *size_bytes), inputs, &mut out)?,
+        Command::CreateBuild {
+            guid,
+            package_guid,
+            audit_request,
+        } => create_build(state, *guid, *package_guid, audit_request, inputs, &mut out)?,
+        Command::SetCurrentDroplet {
+            app_guid,
+            droplet_guid,
+        } => set_current_droplet(state, *app_guid, *droplet_guid, inputs, &mut out)?,
         Command::CompleteBuild {
             build_guid,
             outcome,

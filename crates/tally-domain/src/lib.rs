@@ -40,7 +40,10 @@ pub use command::{
 pub use decide::{decide, reseed, DomainConfig, Inputs, StagingMode};
 pub use error::DomainError;
 pub use event::Event;
-pub use ids::{event_guid, event_guid_seq, Guid, IdGen, Seq, SequentialIds, Timestamp};
+pub use ids::{
+    event_guid, event_guid_seq, is_v3_build, v3_build_guid, Guid, IdGen, Seq, SequentialIds,
+    Timestamp,
+};
 pub use role::{Membership, RoleKind};
 pub use state::State;
 pub use usage::{UsageEvent, UsageState};

@@ -120,6 +120,8 @@ pub enum PackageState {
     Ready,
     /// The upload failed.
     Failed,
+    /// Created through v3, its bits not uploaded yet.
+    AwaitingUpload,
 }
 
 impl PackageState {
@@ -128,6 +130,7 @@ impl PackageState {
         match self {
             Self::Ready => "READY",
             Self::Failed => "FAILED",
+            Self::AwaitingUpload => "AWAITING_UPLOAD",
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct State {
     builds: OrdMap<Guid, Guid>,
     /// Every app's latest droplet: droplet guid to app guid (`GET /v3/droplets/:guid`).
     droplets: OrdMap<Guid, Guid>,
+    /// Every app's latest package: package guid to app guid (`GET /v3/packages/:guid`).
+    packages: OrdMap<Guid, Guid>,
     members: OrdSet<(Guid, RoleKind, String)>,
     roles_of_user: OrdSet<(String, Guid, RoleKind)>,
 }
@@ -67,6 +69,13 @@ impl State {
     pub fn app_of_droplet(&self, droplet_guid: Guid) -> Option<&App> {
         self.droplets
             .get(&droplet_guid)
+            .and_then(|app| self.app(*app))
+    }
+
+    /// The app whose latest package is `package_guid`.
+    pub fn app_of_package(&self, package_guid: Guid) -> Option<&App> {
+        self.packages
+            .get(&package_guid)
             .and_then(|app| self.app(*app))
     }
 
@@ -306,6 +315,9 @@ impl State {
                     if let Some(droplet) = &old.latest_droplet {
                         self.droplets.remove(&droplet.guid);
                     }
+                    if let Some(package) = &old.package {
+                        self.packages.remove(&package.guid);
+                    }
                 }
             }
             Event::RoleGranted(m) => {
@@ -353,15 +365,12 @@ impl State {
     }
 
     fn put_app(&mut self, app: App) {
-        let (old_key, old_build, old_created, old_droplet) = match self.apps.get(&app.guid) {
-            Some(old) => (
-                Some((old.space_guid, name_key(&old.name), app.guid)),
-                old.build.as_ref().map(|b| b.guid),
-                Some(old.created_at),
-                old.latest_droplet.as_ref().map(|d| d.guid),
-            ),
-            None => (None, None, None, None),
-        };
+        let old = self.apps.get(&app.guid);
+        let old_key = old.map(|old| (old.space_guid, name_key(&old.name), app.guid));
+        let old_build = old.and_then(|old| old.build.as_ref().map(|b| b.guid));
+        let old_created = old.map(|old| old.created_at);
+        let old_droplet = old.and_then(|old| old.latest_droplet.as_ref().map(|d| d.guid));
+        let old_package = old.and_then(|old| old.package.as_ref().map(|p| p.guid));
         let key = (app.space_guid, name_key(&app.name), app.guid);
         if old_key.as_ref() != Some(&key) {
             if let Some((_, old_name, _)) = &old_key {
@@ -386,6 +395,15 @@ impl State {
             }
             if let Some(new) = new_build {
                 self.builds.insert(new, app.guid);
+            }
+        }
+        let new_package = app.package.as_ref().map(|p| p.guid);
+        if old_package != new_package {
+            if let Some(old) = old_package {
+                self.packages.remove(&old);
+            }
+            if let Some(new) = new_package {
+                self.packages.insert(new, app.guid);
             }
         }
         let new_droplet = app.latest_droplet.as_ref().map(|d| d.guid);

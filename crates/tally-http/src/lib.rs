@@ -173,7 +173,7 @@ fn api(
     )
     .merge(root::router())
     .merge(v2::router(max_upload_bytes))
-    .merge(v3::router())
+    .merge(v3::router(max_upload_bytes))
     .merge(staging::router())
     .merge(backup::router());
     if metrics_on_main_listener {

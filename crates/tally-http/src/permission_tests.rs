@@ -653,6 +653,39 @@ fn v3_rows(rows: &mut Vec<(&'static str, String, [Cell; 12])>) {
         format!("/v3/apps/{a}/processes/web/actions/scale"),
         write(accepted),
     ));
+    // Packages, builds and the current droplet: an empty body is 422 once the write scope is
+    // there (it names no app, package or droplet).
+    let refused_body = [
+        MISSING,
+        INVALID,
+        unprocessable,
+        NOT_AUTH,
+        NOT_AUTH,
+        unprocessable,
+        unprocessable,
+        unprocessable,
+        unprocessable,
+        unprocessable,
+        unprocessable,
+        NOT_AUTH,
+    ];
+    rows.push(("POST", "/v3/packages".to_owned(), refused_body));
+    rows.push(("GET", format!("/v3/packages/{n}"), unknown));
+    rows.push(("POST", format!("/v3/packages/{n}/upload"), unknown_write));
+    rows.push(("GET", format!("/v3/apps/{a}/packages"), read));
+    rows.push(("POST", "/v3/builds".to_owned(), refused_body));
+    rows.push(("GET", format!("/v3/builds/{n}"), unknown));
+    rows.push(("GET", format!("/v3/apps/{a}/droplets"), read));
+    rows.push((
+        "GET",
+        format!("/v3/apps/{a}/relationships/current_droplet"),
+        read,
+    ));
+    rows.push((
+        "PATCH",
+        format!("/v3/apps/{a}/relationships/current_droplet"),
+        refused_body,
+    ));
     rows.push(("GET", format!("/v3/jobs/{n}"), unknown));
     rows.push(("GET", format!("/v3/spaces/{s}"), read));
     rows.push(("GET", format!("/v3/spaces/{n}"), unknown));

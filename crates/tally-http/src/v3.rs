@@ -11,17 +11,21 @@ mod audit_events;
 pub mod body;
 mod jobs;
 pub mod list;
+mod packages;
 pub mod present;
 mod processes;
 mod spaces;
 pub mod stream;
 pub(crate) mod usage_events;
 
-pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+/// The v3 routes; package uploads may be up to `max_upload_bytes` (plus multipart framing).
+pub(crate) fn router(max_upload_bytes: usize) -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
+        .merge(packages::upload_router(max_upload_bytes))
         .merge(apps::router())
         .merge(audit_events::router())
         .merge(jobs::router())
+        .merge(packages::router())
         .merge(processes::router())
         .merge(spaces::router())
         .merge(usage_events::router())

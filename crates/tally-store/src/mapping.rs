@@ -120,7 +120,7 @@ fn space_from(s: SpaceV1) -> R<Space> {
     })
 }
 
-fn app_to(a: &App) -> AppV1 {
+pub(crate) fn app_to(a: &App) -> AppV1 {
     AppV1 {
         guid: g(a.guid),
         name: a.name.clone(),
@@ -162,6 +162,7 @@ fn app_to(a: &App) -> AppV1 {
             state: match p.state {
                 PackageState::Ready => 0,
                 PackageState::Failed => 1,
+                PackageState::AwaitingUpload => 2,
             },
             sha256: p.sha256.clone(),
             size_bytes: p.size_bytes,
@@ -193,7 +194,7 @@ fn app_to(a: &App) -> AppV1 {
     }
 }
 
-fn app_from(a: AppV1) -> R<App> {
+pub(crate) fn app_from(a: AppV1) -> R<App> {
     Ok(App {
         guid: guid(a.guid),
         name: a.name,
@@ -238,6 +239,7 @@ fn app_from(a: AppV1) -> R<App> {
                 state: match p.state {
                     0 => PackageState::Ready,
                     1 => PackageState::Failed,
+                    2 => PackageState::AwaitingUpload,
                     t => return Err(tag_error("package state", t)),
                 },
                 sha256: p.sha256,

@@ -881,6 +881,31 @@ fn golden_audit_records_survive_the_typed_metadata_byte_for_byte() {
     }
 }
 
+/// Package state 2, added with v3 packages, reads as `AWAITING_UPLOAD` and is written back byte
+/// for byte; the tags before it are unchanged.
+#[test]
+fn golden_app_rows_keep_their_package_states() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto-schemas/fixtures/v1");
+    for (name, state) in [
+        ("row_app", tally_domain::model::PackageState::Ready),
+        (
+            "row_app_package_awaiting_upload",
+            tally_domain::model::PackageState::AwaitingUpload,
+        ),
+    ] {
+        let golden = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
+        let row: proto_schemas::v1::TableRowV1 = proto_schemas::open(&golden).unwrap();
+        let proto_schemas::v1::TableRowV1::App(app) = row else {
+            panic!("{name} is not an app row");
+        };
+        let app = crate::mapping::app_from(*app).unwrap();
+        assert_eq!(app.package.as_ref().map(|p| p.state), Some(state), "{name}");
+        let again = proto_schemas::v1::TableRowV1::App(Box::new(crate::mapping::app_to(&app)));
+        assert_eq!(proto_schemas::envelope(&again).unwrap(), golden, "{name}");
+    }
+}
+
 /// A commit of one usage event at `seq`, the log's head after it.
 fn one_usage_event(seq: Seq) -> Commit {
     let u = usage(

@@ -70,6 +70,33 @@ pub(crate) async fn upload(
         &guid,
         access::space_write,
     )?;
+    let received = receive(&state, &headers, multipart, "application").await?;
+    keep(&state, &caller, received, |sha256, size_bytes| {
+        Command::UploadPackage {
+            app_guid: target,
+            sha256,
+            size_bytes,
+        }
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({}))).into_response())
+}
+
+/// An uploaded zip, in a temporary file until [`keep`] stores it.
+pub(crate) struct Received {
+    temp: TempFile,
+    sha256: String,
+    size_bytes: u64,
+}
+
+/// Streams the zip in the multipart field `field` (v2 `application`, v3 `bits`) to a temporary
+/// file while hashing it; `resources` must be empty. Nothing is recorded yet.
+pub(crate) async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    field_name: &str,
+) -> Result<Received, ApiError> {
     let limit = state.settings.max_upload_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -83,16 +110,16 @@ pub(crate) async fn upload(
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(storage_error)?;
-    let mut stored: Option<(TempFile, String, u64)> = None;
+    let mut stored: Option<Received> = None;
     while let Some(mut field) = multipart
         .next_field()
         .await
         .map_err(|e| multipart_error(&e, limit))?
     {
         match field.name() {
-            Some("application") => {
+            Some(name) if name == field_name => {
                 if stored.is_some() {
-                    return Err(invalid("more than one :application"));
+                    return Err(invalid(format!("more than one :{field_name}")));
                 }
                 let temp = TempFile(dir.join(format!("upload-{}", crate::fresh_guid())));
                 let mut file = tokio::fs::File::create(&temp.0)
@@ -117,11 +144,15 @@ pub(crate) async fn upload(
                     file.write_all(&chunk).await.map_err(storage_error)?;
                 }
                 if !head.starts_with(b"PK") {
-                    return Err(invalid("the application is not a zip file"));
+                    return Err(invalid(format!("the {field_name} is not a zip file")));
                 }
                 file.sync_all().await.map_err(storage_error)?;
                 drop(file);
-                stored = Some((temp, hex::encode(hasher.finalize()), size));
+                stored = Some(Received {
+                    temp,
+                    sha256: hex::encode(hasher.finalize()),
+                    size_bytes: size,
+                });
             }
             // `resources` lists files the client expects tally to already have; tally keeps
             // no resource cache, so it must be empty.
@@ -140,10 +171,23 @@ pub(crate) async fn upload(
             _ => {}
         }
     }
-    let Some((temp, sha256, size_bytes)) = stored else {
-        return Err(invalid("missing :application"));
-    };
-    // Every part was accepted: store the zip by its checksum, then record it.
+    stored.ok_or_else(|| invalid(format!("missing :{field_name}")))
+}
+
+/// Every part was accepted: stores the zip by its checksum, then records what `command` makes
+/// of it; a zip the log refuses is removed again unless a package names it.
+pub(crate) async fn keep(
+    state: &AppState,
+    caller: &Caller,
+    received: Received,
+    command: impl FnOnce(String, u64) -> Command,
+) -> Result<(), ApiError> {
+    let dir = &state.settings.packages_dir;
+    let Received {
+        temp,
+        sha256,
+        size_bytes,
+    } = received;
     let _packages = PACKAGES.lock().await;
     let path = package_path(dir, &sha256);
     let existed = tokio::fs::try_exists(&path).await.unwrap_or(true);
@@ -153,11 +197,7 @@ pub(crate) async fn upload(
     sync_dir(dir).await.map_err(storage_error)?;
     let recorded = state
         .engine
-        .submit(caller.envelope(Command::UploadPackage {
-            app_guid: target,
-            sha256: sha256.clone(),
-            size_bytes,
-        }))
+        .submit(caller.envelope(command(sha256.clone(), size_bytes)))
         .await;
     if let Err(error) = recorded {
         if !existed && !named_by_a_package(&state.engine.view().state, &sha256) {
@@ -167,7 +207,7 @@ pub(crate) async fn upload(
         }
         return Err(error.into());
     }
-    Ok((StatusCode::CREATED, Json(serde_json::json!({}))).into_response())
+    Ok(())
 }
 
 fn named_by_a_package(table: &tally_domain::State, sha256: &str) -> bool {

@@ -78,7 +78,7 @@ pub(crate) fn reach(
 
 /// Submits what `command` makes of the app the path names, if the caller may write to it;
 /// the view after the commit.
-async fn write(
+pub(crate) async fn write(
     state: &AppState,
     caller: &Caller,
     guid: &str,

@@ -20,6 +20,11 @@ impl Problems {
         self.0.push(message.into());
     }
 
+    /// One more problem.
+    pub fn add(&mut self, message: impl Into<String>) {
+        self.push(message);
+    }
+
     /// `Ok(value)` when nothing was wrong, else CC's 422.
     pub fn finish<T>(self, value: T) -> Result<T, ApiError> {
         if self.0.is_empty() {
@@ -46,6 +51,16 @@ fn only(o: &Map<String, Value>, allowed: &[&str], prefix: &str, problems: &mut P
     if !unknown.is_empty() {
         problems.push(format!("{prefix}Unknown field(s): {}", unknown.join(", ")));
     }
+}
+
+/// [`only`] for the other v3 bodies.
+pub fn only_keys(o: &Map<String, Value>, allowed: &[&str], prefix: &str, problems: &mut Problems) {
+    only(o, allowed, prefix, problems);
+}
+
+/// [`metadata`] for the other v3 bodies.
+pub fn metadata_of(o: &Map<String, Value>, problems: &mut Problems) {
+    metadata(o, problems);
 }
 
 /// `metadata`: tally keeps no labels or annotations, so only empty ones are accepted.

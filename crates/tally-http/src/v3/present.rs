@@ -58,7 +58,9 @@ pub fn app(base: &str, app: &App) -> Value {
             "environment_variables": link(format!("{at}/environment_variables")),
             "space": link(format!("{base}/v3/spaces/{}", app.space_guid)),
             "processes": link(format!("{at}/processes")),
+            "packages": link(format!("{at}/packages")),
             "current_droplet": link(format!("{at}/droplets/current")),
+            "droplets": link(format!("{at}/droplets")),
             "start": post(format!("{at}/actions/start")),
             "stop": post(format!("{at}/actions/stop")),
         },
@@ -215,5 +217,85 @@ pub fn job(base: &str, guid: Guid, operation: &str, at: Timestamp) -> Value {
         "errors": [],
         "warnings": [],
         "links": { "self": link(format!("{base}/v3/jobs/{guid}")) },
+    })
+}
+
+/// The app's latest package.
+pub fn package(base: &str, app: &App) -> Option<Value> {
+    let p = app.package.as_ref()?;
+    let g = p.guid;
+    let mut links = Map::new();
+    links.insert("self".into(), link(format!("{base}/v3/packages/{g}")));
+    let (kind, data) = if app.is_docker() {
+        let data = json!({ "image": app.docker_image, "username": null, "password": null });
+        ("docker", data)
+    } else {
+        links.insert(
+            "upload".into(),
+            post(format!("{base}/v3/packages/{g}/upload")),
+        );
+        let sha = (!p.sha256.is_empty()).then(|| p.sha256.clone());
+        let data = json!({ "checksum": { "type": "sha256", "value": sha }, "error": null });
+        ("bits", data)
+    };
+    links.insert("app".into(), link(format!("{base}/v3/apps/{}", app.guid)));
+    Some(json!({
+        "guid": g.to_string(),
+        "type": kind,
+        "data": data,
+        "state": p.state.as_str(),
+        "created_at": time(p.created_at),
+        "updated_at": time(app.package_updated_at.unwrap_or(p.created_at)),
+        "relationships": { "app": { "data": { "guid": app.guid.to_string() } } },
+        "metadata": metadata(),
+        "links": links,
+    }))
+}
+
+/// The app's latest build. `created_by` is empty: tally's builds do not keep who made them
+/// (their `audit.app.build.create` event does).
+pub fn build(base: &str, app: &App) -> Option<Value> {
+    let b = app.build.as_ref()?;
+    let g = b.guid;
+    let droplet = app.latest_droplet.as_ref().filter(|d| {
+        b.state == tally_domain::model::BuildState::Staged && d.package_guid == b.package_guid
+    });
+    let mut links = Map::new();
+    links.insert("self".into(), link(format!("{base}/v3/builds/{g}")));
+    links.insert("app".into(), link(format!("{base}/v3/apps/{}", app.guid)));
+    if let Some(d) = droplet {
+        links.insert(
+            "droplet".into(),
+            link(format!("{base}/v3/droplets/{}", d.guid)),
+        );
+    }
+    Some(json!({
+        "guid": g.to_string(),
+        "created_at": time(b.created_at),
+        "updated_at": time(app.updated_at.max(b.created_at)),
+        "state": b.state.as_str(),
+        "staging_memory_in_mb": tally_domain::model::STAGING_MEMORY_MB,
+        "staging_disk_in_mb": 1024,
+        "staging_log_rate_limit_bytes_per_second": -1,
+        "error": b.error,
+        "lifecycle": lifecycle(app),
+        "package": { "guid": b.package_guid.to_string() },
+        "droplet": droplet.map(|d| json!({ "guid": d.guid.to_string() })),
+        "created_by": {},
+        "relationships": { "app": { "data": { "guid": app.guid.to_string() } } },
+        "metadata": metadata(),
+        "links": links,
+    }))
+}
+
+/// `relationships/current_droplet`.
+pub fn current_droplet_relationship(base: &str, app: &App) -> Value {
+    let at = format!("{base}/v3/apps/{}", app.guid);
+    json!({
+        "data": app.current_droplet_guid.map(|d| json!({ "guid": d.to_string() })),
+        "links": {
+            "self": link(format!("{at}/relationships/current_droplet")),
+            "related": link(format!("{at}/droplets/current")),
+        },
     })
 }

@@ -25,6 +25,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// The UAA clients are sent to for tokens.
     pub uaa: UaaSettings,
+    /// What `/v2/info` and `/` tell clients about logging and SSH.
+    pub info: InfoSettings,
     /// How bearer tokens are checked.
     pub auth: AuthConfig,
     /// Logging.
@@ -204,6 +206,55 @@ pub struct RetentionSettings {
     pub cutoff_age_days: u32,
     /// Minutes between prunes (the first runs a minute after start-up).
     pub prune_interval_minutes: u64,
+}
+
+/// `[info]`: the endpoints `/v2/info` and `/` name for app logs and SSH. tally serves neither;
+/// real clients refuse a `null` (PyPI `cf-api` needs `doppler_logging_endpoint`), so each is a
+/// string, by default derived from the system domain: the external URL's host without a leading
+/// `api.`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfoSettings {
+    /// Default `wss://doppler.<system domain>:443`.
+    pub doppler_logging_endpoint: Option<String>,
+    /// Default `ssh.<system domain>:2222`.
+    pub app_ssh_endpoint: Option<String>,
+    /// Default empty (no SSH proxy, so no host key).
+    pub app_ssh_host_key_fingerprint: Option<String>,
+    /// Default `ssh-proxy` (Cloud Controller's default client).
+    pub app_ssh_oauth_client: Option<String>,
+}
+
+impl InfoSettings {
+    /// The four values, defaults filled in from `external_url`.
+    pub fn resolve(&self, external_url: &str) -> tally_http::InfoEndpoints {
+        let host = external_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(external_url)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        let domain = host.strip_prefix("api.").unwrap_or(host);
+        tally_http::InfoEndpoints {
+            doppler_logging_endpoint: self
+                .doppler_logging_endpoint
+                .clone()
+                .unwrap_or_else(|| format!("wss://doppler.{domain}:443")),
+            app_ssh_endpoint: self
+                .app_ssh_endpoint
+                .clone()
+                .unwrap_or_else(|| format!("ssh.{domain}:2222")),
+            app_ssh_host_key_fingerprint: self
+                .app_ssh_host_key_fingerprint
+                .clone()
+                .unwrap_or_default(),
+            app_ssh_oauth_client: self
+                .app_ssh_oauth_client
+                .clone()
+                .unwrap_or_else(|| "ssh-proxy".to_owned()),
+        }
+    }
 }
 
 /// `[uaa]`

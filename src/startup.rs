@@ -275,6 +275,7 @@ impl Application {
         let state = Arc::new(AppState {
             engine: engine.clone(),
             settings: HttpSettings {
+                info: settings.info.resolve(&external_url),
                 external_url,
                 uaa_url: settings.uaa.url.clone(),
                 request_timeout: std::time::Duration::from_secs(

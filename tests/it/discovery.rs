@@ -26,13 +26,15 @@ async fn root_links_point_at_this_tally_and_the_uaa() {
         "bits_service",
         "credhub",
         "routing",
-        "logging",
         "network_policy_v0",
         "network_policy_v1",
-        "app_ssh",
     ] {
         assert!(links[null].is_null(), "{null}");
     }
+    // Derived from the system domain (the external URL's host): 127.0.0.1 here.
+    assert_eq!(links["logging"]["href"], "wss://doppler.127.0.0.1:443");
+    assert_eq!(links["app_ssh"]["href"], "ssh.127.0.0.1:2222");
+    assert_eq!(links["app_ssh"]["meta"]["oauth_client"], "ssh-proxy");
     app.stop().await;
 }
 
@@ -43,14 +45,41 @@ async fn v2_info_has_the_keys_clients_read() {
     assert_eq!(body["authorization_endpoint"], "http://localhost:8080/uaa");
     assert_eq!(body["token_endpoint"], "http://localhost:8080/uaa");
     assert_eq!(body["api_version"], "2.186.0");
-    for key in [
-        "app_ssh_endpoint",
-        "app_ssh_host_key_fingerprint",
-        "app_ssh_oauth_client",
-        "doppler_logging_endpoint",
-    ] {
-        assert!(body.as_object().unwrap().contains_key(key), "{key}");
-    }
+    // Strings, never null: real clients refuse a null (PyPI `cf-api` a null doppler endpoint).
+    assert_eq!(
+        body["doppler_logging_endpoint"],
+        "wss://doppler.127.0.0.1:443"
+    );
+    assert_eq!(body["app_ssh_endpoint"], "ssh.127.0.0.1:2222");
+    assert_eq!(body["app_ssh_host_key_fingerprint"], "");
+    assert_eq!(body["app_ssh_oauth_client"], "ssh-proxy");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn info_endpoints_are_configurable_and_derive_from_the_system_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        (
+            "TALLY_SERVER__EXTERNAL_URL".to_owned(),
+            "https://api.sys.example.org".to_owned(),
+        ),
+        (
+            "TALLY_INFO__APP_SSH_HOST_KEY_FINGERPRINT".to_owned(),
+            "a6:14:c0:ea:42:07:b2:f7:53:2c:0b:60:e0:00:21:6c".to_owned(),
+        ),
+    ];
+    let app = crate::helpers::spawn_app_in(dir, env).await;
+    let body: Value = app.get("/v2/info").await.json().await.unwrap();
+    assert_eq!(
+        body["doppler_logging_endpoint"],
+        "wss://doppler.sys.example.org:443"
+    );
+    assert_eq!(body["app_ssh_endpoint"], "ssh.sys.example.org:2222");
+    assert_eq!(
+        body["app_ssh_host_key_fingerprint"],
+        "a6:14:c0:ea:42:07:b2:f7:53:2c:0b:60:e0:00:21:6c"
+    );
     app.stop().await;
 }
 

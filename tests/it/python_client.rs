@@ -39,10 +39,16 @@ fn python() -> String {
 /// A virtual environment under the target directory with `package` (`name==version`) from
 /// PyPI, created once and kept between runs (`target/py-<name>-<version>`).
 pub(crate) fn pypi_venv(package: &str) -> PathBuf {
+    venv_with(package, &[&[package]])
+}
+
+/// A virtual environment named after `name`, made by the `pip install` argument lists of
+/// `installs` in turn; created once and kept between runs.
+fn venv_with(name: &str, installs: &[&[&str]]) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let dir = target.join(format!("py-{}", package.replace("==", "-")));
+    let dir = target.join(format!("py-{}", name.replace("==", "-")));
     let marker = dir.join("installed");
     if marker.exists() {
         return dir;
@@ -54,48 +60,42 @@ pub(crate) fn pypi_venv(package: &str) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "python3 -m venv failed");
-    let output = Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", package])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "pip install {package} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::write(&marker, package).unwrap();
+    for args in installs {
+        let output = Command::new(dir.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(*args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pip install {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    std::fs::write(&marker, name).unwrap();
     dir
 }
 
-#[tokio::test]
-async fn the_pypi_cloudfoundry_client_manages_apps_against_tally() {
-    let venv = tokio::task::spawn_blocking(|| pypi_venv(CLIENT))
-        .await
-        .unwrap();
-    // The fake UAA: its address must be known before tally starts (tally links to it).
-    let uaa = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let uaa_url = format!("http://{}", uaa.local_addr().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_in(dir, vec![("TALLY_UAA__URL".into(), uaa_url)]).await;
-    let token = tally::auth::developer_token(
-        &app.settings,
-        "admin",
-        &["cloud_controller.admin".to_owned()],
-        600,
-    )
-    .unwrap();
+/// A fake UAA on `listener` whose password grant hands out `token` (as its refresh token too:
+/// UAA's refresh tokens are JWTs, and `cf-api` decodes both).
+fn fake_uaa(listener: tokio::net::TcpListener, token: String) {
     let uaa_app = axum::Router::new().route(
         "/oauth/token",
         axum::routing::post(move || {
             let token = token.clone();
             async move {
-                axum::Json(json!({"access_token": token, "refresh_token": "refresh", "token_type": "bearer", "expires_in": 600}))
+                axum::Json(json!({"access_token": token, "refresh_token": token, "token_type": "bearer", "expires_in": 600}))
             }
         }),
     );
-    tokio::spawn(async move { axum::serve(uaa, uaa_app).await });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/cf_python_client.py");
-    let address = app.address.clone();
+    tokio::spawn(async move { axum::serve(listener, uaa_app).await });
+}
+
+/// Runs `script` (in `tests/it/`) with the venv's Python against `address`; it must print `ok`.
+async fn run_script(venv: PathBuf, script: &str, address: String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it")
+        .join(script);
     let output = tokio::task::spawn_blocking(move || {
         Command::new(venv.join("bin/python"))
             .arg(script)
@@ -112,5 +112,63 @@ async fn the_pypi_cloudfoundry_client_manages_apps_against_tally() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok");
+}
+
+/// tally with a fake UAA that hands out an admin token; `env` on top.
+async fn tally_with_uaa(env: Vec<(String, String)>) -> crate::helpers::TestApp {
+    let uaa = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uaa_url = format!("http://{}", uaa.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env;
+    env.push(("TALLY_UAA__URL".into(), uaa_url));
+    let app = spawn_app_in(dir, env).await;
+    let token = tally::auth::developer_token(
+        &app.settings,
+        "admin",
+        &["cloud_controller.admin".to_owned()],
+        600,
+    )
+    .unwrap();
+    fake_uaa(uaa, token);
+    app
+}
+
+/// PyPI `cf-api` 1.0.0 connects: it reads `/v2/info` (a null doppler endpoint stops it), logs in,
+/// and reads v2 and v3 lists. Its `pycrypto` pin no longer builds, so it is installed without
+/// dependencies and `pycryptodome` (the same `Crypto` module) stands in.
+#[tokio::test]
+async fn the_pypi_cf_api_client_connects_to_tally() {
+    let venv = tokio::task::spawn_blocking(|| {
+        venv_with(
+            "cf-api==1.0.0",
+            &[
+                &["--no-deps", "cf-api==1.0.0"],
+                &[
+                    "six",
+                    "PyYAML",
+                    "pycryptodome",
+                    "PyJWT>=1.4.2,<2.0.0",
+                    "protobuf",
+                    "requests-factory>=0.1.0,<1.0.0",
+                    "paramiko",
+                    "dropsonde",
+                ],
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let app = tally_with_uaa(Vec::new()).await;
+    run_script(venv, "cf_api_client.py", app.address.clone()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_pypi_cloudfoundry_client_manages_apps_against_tally() {
+    let venv = tokio::task::spawn_blocking(|| pypi_venv(CLIENT))
+        .await
+        .unwrap();
+    let app = tally_with_uaa(Vec::new()).await;
+    run_script(venv.clone(), "cf_python_client.py", app.address.clone()).await;
     app.stop().await;
 }

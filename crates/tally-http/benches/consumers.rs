@@ -186,6 +186,7 @@ async fn main() {
         settings: HttpSettings {
             external_url: base.clone(),
             uaa_url: "http://uaa.example.org".into(),
+            info: Default::default(),
             request_timeout: Duration::from_secs(60),
             max_upload_bytes: 1 << 20,
             max_page_bytes: 16 << 20,

@@ -50,6 +50,8 @@ pub struct HttpSettings {
     pub external_url: String,
     /// The UAA (token issuer) URL clients are sent to.
     pub uaa_url: String,
+    /// The logging and SSH endpoints `/v2/info` names.
+    pub info: InfoEndpoints,
     /// Time a request may take, reading its body included.
     pub request_timeout: std::time::Duration,
     /// Largest package upload, bytes.
@@ -63,6 +65,19 @@ pub struct HttpSettings {
     /// How long a write passed to the node holding the lease may take before the client is
     /// told 503 (a writer that hangs, or was paused, loses its lease within this long).
     pub forward_timeout: std::time::Duration,
+}
+
+/// What `/v2/info` (and `/`) tell clients about logging and SSH (`[info]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InfoEndpoints {
+    /// `doppler_logging_endpoint`.
+    pub doppler_logging_endpoint: String,
+    /// `app_ssh_endpoint`.
+    pub app_ssh_endpoint: String,
+    /// `app_ssh_host_key_fingerprint`.
+    pub app_ssh_host_key_fingerprint: String,
+    /// `app_ssh_oauth_client`.
+    pub app_ssh_oauth_client: String,
 }
 
 /// A secret: shown as `[redacted]` by `Debug`.

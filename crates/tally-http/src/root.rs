@@ -35,6 +35,7 @@ pub(crate) fn health_router() -> OpenApiRouter<Arc<AppState>> {
 async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
     let base = &state.settings.external_url;
     let uaa = &state.settings.uaa_url;
+    let info = &state.settings.info;
     Json(json!({
         "links": {
             "self": { "href": base },
@@ -47,10 +48,16 @@ async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
             "uaa": { "href": uaa },
             "credhub": null,
             "routing": null,
-            "logging": null,
+            "logging": { "href": info.doppler_logging_endpoint },
             "log_cache": null,
             "log_stream": null,
-            "app_ssh": null
+            "app_ssh": {
+                "href": info.app_ssh_endpoint,
+                "meta": {
+                    "host_key_fingerprint": info.app_ssh_host_key_fingerprint,
+                    "oauth_client": info.app_ssh_oauth_client,
+                }
+            }
         }
     }))
 }
@@ -60,6 +67,7 @@ async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
     responses((status = 200, description = "API version, token endpoints", body = serde_json::Value)))]
 async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
     let uaa = &state.settings.uaa_url;
+    let info = &state.settings.info;
     Json(json!({
         "name": "tally",
         "build": env!("CARGO_PKG_VERSION"),
@@ -70,10 +78,10 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         "token_endpoint": uaa,
         "min_cli_version": null,
         "min_recommended_cli_version": null,
-        "app_ssh_endpoint": null,
-        "app_ssh_host_key_fingerprint": null,
-        "app_ssh_oauth_client": null,
-        "doppler_logging_endpoint": null,
+        "app_ssh_endpoint": info.app_ssh_endpoint,
+        "app_ssh_host_key_fingerprint": info.app_ssh_host_key_fingerprint,
+        "app_ssh_oauth_client": info.app_ssh_oauth_client,
+        "doppler_logging_endpoint": info.doppler_logging_endpoint,
         "api_version": API_VERSION,
         "osbapi_version": "2.15",
         "routing_endpoint": null

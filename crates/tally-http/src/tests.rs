@@ -73,6 +73,7 @@ pub(crate) fn test_state(
         settings: HttpSettings {
             external_url: external_url.into(),
             uaa_url: "http://uaa.example.org".into(),
+            info: Default::default(),
             request_timeout,
             max_upload_bytes: 1 << 20,
             max_page_bytes: 16 << 20,

@@ -179,8 +179,12 @@ pub struct StagingSettings {
     /// Buildpack immediate staging reports when an app asked for none.
     pub default_buildpack: String,
     /// The password a runtime presents (HTTP Basic, user `staging`) on
-    /// `POST /internal/v3/staging/:build_guid/build_completed`; unset refuses every callback.
+    /// `POST /internal/v3/staging/:build_guid/build_completed` and
+    /// `POST /internal/v4/tasks/:task_guid/completed`; unset refuses every callback.
     pub callback_password: Option<String>,
+    /// In immediate mode, seconds a task runs before tally completes it (SUCCEEDED, or FAILED
+    /// when it was canceled); 0: a task succeeds in the request that creates it.
+    pub task_seconds: u64,
 }
 
 /// `[apps]`
@@ -291,6 +295,7 @@ impl std::fmt::Debug for StagingSettings {
         f.debug_struct("StagingSettings")
             .field("mode", &self.mode)
             .field("default_buildpack", &self.default_buildpack)
+            .field("task_seconds", &self.task_seconds)
             .field(
                 "callback_password",
                 &self.callback_password.as_ref().map(|_| "[redacted]"),
@@ -387,6 +392,7 @@ impl Default for StagingSettings {
             mode: StagingMode::Immediate,
             default_buildpack: "binary_buildpack".to_owned(),
             callback_password: None,
+            task_seconds: 0,
         }
     }
 }

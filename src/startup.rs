@@ -186,6 +186,7 @@ pub struct Application {
     close: tokio::sync::watch::Sender<bool>,
     /// The scheduled prune.
     retention: tokio::task::JoinHandle<()>,
+    task_clock: tokio::task::JoinHandle<()>,
     /// Connection bounds and the shutdown grace (`[server]`).
     limits: tally_http::serve::ServeLimits,
     /// What the listeners count.
@@ -221,6 +222,7 @@ impl Application {
                     StagingMode::External => tally_domain::StagingMode::External,
                 },
                 default_buildpack: settings.staging.default_buildpack.clone(),
+                immediate_task_seconds: settings.staging.task_seconds,
                 ..DomainConfig::default()
             },
             checkpoint_every: settings.storage.checkpoint_every.max(1),
@@ -322,12 +324,14 @@ impl Application {
             None => None,
         };
         let retention = tokio::spawn(retention(engine.clone(), settings.retention.clone()));
+        let task_clock = tokio::spawn(task_clock(engine.clone(), settings.staging.clone()));
         Ok(Self {
             listener,
             admin,
             engine,
             close,
             retention,
+            task_clock,
             limits,
             connections,
             router: tally_http::router(state),
@@ -381,6 +385,7 @@ impl Application {
         )
         .await;
         self.retention.abort();
+        self.task_clock.abort();
         if let Some(admin) = admin {
             if served.is_err() {
                 // The main listener failed without a shutdown signal: stop the admin one too.
@@ -425,6 +430,49 @@ async fn retention(engine: Arc<Engine>, settings: crate::config::RetentionSettin
             Err(error) => tracing::warn!(%error, "retention failed; it runs again later"),
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Immediate mode's stand-in for a task runtime (`staging.task_seconds` > 0): about every
+/// second, the node that writes completes each running task older than `task_seconds`
+/// (SUCCEEDED) and each canceled one (FAILED). A completion that lost a race with another is
+/// refused by the domain and ignored. Its cost grows with the tasks kept (they go with their
+/// app).
+async fn task_clock(engine: Arc<Engine>, settings: crate::config::StagingSettings) {
+    if settings.mode != StagingMode::Immediate || settings.task_seconds == 0 {
+        return;
+    }
+    let runs_for =
+        chrono::Duration::seconds(i64::try_from(settings.task_seconds).unwrap_or(i64::MAX / 1000));
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if matches!(engine.role(), tally_engine::Role::Follower { .. }) {
+            continue;
+        }
+        #[allow(clippy::disallowed_methods)] // a task's run time is wall-clock time
+        let now = chrono::Utc::now();
+        let due: Vec<(tally_domain::Guid, bool)> = engine
+            .view()
+            .state
+            .tasks_by_creation()
+            .filter_map(|task| match task.state {
+                tally_domain::model::TaskState::Canceling => Some((task.guid, true)),
+                tally_domain::model::TaskState::Running if task.created_at + runs_for <= now => {
+                    Some((task.guid, false))
+                }
+                _ => None,
+            })
+            .collect();
+        for (guid, canceled) in due {
+            let command = tally_domain::Command::CompleteTask {
+                guid,
+                failed: canceled,
+                failure_reason: canceled.then(|| "task was canceled".to_owned()),
+            };
+            if let Err(error) = engine.submit(tally_domain::Envelope::system(command)).await {
+                tracing::debug!(%error, %guid, "a task's completion was refused");
+            }
+        }
     }
 }
 

@@ -136,6 +136,25 @@ fn space() -> SpaceV1 {
     }
 }
 
+fn task() -> TaskV1 {
+    TaskV1 {
+        guid: guid(20),
+        app_guid: guid(1),
+        name: "migrate".into(),
+        command: "rake db:migrate".into(),
+        state: 1,
+        memory_mb: 256,
+        disk_mb: 1024,
+        log_rate_limit: -1,
+        sequence_id: 3,
+        droplet_guid: guid(7),
+        failure_reason: None,
+        started_at: Some(5),
+        created_at: 5,
+        updated_at: 6,
+    }
+}
+
 /// (fixture name, the encoded sample). One entry per record type and enum variant.
 fn membership() -> MembershipV1 {
     MembershipV1 {
@@ -302,6 +321,21 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 }),
                 ..app()
             })))
+            .unwrap(),
+        ),
+        // Tasks came with v3 tasks: new variants at the end, the earlier tags unchanged.
+        ("record_task_put", record(19, RecordBodyV1::TaskPut(task()))),
+        (
+            "record_task_deleted",
+            record(20, RecordBodyV1::TaskDeleted(guid(20))),
+        ),
+        (
+            "row_task",
+            envelope(&TableRowV1::Task(TaskV1 {
+                state: 4,
+                failure_reason: Some("exit 1".into()),
+                ..task()
+            }))
             .unwrap(),
         ),
         (

@@ -86,6 +86,10 @@ pub enum RecordBodyV1 {
     /// tag 14: a usage event removed by retention. It keeps its position (the log stays
     /// dense) and enough to tell a consumer whose cursor points here what happened.
     UsagePruned(UsagePrunedV1),
+    /// tag 15: a task was created or changed (since v3 tasks; older logs never hold it).
+    TaskPut(TaskV1),
+    /// tag 16: a task was deleted with its app.
+    TaskDeleted(GuidV1),
 }
 
 /// A row of the persisted app table.
@@ -99,6 +103,8 @@ pub enum TableRowV1 {
     App(Box<AppV1>),
     /// tag 3: the members of an org or space (stored beside the org or space row).
     Members(MembersV1),
+    /// tag 4: a task (since v3 tasks).
+    Task(TaskV1),
 }
 
 /// A piece of the base snapshot: the table as it was just before `log_start`.
@@ -361,6 +367,39 @@ pub struct MemberV1 {
     pub role: u8,
     /// user id
     pub user: String,
+}
+
+/// A task.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TaskV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// its app
+    pub app_guid: GuidV1,
+    /// name
+    pub name: String,
+    /// command
+    pub command: String,
+    /// 0 PENDING, 1 RUNNING, 2 CANCELING, 3 SUCCEEDED, 4 FAILED
+    pub state: u8,
+    /// MB
+    pub memory_mb: i64,
+    /// MB
+    pub disk_mb: i64,
+    /// bytes/s
+    pub log_rate_limit: i64,
+    /// the app's counter
+    pub sequence_id: u64,
+    /// the droplet it runs
+    pub droplet_guid: GuidV1,
+    /// why it failed
+    pub failure_reason: Option<String>,
+    /// µs, when its TASK_STARTED was written
+    pub started_at: Option<i64>,
+    /// µs
+    pub created_at: i64,
+    /// µs
+    pub updated_at: i64,
 }
 
 /// The members of one org or space, by role then user.

@@ -619,3 +619,272 @@ async fn the_v3_push_flow_stages_a_package_assigns_its_droplet_and_starts() {
         ]
     );
 }
+
+/// Usage events of tasks: `(state, previous_state, task_guid)`.
+async fn task_usage(app: &TestApp) -> Vec<(String, String, String)> {
+    let (_, page) = v3(app, Method::GET, "/v3/app_usage_events?per_page=5000", None).await;
+    page["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["task"]["guid"].is_string())
+        .map(|e| {
+            assert!(
+                e["process"]["guid"].is_null() && e["process"]["type"].is_null(),
+                "{e}"
+            );
+            (
+                e["state"]["current"].as_str().unwrap().to_owned(),
+                e["state"]["previous"].as_str().unwrap_or("").to_owned(),
+                e["task"]["guid"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn docker_app(app: &TestApp, space: &str) -> String {
+    let body =
+        json!({"name": "t", "space_guid": space, "docker_image": "nginx", "state": "STARTED"});
+    let (status, created) = v3(app, Method::POST, "/v2/apps", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["metadata"]["guid"].as_str().unwrap().to_owned()
+}
+
+async fn report(app: &TestApp, task: &str, body: Value) -> StatusCode {
+    app.client
+        .post(format!(
+            "{}/internal/v4/tasks/{task}/completed",
+            app.address
+        ))
+        .basic_auth("staging", Some("runtime-secret"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn tasks_start_stop_cancel_and_go_with_their_app_as_cc_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("TALLY_STAGING__TASK_SECONDS".to_owned(), "3600".to_owned()),
+        (
+            "TALLY_STAGING__CALLBACK_PASSWORD".to_owned(),
+            "runtime-secret".to_owned(),
+        ),
+    ];
+    let app = crate::helpers::spawn_app_in(dir, env).await;
+    let (_, space) = app.org_and_space().await;
+    let guid = docker_app(&app, &space).await;
+    let tasks = format!("/v3/apps/{guid}/tasks");
+    // Refused: no command; an unknown app.
+    let (status, body) = v3(&app, Method::POST, &tasks, Some(json!({"name": "x"}))).await;
+    assert_eq!(
+        (status, error(&body).2),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Command No command or template provided"
+        )
+    );
+    let (status, _) = v3(
+        &app,
+        Method::POST,
+        "/v3/apps/00000000-0000-4000-8000-000000000000/tasks",
+        Some(json!({"command": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Created RUNNING (202), with TASK_STARTED after the audit event.
+    let (status, first) = v3(
+        &app,
+        Method::POST,
+        &tasks,
+        Some(json!({"command": "rake db:migrate", "name": "migrate", "memory_in_mb": 256})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(
+        (
+            first["state"].as_str(),
+            first["sequence_id"].as_u64(),
+            first["command"].as_str()
+        ),
+        (Some("RUNNING"), Some(1), Some("rake db:migrate"))
+    );
+    assert!(first["links"]["cancel"]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with("/actions/cancel"));
+    let t1 = first["guid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        task_usage(&app).await,
+        [("TASK_STARTED".to_owned(), "PENDING".to_owned(), t1.clone())]
+    );
+    let (_, events) = v3(
+        &app,
+        Method::GET,
+        "/v3/audit_events?types=audit.app.task.create",
+        None,
+    )
+    .await;
+    let data = &events["resources"][0]["data"];
+    assert_eq!(
+        (
+            data["task_guid"].as_str(),
+            data["request"]["command"].as_str()
+        ),
+        (Some(t1.as_str()), Some("[PRIVATE DATA HIDDEN]"))
+    );
+    // GET /v3/tasks never shows commands; the app's list shows them to who may read secrets.
+    let (_, all) = v3(&app, Method::GET, "/v3/tasks", None).await;
+    assert!(all["resources"][0].get("command").is_none(), "{all}");
+    let (_, own) = v3(&app, Method::GET, &tasks, None).await;
+    assert_eq!(own["resources"][0]["command"], "rake db:migrate");
+    // The runtime reports a failure: TASK_STOPPED; a second report is CC's 400.
+    assert_eq!(
+        report(
+            &app,
+            &t1,
+            json!({"failed": true, "failure_reason": "exit 1"})
+        )
+        .await,
+        StatusCode::OK
+    );
+    let (_, ended) = v3(&app, Method::GET, &format!("/v3/tasks/{t1}"), None).await;
+    assert_eq!(
+        (
+            ended["state"].as_str(),
+            ended["result"]["failure_reason"].as_str()
+        ),
+        (Some("FAILED"), Some("exit 1"))
+    );
+    assert_eq!(
+        report(&app, &t1, json!({"failed": false})).await,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, body) = v3(
+        &app,
+        Method::POST,
+        &format!("/v3/tasks/{t1}/actions/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error(&body).2),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Task state is FAILED and therefore cannot be canceled"
+        )
+    );
+    // Cancel: CANCELING at once; tally's task clock ends it FAILED with TASK_STOPPED.
+    let (_, second) = v3(
+        &app,
+        Method::POST,
+        &tasks,
+        Some(json!({"command": "sleep 100"})),
+    )
+    .await;
+    let t2 = second["guid"].as_str().unwrap().to_owned();
+    assert_eq!(second["sequence_id"], 2);
+    let (status, canceling) = v3(
+        &app,
+        Method::POST,
+        &format!("/v3/tasks/{t2}/actions/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, canceling["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("CANCELING"))
+    );
+    let mut state = String::new();
+    for _ in 0..100 {
+        let (_, now) = v3(&app, Method::GET, &format!("/v3/tasks/{t2}"), None).await;
+        state = now["state"].as_str().unwrap().to_owned();
+        if state == "FAILED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "FAILED");
+    // A task running across a purge has no TASK_STARTED any more, so no TASK_STOPPED.
+    let (_, third) = v3(
+        &app,
+        Method::POST,
+        &tasks,
+        Some(json!({"command": "sleep 100"})),
+    )
+    .await;
+    let t3 = third["guid"].as_str().unwrap().to_owned();
+    app.purge().await;
+    assert!(
+        task_usage(&app).await.is_empty(),
+        "reseed writes no task events"
+    );
+    assert_eq!(
+        report(&app, &t3, json!({"failed": false})).await,
+        StatusCode::OK
+    );
+    assert!(task_usage(&app).await.is_empty());
+    // The app's delete: the running task's cancel, its TASK_STOPPED, then the process's.
+    let (_, fourth) = v3(
+        &app,
+        Method::POST,
+        &tasks,
+        Some(json!({"command": "sleep 100"})),
+    )
+    .await;
+    let t4 = fourth["guid"].as_str().unwrap().to_owned();
+    let (status, _) = v3(&app, Method::DELETE, &format!("/v3/apps/{guid}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let usage = task_usage(&app).await;
+    assert_eq!(
+        usage.last(),
+        Some(&("TASK_STOPPED".to_owned(), "RUNNING".to_owned(), t4.clone()))
+    );
+    let all = audit(&app, &guid).await;
+    assert_eq!(
+        all[all.len() - 3..],
+        [
+            "audit.app.task.cancel",
+            "audit.app.process.delete",
+            "audit.app.delete-request"
+        ]
+    );
+    let (status, _) = v3(&app, Method::GET, &format!("/v3/tasks/{t4}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, left) = v3(&app, Method::GET, "/v3/tasks", None).await;
+    assert_eq!(left["pagination"]["total_results"], 0);
+    // The table on disk (tasks included) is the table the log replays to.
+    let data_dir = app.data_dir.clone();
+    let _dir = app.stop().await;
+    let (ok, printed) = crate::helpers::verify(&data_dir);
+    assert!(ok, "{printed}");
+}
+
+#[tokio::test]
+async fn by_default_an_immediate_task_succeeds_in_the_request_that_creates_it() {
+    let app = spawn_app().await;
+    let (_, space) = app.org_and_space().await;
+    let guid = docker_app(&app, &space).await;
+    let (status, task) = v3(
+        &app,
+        Method::POST,
+        &format!("/v3/apps/{guid}/tasks"),
+        Some(json!({"command": "true"})),
+    )
+    .await;
+    assert_eq!(
+        (status, task["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("SUCCEEDED"))
+    );
+    let t = task["guid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        task_usage(&app).await,
+        [
+            ("TASK_STARTED".to_owned(), "PENDING".to_owned(), t.clone()),
+            ("TASK_STOPPED".to_owned(), "RUNNING".to_owned(), t),
+        ]
+    );
+}

@@ -131,6 +131,9 @@ pub fn authorize(who: Subject<'_>, state: &State, command: &Command) -> Result<(
         | Command::UpdateProcess { guid, .. }
         | Command::CreatePackage { app_guid: guid, .. }
         | Command::SetCurrentDroplet { app_guid: guid, .. } => v3(app_space(*guid)),
+        Command::CreateTask { app_guid, .. } => v3(app_space(*app_guid)),
+        Command::CancelTask { guid } => v3(state.task(*guid).and_then(|t| app_space(t.app_guid))),
+        Command::CompleteTask { .. } => Err(Denial::NotAuthorized),
         Command::UploadPackageBits { guid, .. }
         | Command::CreateBuild {
             package_guid: guid, ..
@@ -645,6 +648,7 @@ mod tests {
                 actor: &actor,
                 config: &config,
                 principal: None,
+                epoch_started_at: None,
             };
             match decide(&state, &command, &mut inputs) {
                 Ok(events) => state.evolve_all(&events),

@@ -98,6 +98,25 @@ impl AppAction {
     }
 }
 
+/// A task as `POST /v3/apps/:guid/tasks` asks for it (`None`: the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// `name` (default: 8 hex digits of the guid).
+    pub name: Option<String>,
+    /// `command` (else the template process's).
+    pub command: Option<String>,
+    /// `template.process.guid`: the process whose command and footprint are the defaults.
+    pub template: Option<Guid>,
+    /// `memory_in_mb`.
+    pub memory_mb: Option<i64>,
+    /// `disk_in_mb`.
+    pub disk_mb: Option<i64>,
+    /// `log_rate_limit_in_bytes_per_second`.
+    pub log_rate_limit: Option<i64>,
+    /// `droplet_guid` (default: the app's current droplet).
+    pub droplet_guid: Option<Guid>,
+}
+
 /// A v3 app's `lifecycle` as sent (`None`: not sent).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lifecycle {
@@ -338,6 +357,31 @@ pub enum Command {
         app_guid: Guid,
         /// The droplet (the app's latest).
         droplet_guid: Guid,
+    },
+    /// `POST /v3/apps/:guid/tasks`: run a task now (RUNNING at once, as CC answers).
+    CreateTask {
+        /// The new task's guid.
+        guid: Guid,
+        /// Its app.
+        app_guid: Guid,
+        /// What was asked.
+        spec: TaskSpec,
+        /// The audit event's `request`, censored.
+        audit_request: crate::audit::Value,
+    },
+    /// `POST /v3/tasks/:guid/actions/cancel`.
+    CancelTask {
+        /// Which task.
+        guid: Guid,
+    },
+    /// A runtime (or immediate mode's clock) reports a task's end.
+    CompleteTask {
+        /// Which task.
+        guid: Guid,
+        /// Whether it failed.
+        failed: bool,
+        /// Why, when it failed.
+        failure_reason: Option<String>,
     },
     /// A runtime reports a build's end.
     CompleteBuild {

@@ -26,6 +26,7 @@ mod builds;
 mod orgs;
 mod roles;
 mod spaces;
+mod tasks;
 mod v3;
 
 use apps::*;
@@ -68,6 +69,9 @@ pub struct DomainConfig {
     pub staging_mode: StagingMode,
     /// Buildpack immediate staging reports when the app requested none.
     pub default_buildpack: String,
+    /// In immediate mode, seconds a task runs before tally completes it (0: it succeeds in the
+    /// command that creates it; otherwise tally's task clock completes it).
+    pub immediate_task_seconds: u64,
 }
 
 impl Default for DomainConfig {
@@ -82,6 +86,7 @@ impl Default for DomainConfig {
             default_enable_ssh: true,
             staging_mode: StagingMode::Immediate,
             default_buildpack: "binary_buildpack".to_owned(),
+            immediate_task_seconds: 0,
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct Inputs<'a> {
     pub config: &'a DomainConfig,
     /// The caller whose rights the command needs, or `None` for tally itself.
     pub principal: Option<&'a Principal>,
+    /// When the current usage epoch began (the last purge-and-reseed), if one did: usage events
+    /// from before it are gone.
+    pub epoch_started_at: Option<Timestamp>,
 }
 
 /// Decides a command against the table. A refusal changes nothing.
@@ -142,7 +150,7 @@ pub fn decide(
         Command::DeleteApp { guid, recursive } => {
             let app = find_app(state, *guid)?;
             let space = find_space(state, app.space_guid)?;
-            delete_app(app, space, inputs, &mut out);
+            delete_app(state, app, space, inputs, &mut out);
             out.audit(
                 inputs,
                 "audit.app.delete-request",
@@ -244,6 +252,31 @@ pub fn decide(
             app_guid,
             droplet_guid,
         } => set_current_droplet(state, *app_guid, *droplet_guid, inputs, &mut out)?,
+        Command::CreateTask {
+            guid,
+            app_guid,
+            spec,
+            audit_request,
+        } => tasks::create_task(
+            state,
+            (*guid, *app_guid),
+            spec,
+            audit_request,
+            inputs,
+            &mut out,
+        )?,
+        Command::CancelTask { guid } => tasks::cancel_task(state, *guid, inputs, &mut out)?,
+        Command::CompleteTask {
+            guid,
+            failed,
+            failure_reason,
+        } => tasks::complete_task(
+            state,
+            *guid,
+            (*failed, failure_reason.as_deref()),
+            inputs,
+            &mut out,
+        )?,
         Command::CompleteBuild {
             build_guid,
             outcome,

@@ -87,6 +87,9 @@ pub enum DomainError {
     /// A name longer than `limits::NAME` characters (CC `OrganizationInvalid` / `SpaceInvalid`).
     #[error("{} name is too long (maximum is 255 characters)", info_invalid(.0))]
     NameTooLong(&'static str),
+    /// A runtime reported the end of a task that had already ended (CC `InvalidRequest`, 400).
+    #[error("The request is invalid: the task is already {0}")]
+    TaskEnded(&'static str),
     /// A staging runtime reported a value longer than its limit.
     #[error("The staging report is invalid: {field} is too long (maximum is {max} characters)")]
     ReportTooLong {

@@ -41,6 +41,13 @@ pub enum Event {
     RoleGranted(Membership),
     /// A user lost a role in an org or space.
     RoleRevoked(Membership),
+    /// A task was created or changed.
+    TaskPut(crate::model::Task),
+    /// A task was deleted (with its app).
+    TaskDeleted {
+        /// Which.
+        guid: Guid,
+    },
     /// A usage event was written.
     UsageRecorded(UsageEvent),
     /// An audit event was written.

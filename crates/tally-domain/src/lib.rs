@@ -36,6 +36,7 @@ pub mod usage;
 pub use audit::{Actor, AuditEvent};
 pub use command::{
     AppAction, AppAttributes, BuildOutcome, Command, Envelope, Lifecycle, ProcessUpdate, Scale,
+    TaskSpec,
 };
 pub use decide::{decide, reseed, DomainConfig, Inputs, StagingMode};
 pub use error::DomainError;

@@ -271,6 +271,73 @@ pub struct App {
     pub updated_at: Timestamp,
 }
 
+/// State of a task (reference v3 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Created, not running yet.
+    Pending,
+    /// Running.
+    Running,
+    /// Asked to stop; the runtime has not said it did.
+    Canceling,
+    /// Ended well.
+    Succeeded,
+    /// Ended badly, or was canceled.
+    Failed,
+}
+
+impl TaskState {
+    /// CC's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Canceling => "CANCELING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// Whether the task has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// A one-off task run with an app's droplet (reference v3 §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Its guid.
+    pub guid: Guid,
+    /// Its app.
+    pub app_guid: Guid,
+    /// Its name.
+    pub name: String,
+    /// What it runs.
+    pub command: String,
+    /// Its state.
+    pub state: TaskState,
+    /// Memory, MB.
+    pub memory_mb: i64,
+    /// Disk, MB.
+    pub disk_mb: i64,
+    /// Log rate limit, bytes/s.
+    pub log_rate_limit: i64,
+    /// The app's counter: 1 for its first task.
+    pub sequence_id: u64,
+    /// The droplet it runs.
+    pub droplet_guid: Guid,
+    /// Why it failed.
+    pub failure_reason: Option<String>,
+    /// When its TASK_STARTED usage event was written (its TASK_STOPPED is written only while
+    /// that event is in the usage table, i.e. not before the current epoch began).
+    pub started_at: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
 /// The derived package state of reference §1.4, as v2 apps and process usage events show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DerivedPackageState {

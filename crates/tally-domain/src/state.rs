@@ -8,7 +8,7 @@ use imbl::{OrdMap, OrdSet};
 
 use crate::event::Event;
 use crate::ids::Guid;
-use crate::model::{App, Org, Space};
+use crate::model::{App, Org, Space, Task};
 use crate::role::{Membership, RoleKind};
 use crate::Timestamp;
 
@@ -32,6 +32,11 @@ pub struct State {
     droplets: OrdMap<Guid, Guid>,
     /// Every app's latest package: package guid to app guid (`GET /v3/packages/:guid`).
     packages: OrdMap<Guid, Guid>,
+    tasks: OrdMap<Guid, Arc<Task>>,
+    /// Tasks by app, in creation order.
+    tasks_of_app: OrdSet<(Guid, Timestamp, Guid)>,
+    /// Every task in list order: by creation time, then guid.
+    tasks_by_created: OrdSet<(Timestamp, Guid)>,
     members: OrdSet<(Guid, RoleKind, String)>,
     roles_of_user: OrdSet<(String, Guid, RoleKind)>,
 }
@@ -70,6 +75,40 @@ impl State {
         self.droplets
             .get(&droplet_guid)
             .and_then(|app| self.app(*app))
+    }
+
+    /// A task by guid.
+    pub fn task(&self, guid: Guid) -> Option<&Task> {
+        self.tasks.get(&guid).map(|task| &**task)
+    }
+
+    /// An app's tasks, in creation order.
+    pub fn tasks_of(&self, app_guid: Guid) -> impl Iterator<Item = &Task> {
+        let from = (app_guid, Timestamp::MIN_UTC, FIRST);
+        self.tasks_of_app
+            .range(from..)
+            .take_while(move |(app, _, _)| *app == app_guid)
+            .filter_map(|(_, _, guid)| self.task(*guid))
+    }
+
+    /// Every task in list order (creation time, then guid).
+    pub fn tasks_by_creation(&self) -> impl DoubleEndedIterator<Item = &Task> {
+        self.tasks_by_created
+            .iter()
+            .filter_map(|(_, guid)| self.task(*guid))
+    }
+
+    /// Tasks whose guids fall in `range`, by guid (the persisted table's buckets).
+    pub fn tasks_in_range(
+        &self,
+        range: impl std::ops::RangeBounds<Guid>,
+    ) -> impl Iterator<Item = &Task> {
+        self.tasks.range(range).map(|(_, task)| &**task)
+    }
+
+    /// All tasks, by guid.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values().map(|task| &**task)
     }
 
     /// The app whose latest package is `package_guid`.
@@ -329,6 +368,21 @@ impl State {
                 self.roles_of_user
                     .remove(&(m.user.clone(), m.resource, m.role));
                 self.members.remove(&(m.resource, m.role, m.user));
+            }
+            Event::TaskPut(task) => {
+                if self.tasks.get(&task.guid).is_none() {
+                    self.tasks_of_app
+                        .insert((task.app_guid, task.created_at, task.guid));
+                    self.tasks_by_created.insert((task.created_at, task.guid));
+                }
+                self.tasks.insert(task.guid, Arc::new(task));
+            }
+            Event::TaskDeleted { guid } => {
+                if let Some(old) = self.tasks.remove(&guid) {
+                    self.tasks_of_app
+                        .remove(&(old.app_guid, old.created_at, guid));
+                    self.tasks_by_created.remove(&(old.created_at, guid));
+                }
             }
             Event::UsageRecorded(_) | Event::AuditRecorded(_) => {}
         }

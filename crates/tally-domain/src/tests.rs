@@ -25,6 +25,8 @@ struct Fixture {
     config: DomainConfig,
     clock: u32,
     log: Vec<Event>,
+    /// When the current usage epoch began (a purge), if one did.
+    epoch_started_at: Option<crate::Timestamp>,
 }
 
 fn given(commands: &[Command]) -> Fixture {
@@ -38,6 +40,7 @@ fn given_with(config: DomainConfig, commands: &[Command]) -> Fixture {
         config,
         clock: 0,
         log: Vec::new(),
+        epoch_started_at: None,
     };
     for command in commands {
         if let Err(error) = fixture.when(command) {
@@ -57,6 +60,7 @@ impl Fixture {
             actor: &actor,
             config: &self.config,
             principal: None,
+            epoch_started_at: self.epoch_started_at,
         };
         let events = decide(&self.state, command, &mut inputs)?;
         self.state.evolve_all(&events);

@@ -259,6 +259,41 @@ pub fn staging_event(
     }
 }
 
+/// A task event (reference §1.2 `create_from_task`): one instance of the task's memory, the
+/// package `STAGED`, no process.
+pub fn task_event(
+    now: Timestamp,
+    task: &crate::model::Task,
+    app: &App,
+    placement: Placement<'_>,
+    (state, previous): (UsageState, UsageState),
+) -> UsageEvent {
+    UsageEvent {
+        guid: crate::ids::UNNUMBERED,
+        created_at: now,
+        state,
+        previous_state: Some(previous),
+        instance_count: 1,
+        previous_instance_count: Some(1),
+        memory_in_mb_per_instance: task.memory_mb,
+        previous_memory_in_mb_per_instance: Some(task.memory_mb),
+        app_guid: String::new(),
+        app_name: String::new(),
+        space_guid: placement.space.guid,
+        space_name: placement.space.name.clone(),
+        org_guid: placement.space.org_guid,
+        buildpack_guid: None,
+        buildpack_name: None,
+        package_state: Some("STAGED".to_owned()),
+        previous_package_state: Some("STAGED".to_owned()),
+        parent_app_guid: Some(app.guid),
+        parent_app_name: Some(app.name.clone()),
+        process_type: None,
+        task_guid: Some(task.guid),
+        task_name: Some(task.name.clone()),
+    }
+}
+
 /// A reseeded event (reference §4.1): guid = process guid, previous = current,
 /// previous package state `UNKNOWN`, buildpack from the desired droplet. Unlike CC, which leaves
 /// `process_type` NULL by mistake, tally sets it to the process type.

@@ -506,6 +506,7 @@ impl Writer {
                 actor: &envelope.actor,
                 config: &self.config.domain,
                 principal: envelope.principal.as_ref(),
+                epoch_started_at: self.meta.epoch_started_at,
             };
             match decide(&self.state, &envelope.command, &mut inputs) {
                 Ok(events) => {

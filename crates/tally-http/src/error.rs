@@ -33,6 +33,7 @@ pub const TABLE: &[(&str, u32, u16)] = &[
     ("NotAuthenticated", 10002, 401),
     ("NotAuthorized", 10003, 403),
     ("InvalidRequest", 10004, 413),
+    ("InvalidRequest", 10004, 400),
     ("BadQueryParameter", 10005, 400),
     ("AssociationNotEmpty", 10006, 400),
     ("InsufficientScope", 10007, 403),
@@ -296,6 +297,7 @@ impl From<DomainError> for ApiError {
                 (S::BAD_REQUEST, "AssociationNotEmpty", 10006)
             }
             DomainError::MissingField(_) => (S::BAD_REQUEST, "MessageParseError", 1001),
+            DomainError::TaskEnded(_) => (S::BAD_REQUEST, "InvalidRequest", 10004),
             DomainError::InvalidRelation(_) => (S::BAD_REQUEST, "InvalidRelation", 1002),
             DomainError::InvalidName("organization") => {
                 (S::BAD_REQUEST, "OrganizationInvalid", 30001)
@@ -523,6 +525,7 @@ mod tests {
             DomainError::ResourceNotFound("App"),
             DomainError::FeatureDisabled("diego_docker"),
             DomainError::EnvironmentChanged,
+            DomainError::TaskEnded("SUCCEEDED"),
         ];
         let engine = [
             EngineError::Stopped,

@@ -17,6 +17,8 @@ const NOWHERE: Guid = Guid::from_u128(0xDEAD);
 const APP: Guid = Guid::from_u128(0x0D);
 const TARGET: &str = "5b1f7d6e-0000-4000-8000-00000000beef";
 const DOCKER_APP: Guid = Guid::from_u128(0x0E);
+/// A task of the docker app (it succeeded at once: immediate mode's default).
+const TASK: Guid = Guid::from_u128(0x0F);
 
 /// An org with two spaces; `om` manages the org, `oa` audits it, `sm` manages SPACE, `dev`
 /// develops in it, `ou` is only an org user, TARGET is the org user the requests manage.
@@ -61,6 +63,15 @@ async fn service_with_event() -> (Router, String, String, String) {
             space_guid: Some(SPACE),
             docker_image: Some("nginx".into()),
             state: Some("STARTED".into()),
+            ..Default::default()
+        },
+        audit_request: tally_domain::audit::Value::empty(),
+    });
+    commands.push(Command::CreateTask {
+        guid: TASK,
+        app_guid: DOCKER_APP,
+        spec: tally_domain::TaskSpec {
+            command: Some("true".into()),
             ..Default::default()
         },
         audit_request: tally_domain::audit::Value::empty(),
@@ -685,6 +696,34 @@ fn v3_rows(rows: &mut Vec<(&'static str, String, [Cell; 12])>) {
         "PATCH",
         format!("/v3/apps/{a}/relationships/current_droplet"),
         refused_body,
+    ));
+    rows.push(("GET", "/v3/tasks".to_owned(), list));
+    rows.push(("GET", format!("/v3/tasks/{TASK}"), read));
+    rows.push(("GET", format!("/v3/tasks/{n}"), unknown));
+    rows.push(("GET", format!("/v3/apps/{d}/tasks"), read));
+    // An empty body names no command; a finished task cannot be canceled: 422 for writers.
+    rows.push(("POST", format!("/v3/apps/{d}/tasks"), write(unprocessable)));
+    rows.push(("POST", format!("/v3/apps/{n}/tasks"), unknown_write));
+    rows.push((
+        "POST",
+        format!("/v3/tasks/{TASK}/actions/cancel"),
+        write(unprocessable),
+    ));
+    rows.push((
+        "PUT",
+        format!("/v3/tasks/{TASK}/cancel"),
+        write(unprocessable),
+    ));
+    rows.push((
+        "POST",
+        format!("/v3/tasks/{n}/actions/cancel"),
+        unknown_write,
+    ));
+    // The runtime's report takes HTTP Basic (user `staging`), never a bearer token.
+    rows.push((
+        "POST",
+        format!("/internal/v4/tasks/{TASK}/completed"),
+        [Cell(401, Some(10002)); 12],
     ));
     rows.push(("GET", format!("/v3/jobs/{n}"), unknown));
     rows.push(("GET", format!("/v3/spaces/{s}"), read));

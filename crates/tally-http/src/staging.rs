@@ -54,7 +54,7 @@ fn unauthenticated() -> ApiError {
     ApiError::not_authenticated()
 }
 
-fn authorized(headers: &HeaderMap, password: Option<&str>) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, password: Option<&str>) -> bool {
     let Some(password) = password else {
         return false;
     };

@@ -16,6 +16,7 @@ pub mod present;
 mod processes;
 mod spaces;
 pub mod stream;
+mod tasks;
 pub(crate) mod usage_events;
 
 /// The v3 routes; package uploads may be up to `max_upload_bytes` (plus multipart framing).
@@ -28,5 +29,6 @@ pub(crate) fn router(max_upload_bytes: usize) -> OpenApiRouter<Arc<AppState>> {
         .merge(packages::router())
         .merge(processes::router())
         .merge(spaces::router())
+        .merge(tasks::router())
         .merge(usage_events::router())
 }

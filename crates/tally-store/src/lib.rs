@@ -184,6 +184,8 @@ pub enum TableRow {
     /// The members of an org or space, `(role, user)` by role then user. Shares its guid with
     /// the org or space row (and so its bucket).
     Members(Guid, Vec<(RoleKind, String)>),
+    /// A task.
+    Task(Box<tally_domain::model::Task>),
 }
 
 impl TableRow {
@@ -194,6 +196,7 @@ impl TableRow {
             Self::Space(s) => s.guid,
             Self::App(a) => a.guid,
             Self::Members(resource, _) => *resource,
+            Self::Task(t) => t.guid,
         }
     }
 
@@ -206,6 +209,7 @@ impl TableRow {
             .chain(state.spaces().cloned().map(Self::Space))
             .chain(state.apps().cloned().map(|app| Self::App(Box::new(app))))
             .chain(Self::members_in(state, ..))
+            .chain(state.tasks().cloned().map(|t| Self::Task(Box::new(t))))
             .collect()
     }
 
@@ -235,6 +239,9 @@ impl TableRow {
         if let Some(space) = state.space(guid) {
             return Some(Self::Space(space.clone()));
         }
+        if let Some(task) = state.task(guid) {
+            return Some(Self::Task(Box::new(task.clone())));
+        }
         state.org(guid).cloned().map(Self::Org)
     }
 
@@ -248,6 +255,8 @@ impl TableRow {
             | Event::SpaceDeleted { guid }
             | Event::AppDeleted { guid } => Some(*guid),
             Event::RoleGranted(m) | Event::RoleRevoked(m) => Some(m.resource),
+            Event::TaskPut(t) => Some(t.guid),
+            Event::TaskDeleted { guid } => Some(*guid),
             Event::UsageRecorded(_) | Event::AuditRecorded(_) => None,
         }
     }
@@ -260,6 +269,7 @@ impl TableRow {
                 Self::Org(o) => state.evolve_owned(Event::OrgCreated(o)),
                 Self::Space(s) => state.evolve_owned(Event::SpaceCreated(s)),
                 Self::App(a) => state.evolve_owned(Event::AppCreated(*a)),
+                Self::Task(t) => state.evolve_owned(Event::TaskPut(*t)),
                 Self::Members(resource, members) => {
                     for (role, user) in members {
                         state.evolve_owned(Event::RoleGranted(Membership {

@@ -130,6 +130,12 @@ fn rows_in_buckets(state: &State, first_bucket: u16, last_bucket: u16) -> Vec<Ta
                 .map(|app| TableRow::App(Box::new(app))),
         )
         .chain(TableRow::members_in(state, range))
+        .chain(
+            state
+                .tasks_in_range(range)
+                .cloned()
+                .map(|t| TableRow::Task(Box::new(t))),
+        )
         .collect()
 }
 

@@ -419,6 +419,8 @@ pub(crate) fn event_to(event: &Event) -> RecordBodyV1 {
         }
         Event::RoleGranted(m) => RecordBodyV1::RoleGranted(membership_to(m)),
         Event::RoleRevoked(m) => RecordBodyV1::RoleRevoked(membership_to(m)),
+        Event::TaskPut(t) => RecordBodyV1::TaskPut(task_to(t)),
+        Event::TaskDeleted { guid } => RecordBodyV1::TaskDeleted(g(*guid)),
     }
 }
 
@@ -441,6 +443,8 @@ pub(crate) fn event_from(body: RecordBodyV1) -> R<Event> {
         }),
         RecordBodyV1::RoleGranted(m) => Event::RoleGranted(membership_from(m)?),
         RecordBodyV1::RoleRevoked(m) => Event::RoleRevoked(membership_from(m)?),
+        RecordBodyV1::TaskPut(t) => Event::TaskPut(task_from(t)?),
+        RecordBodyV1::TaskDeleted(id) => Event::TaskDeleted { guid: guid(id) },
         RecordBodyV1::UsagePruned(_) => {
             return Err(MappingError(
                 "a pruned usage event is not a fact of the log".to_owned(),
@@ -464,6 +468,7 @@ pub(crate) fn row_to(row: &TableRow) -> TableRowV1 {
                 })
                 .collect(),
         }),
+        TableRow::Task(t) => TableRowV1::Task(task_to(t)),
     }
 }
 
@@ -479,5 +484,57 @@ pub(crate) fn row_from(row: TableRowV1) -> R<TableRow> {
                 .map(|member| Ok((role(member.role)?, member.user)))
                 .collect::<R<_>>()?,
         ),
+        TableRowV1::Task(t) => TableRow::Task(Box::new(task_from(t)?)),
+    })
+}
+
+fn task_to(t: &Task) -> TaskV1 {
+    TaskV1 {
+        guid: g(t.guid),
+        app_guid: g(t.app_guid),
+        name: t.name.clone(),
+        command: t.command.clone(),
+        state: match t.state {
+            TaskState::Pending => 0,
+            TaskState::Running => 1,
+            TaskState::Canceling => 2,
+            TaskState::Succeeded => 3,
+            TaskState::Failed => 4,
+        },
+        memory_mb: t.memory_mb,
+        disk_mb: t.disk_mb,
+        log_rate_limit: t.log_rate_limit,
+        sequence_id: t.sequence_id,
+        droplet_guid: g(t.droplet_guid),
+        failure_reason: t.failure_reason.clone(),
+        started_at: t.started_at.map(micros),
+        created_at: micros(t.created_at),
+        updated_at: micros(t.updated_at),
+    }
+}
+
+fn task_from(t: TaskV1) -> R<Task> {
+    Ok(Task {
+        guid: guid(t.guid),
+        app_guid: guid(t.app_guid),
+        name: t.name,
+        command: t.command,
+        state: match t.state {
+            0 => TaskState::Pending,
+            1 => TaskState::Running,
+            2 => TaskState::Canceling,
+            3 => TaskState::Succeeded,
+            4 => TaskState::Failed,
+            tag => return Err(tag_error("task state", tag)),
+        },
+        memory_mb: t.memory_mb,
+        disk_mb: t.disk_mb,
+        log_rate_limit: t.log_rate_limit,
+        sequence_id: t.sequence_id,
+        droplet_guid: guid(t.droplet_guid),
+        failure_reason: t.failure_reason,
+        started_at: t.started_at.map(time).transpose()?,
+        created_at: time(t.created_at)?,
+        updated_at: time(t.updated_at)?,
     })
 }

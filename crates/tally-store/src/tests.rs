@@ -906,6 +906,38 @@ fn golden_app_rows_keep_their_package_states() {
     }
 }
 
+/// The task records and row, added with v3 tasks, read into the domain and are written again
+/// byte for byte.
+#[test]
+fn golden_task_records_and_rows_round_trip() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto-schemas/fixtures/v1");
+    for name in ["record_task_put", "record_task_deleted"] {
+        let golden = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
+        let record: proto_schemas::v1::LogRecordV1 = proto_schemas::open(&golden).unwrap();
+        let event = crate::mapping::event_from(record.body.clone()).unwrap();
+        assert!(
+            matches!(event, Event::TaskPut(_) | Event::TaskDeleted { .. }),
+            "{name}: {event:?}"
+        );
+        let again = proto_schemas::v1::LogRecordV1 {
+            seq: record.seq,
+            body: crate::mapping::event_to(&event),
+        };
+        assert_eq!(proto_schemas::envelope(&again).unwrap(), golden, "{name}");
+    }
+    let golden = std::fs::read(dir.join("row_task.bin")).unwrap();
+    let row: proto_schemas::v1::TableRowV1 = proto_schemas::open(&golden).unwrap();
+    let row = crate::mapping::row_from(row).unwrap();
+    let TableRow::Task(task) = &row else {
+        panic!("row_task is not a task: {row:?}");
+    };
+    assert_eq!(task.state, tally_domain::model::TaskState::Failed);
+    assert_eq!(task.failure_reason.as_deref(), Some("exit 1"));
+    let again = crate::mapping::row_to(&row);
+    assert_eq!(proto_schemas::envelope(&again).unwrap(), golden);
+}
+
 /// A commit of one usage event at `seq`, the log's head after it.
 fn one_usage_event(seq: Seq) -> Commit {
     let u = usage(

@@ -4,7 +4,19 @@
 use super::*;
 
 /// Deleting a started process stops it first (reference §2.1), so it emits STOPPED.
-pub(super) fn delete_app(app: &App, space: &Space, inputs: &mut Inputs<'_>, out: &mut Decision) {
+pub(super) fn delete_app(
+    state: &State,
+    app: &App,
+    space: &Space,
+    inputs: &mut Inputs<'_>,
+    out: &mut Decision,
+) {
+    super::tasks::delete_tasks(state, app, space, inputs, out);
+    remove_app(app, space, inputs, out);
+}
+
+/// The process's STOPPED if it ran, and the app row gone (its tasks are handled first).
+pub(super) fn remove_app(app: &App, space: &Space, inputs: &mut Inputs<'_>, out: &mut Decision) {
     if app.state == ProcessState::Started {
         let before = ProcessFootprint::of(app);
         let mut stopped = app.clone();

@@ -76,7 +76,7 @@ pub(super) fn delete_space_contents(
     out: &mut Decision,
 ) {
     for app in state.apps_in(space.guid) {
-        delete_app(app, space, inputs, out);
+        delete_app(state, app, space, inputs, out);
         out.audit(
             inputs,
             "audit.app.delete-request",

@@ -271,6 +271,7 @@ pub(super) fn delete_app_v3(
 ) -> Result<(), DomainError> {
     let app = find(state, guid)?;
     let space = find_space(state, app.space_guid)?;
+    super::tasks::delete_tasks(state, app, space, inputs, out);
     out.audit(
         inputs,
         "audit.app.process.delete",
@@ -278,7 +279,7 @@ pub(super) fn delete_app_v3(
         space,
         Value::object(process_metadata(app)),
     );
-    delete_app(app, space, inputs, out);
+    remove_app(app, space, inputs, out);
     out.audit(
         inputs,
         "audit.app.delete-request",

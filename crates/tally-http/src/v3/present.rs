@@ -61,6 +61,7 @@ pub fn app(base: &str, app: &App) -> Value {
             "packages": link(format!("{at}/packages")),
             "current_droplet": link(format!("{at}/droplets/current")),
             "droplets": link(format!("{at}/droplets")),
+            "tasks": link(format!("{at}/tasks")),
             "start": post(format!("{at}/actions/start")),
             "stop": post(format!("{at}/actions/stop")),
         },
@@ -298,4 +299,53 @@ pub fn current_droplet_relationship(base: &str, app: &App) -> Value {
             "related": link(format!("{at}/droplets/current")),
         },
     })
+}
+
+/// A v3 task; `show_command` is false in `GET /v3/tasks` and for callers who may not read the
+/// app's secrets, and the `command` key is then left out, as CC does.
+pub fn task(base: &str, task: &tally_domain::model::Task, app: &App, show_command: bool) -> Value {
+    let g = task.guid;
+    let mut links = Map::new();
+    links.insert("self".into(), link(format!("{base}/v3/tasks/{g}")));
+    links.insert(
+        "app".into(),
+        link(format!("{base}/v3/apps/{}", task.app_guid)),
+    );
+    links.insert(
+        "cancel".into(),
+        post(format!("{base}/v3/tasks/{g}/actions/cancel")),
+    );
+    if app
+        .latest_droplet
+        .as_ref()
+        .is_some_and(|d| d.guid == task.droplet_guid)
+    {
+        links.insert(
+            "droplet".into(),
+            link(format!("{base}/v3/droplets/{}", task.droplet_guid)),
+        );
+    }
+    let mut body = json!({
+        "guid": g.to_string(),
+        "sequence_id": task.sequence_id,
+        "name": task.name,
+        "user": null,
+        "state": task.state.as_str(),
+        "memory_in_mb": task.memory_mb,
+        "disk_in_mb": task.disk_mb,
+        "log_rate_limit_in_bytes_per_second": task.log_rate_limit,
+        "result": { "failure_reason": task.failure_reason },
+        "droplet_guid": task.droplet_guid.to_string(),
+        "relationships": { "app": { "data": { "guid": task.app_guid.to_string() } } },
+        "metadata": metadata(),
+        "created_at": time(task.created_at),
+        "updated_at": time(task.updated_at),
+        "links": links,
+    });
+    if show_command {
+        if let Some(o) = body.as_object_mut() {
+            o.insert("command".into(), Value::String(task.command.clone()));
+        }
+    }
+    body
 }

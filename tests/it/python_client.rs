@@ -133,6 +133,20 @@ async fn tally_with_uaa(env: Vec<(String, String)>) -> crate::helpers::TestApp {
     app
 }
 
+/// The same client drives the v3 lifecycle through the links tally returns: create, push bits
+/// through a package and a build, start, scale, restart, stop, a task and its cancel, delete
+/// with the job polled, then the usage and audit events. Tasks run until canceled here.
+#[tokio::test]
+async fn the_pypi_cloudfoundry_client_drives_the_v3_lifecycle() {
+    let venv = tokio::task::spawn_blocking(|| pypi_venv(CLIENT))
+        .await
+        .unwrap();
+    let env = vec![("TALLY_STAGING__TASK_SECONDS".to_owned(), "3600".to_owned())];
+    let app = tally_with_uaa(env).await;
+    run_script(venv, "cf_python_client_v3.py", app.address.clone()).await;
+    app.stop().await;
+}
+
 /// PyPI `cf-api` 1.0.0 connects: it reads `/v2/info` (a null doppler endpoint stops it), logs in,
 /// and reads v2 and v3 lists. Its `pycrypto` pin no longer builds, so it is installed without
 /// dependencies and `pycryptodome` (the same `Crypto` module) stands in.

@@ -250,6 +250,25 @@ async fn a_v3_app_is_the_v2_app_and_writes_ccs_events_only() {
     assert_eq!(list["pagination"]["total_results"], 1);
     assert_eq!(list["included"]["spaces"][0]["guid"], space.as_str());
     assert_eq!(list["included"]["organizations"][0]["guid"], org.as_str());
+    // One space, default order: that space's own index, paged.
+    for order in ["", "&order_by=-created_at"] {
+        let path = format!("/v3/apps?space_guids={space}&per_page=1{order}");
+        let (_, page) = v3(&app, Method::GET, &path, None).await;
+        assert_eq!(page["pagination"]["total_results"], 1, "{page}");
+        assert_eq!(page["resources"][0]["guid"], guid.as_str());
+    }
+    let stranger = app
+        .request(
+            Method::GET,
+            &format!("/v3/apps?space_guids={space}"),
+            "stranger",
+            &["cloud_controller.read"],
+        )
+        .send()
+        .await
+        .unwrap();
+    let stranger: Value = stranger.json().await.unwrap();
+    assert_eq!(stranger["pagination"]["total_results"], 0, "{stranger}");
     let (_, none) = v3(
         &app,
         Method::GET,

@@ -490,11 +490,23 @@ async fn list_pages(
 ) -> anyhow::Result<()> {
     let deep = (apps.len() / 50).clamp(1, 1000);
     let name = format!("app-{}", apps.len() / 2);
+    // The fleet's one space (every app is in it): the v3 list by space_guids is its worst case.
+    let first = apps.guids.first().context("no apps")?;
+    let (_, app) = target
+        .json(reqwest::Method::GET, &format!("/v3/apps/{first}"), None)
+        .await?;
+    let space = app["relationships"]["space"]["data"]["guid"]
+        .as_str()
+        .context("the app's space")?
+        .to_owned();
     let pages = [
         "/v3/audit_events?per_page=50&types=audit.app.update".to_owned(),
         "/v2/events?q=type:audit.app.update".to_owned(),
         format!("/v2/apps?q=name:{name}"),
         format!("/v2/apps?results-per-page=50&page={deep}"),
+        format!("/v3/apps?names={name}&per_page=50"),
+        format!("/v3/apps?space_guids={space}&per_page=50"),
+        format!("/v3/apps?space_guids={space}&per_page=50&page={deep}"),
     ];
     for page in pages {
         push(rows, scenarios::list_page(target, &page, requests).await?);

@@ -27,6 +27,10 @@ pub struct State {
     apps_by_name: OrdSet<(String, Guid)>,
     /// Every app in list order: by creation time, then guid.
     apps_by_created: OrdSet<(Timestamp, Guid)>,
+    /// Every app by space, in list order (the v3 list's `space_guids` page).
+    apps_by_space_created: OrdSet<(Guid, Timestamp, Guid)>,
+    /// How many apps each space holds.
+    apps_per_space: OrdMap<Guid, usize>,
     builds: OrdMap<Guid, Guid>,
     /// Every app's latest droplet: droplet guid to app guid (`GET /v3/droplets/:guid`).
     droplets: OrdMap<Guid, Guid>,
@@ -48,6 +52,7 @@ pub fn name_key(name: &str) -> String {
 }
 
 const FIRST: Guid = Guid::from_u128(0);
+const LAST: Guid = Guid::from_u128(u128::MAX);
 
 impl State {
     /// An org by guid.
@@ -207,6 +212,45 @@ impl State {
         }
     }
 
+    /// A page of the apps in `space`, in list order (creation time, then guid): the index is
+    /// walked up to the page, so its cost grows with `offset + limit`, not with the space.
+    pub fn apps_in_page(
+        &self,
+        space: Guid,
+        offset: usize,
+        limit: usize,
+        descending: bool,
+    ) -> Vec<&App> {
+        let range = (space, Timestamp::MIN_UTC, FIRST)..=(space, Timestamp::MAX_UTC, LAST);
+        let lookup = |(_, _, guid): &(Guid, Timestamp, Guid)| self.app(*guid);
+        let entries = self.apps_by_space_created.range(range);
+        if descending {
+            let entries = entries.rev().skip(offset);
+            entries.take(limit).filter_map(lookup).collect()
+        } else {
+            entries
+                .skip(offset)
+                .take(limit)
+                .filter_map(lookup)
+                .collect()
+        }
+    }
+
+    /// How many apps `space` holds.
+    pub fn app_count_in(&self, space: Guid) -> usize {
+        self.apps_per_space.get(&space).copied().unwrap_or(0)
+    }
+
+    fn count_in(&mut self, space: Guid, up: bool) {
+        let n = self.app_count_in(space);
+        let n = if up { n + 1 } else { n.saturating_sub(1) };
+        if n == 0 {
+            self.apps_per_space.remove(&space);
+        } else {
+            self.apps_per_space.insert(space, n);
+        }
+    }
+
     /// The apps named `name` (compared without case), in any space, by guid.
     pub fn apps_named(&self, name: &str) -> impl Iterator<Item = &App> {
         let name = name_key(name);
@@ -348,6 +392,9 @@ impl State {
                     self.app_names.remove(&(old.space_guid, key.clone(), guid));
                     self.apps_by_name.remove(&(key, guid));
                     self.apps_by_created.remove(&(old.created_at, guid));
+                    self.apps_by_space_created
+                        .remove(&(old.space_guid, old.created_at, guid));
+                    self.count_in(old.space_guid, false);
                     if let Some(build) = &old.build {
                         self.builds.remove(&build.guid);
                     }
@@ -425,6 +472,7 @@ impl State {
         let old_created = old.map(|old| old.created_at);
         let old_droplet = old.and_then(|old| old.latest_droplet.as_ref().map(|d| d.guid));
         let old_package = old.and_then(|old| old.package.as_ref().map(|p| p.guid));
+        let old_place = old.map(|old| (old.space_guid, old.created_at, app.guid));
         let key = (app.space_guid, name_key(&app.name), app.guid);
         if old_key.as_ref() != Some(&key) {
             if let Some((_, old_name, _)) = &old_key {
@@ -450,6 +498,15 @@ impl State {
             if let Some(new) = new_build {
                 self.builds.insert(new, app.guid);
             }
+        }
+        let place = (app.space_guid, app.created_at, app.guid);
+        if old_place != Some(place) {
+            if let Some(old) = old_place {
+                self.apps_by_space_created.remove(&old);
+                self.count_in(old.0, false);
+            }
+            self.apps_by_space_created.insert(place);
+            self.count_in(app.space_guid, true);
         }
         let new_package = app.package.as_ref().map(|p| p.guid);
         if old_package != new_package {

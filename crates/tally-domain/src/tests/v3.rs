@@ -285,3 +285,33 @@ fn process_updates_check_the_health_check_and_write_one_audit_event() {
         DomainError::ResourceNotFound("Process"),
     );
 }
+
+#[test]
+fn a_spaces_apps_are_paged_in_creation_order_and_counted_as_they_come_and_go() {
+    let mut f = given(&org_and_space());
+    let guids: Vec<Guid> = (1..=3u128).map(|n| Guid::from_u128(0xA000 + n)).collect();
+    for (n, guid) in guids.iter().enumerate() {
+        let mut create = create_v3(&format!("a{n}"));
+        if let Command::CreateAppV3 { guid: g, .. } = &mut create {
+            *g = *guid;
+        }
+        f.when(&create).unwrap();
+    }
+    let page = |f: &Fixture, skip, take, desc| -> Vec<Guid> {
+        f.state
+            .apps_in_page(SPACE, skip, take, desc)
+            .iter()
+            .map(|a| a.guid)
+            .collect()
+    };
+    assert_eq!(f.state.app_count_in(SPACE), 3);
+    assert_eq!(page(&f, 1, 5, false), guids[1..]);
+    assert_eq!(page(&f, 0, 2, true), [guids[2], guids[1]]);
+    assert!(f
+        .state
+        .apps_in_page(Guid::from_u128(0xBAD), 0, 5, false)
+        .is_empty());
+    f.when(&Command::DeleteAppV3 { guid: guids[1] }).unwrap();
+    assert_eq!(f.state.app_count_in(SPACE), 2);
+    assert_eq!(page(&f, 0, 5, false), [guids[0], guids[2]]);
+}

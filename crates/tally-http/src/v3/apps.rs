@@ -296,24 +296,44 @@ async fn list(
         .iter()
         .any(|k| q.lists.contains_key(*k))
         || !q.times.is_empty();
-    let (total, page): (u64, Vec<&App>) = match candidates(table, &q, &visible) {
-        None if default_order && !filtered => {
-            // Every app in creation order: the page is found by walking the index up to it.
-            let skip = usize::try_from(q.offset()).unwrap_or(usize::MAX);
-            let take = usize::try_from(q.per_page).unwrap_or(usize::MAX);
-            let page = table.apps_page(skip, take, q.descending());
-            (table.app_count() as u64, page)
+    // One space, in the default order: its own creation-order index, walked up to the page.
+    let one_space = q
+        .lists
+        .get("space_guids")
+        .filter(|spaces| spaces.len() == 1)
+        .and_then(|spaces| spaces[0].parse::<Guid>().ok())
+        .filter(|_| {
+            default_order
+                && !filtered
+                && ["guids", "names", "organization_guids"]
+                    .iter()
+                    .all(|k| !q.lists.contains_key(*k))
+        });
+    let skip = usize::try_from(q.offset()).unwrap_or(usize::MAX);
+    let take = usize::try_from(q.per_page).unwrap_or(usize::MAX);
+    let (total, page): (u64, Vec<&App>) = if let Some(space) = one_space {
+        if visible.shows(Some(space), None) {
+            let page = table.apps_in_page(space, skip, take, q.descending());
+            (table.app_count_in(space) as u64, page)
+        } else {
+            (0, Vec::new())
         }
-        found => {
-            let mut apps: Vec<&App> = match found {
-                Some(apps) => apps.into_iter().filter(|a| passes(a)).collect(),
-                None => table.apps_by_creation().filter(|a| passes(a)).collect(),
-            };
-            sort(&mut apps, q.order_by.as_deref());
-            let total = apps.len() as u64;
-            let skip = usize::try_from(q.offset()).unwrap_or(usize::MAX);
-            let take = usize::try_from(q.per_page).unwrap_or(usize::MAX);
-            (total, apps.into_iter().skip(skip).take(take).collect())
+    } else {
+        match candidates(table, &q, &visible) {
+            None if default_order && !filtered => {
+                // Every app in creation order: the page is found by walking the index up to it.
+                let page = table.apps_page(skip, take, q.descending());
+                (table.app_count() as u64, page)
+            }
+            found => {
+                let mut apps: Vec<&App> = match found {
+                    Some(apps) => apps.into_iter().filter(|a| passes(a)).collect(),
+                    None => table.apps_by_creation().filter(|a| passes(a)).collect(),
+                };
+                sort(&mut apps, q.order_by.as_deref());
+                let total = apps.len() as u64;
+                (total, apps.into_iter().skip(skip).take(take).collect())
+            }
         }
     };
     let resources = crate::page::v3(

@@ -315,3 +315,113 @@ fn a_spaces_apps_are_paged_in_creation_order_and_counted_as_they_come_and_go() {
     assert_eq!(f.state.app_count_in(SPACE), 2);
     assert_eq!(page(&f, 0, 5, false), [guids[0], guids[2]]);
 }
+
+#[test]
+fn a_v2_delete_stops_running_tasks_first_and_a_finished_task_writes_nothing_more() {
+    let config = DomainConfig {
+        immediate_task_seconds: 60,
+        ..DomainConfig::default()
+    };
+    let mut setup = org_and_space();
+    setup.push(Command::CreateApp {
+        guid: APP,
+        attributes: AppAttributes {
+            name: Some("d".into()),
+            space_guid: Some(SPACE),
+            docker_image: Some("nginx".into()),
+            state: Some("STARTED".into()),
+            ..AppAttributes::default()
+        },
+        audit_request: Value::empty(),
+    });
+    let mut f = given_with(config, &setup);
+    let task = |n: u128| Command::CreateTask {
+        guid: Guid::from_u128(0x7A5C + n),
+        app_guid: APP,
+        spec: crate::TaskSpec {
+            command: Some("run".into()),
+            ..Default::default()
+        },
+        audit_request: Value::empty(),
+    };
+    f.when(&task(1)).unwrap();
+    f.when(&task(2)).unwrap();
+    let done = Command::CompleteTask {
+        guid: Guid::from_u128(0x7A5C + 2),
+        failed: false,
+        failure_reason: None,
+    };
+    let events = f.when(&done).unwrap();
+    assert_eq!(
+        usage(&events).len(),
+        1,
+        "TASK_STOPPED for the finished task"
+    );
+    assert!(matches!(
+        f.when(&done),
+        Err(DomainError::TaskEnded("SUCCEEDED"))
+    ));
+    let events = f
+        .when(&Command::DeleteApp {
+            guid: APP,
+            recursive: false,
+        })
+        .unwrap();
+    let states: Vec<UsageState> = usage(&events).iter().map(|u| u.state).collect();
+    assert_eq!(states, [UsageState::TaskStopped, UsageState::Stopped]);
+    assert_eq!(
+        audit_types(&events),
+        ["audit.app.task.cancel", "audit.app.delete-request"]
+    );
+    assert!(
+        f.state.tasks().next().is_none(),
+        "the app's tasks went with it"
+    );
+}
+
+#[test]
+fn a_task_started_before_a_purge_stops_without_a_task_stopped() {
+    let config = DomainConfig {
+        immediate_task_seconds: 60,
+        ..DomainConfig::default()
+    };
+    let mut setup = org_and_space();
+    setup.push(Command::CreateApp {
+        guid: APP,
+        attributes: AppAttributes {
+            name: Some("d".into()),
+            space_guid: Some(SPACE),
+            docker_image: Some("nginx".into()),
+            state: Some("STARTED".into()),
+            ..AppAttributes::default()
+        },
+        audit_request: Value::empty(),
+    });
+    let mut f = given_with(config, &setup);
+    let guid = Guid::from_u128(0x7A5C);
+    f.when(&Command::CreateTask {
+        guid,
+        app_guid: APP,
+        spec: crate::TaskSpec {
+            command: Some("run".into()),
+            ..Default::default()
+        },
+        audit_request: Value::empty(),
+    })
+    .unwrap();
+    // A purge after the task started: the epoch began later than its TASK_STARTED.
+    f.epoch_started_at = Some(at(f.clock + 1));
+    f.clock += 1;
+    let events = f
+        .when(&Command::CompleteTask {
+            guid,
+            failed: true,
+            failure_reason: Some("exit 1".into()),
+        })
+        .unwrap();
+    assert!(usage(&events).is_empty(), "{events:?}");
+    assert_eq!(
+        f.state.task(guid).map(|t| t.state),
+        Some(crate::model::TaskState::Failed)
+    );
+}

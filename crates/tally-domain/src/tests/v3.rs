@@ -318,23 +318,7 @@ fn a_spaces_apps_are_paged_in_creation_order_and_counted_as_they_come_and_go() {
 
 #[test]
 fn a_v2_delete_stops_running_tasks_first_and_a_finished_task_writes_nothing_more() {
-    let config = DomainConfig {
-        immediate_task_seconds: 60,
-        ..DomainConfig::default()
-    };
-    let mut setup = org_and_space();
-    setup.push(Command::CreateApp {
-        guid: APP,
-        attributes: AppAttributes {
-            name: Some("d".into()),
-            space_guid: Some(SPACE),
-            docker_image: Some("nginx".into()),
-            state: Some("STARTED".into()),
-            ..AppAttributes::default()
-        },
-        audit_request: Value::empty(),
-    });
-    let mut f = given_with(config, &setup);
+    let mut f = started_docker_app();
     let task = |n: u128| Command::CreateTask {
         guid: Guid::from_u128(0x7A5C + n),
         app_guid: APP,
@@ -381,23 +365,7 @@ fn a_v2_delete_stops_running_tasks_first_and_a_finished_task_writes_nothing_more
 
 #[test]
 fn a_task_started_before_a_purge_stops_without_a_task_stopped() {
-    let config = DomainConfig {
-        immediate_task_seconds: 60,
-        ..DomainConfig::default()
-    };
-    let mut setup = org_and_space();
-    setup.push(Command::CreateApp {
-        guid: APP,
-        attributes: AppAttributes {
-            name: Some("d".into()),
-            space_guid: Some(SPACE),
-            docker_image: Some("nginx".into()),
-            state: Some("STARTED".into()),
-            ..AppAttributes::default()
-        },
-        audit_request: Value::empty(),
-    });
-    let mut f = given_with(config, &setup);
+    let mut f = started_docker_app();
     let guid = Guid::from_u128(0x7A5C);
     f.when(&Command::CreateTask {
         guid,
@@ -424,4 +392,25 @@ fn a_task_started_before_a_purge_stops_without_a_task_stopped() {
         f.state.task(guid).map(|t| t.state),
         Some(crate::model::TaskState::Failed)
     );
+}
+
+/// A started docker app (staged at once, so it has a droplet); tasks run for a minute.
+fn started_docker_app() -> Fixture {
+    let config = DomainConfig {
+        immediate_task_seconds: 60,
+        ..DomainConfig::default()
+    };
+    let mut setup = org_and_space();
+    setup.push(Command::CreateApp {
+        guid: APP,
+        attributes: AppAttributes {
+            name: Some("d".into()),
+            space_guid: Some(SPACE),
+            docker_image: Some("nginx".into()),
+            state: Some("STARTED".into()),
+            ..AppAttributes::default()
+        },
+        audit_request: Value::empty(),
+    });
+    given_with(config, &setup)
 }

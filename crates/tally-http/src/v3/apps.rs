@@ -60,20 +60,42 @@ fn find(table: &tally_domain::State, guid: &str) -> Option<Guid> {
         .map(|a| a.guid)
 }
 
+/// A v3 permission rule of `tally_domain::access`, given the space of the object.
+pub(crate) type Rule = fn(Subject<'_>, &tally_domain::State, Option<Guid>) -> Result<(), Denial>;
+
+/// How a path's guid leads to what it names: `(its guid, the space it lives in)`.
+pub(crate) type Lookup = fn(&tally_domain::State, Guid) -> Option<(Guid, Guid)>;
+
+/// What the path's `guid` names through `lookup` (an app, or its process, package, build,
+/// droplet or task), if `rule` lets the caller reach it; else `not_found`, the resource's own
+/// error (or CC's refusal).
+pub(crate) fn reach_via(
+    table: &tally_domain::State,
+    caller: &Caller,
+    guid: &str,
+    lookup: Lookup,
+    rule: Rule,
+    not_found: fn() -> ApiError,
+) -> Result<Guid, ApiError> {
+    let found = guid.parse::<Guid>().ok().and_then(|g| lookup(table, g));
+    target(
+        table,
+        caller,
+        |_| found.map(|(g, _)| g),
+        |who, t, _| rule(who, t, found.map(|(_, space)| space)),
+        not_found,
+    )
+}
+
 /// The app the path names, if the v3 `rule` lets the caller reach it.
 pub(crate) fn reach(
     table: &tally_domain::State,
     caller: &Caller,
     guid: &str,
-    rule: fn(Subject<'_>, &tally_domain::State, Option<Guid>) -> Result<(), Denial>,
+    rule: Rule,
 ) -> Result<Guid, ApiError> {
-    target(
-        table,
-        caller,
-        |t| find(t, guid),
-        |who, t, app| rule(who, t, space_of(t, app)),
-        app_not_found,
-    )
+    let lookup: Lookup = |t, g| t.app(g).map(|a| (a.guid, a.space_guid));
+    reach_via(table, caller, guid, lookup, rule, app_not_found)
 }
 
 /// Submits what `command` makes of the app the path names, if the caller may write to it;
@@ -483,13 +505,7 @@ async fn delete(
     write_scope(&caller)?;
     let app = {
         let view = state.engine.view();
-        target(
-            &view.state,
-            &caller,
-            |t| find(t, &guid),
-            |who, t, app| access::app_write_v3(who, t, space_of(t, app)),
-            app_not_found,
-        )?
+        reach(&view.state, &caller, &guid, access::app_write_v3)?
     };
     let committed = state
         .engine
@@ -731,16 +747,13 @@ async fn droplet(
 ) -> Result<Json<Value>, ApiError> {
     let view = state.engine.view();
     let table = &view.state;
-    let app = target(
+    let lookup: Lookup = |t, d| t.app_of_droplet(d).map(|a| (a.guid, a.space_guid));
+    let app = reach_via(
         table,
         &caller,
-        |t| {
-            guid.parse::<Guid>()
-                .ok()
-                .and_then(|d| t.app_of_droplet(d))
-                .map(|a| a.guid)
-        },
-        |who, t, app| access::app_read_v3(who, t, space_of(t, app)),
+        &guid,
+        lookup,
+        access::app_read_v3,
         droplet_not_found,
     )?;
     let app = table.app(app).ok_or_else(droplet_not_found)?;

@@ -19,8 +19,8 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::json::CcJson;
-use crate::resource::{create as create_resource, target};
-use crate::v3::apps::{reach, write_scope};
+use crate::resource::create as create_resource;
+use crate::v3::apps::{reach, reach_via, write_scope, Lookup, Rule};
 use crate::v3::list::{ListQuery, Spec};
 use crate::v3::{body, present};
 use crate::{deny, ApiError, AppState};
@@ -70,20 +70,10 @@ fn reach_package(
     table: &tally_domain::State,
     caller: &Caller,
     guid: &str,
-    rule: fn(access::Subject<'_>, &tally_domain::State, Option<Guid>) -> Result<(), access::Denial>,
+    rule: Rule,
 ) -> Result<Guid, ApiError> {
-    target(
-        table,
-        caller,
-        |t| {
-            guid.parse::<Guid>()
-                .ok()
-                .and_then(|p| t.app_of_package(p))
-                .map(|a| a.guid)
-        },
-        |who, t, app| rule(who, t, space_of(t, app)),
-        package_not_found,
-    )
+    let lookup: Lookup = |t, p| t.app_of_package(p).map(|a| (a.guid, a.space_guid));
+    reach_via(table, caller, guid, lookup, rule, package_not_found)
 }
 
 /// A relationship's `data.guid` as sent.
@@ -384,16 +374,13 @@ async fn show_build(
 ) -> Result<Json<Value>, ApiError> {
     let view = state.engine.view();
     let table = &view.state;
-    let app = target(
+    let lookup: Lookup = |t, b| t.app_of_build(b).map(|a| (a.guid, a.space_guid));
+    let app = reach_via(
         table,
         &caller,
-        |t| {
-            guid.parse::<Guid>()
-                .ok()
-                .and_then(|b| t.app_of_build(b))
-                .map(|a| a.guid)
-        },
-        |who, t, app| access::app_read_v3(who, t, space_of(t, app)),
+        &guid,
+        lookup,
+        access::app_read_v3,
         build_not_found,
     )?;
     let app = table.app(app).ok_or_else(build_not_found)?;

@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::json::CcJson;
-use crate::resource::{open_list, target, Write};
-use crate::v3::apps::{app_not_found, reach, write_scope};
+use crate::resource::{open_list, Write};
+use crate::v3::apps::{app_not_found, reach, reach_via, write_scope, Lookup, Rule};
 use crate::v3::list::{unlabelled_pass, ListQuery, Spec};
 use crate::v3::{body, present};
 use crate::{ApiError, AppState};
@@ -72,20 +72,10 @@ fn reach_process(
     table: &tally_domain::State,
     caller: &Caller,
     guid: &str,
-    rule: fn(access::Subject<'_>, &tally_domain::State, Option<Guid>) -> Result<(), access::Denial>,
+    rule: Rule,
 ) -> Result<Guid, ApiError> {
-    target(
-        table,
-        caller,
-        |t| {
-            guid.parse::<Guid>()
-                .ok()
-                .and_then(|g| t.app(g))
-                .map(|a| a.guid)
-        },
-        |who, t, app| rule(who, t, space_of(t, app)),
-        process_not_found,
-    )
+    let lookup: Lookup = |t, g| t.app(g).map(|a| (a.guid, a.space_guid));
+    reach_via(table, caller, guid, lookup, rule, process_not_found)
 }
 
 /// The app-nested form: the app (its own not-found), then the type (`web` only).

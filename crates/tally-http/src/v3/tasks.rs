@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::json::CcJson;
-use crate::resource::{open_list, target, Write};
-use crate::v3::apps::{reach, write_scope};
+use crate::resource::{open_list, Write};
+use crate::v3::apps::{reach, reach_via, write_scope, Lookup, Rule};
 use crate::v3::list::{unlabelled_pass, ListQuery, Spec};
 use crate::v3::{body, present};
 use crate::{ApiError, AppState};
@@ -199,20 +199,13 @@ fn reach_task(
     table: &tally_domain::State,
     caller: &Caller,
     guid: &str,
-    rule: fn(access::Subject<'_>, &tally_domain::State, Option<Guid>) -> Result<(), access::Denial>,
+    rule: Rule,
 ) -> Result<Guid, ApiError> {
-    target(
-        table,
-        caller,
-        |t| {
-            guid.parse::<Guid>()
-                .ok()
-                .and_then(|g| t.task(g))
-                .map(|t| t.guid)
-        },
-        |who, t, task| rule(who, t, app_space(t, task)),
-        task_not_found,
-    )
+    let lookup: Lookup = |t, g| {
+        let task = t.task(g)?;
+        t.app(task.app_guid).map(|a| (task.guid, a.space_guid))
+    };
+    reach_via(table, caller, guid, lookup, rule, task_not_found)
 }
 
 fn presented(

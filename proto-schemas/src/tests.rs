@@ -155,6 +155,27 @@ fn task() -> TaskV1 {
     }
 }
 
+fn process() -> ProcessV1 {
+    ProcessV1 {
+        guid: guid(21),
+        app_guid: guid(1),
+        process_type: "worker".into(),
+        state: 0,
+        instances: 2,
+        memory_mb: 512,
+        disk_mb: 1024,
+        log_rate_limit: -1,
+        command: Some("bin/work --fast".into()),
+        detected_command: "bin/work".into(),
+        health_check_type: 1,
+        health_check_timeout: Some(60),
+        health_check_http_endpoint: None,
+        version: guid(22),
+        created_at: 5,
+        updated_at: 6,
+    }
+}
+
 /// (fixture name, the encoded sample). One entry per record type and enum variant.
 fn membership() -> MembershipV1 {
     MembershipV1 {
@@ -335,6 +356,26 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 state: 4,
                 failure_reason: Some("exit 1".into()),
                 ..task()
+            }))
+            .unwrap(),
+        ),
+        // Other process types came after tasks: new variants at the end again.
+        (
+            "record_process_put",
+            record(21, RecordBodyV1::ProcessPut(process())),
+        ),
+        (
+            "record_process_deleted",
+            record(22, RecordBodyV1::ProcessDeleted(guid(21))),
+        ),
+        (
+            "row_process",
+            envelope(&TableRowV1::Process(ProcessV1 {
+                state: 1,
+                command: None,
+                health_check_type: 2,
+                health_check_http_endpoint: Some("/healthz".into()),
+                ..process()
             }))
             .unwrap(),
         ),

@@ -90,6 +90,11 @@ pub enum RecordBodyV1 {
     TaskPut(TaskV1),
     /// tag 16: a task was deleted with its app.
     TaskDeleted(GuidV1),
+    /// tag 17: a process other than `web` was created or changed (since process types; older
+    /// logs never hold it).
+    ProcessPut(ProcessV1),
+    /// tag 18: a process other than `web` was deleted with its app.
+    ProcessDeleted(GuidV1),
 }
 
 /// A row of the persisted app table.
@@ -105,6 +110,8 @@ pub enum TableRowV1 {
     Members(MembersV1),
     /// tag 4: a task (since v3 tasks).
     Task(TaskV1),
+    /// tag 5: a process other than `web` (since process types).
+    Process(ProcessV1),
 }
 
 /// A piece of the base snapshot: the table as it was just before `log_start`.
@@ -396,6 +403,43 @@ pub struct TaskV1 {
     pub failure_reason: Option<String>,
     /// µs, when its TASK_STARTED was written
     pub started_at: Option<i64>,
+    /// µs
+    pub created_at: i64,
+    /// µs
+    pub updated_at: i64,
+}
+
+/// A process other than an app's `web` process.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ProcessV1 {
+    /// guid
+    pub guid: GuidV1,
+    /// its app
+    pub app_guid: GuidV1,
+    /// its type (`worker`, ...)
+    pub process_type: String,
+    /// 0 STARTED, 1 STOPPED (as `AppV1::state`)
+    pub state: u8,
+    /// desired instances
+    pub instances: i64,
+    /// MB per instance
+    pub memory_mb: i64,
+    /// MB per instance
+    pub disk_mb: i64,
+    /// bytes/s
+    pub log_rate_limit: i64,
+    /// custom command
+    pub command: Option<String>,
+    /// the command the latest droplet gave this type
+    pub detected_command: String,
+    /// as `AppV1::health_check_type`
+    pub health_check_type: u8,
+    /// seconds
+    pub health_check_timeout: Option<i64>,
+    /// for `http`
+    pub health_check_http_endpoint: Option<String>,
+    /// changes with its started footprint
+    pub version: GuidV1,
     /// µs
     pub created_at: i64,
     /// µs

@@ -907,3 +907,301 @@ async fn by_default_an_immediate_task_succeeds_in_the_request_that_creates_it() 
         ]
     );
 }
+
+/// Usage events as `(state, app_guid, process_type, instances)`, the columns that say which
+/// process is billed.
+async fn billed(app: &TestApp) -> Vec<(String, String, String, i64)> {
+    let (_, page) = v3(app, Method::GET, "/v3/app_usage_events?per_page=5000", None).await;
+    page["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["process"]["type"].is_string())
+        .map(|e| {
+            (
+                e["state"]["current"].as_str().unwrap().to_owned(),
+                e["process"]["guid"].as_str().unwrap_or("").to_owned(),
+                e["process"]["type"].as_str().unwrap_or("").to_owned(),
+                e["instance_count"]["current"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A v3 app with bits whose build an external runtime is staging; its guid and the build's.
+async fn staging_v3_app(app: &TestApp, space: &str) -> (String, String) {
+    let body = json!({"name": "procs", "relationships": {"space": {"data": {"guid": space}}}});
+    let (_, created) = v3(app, Method::POST, "/v3/apps", Some(body)).await;
+    let guid = created["guid"].as_str().unwrap().to_owned();
+    let rel = json!({"app": {"data": {"guid": guid}}});
+    let (_, package) = v3(
+        app,
+        Method::POST,
+        "/v3/packages",
+        Some(json!({"type": "bits", "relationships": rel})),
+    )
+    .await;
+    let package = package["guid"].as_str().unwrap().to_owned();
+    let form = reqwest::multipart::Form::new().part(
+        "bits",
+        reqwest::multipart::Part::bytes(empty_zip()).file_name("app.zip"),
+    );
+    let uploaded = app
+        .request(
+            Method::POST,
+            &format!("/v3/packages/{package}/upload"),
+            "admin",
+            crate::helpers::ADMIN,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), StatusCode::OK);
+    let build = json!({"package": {"guid": package}});
+    let (status, build) = v3(app, Method::POST, "/v3/builds", Some(build)).await;
+    assert_eq!(
+        (status, build["state"].as_str()),
+        (StatusCode::CREATED, Some("STAGING")),
+        "{build}"
+    );
+    (guid, build["guid"].as_str().unwrap().to_owned())
+}
+
+async fn staging_report(app: &TestApp, build: &str, body: Value) -> StatusCode {
+    app.client
+        .post(format!(
+            "{}/internal/v3/staging/{build}/build_completed",
+            app.address
+        ))
+        .basic_auth("staging", Some("runtime-secret"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn external_staging() -> Vec<(String, String)> {
+    vec![
+        ("TALLY_STAGING__MODE".to_owned(), "external".to_owned()),
+        (
+            "TALLY_STAGING__CALLBACK_PASSWORD".to_owned(),
+            "runtime-secret".to_owned(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_droplets_worker_type_is_a_process_of_its_own_billed_under_its_own_guid() {
+    let app = crate::helpers::spawn_app_in(tempfile::tempdir().unwrap(), external_staging()).await;
+    let (_, space) = app.org_and_space().await;
+    let (guid, build) = staging_v3_app(&app, &space).await;
+    // A report naming a type tally cannot keep is refused and changes nothing.
+    let bad = json!({"result": {"process_types": {"web": "rackup", "": "x"}}});
+    assert_eq!(
+        staging_report(&app, &build, bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (_, listed) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps/{guid}/processes"),
+        None,
+    )
+    .await;
+    assert_eq!(listed["pagination"]["total_results"], 1);
+    let report = json!({"result": {"lifecycle_metadata": {"detected_buildpack": "ruby_buildpack"},
+                                   "process_types": {"web": "rackup", "worker": "bin/work"}}});
+    assert_eq!(staging_report(&app, &build, report).await, StatusCode::OK);
+    // The droplet names both types; the app has both processes, web first.
+    let (_, build) = v3(&app, Method::GET, &format!("/v3/builds/{build}"), None).await;
+    let droplet = build["droplet"]["guid"].as_str().unwrap().to_owned();
+    let (_, shown) = v3(&app, Method::GET, &format!("/v3/droplets/{droplet}"), None).await;
+    assert_eq!(
+        shown["process_types"],
+        json!({"web": "rackup", "worker": "bin/work"})
+    );
+    let (_, listed) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps/{guid}/processes"),
+        None,
+    )
+    .await;
+    let types: Vec<&str> = listed["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["web", "worker"]);
+    let path = format!("/v3/apps/{guid}/processes/worker");
+    let (status, worker) = v3(&app, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{worker}");
+    let worker_guid = worker["guid"].as_str().unwrap().to_owned();
+    assert_ne!(worker_guid, guid);
+    assert_eq!(
+        (
+            &worker["instances"],
+            &worker["command"],
+            &worker["health_check"]["type"]
+        ),
+        (&json!(0), &json!("bin/work"), &json!("process"))
+    );
+    assert_eq!(
+        worker["relationships"]["app"]["data"]["guid"],
+        guid.as_str()
+    );
+    let (status, by_guid) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/processes/{worker_guid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &by_guid["type"]),
+        (StatusCode::OK, &json!("worker"))
+    );
+    let (_, workers) = v3(&app, Method::GET, "/v3/processes?types=worker", None).await;
+    assert_eq!(workers["pagination"]["total_results"], 1);
+    assert_eq!(workers["resources"][0]["guid"], worker_guid.as_str());
+    let (_, by_guids) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/processes?guids={worker_guid}"),
+        None,
+    )
+    .await;
+    assert_eq!(by_guids["pagination"]["total_results"], 1);
+    // The worker is not an app: v2 does not know it.
+    let (status, _) = v3(&app, Method::GET, &format!("/v2/apps/{worker_guid}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/apps/{guid}/processes/clock"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error(&body).2),
+        (StatusCode::NOT_FOUND, "Process not found")
+    );
+    // Scaled while stopped (the CLI's route): nothing billed yet.
+    let scale = format!("{path}/actions/scale");
+    let (status, scaled) = v3(&app, Method::POST, &scale, Some(json!({"instances": 2}))).await;
+    assert_eq!(
+        (status, &scaled["instances"]),
+        (StatusCode::ACCEPTED, &json!(2))
+    );
+    assert!(billed(&app).await.is_empty());
+    // Assign and start: one STARTED per process, each under its own guid.
+    let current = format!("/v3/apps/{guid}/relationships/current_droplet");
+    let (status, _) = v3(
+        &app,
+        Method::PATCH,
+        &current,
+        Some(json!({"data": {"guid": droplet}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = v3(
+        &app,
+        Method::POST,
+        &format!("/v3/apps/{guid}/actions/start"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let started = |process: &str, kind: &str, n: i64| {
+        ("STARTED".to_owned(), process.to_owned(), kind.to_owned(), n)
+    };
+    assert_eq!(
+        billed(&app).await,
+        [started(&guid, "web", 1), started(&worker_guid, "worker", 2)]
+    );
+    // Scaled while started (the process route): billed as the web process's scale is.
+    let scale = format!("/v3/processes/{worker_guid}/actions/scale");
+    let (status, _) = v3(&app, Method::POST, &scale, Some(json!({"instances": 3}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        billed(&app).await.last(),
+        Some(&started(&worker_guid, "worker", 3))
+    );
+    // Bad input is CC's 422 and changes nothing.
+    let (status, body) = v3(&app, Method::POST, &scale, Some(json!({"instances": -1}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // It survives a restart (the log and the table checkpoint both hold it).
+    let dir = app.stop().await;
+    let (ok, report) = crate::helpers::verify(&dir.path().join("data"));
+    assert!(ok, "{report}");
+    let app = crate::helpers::spawn_app_in(dir, external_staging()).await;
+    let (_, again) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/processes/{worker_guid}"),
+        None,
+    )
+    .await;
+    assert_eq!(again["instances"], 3);
+    // Purge-and-reseed: one STARTED per started process, the reseeded event's guid the process's.
+    app.purge().await;
+    let (_, page) = v3(
+        &app,
+        Method::GET,
+        "/v3/app_usage_events?per_page=5000",
+        None,
+    )
+    .await;
+    let seeded: Vec<(&str, &str, i64)> = page["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["guid"].as_str().unwrap(),
+                e["process"]["type"].as_str().unwrap_or(""),
+                e["instance_count"]["current"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seeded,
+        [
+            (guid.as_str(), "web", 1),
+            (worker_guid.as_str(), "worker", 3)
+        ]
+    );
+    // Deleting the app deletes the worker, with its audit event and its STOPPED.
+    let (status, _) = v3(&app, Method::DELETE, &format!("/v3/apps/{guid}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = v3(
+        &app,
+        Method::GET,
+        &format!("/v3/processes/{worker_guid}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let stopped: Vec<(String, String)> = billed(&app)
+        .await
+        .into_iter()
+        .filter(|(state, ..)| state == "STOPPED")
+        .map(|(_, process, kind, _)| (process, kind))
+        .collect();
+    assert_eq!(
+        stopped,
+        [
+            (worker_guid.clone(), "worker".to_owned()),
+            (guid.clone(), "web".to_owned())
+        ]
+    );
+    let deletes = audit(&app, &guid)
+        .await
+        .into_iter()
+        .filter(|t| t == "audit.app.process.delete")
+        .count();
+    assert_eq!(deletes, 2);
+}

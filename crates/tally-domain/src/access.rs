@@ -127,10 +127,11 @@ pub fn authorize(who: Subject<'_>, state: &State, command: &Command) -> Result<(
         | Command::SetEnvironment { guid, .. }
         | Command::AppAction { guid, .. }
         | Command::DeleteAppV3 { guid }
-        | Command::ScaleProcess { guid, .. }
-        | Command::UpdateProcess { guid, .. }
         | Command::CreatePackage { app_guid: guid, .. }
         | Command::SetCurrentDroplet { app_guid: guid, .. } => v3(app_space(*guid)),
+        Command::ScaleProcess { guid, .. } | Command::UpdateProcess { guid, .. } => {
+            v3(state.process(*guid).map(|p| p.app().space_guid))
+        }
         Command::CreateTask { app_guid, .. } => v3(app_space(*app_guid)),
         Command::CancelTask { guid } => v3(state.task(*guid).and_then(|t| app_space(t.app_guid))),
         Command::CompleteTask { .. } => Err(Denial::NotAuthorized),

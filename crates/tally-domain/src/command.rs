@@ -68,6 +68,8 @@ pub enum BuildOutcome {
         buildpack_name: Option<String>,
         /// Start command the buildpack detected.
         detected_start_command: String,
+        /// The droplet's other process types and their commands (`worker`, ...), by type.
+        other_process_types: Vec<(String, String)>,
     },
     /// Failed with a reason.
     Failed {

@@ -12,18 +12,20 @@ use crate::ids::{Guid, IdGen, Timestamp, UNNUMBERED};
 use crate::limits;
 use crate::model::{
     is_custom_buildpack, obfuscate_url_credentials, App, Build, BuildState, DerivedPackageState,
-    Droplet, HealthCheckType, Org, Package, PackageState, ProcessState, Space, DEFAULT_STACK_GUID,
+    Droplet, HealthCheckType, Org, Package, PackageState, ProcessRef, ProcessState, Space,
+    DEFAULT_STACK_GUID,
 };
 use crate::role::{valid_user_id, Membership, RoleKind};
 use crate::state::State;
 use crate::usage::{
-    process_change_emits, process_event, reseed_event, staging_event, Placement, ProcessFootprint,
-    UsageEvent, UsageState,
+    process_change_emits, process_event, reseed_event, reseed_other_event, staging_event,
+    Placement, ProcessFootprint, UsageEvent, UsageState,
 };
 
 mod apps;
 mod builds;
 mod orgs;
+mod processes;
 mod roles;
 mod spaces;
 mod tasks;
@@ -294,7 +296,34 @@ pub fn decide(
                 return Err(DomainError::BuildNotStaging(*build_guid));
             }
             check_report(outcome)?;
+            let was_started = app.state == ProcessState::Started;
             complete_build(&mut app, space, outcome, inputs, &mut out);
+            let v2 = !crate::is_v3_build(*build_guid);
+            match outcome {
+                BuildOutcome::Staged {
+                    other_process_types,
+                    ..
+                } => {
+                    if v2 {
+                        // CC's v2 `start_process` writes BUILDPACK_SET for every process.
+                        processes::buildpack_set_others(state, &app, space, inputs, &mut out);
+                    }
+                    processes::create_from_droplet(
+                        state,
+                        &app,
+                        other_process_types,
+                        space,
+                        inputs,
+                        &mut out,
+                    );
+                }
+                BuildOutcome::Failed { .. } if v2 && was_started => {
+                    // A failed v2 staging stops the app (`V2::AppStop`): every process.
+                    let steps = [ProcessState::Stopped];
+                    processes::move_others(state, &app, &steps, space, inputs, &mut out);
+                }
+                BuildOutcome::Failed { .. } => {}
+            }
             out.events.insert(0, Event::AppUpdated(app));
         }
     }
@@ -304,16 +333,26 @@ pub fn decide(
 /// Reference §4.1: one STARTED event per started process, all with one `created_at`, in the
 /// order processes were created (guid breaks ties).
 pub fn reseed(state: &State, now: Timestamp) -> Vec<UsageEvent> {
-    let mut started: Vec<&App> = state
+    let mut started: Vec<ProcessRef<'_>> = state
         .apps()
         .filter(|app| app.state == ProcessState::Started)
+        .map(ProcessRef::Web)
+        .chain(state.other_processes().filter_map(|p| {
+            let app = state.app(p.app_guid)?;
+            (p.state == ProcessState::Started).then_some(ProcessRef::Other(app, p))
+        }))
         .collect();
-    started.sort_by_key(|app| (app.created_at, app.guid));
+    started.sort_by_key(|p| (p.created_at(), p.guid()));
     started
         .into_iter()
-        .filter_map(|app| {
-            let space = state.space(app.space_guid)?;
-            Some(reseed_event(now, app, Placement { space }))
+        .filter_map(|p| {
+            let space = state.space(p.app().space_guid)?;
+            Some(match p {
+                ProcessRef::Web(app) => reseed_event(now, app, Placement { space }),
+                ProcessRef::Other(app, other) => {
+                    reseed_other_event(now, app, other, Placement { space })
+                }
+            })
         })
         .collect()
 }

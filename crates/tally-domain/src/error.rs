@@ -98,6 +98,9 @@ pub enum DomainError {
         /// Its limit, in characters.
         max: usize,
     },
+    /// A staging runtime reported process types tally cannot keep.
+    #[error("The staging report is invalid: {0}")]
+    ReportInvalid(&'static str),
     /// The caller may not do this (`decide` checks `access` against the table it decides on).
     #[error("{}", denial_message(*.0))]
     Denied(Denial),

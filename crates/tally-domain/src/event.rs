@@ -48,6 +48,13 @@ pub enum Event {
         /// Which.
         guid: Guid,
     },
+    /// A process other than `web` was created or changed.
+    ProcessPut(crate::model::Process),
+    /// A process other than `web` was deleted (with its app).
+    ProcessDeleted {
+        /// Which.
+        guid: Guid,
+    },
     /// A usage event was written.
     UsageRecorded(UsageEvent),
     /// An audit event was written.

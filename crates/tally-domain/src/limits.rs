@@ -33,6 +33,8 @@ pub const ROUTE_GUIDS: usize = 16;
 pub const IDENTITY: usize = 255;
 /// What a staging runtime reports: the detected buildpack and the detected start command.
 pub const STAGING_REPORT: usize = 4096;
+/// How many process types one staging report may name (`web` included).
+pub const PROCESS_TYPES: usize = 32;
 /// A staging failure's reason, as the runtime reported it.
 pub const STAGING_ERROR: usize = 4096;
 

@@ -338,6 +338,171 @@ pub struct Task {
     pub updated_at: Timestamp,
 }
 
+/// A process of a type other than `web` (reference v3 §2.7: created, STOPPED with no instances,
+/// for each type a staged droplet names that the app lacks). The `web` process is the app row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Its guid (not the app's).
+    pub guid: Guid,
+    /// Its app.
+    pub app_guid: Guid,
+    /// Its type (`worker`, ...; never `web`).
+    pub process_type: String,
+    /// Desired state.
+    pub state: ProcessState,
+    /// Desired instance count (0 when created).
+    pub instances: i64,
+    /// Memory per instance, MB.
+    pub memory_mb: i64,
+    /// Disk per instance, MB.
+    pub disk_mb: i64,
+    /// Log rate limit, bytes/s.
+    pub log_rate_limit: i64,
+    /// Custom command.
+    pub command: Option<String>,
+    /// The command the latest droplet gave this type.
+    pub detected_command: String,
+    /// Health check type (`process` when created).
+    pub health_check_type: HealthCheckType,
+    /// Health check timeout, s.
+    pub health_check_timeout: Option<i64>,
+    /// Health check endpoint for `http`.
+    pub health_check_http_endpoint: Option<String>,
+    /// Changes whenever the started process changes state, memory or health check.
+    pub version: Guid,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// One process of an app as the v3 API shows it: the `web` process (the app row) or another.
+#[derive(Debug, Clone, Copy)]
+pub enum ProcessRef<'a> {
+    /// The app's `web` process, whose guid is the app's.
+    Web(&'a App),
+    /// Another type.
+    Other(&'a App, &'a Process),
+}
+
+impl<'a> ProcessRef<'a> {
+    /// Its app.
+    pub fn app(self) -> &'a App {
+        match self {
+            Self::Web(app) | Self::Other(app, _) => app,
+        }
+    }
+
+    /// Its guid.
+    pub fn guid(self) -> Guid {
+        match self {
+            Self::Web(app) => app.process_guid(),
+            Self::Other(_, p) => p.guid,
+        }
+    }
+
+    /// Its type.
+    pub fn process_type(self) -> &'a str {
+        match self {
+            Self::Web(_) => WEB_PROCESS_TYPE,
+            Self::Other(_, p) => &p.process_type,
+        }
+    }
+
+    /// Desired state.
+    pub fn state(self) -> ProcessState {
+        match self {
+            Self::Web(app) => app.state,
+            Self::Other(_, p) => p.state,
+        }
+    }
+
+    /// Instances.
+    pub fn instances(self) -> i64 {
+        match self {
+            Self::Web(app) => app.instances,
+            Self::Other(_, p) => p.instances,
+        }
+    }
+
+    /// Memory per instance, MB.
+    pub fn memory_mb(self) -> i64 {
+        match self {
+            Self::Web(app) => app.memory_mb,
+            Self::Other(_, p) => p.memory_mb,
+        }
+    }
+
+    /// Disk per instance, MB.
+    pub fn disk_mb(self) -> i64 {
+        match self {
+            Self::Web(app) => app.disk_quota_mb,
+            Self::Other(_, p) => p.disk_mb,
+        }
+    }
+
+    /// Log rate limit, bytes/s.
+    pub fn log_rate_limit(self) -> i64 {
+        match self {
+            Self::Web(app) => app.log_rate_limit,
+            Self::Other(_, p) => p.log_rate_limit,
+        }
+    }
+
+    /// The command it runs: its own, else what the droplet detected (`None` if neither).
+    pub fn command(self) -> Option<String> {
+        let (own, detected) = match self {
+            Self::Web(app) => (
+                app.command.clone(),
+                app.current_droplet()
+                    .map(|d| d.detected_start_command.clone()),
+            ),
+            Self::Other(_, p) => (p.command.clone(), Some(p.detected_command.clone())),
+        };
+        own.or(detected.filter(|c| !c.is_empty()))
+    }
+
+    /// Health check: type, timeout, endpoint.
+    pub fn health_check(self) -> (HealthCheckType, Option<i64>, Option<&'a str>) {
+        match self {
+            Self::Web(app) => (
+                app.health_check_type,
+                app.health_check_timeout,
+                app.health_check_http_endpoint.as_deref(),
+            ),
+            Self::Other(_, p) => (
+                p.health_check_type,
+                p.health_check_timeout,
+                p.health_check_http_endpoint.as_deref(),
+            ),
+        }
+    }
+
+    /// Its version.
+    pub fn version(self) -> Guid {
+        match self {
+            Self::Web(app) => app.version,
+            Self::Other(_, p) => p.version,
+        }
+    }
+
+    /// When it was created.
+    pub fn created_at(self) -> Timestamp {
+        match self {
+            Self::Web(app) => app.created_at,
+            Self::Other(_, p) => p.created_at,
+        }
+    }
+
+    /// When it last changed.
+    pub fn updated_at(self) -> Timestamp {
+        match self {
+            Self::Web(app) => app.updated_at,
+            Self::Other(_, p) => p.updated_at,
+        }
+    }
+}
+
 /// The derived package state of reference §1.4, as v2 apps and process usage events show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DerivedPackageState {

@@ -8,7 +8,7 @@ use imbl::{OrdMap, OrdSet};
 
 use crate::event::Event;
 use crate::ids::Guid;
-use crate::model::{App, Org, Space, Task};
+use crate::model::{App, Org, Process, ProcessRef, Space, Task, WEB_PROCESS_TYPE};
 use crate::role::{Membership, RoleKind};
 use crate::Timestamp;
 
@@ -41,6 +41,10 @@ pub struct State {
     tasks_of_app: OrdSet<(Guid, Timestamp, Guid)>,
     /// Every task in list order: by creation time, then guid.
     tasks_by_created: OrdSet<(Timestamp, Guid)>,
+    /// Processes other than `web`.
+    processes: OrdMap<Guid, Arc<Process>>,
+    /// Those processes by app and type.
+    processes_of_app: OrdMap<(Guid, String), Guid>,
     members: OrdSet<(Guid, RoleKind, String)>,
     roles_of_user: OrdSet<(String, Guid, RoleKind)>,
 }
@@ -114,6 +118,66 @@ impl State {
     /// All tasks, by guid.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values().map(|task| &**task)
+    }
+
+    /// A process other than `web`, by guid.
+    pub fn other_process(&self, guid: Guid) -> Option<&Process> {
+        self.processes.get(&guid).map(|p| &**p)
+    }
+
+    /// The process `guid` names: an app's `web` process (the app's guid) or another one.
+    pub fn process(&self, guid: Guid) -> Option<ProcessRef<'_>> {
+        if let Some(app) = self.app(guid) {
+            return Some(ProcessRef::Web(app));
+        }
+        let process = self.other_process(guid)?;
+        let app = self.app(process.app_guid)?;
+        Some(ProcessRef::Other(app, process))
+    }
+
+    /// An app's processes other than `web`, by type.
+    pub fn other_processes_of(&self, app_guid: Guid) -> impl Iterator<Item = &Process> {
+        let from = (app_guid, String::new());
+        self.processes_of_app
+            .range(from..)
+            .take_while(move |((app, _), _)| *app == app_guid)
+            .filter_map(|(_, guid)| self.other_process(*guid))
+    }
+
+    /// An app's processes: `web` first, then the others in creation order (CC's order).
+    pub fn processes_of(&self, app_guid: Guid) -> Vec<ProcessRef<'_>> {
+        let Some(app) = self.app(app_guid) else {
+            return Vec::new();
+        };
+        let mut others: Vec<&Process> = self.other_processes_of(app_guid).collect();
+        others.sort_by_key(|p| (p.created_at, p.guid));
+        std::iter::once(ProcessRef::Web(app))
+            .chain(others.into_iter().map(|p| ProcessRef::Other(app, p)))
+            .collect()
+    }
+
+    /// An app's process of a type.
+    pub fn process_of_type(&self, app_guid: Guid, kind: &str) -> Option<ProcessRef<'_>> {
+        let app = self.app(app_guid)?;
+        if kind == WEB_PROCESS_TYPE {
+            return Some(ProcessRef::Web(app));
+        }
+        let guid = self.processes_of_app.get(&(app_guid, kind.to_owned()))?;
+        self.other_process(*guid).map(|p| ProcessRef::Other(app, p))
+    }
+
+    /// Processes other than `web` whose guids fall in `range`, by guid (the persisted table's
+    /// buckets).
+    pub fn other_processes_in_range(
+        &self,
+        range: impl std::ops::RangeBounds<Guid>,
+    ) -> impl Iterator<Item = &Process> {
+        self.processes.range(range).map(|(_, p)| &**p)
+    }
+
+    /// All processes other than `web`, by guid.
+    pub fn other_processes(&self) -> impl Iterator<Item = &Process> {
+        self.processes.values().map(|p| &**p)
     }
 
     /// The app whose latest package is `package_guid`.
@@ -429,6 +493,19 @@ impl State {
                     self.tasks_of_app
                         .remove(&(old.app_guid, old.created_at, guid));
                     self.tasks_by_created.remove(&(old.created_at, guid));
+                }
+            }
+            Event::ProcessPut(process) => {
+                self.processes_of_app.insert(
+                    (process.app_guid, process.process_type.clone()),
+                    process.guid,
+                );
+                self.processes.insert(process.guid, Arc::new(process));
+            }
+            Event::ProcessDeleted { guid } => {
+                if let Some(old) = self.processes.remove(&guid) {
+                    self.processes_of_app
+                        .remove(&(old.app_guid, old.process_type.clone()));
                 }
             }
             Event::UsageRecorded(_) | Event::AuditRecorded(_) => {}

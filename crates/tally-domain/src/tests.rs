@@ -813,6 +813,7 @@ fn external_staging_success_and_failure() {
         buildpack_guid: None,
         buildpack_name: Some("https://user:pw@git.example.com/bp.git".into()),
         detected_start_command: "./go".into(),
+        other_process_types: Vec::new(),
     };
     let events = f
         .when(&Command::CompleteBuild {
@@ -1446,4 +1447,5 @@ fn names_are_unique_without_regard_to_case_and_keep_their_case() {
     .unwrap();
 }
 
+mod processes;
 mod v3;

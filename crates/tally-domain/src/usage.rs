@@ -2,7 +2,8 @@
 
 use crate::ids::{Guid, Timestamp};
 use crate::model::{
-    obfuscate_url_credentials, App, ProcessState, Space, STAGING_MEMORY_MB, WEB_PROCESS_TYPE,
+    obfuscate_url_credentials, App, Process, ProcessState, Space, STAGING_MEMORY_MB,
+    WEB_PROCESS_TYPE,
 };
 
 /// Every value CC writes to `state` or `previous_state` (reference §1.3).
@@ -151,6 +152,29 @@ impl ProcessFootprint {
             production: app.production,
         }
     }
+}
+
+impl ProcessFootprint {
+    /// The footprint of a process other than `web` (the legacy production flag is the web
+    /// process's).
+    pub fn of_other(process: &Process) -> Self {
+        Self {
+            state: process.state,
+            instances: process.instances,
+            memory_mb: process.memory_mb,
+            production: false,
+        }
+    }
+}
+
+/// An event about the `web` process, re-addressed to another process of the same app: its
+/// guid, type, instances and memory.
+pub fn for_other_process(mut event: UsageEvent, process: &Process) -> UsageEvent {
+    event.app_guid = process.guid.to_string();
+    event.instance_count = process.instances;
+    event.memory_in_mb_per_instance = process.memory_mb;
+    event.process_type = Some(process.process_type.clone());
+    event
 }
 
 /// Reference §2.1: whether saving a process from `before` to `after` writes a usage event.
@@ -323,4 +347,18 @@ pub fn reseed_event(now: Timestamp, app: &App, placement: Placement<'_>) -> Usag
         task_guid: None,
         task_name: None,
     }
+}
+
+/// [`reseed_event`] for a started process other than `web`.
+pub fn reseed_other_event(
+    now: Timestamp,
+    app: &App,
+    process: &Process,
+    placement: Placement<'_>,
+) -> UsageEvent {
+    let mut event = for_other_process(reseed_event(now, app, placement), process);
+    event.guid = process.guid;
+    event.previous_instance_count = Some(process.instances);
+    event.previous_memory_in_mb_per_instance = Some(process.memory_mb);
+    event
 }

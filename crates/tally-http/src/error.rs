@@ -318,7 +318,8 @@ impl From<DomainError> for ApiError {
             DomainError::Unprocessable(_)
             | DomainError::EnvironmentChanged
             | DomainError::BuildNotStaging(_)
-            | DomainError::ReportTooLong { .. } => {
+            | DomainError::ReportTooLong { .. }
+            | DomainError::ReportInvalid(_) => {
                 (S::UNPROCESSABLE_ENTITY, "UnprocessableEntity", 10008)
             }
         };
@@ -516,6 +517,7 @@ mod tests {
                 field: "error",
                 max: 1,
             },
+            DomainError::ReportInvalid("m"),
             DomainError::Denied(Denial::InsufficientScope),
             DomainError::Denied(Denial::NotAuthorized),
             DomainError::Denied(Denial::NotFound),

@@ -121,6 +121,11 @@ async fn build_completed(
                 .and_then(|k| k.parse().ok()),
             buildpack_name: metadata.and_then(|m| m.detected_buildpack),
             detected_start_command: result.process_types.get("web").cloned().unwrap_or_default(),
+            other_process_types: result
+                .process_types
+                .into_iter()
+                .filter(|(kind, _)| kind != tally_domain::model::WEB_PROCESS_TYPE)
+                .collect(),
         }
     };
     state

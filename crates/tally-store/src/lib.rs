@@ -186,6 +186,8 @@ pub enum TableRow {
     Members(Guid, Vec<(RoleKind, String)>),
     /// A task.
     Task(Box<tally_domain::model::Task>),
+    /// A process other than `web`.
+    Process(Box<tally_domain::model::Process>),
 }
 
 impl TableRow {
@@ -197,6 +199,7 @@ impl TableRow {
             Self::App(a) => a.guid,
             Self::Members(resource, _) => *resource,
             Self::Task(t) => t.guid,
+            Self::Process(p) => p.guid,
         }
     }
 
@@ -210,6 +213,12 @@ impl TableRow {
             .chain(state.apps().cloned().map(|app| Self::App(Box::new(app))))
             .chain(Self::members_in(state, ..))
             .chain(state.tasks().cloned().map(|t| Self::Task(Box::new(t))))
+            .chain(
+                state
+                    .other_processes()
+                    .cloned()
+                    .map(|p| Self::Process(Box::new(p))),
+            )
             .collect()
     }
 
@@ -242,6 +251,9 @@ impl TableRow {
         if let Some(task) = state.task(guid) {
             return Some(Self::Task(Box::new(task.clone())));
         }
+        if let Some(process) = state.other_process(guid) {
+            return Some(Self::Process(Box::new(process.clone())));
+        }
         state.org(guid).cloned().map(Self::Org)
     }
 
@@ -257,6 +269,8 @@ impl TableRow {
             Event::RoleGranted(m) | Event::RoleRevoked(m) => Some(m.resource),
             Event::TaskPut(t) => Some(t.guid),
             Event::TaskDeleted { guid } => Some(*guid),
+            Event::ProcessPut(p) => Some(p.guid),
+            Event::ProcessDeleted { guid } => Some(*guid),
             Event::UsageRecorded(_) | Event::AuditRecorded(_) => None,
         }
     }
@@ -270,6 +284,7 @@ impl TableRow {
                 Self::Space(s) => state.evolve_owned(Event::SpaceCreated(s)),
                 Self::App(a) => state.evolve_owned(Event::AppCreated(*a)),
                 Self::Task(t) => state.evolve_owned(Event::TaskPut(*t)),
+                Self::Process(p) => state.evolve_owned(Event::ProcessPut(*p)),
                 Self::Members(resource, members) => {
                     for (role, user) in members {
                         state.evolve_owned(Event::RoleGranted(Membership {

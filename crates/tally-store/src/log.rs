@@ -136,6 +136,12 @@ fn rows_in_buckets(state: &State, first_bucket: u16, last_bucket: u16) -> Vec<Ta
                 .cloned()
                 .map(|t| TableRow::Task(Box::new(t))),
         )
+        .chain(
+            state
+                .other_processes_in_range(range)
+                .cloned()
+                .map(|p| TableRow::Process(Box::new(p))),
+        )
         .collect()
 }
 

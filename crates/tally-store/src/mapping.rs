@@ -120,28 +120,54 @@ fn space_from(s: SpaceV1) -> R<Space> {
     })
 }
 
+fn process_state_to(state: ProcessState) -> u8 {
+    match state {
+        ProcessState::Started => 0,
+        ProcessState::Stopped => 1,
+    }
+}
+
+fn process_state_from(tag: u8) -> R<ProcessState> {
+    match tag {
+        0 => Ok(ProcessState::Started),
+        1 => Ok(ProcessState::Stopped),
+        t => Err(tag_error("process state", t)),
+    }
+}
+
+fn health_check_to(kind: HealthCheckType) -> u8 {
+    match kind {
+        HealthCheckType::Port => 0,
+        HealthCheckType::Process => 1,
+        HealthCheckType::Http => 2,
+        HealthCheckType::None => 3,
+    }
+}
+
+fn health_check_from(tag: u8) -> R<HealthCheckType> {
+    match tag {
+        0 => Ok(HealthCheckType::Port),
+        1 => Ok(HealthCheckType::Process),
+        2 => Ok(HealthCheckType::Http),
+        3 => Ok(HealthCheckType::None),
+        t => Err(tag_error("health check type", t)),
+    }
+}
+
 pub(crate) fn app_to(a: &App) -> AppV1 {
     AppV1 {
         guid: g(a.guid),
         name: a.name.clone(),
         space_guid: g(a.space_guid),
         stack_guid: g(a.stack_guid),
-        state: match a.state {
-            ProcessState::Started => 0,
-            ProcessState::Stopped => 1,
-        },
+        state: process_state_to(a.state),
         memory_mb: a.memory_mb,
         instances: a.instances,
         disk_quota_mb: a.disk_quota_mb,
         log_rate_limit: a.log_rate_limit,
         buildpack: a.buildpack.clone(),
         command: a.command.clone(),
-        health_check_type: match a.health_check_type {
-            HealthCheckType::Port => 0,
-            HealthCheckType::Process => 1,
-            HealthCheckType::Http => 2,
-            HealthCheckType::None => 3,
-        },
+        health_check_type: health_check_to(a.health_check_type),
         health_check_timeout: a.health_check_timeout,
         health_check_http_endpoint: a.health_check_http_endpoint.clone(),
         diego: a.diego,
@@ -200,24 +226,14 @@ pub(crate) fn app_from(a: AppV1) -> R<App> {
         name: a.name,
         space_guid: guid(a.space_guid),
         stack_guid: guid(a.stack_guid),
-        state: match a.state {
-            0 => ProcessState::Started,
-            1 => ProcessState::Stopped,
-            t => return Err(tag_error("process state", t)),
-        },
+        state: process_state_from(a.state)?,
         memory_mb: a.memory_mb,
         instances: a.instances,
         disk_quota_mb: a.disk_quota_mb,
         log_rate_limit: a.log_rate_limit,
         buildpack: a.buildpack,
         command: a.command,
-        health_check_type: match a.health_check_type {
-            0 => HealthCheckType::Port,
-            1 => HealthCheckType::Process,
-            2 => HealthCheckType::Http,
-            3 => HealthCheckType::None,
-            t => return Err(tag_error("health check type", t)),
-        },
+        health_check_type: health_check_from(a.health_check_type)?,
         health_check_timeout: a.health_check_timeout,
         health_check_http_endpoint: a.health_check_http_endpoint,
         diego: a.diego,
@@ -421,6 +437,8 @@ pub(crate) fn event_to(event: &Event) -> RecordBodyV1 {
         Event::RoleRevoked(m) => RecordBodyV1::RoleRevoked(membership_to(m)),
         Event::TaskPut(t) => RecordBodyV1::TaskPut(task_to(t)),
         Event::TaskDeleted { guid } => RecordBodyV1::TaskDeleted(g(*guid)),
+        Event::ProcessPut(p) => RecordBodyV1::ProcessPut(process_to(p)),
+        Event::ProcessDeleted { guid } => RecordBodyV1::ProcessDeleted(g(*guid)),
     }
 }
 
@@ -445,6 +463,8 @@ pub(crate) fn event_from(body: RecordBodyV1) -> R<Event> {
         RecordBodyV1::RoleRevoked(m) => Event::RoleRevoked(membership_from(m)?),
         RecordBodyV1::TaskPut(t) => Event::TaskPut(task_from(t)?),
         RecordBodyV1::TaskDeleted(id) => Event::TaskDeleted { guid: guid(id) },
+        RecordBodyV1::ProcessPut(p) => Event::ProcessPut(process_from(p)?),
+        RecordBodyV1::ProcessDeleted(id) => Event::ProcessDeleted { guid: guid(id) },
         RecordBodyV1::UsagePruned(_) => {
             return Err(MappingError(
                 "a pruned usage event is not a fact of the log".to_owned(),
@@ -469,6 +489,7 @@ pub(crate) fn row_to(row: &TableRow) -> TableRowV1 {
                 .collect(),
         }),
         TableRow::Task(t) => TableRowV1::Task(task_to(t)),
+        TableRow::Process(p) => TableRowV1::Process(process_to(p)),
     }
 }
 
@@ -485,6 +506,7 @@ pub(crate) fn row_from(row: TableRowV1) -> R<TableRow> {
                 .collect::<R<_>>()?,
         ),
         TableRowV1::Task(t) => TableRow::Task(Box::new(task_from(t)?)),
+        TableRowV1::Process(p) => TableRow::Process(Box::new(process_from(p)?)),
     })
 }
 
@@ -536,5 +558,47 @@ fn task_from(t: TaskV1) -> R<Task> {
         started_at: t.started_at.map(time).transpose()?,
         created_at: time(t.created_at)?,
         updated_at: time(t.updated_at)?,
+    })
+}
+
+fn process_to(p: &Process) -> ProcessV1 {
+    ProcessV1 {
+        guid: g(p.guid),
+        app_guid: g(p.app_guid),
+        process_type: p.process_type.clone(),
+        state: process_state_to(p.state),
+        instances: p.instances,
+        memory_mb: p.memory_mb,
+        disk_mb: p.disk_mb,
+        log_rate_limit: p.log_rate_limit,
+        command: p.command.clone(),
+        detected_command: p.detected_command.clone(),
+        health_check_type: health_check_to(p.health_check_type),
+        health_check_timeout: p.health_check_timeout,
+        health_check_http_endpoint: p.health_check_http_endpoint.clone(),
+        version: g(p.version),
+        created_at: micros(p.created_at),
+        updated_at: micros(p.updated_at),
+    }
+}
+
+fn process_from(p: ProcessV1) -> R<Process> {
+    Ok(Process {
+        guid: guid(p.guid),
+        app_guid: guid(p.app_guid),
+        process_type: p.process_type,
+        state: process_state_from(p.state)?,
+        instances: p.instances,
+        memory_mb: p.memory_mb,
+        disk_mb: p.disk_mb,
+        log_rate_limit: p.log_rate_limit,
+        command: p.command,
+        detected_command: p.detected_command,
+        health_check_type: health_check_from(p.health_check_type)?,
+        health_check_timeout: p.health_check_timeout,
+        health_check_http_endpoint: p.health_check_http_endpoint,
+        version: guid(p.version),
+        created_at: time(p.created_at)?,
+        updated_at: time(p.updated_at)?,
     })
 }

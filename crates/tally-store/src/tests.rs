@@ -938,6 +938,46 @@ fn golden_task_records_and_rows_round_trip() {
     assert_eq!(proto_schemas::envelope(&again).unwrap(), golden);
 }
 
+/// The process records and row, added with other process types, read into the domain and are
+/// written again byte for byte.
+#[test]
+fn golden_process_records_and_rows_round_trip() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto-schemas/fixtures/v1");
+    for name in ["record_process_put", "record_process_deleted"] {
+        let golden = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
+        let record: proto_schemas::v1::LogRecordV1 = proto_schemas::open(&golden).unwrap();
+        let event = crate::mapping::event_from(record.body.clone()).unwrap();
+        assert!(
+            matches!(event, Event::ProcessPut(_) | Event::ProcessDeleted { .. }),
+            "{name}: {event:?}"
+        );
+        let again = proto_schemas::v1::LogRecordV1 {
+            seq: record.seq,
+            body: crate::mapping::event_to(&event),
+        };
+        assert_eq!(proto_schemas::envelope(&again).unwrap(), golden, "{name}");
+    }
+    let golden = std::fs::read(dir.join("row_process.bin")).unwrap();
+    let row: proto_schemas::v1::TableRowV1 = proto_schemas::open(&golden).unwrap();
+    let row = crate::mapping::row_from(row).unwrap();
+    let TableRow::Process(process) = &row else {
+        panic!("row_process is not a process: {row:?}");
+    };
+    assert_eq!(process.process_type, "worker");
+    assert_eq!(process.state, tally_domain::model::ProcessState::Stopped);
+    assert_eq!(
+        process.health_check_type,
+        tally_domain::model::HealthCheckType::Http
+    );
+    assert_eq!(
+        process.health_check_http_endpoint.as_deref(),
+        Some("/healthz")
+    );
+    let again = crate::mapping::row_to(&row);
+    assert_eq!(proto_schemas::envelope(&again).unwrap(), golden);
+}
+
 /// A commit of one usage event at `seq`, the log's head after it.
 fn one_usage_event(seq: Seq) -> Commit {
     let u = usage(

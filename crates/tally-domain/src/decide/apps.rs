@@ -12,6 +12,7 @@ pub(super) fn delete_app(
     out: &mut Decision,
 ) {
     super::tasks::delete_tasks(state, app, space, inputs, out);
+    super::processes::delete_others(state, app, space, inputs, out);
     remove_app(app, space, inputs, out);
 }
 
@@ -189,6 +190,10 @@ pub(super) fn update_app(
             before,
         ));
     }
+    if let Some(to) = requested_state {
+        // CC runs `AppStart` or `V2::AppStop` across every process of the app.
+        super::processes::move_others(state, &app, &[to], space, inputs, out);
+    }
     if requested_state == Some(ProcessState::Started) {
         stage_if_needed(&mut app, space, inputs, out);
     }
@@ -264,6 +269,8 @@ pub(super) fn restage_app(
         before,
     ));
     out.audit(inputs, "audit.app.restage", &app, space, Value::empty());
+    let steps = [ProcessState::Stopped, ProcessState::Started];
+    super::processes::move_others(state, &app, &steps, space, inputs, out);
     stage_if_needed(&mut app, space, inputs, out);
     out.events.insert(0, Event::AppUpdated(app));
     Ok(())

@@ -85,6 +85,7 @@ fn immediate_outcome(app: &App, config: &DomainConfig) -> BuildOutcome {
             buildpack_guid: None,
             buildpack_name: None,
             detected_start_command: app.command.clone().unwrap_or_default(),
+            other_process_types: Vec::new(),
         }
     } else {
         let name = app
@@ -95,6 +96,7 @@ fn immediate_outcome(app: &App, config: &DomainConfig) -> BuildOutcome {
             buildpack_guid: (!is_custom_buildpack(&name)).then(|| buildpack_guid(&name)),
             buildpack_name: Some(name),
             detected_start_command: app.command.clone().unwrap_or_default(),
+            other_process_types: Vec::new(),
         }
     }
 }
@@ -341,6 +343,7 @@ pub(super) fn complete_build(
             buildpack_guid,
             buildpack_name,
             detected_start_command,
+            ..
         } => {
             build.state = BuildState::Staged;
             let droplet = Droplet {
@@ -439,10 +442,30 @@ pub(super) fn complete_build(
 
 /// A staging runtime's report is bounded like what a client sends.
 pub(super) fn check_report(outcome: &BuildOutcome) -> Result<(), DomainError> {
+    if let BuildOutcome::Staged {
+        other_process_types,
+        ..
+    } = outcome
+    {
+        if other_process_types.len() >= limits::PROCESS_TYPES {
+            return Err(DomainError::ReportInvalid(
+                "process_types names more than 32 types",
+            ));
+        }
+        if other_process_types
+            .iter()
+            .any(|(kind, _)| kind.is_empty() || kind.chars().any(char::is_control))
+        {
+            return Err(DomainError::ReportInvalid(
+                "a process type is empty or holds control characters",
+            ));
+        }
+    }
     let fields: Vec<(&'static str, &str, usize)> = match outcome {
         BuildOutcome::Staged {
             buildpack_name,
             detected_start_command,
+            other_process_types,
             ..
         } => buildpack_name
             .iter()
@@ -452,6 +475,16 @@ pub(super) fn check_report(outcome: &BuildOutcome) -> Result<(), DomainError> {
                 detected_start_command.as_str(),
                 limits::STAGING_REPORT,
             )])
+            .chain(other_process_types.iter().flat_map(|(kind, command)| {
+                [
+                    ("process_types (a type)", kind.as_str(), limits::NAME),
+                    (
+                        "process_types (a command)",
+                        command.as_str(),
+                        limits::STAGING_REPORT,
+                    ),
+                ]
+            }))
             .collect(),
         BuildOutcome::Failed { reason } => vec![("error", reason.as_str(), limits::STAGING_ERROR)],
     };

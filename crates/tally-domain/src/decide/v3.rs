@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::command::{AppAction, Lifecycle, ProcessUpdate, Scale};
-use crate::model::{DEFAULT_STACK_NAME, WEB_PROCESS_TYPE};
+use crate::model::{Process, ProcessRef, DEFAULT_STACK_NAME, WEB_PROCESS_TYPE};
+use crate::usage::for_other_process;
 
 fn find(state: &State, guid: Guid) -> Result<&App, DomainError> {
     state.app(guid).ok_or(DomainError::ResourceNotFound("App"))
@@ -13,12 +14,9 @@ fn unprocessable(message: impl Into<String>) -> DomainError {
     DomainError::Unprocessable(message.into())
 }
 
-/// `{process_guid, process_type}`, the metadata of CC's process events.
+/// `{process_guid, process_type}` of the web process.
 fn process_metadata(app: &App) -> Vec<(&'static str, Value)> {
-    vec![
-        ("process_guid", Value::text(app.process_guid().to_string())),
-        ("process_type", Value::text(WEB_PROCESS_TYPE)),
-    ]
+    super::processes::metadata(app.process_guid(), WEB_PROCESS_TYPE)
 }
 
 /// The v3 app name rules (`AppCreateMessage`, `AppModel`).
@@ -241,13 +239,13 @@ pub(super) fn app_action(
             before,
         ));
     };
-    match action {
-        AppAction::Start => go(&mut app, ProcessState::Started),
-        AppAction::Stop => go(&mut app, ProcessState::Stopped),
-        AppAction::Restart => {
-            go(&mut app, ProcessState::Stopped);
-            go(&mut app, ProcessState::Started);
-        }
+    let steps: &[ProcessState] = match action {
+        AppAction::Start => &[ProcessState::Started],
+        AppAction::Stop => &[ProcessState::Stopped],
+        AppAction::Restart => &[ProcessState::Stopped, ProcessState::Started],
+    };
+    for &to in steps {
+        go(&mut app, to);
     }
     if !usage.is_empty() {
         app.version = inputs.ids.next_guid();
@@ -256,6 +254,7 @@ pub(super) fn app_action(
     for event in usage {
         out.usage(event);
     }
+    super::processes::move_others(state, &app, steps, space, inputs, out);
     out.audit(inputs, action.audit_type(), &app, space, Value::empty());
     out.events.insert(0, Event::AppUpdated(app));
     Ok(())
@@ -279,6 +278,7 @@ pub(super) fn delete_app_v3(
         space,
         Value::object(process_metadata(app)),
     );
+    super::processes::delete_others(state, app, space, inputs, out);
     remove_app(app, space, inputs, out);
     out.audit(
         inputs,
@@ -290,11 +290,31 @@ pub(super) fn delete_app_v3(
     Ok(())
 }
 
-/// The process `guid` names: tally's apps have one, `web`, with the app's guid.
-fn find_process(state: &State, guid: Guid) -> Result<&App, DomainError> {
-    state
-        .app(guid)
-        .ok_or(DomainError::ResourceNotFound("Process"))
+/// The process `guid` names, as the app its rules apply to (for another type, the app as if
+/// that process were its web one), and the other process if it is one.
+fn find_process(state: &State, guid: Guid) -> Result<(App, Option<&Process>), DomainError> {
+    match state.process(guid) {
+        Some(ProcessRef::Web(app)) => Ok((app.clone(), None)),
+        Some(ProcessRef::Other(app, p)) => Ok((super::processes::shadow(app, p), Some(p))),
+        None => Err(DomainError::ResourceNotFound("Process")),
+    }
+}
+
+/// `{process_guid, process_type}` of the process `find_process` found.
+fn found_metadata(app: &App, other: Option<&Process>) -> Vec<(&'static str, Value)> {
+    match other {
+        Some(p) => super::processes::metadata(p.guid, &p.process_type),
+        None => process_metadata(app),
+    }
+}
+
+/// The event that saves what a process command made of `app` (or of the other process it
+/// stands for).
+fn saved(app: App, other: Option<&Process>) -> Event {
+    match other {
+        Some(p) => Event::ProcessPut(super::processes::unshadow(&app, p)),
+        None => Event::AppUpdated(app),
+    }
 }
 
 pub(super) fn scale_process(
@@ -305,7 +325,8 @@ pub(super) fn scale_process(
     inputs: &mut Inputs<'_>,
     out: &mut Decision,
 ) -> Result<(), DomainError> {
-    let current = find_process(state, guid)?;
+    let (current, other) = find_process(state, guid)?;
+    let current = &current;
     let space = find_space(state, current.space_guid)?;
     let mut app = current.clone();
     let attributes = AppAttributes {
@@ -324,16 +345,20 @@ pub(super) fn scale_process(
     }
     app.updated_at = inputs.now;
     if process_change_emits(before, after) {
-        out.usage(process_event(
+        let event = process_event(
             UNNUMBERED,
             inputs.now,
             &app,
             Placement { space },
             after.state.into(),
             before,
-        ));
+        );
+        out.usage(match other {
+            Some(p) => for_other_process(event, &super::processes::unshadow(&app, p)),
+            None => event,
+        });
     }
-    let mut metadata = process_metadata(&app);
+    let mut metadata = found_metadata(&app, other);
     metadata.push(("request", audit_request.clone()));
     out.audit(
         inputs,
@@ -342,7 +367,7 @@ pub(super) fn scale_process(
         space,
         Value::object(metadata),
     );
-    out.events.insert(0, Event::AppUpdated(app));
+    out.events.insert(0, saved(app, other));
     Ok(())
 }
 
@@ -354,7 +379,8 @@ pub(super) fn update_process(
     inputs: &mut Inputs<'_>,
     out: &mut Decision,
 ) -> Result<(), DomainError> {
-    let current = find_process(state, guid)?;
+    let (current, other) = find_process(state, guid)?;
+    let current = &current;
     let space = find_space(state, current.space_guid)?;
     let mut app = current.clone();
     if let Some(command) = &update.command {
@@ -405,7 +431,7 @@ pub(super) fn update_process(
         app.version = inputs.ids.next_guid();
     }
     app.updated_at = inputs.now;
-    let mut metadata = process_metadata(&app);
+    let mut metadata = found_metadata(&app, other);
     metadata.push(("request", audit_request.clone()));
     out.audit(
         inputs,
@@ -414,6 +440,6 @@ pub(super) fn update_process(
         space,
         Value::object(metadata),
     );
-    out.events.insert(0, Event::AppUpdated(app));
+    out.events.insert(0, saved(app, other));
     Ok(())
 }

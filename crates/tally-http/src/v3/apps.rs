@@ -733,7 +733,7 @@ async fn current_droplet(
     let app = reach(&view.state, &caller, &guid, access::app_read_v3)?;
     let app = view.state.app(app).ok_or_else(app_not_found)?;
     app.current_droplet()
-        .and_then(|_| present::droplet(base(&state), app))
+        .and_then(|_| present::droplet(base(&state), &view.state, app))
         .map(Json)
         .ok_or_else(droplet_not_found)
 }
@@ -757,7 +757,7 @@ async fn droplet(
         droplet_not_found,
     )?;
     let app = table.app(app).ok_or_else(droplet_not_found)?;
-    present::droplet(base(&state), app)
+    present::droplet(base(&state), table, app)
         .map(Json)
         .ok_or_else(droplet_not_found)
 }

@@ -235,7 +235,7 @@ const NESTED: Spec<'static> = Spec {
 };
 
 /// How a nested list presents the app's one resource of its kind.
-type Presenter = fn(&str, &App) -> Option<Value>;
+type Presenter = fn(&str, &tally_domain::State, &App) -> Option<Value>;
 
 /// A page of what `present` makes of the app (at most one: tally keeps the latest).
 fn nested_page(
@@ -252,7 +252,7 @@ fn nested_page(
         .state
         .app(app)
         .ok_or_else(crate::v3::apps::app_not_found)?;
-    let found: Vec<Value> = present(base(state), app)
+    let found: Vec<Value> = present(base(state), &view.state, app)
         .into_iter()
         .filter(|r| {
             r["guid"].as_str().is_some_and(|g| q.allows("guids", g))
@@ -276,7 +276,7 @@ async fn app_packages(
         &caller,
         &guid,
         query.as_deref(),
-        ("packages", present::package),
+        ("packages", |base, _, app| present::package(base, app)),
     )
 }
 

@@ -4,7 +4,9 @@
 //! client, reference v3 §9.1).
 
 use serde_json::{json, Map, Value};
-use tally_domain::model::{App, HealthCheckType, Org, Space, DEFAULT_STACK_NAME, WEB_PROCESS_TYPE};
+use tally_domain::model::{
+    App, HealthCheckType, Org, ProcessRef, Space, DEFAULT_STACK_NAME, WEB_PROCESS_TYPE,
+};
 use tally_domain::{Guid, Timestamp};
 
 use crate::render::time;
@@ -69,45 +71,36 @@ pub fn app(base: &str, app: &App) -> Value {
 }
 
 /// The command a process runs: its own, else what the droplet detected.
-fn process_command(app: &App) -> Option<String> {
-    app.command.clone().or_else(|| {
-        app.current_droplet()
-            .map(|d| d.detected_start_command.clone())
-            .filter(|c| !c.is_empty())
-    })
-}
-
-/// A v3 process (an app's `web` process, whose guid is the app's); `in_list` hides the
-/// command as CC's lists do.
-pub fn process(base: &str, app: &App, in_list: bool) -> Value {
-    let g = app.process_guid();
+/// A v3 process (the app's `web` process, whose guid is the app's, or another type);
+/// `in_list` hides the command as CC's lists do.
+pub fn process(base: &str, p: ProcessRef<'_>, in_list: bool) -> Value {
+    let app = p.app();
+    let g = p.guid();
     let at = format!("{base}/v3/processes/{g}");
     let command = if in_list {
         Value::String(HIDDEN_IN_LISTS.to_owned())
     } else {
-        process_command(app).map_or(Value::Null, Value::String)
+        p.command().map_or(Value::Null, Value::String)
     };
+    let (check_type, timeout, endpoint) = p.health_check();
     let mut check = Map::new();
-    check.insert("timeout".into(), json!(app.health_check_timeout));
+    check.insert("timeout".into(), json!(timeout));
     check.insert("invocation_timeout".into(), Value::Null);
     check.insert("interval".into(), Value::Null);
-    if app.health_check_type == HealthCheckType::Http {
-        check.insert(
-            "endpoint".into(),
-            json!(app.health_check_http_endpoint.as_deref().unwrap_or("/")),
-        );
+    if check_type == HealthCheckType::Http {
+        check.insert("endpoint".into(), json!(endpoint.unwrap_or("/")));
     }
     json!({
         "guid": g.to_string(),
-        "type": WEB_PROCESS_TYPE,
+        "type": p.process_type(),
         "command": command,
         "user": "vcap",
-        "instances": app.instances,
-        "memory_in_mb": app.memory_mb,
-        "disk_in_mb": app.disk_quota_mb,
-        "log_rate_limit_in_bytes_per_second": app.log_rate_limit,
-        "version": app.version.to_string(),
-        "health_check": { "type": app.health_check_type.as_str(), "data": check },
+        "instances": p.instances(),
+        "memory_in_mb": p.memory_mb(),
+        "disk_in_mb": p.disk_mb(),
+        "log_rate_limit_in_bytes_per_second": p.log_rate_limit(),
+        "version": p.version().to_string(),
+        "health_check": { "type": check_type.as_str(), "data": check },
         "readiness_health_check": {
             "type": "process",
             "data": { "invocation_timeout": null, "interval": null },
@@ -117,8 +110,8 @@ pub fn process(base: &str, app: &App, in_list: bool) -> Value {
             "revision": null,
         },
         "metadata": metadata(),
-        "created_at": time(app.created_at),
-        "updated_at": time(app.updated_at),
+        "created_at": time(p.created_at()),
+        "updated_at": time(p.updated_at()),
         "links": {
             "self": link(at.clone()),
             "scale": post(format!("{at}/actions/scale")),
@@ -129,7 +122,9 @@ pub fn process(base: &str, app: &App, in_list: bool) -> Value {
 }
 
 /// The app's current droplet, if it has one.
-pub fn droplet(base: &str, app: &App) -> Option<Value> {
+/// Its `process_types` are `web` and the other types of the app's processes with the commands
+/// the droplet gave them.
+pub fn droplet(base: &str, table: &tally_domain::State, app: &App) -> Option<Value> {
     let d = app.latest_droplet.as_ref()?;
     let g = d.guid;
     let buildpacks: Vec<Value> = d
@@ -152,13 +147,18 @@ pub fn droplet(base: &str, app: &App) -> Option<Value> {
     } else {
         (json!({ "type": "buildpack", "data": {} }), Value::Null)
     };
+    let mut process_types = Map::new();
+    process_types.insert(WEB_PROCESS_TYPE.into(), json!(d.detected_start_command));
+    for other in table.other_processes_of(app.guid) {
+        process_types.insert(other.process_type.clone(), json!(other.detected_command));
+    }
     Some(json!({
         "guid": g.to_string(),
         "state": "STAGED",
         "error": null,
         "lifecycle": lifecycle,
         "execution_metadata": "",
-        "process_types": { WEB_PROCESS_TYPE: d.detected_start_command },
+        "process_types": process_types,
         "checksum": if app.is_docker() { Value::Null } else { json!({ "type": "sha256", "value": null }) },
         "buildpacks": buildpacks,
         "stack": if app.is_docker() { Value::Null } else { json!(DEFAULT_STACK_NAME) },

@@ -1,5 +1,6 @@
-//! `/v3/processes` and `/v3/apps/:guid/processes` (reference v3 §3): every app has one
-//! process, `web`, whose guid is the app's; reads, update, and scale by either route.
+//! `/v3/processes` and `/v3/apps/:guid/processes` (reference v3 §3): every app has a `web`
+//! process, whose guid is the app's, and may have others (`worker`, ...) that a staged
+//! droplet named; reads, update, and scale by either route.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 use tally_domain::access::{self, Visible};
-use tally_domain::model::{App, WEB_PROCESS_TYPE};
+use tally_domain::model::{App, ProcessRef};
 use tally_domain::{Command, Guid};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,7 +18,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::json::CcJson;
 use crate::resource::{open_list, Write};
-use crate::v3::apps::{app_not_found, reach, reach_via, write_scope, Lookup, Rule};
+use crate::v3::apps::{reach, reach_via, write_scope, Lookup, Rule};
 use crate::v3::list::{unlabelled_pass, ListQuery, Spec};
 use crate::v3::{body, present};
 use crate::{ApiError, AppState};
@@ -67,18 +68,18 @@ fn space_of(table: &tally_domain::State, app: Option<Guid>) -> Option<Guid> {
     app.and_then(|a| table.app(a)).map(|a| a.space_guid)
 }
 
-/// The process a guid names (its app's guid), if the v3 `rule` lets the caller reach it.
+/// The process a guid names, if the v3 `rule` lets the caller reach it.
 fn reach_process(
     table: &tally_domain::State,
     caller: &Caller,
     guid: &str,
     rule: Rule,
 ) -> Result<Guid, ApiError> {
-    let lookup: Lookup = |t, g| t.app(g).map(|a| (a.guid, a.space_guid));
+    let lookup: Lookup = |t, g| t.process(g).map(|p| (p.guid(), p.app().space_guid));
     reach_via(table, caller, guid, lookup, rule, process_not_found)
 }
 
-/// The app-nested form: the app (its own not-found), then the type (`web` only).
+/// The app-nested form: the app (its own not-found), then its process of the type.
 fn reach_typed(
     table: &tally_domain::State,
     caller: &Caller,
@@ -86,50 +87,66 @@ fn reach_typed(
     kind: &str,
 ) -> Result<Guid, ApiError> {
     let app = reach(table, caller, guid, access::app_read_v3)?;
-    if kind != WEB_PROCESS_TYPE {
-        return Err(process_not_found());
-    }
-    Ok(app)
+    table
+        .process_of_type(app, kind)
+        .map(ProcessRef::guid)
+        .ok_or_else(process_not_found)
 }
 
-/// A v3 page of processes from apps already in creation order, filtered by what the query asks.
-fn page(state: &AppState, url: &str, q: &ListQuery, apps: Vec<&App>) -> Result<Response, ApiError> {
+/// A v3 page of processes already in creation order, filtered by what the query asks.
+fn page(
+    state: &AppState,
+    url: &str,
+    q: &ListQuery,
+    processes: Vec<ProcessRef<'_>>,
+) -> Result<Response, ApiError> {
     let labels_pass = match q.raw("label_selector") {
         Some(selector) => unlabelled_pass(selector).map_err(bad_query)?,
         None => true,
     };
-    let mut apps: Vec<&App> = apps
+    let mut processes: Vec<ProcessRef<'_>> = processes
         .into_iter()
-        .filter(|a| {
+        .filter(|p| {
             labels_pass
-                && q.allows("guids", &a.guid.to_string())
-                && q.allows("types", WEB_PROCESS_TYPE)
-                && q.allows_time("created_ats", a.created_at)
-                && q.allows_time("updated_ats", a.updated_at)
+                && q.allows("guids", &p.guid().to_string())
+                && q.allows("types", p.process_type())
+                && q.allows_time("created_ats", p.created_at())
+                && q.allows_time("updated_ats", p.updated_at())
         })
         .collect();
     if q.order_by
         .as_deref()
         .is_some_and(|o| o.ends_with("updated_at"))
     {
-        apps.sort_by_key(|a| (a.updated_at, a.guid));
+        processes.sort_by_key(|p| (p.updated_at(), p.guid()));
     }
     if q.descending() {
-        apps.reverse();
+        processes.reverse();
     }
-    let total = apps.len() as u64;
+    let total = processes.len() as u64;
     let skip = usize::try_from(q.offset()).unwrap_or(usize::MAX);
     let take = usize::try_from(q.per_page).unwrap_or(usize::MAX);
     let base = &state.settings.external_url;
     let resources = crate::page::v3(
         state,
-        apps.into_iter()
+        processes
+            .into_iter()
             .skip(skip)
             .take(take)
-            .map(|a| present::process(base, a, true)),
+            .map(|p| present::process(base, p, true)),
         bad_query,
     )?;
     Ok(Json(q.page_envelope(url, total, resources)).into_response())
+}
+
+/// Every process of `apps`, in creation order (`web` is an app's first).
+fn processes_of<'s>(table: &'s tally_domain::State, apps: &[&App]) -> Vec<ProcessRef<'s>> {
+    let mut processes: Vec<ProcessRef<'s>> = apps
+        .iter()
+        .flat_map(|a| table.processes_of(a.guid))
+        .collect();
+    processes.sort_by_key(|p| (p.created_at(), p.guid()));
+    processes
 }
 
 /// Processes, a v3 page (`command` hidden): what it costs grows with the apps a `guids`,
@@ -155,7 +172,8 @@ async fn list(
             .map(|values| values.iter().filter_map(|v| v.parse::<Guid>().ok()))
     };
     let mut apps: Vec<&App> = if let Some(ids) = guids("guids") {
-        ids.filter_map(|g| table.app(g)).collect()
+        ids.filter_map(|g| table.process(g).map(ProcessRef::app))
+            .collect()
     } else if let Some(ids) = guids("app_guids") {
         ids.filter_map(|g| table.app(g)).collect()
     } else if let Some(spaces) = guids("space_guids") {
@@ -182,7 +200,7 @@ async fn list(
                 .is_none_or(|orgs| org_of(a).is_some_and(|o| orgs.contains(&o)))
     });
     let url = format!("{}/v3/processes", state.settings.external_url);
-    page(&state, &url, &q, apps)
+    page(&state, &url, &q, processes_of(table, &apps))
 }
 
 /// One process.
@@ -193,11 +211,11 @@ async fn show(
     Path(guid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.engine.view();
-    let app = reach_process(&view.state, &caller, &guid, access::app_read_v3)?;
-    let app = view.state.app(app).ok_or_else(process_not_found)?;
+    let process = reach_process(&view.state, &caller, &guid, access::app_read_v3)?;
+    let process = view.state.process(process).ok_or_else(process_not_found)?;
     Ok(Json(present::process(
         &state.settings.external_url,
-        app,
+        process,
         false,
     )))
 }
@@ -210,20 +228,20 @@ async fn write_process(
     command: impl FnOnce(Guid) -> Command,
 ) -> Result<Json<Value>, ApiError> {
     let process = found(&state.engine.view().state)?;
-    let (process, view) = Write::new(
+    let (_, view) = Write::new(
         caller,
-        |t: &tally_domain::State| t.app(process).map(|a| a.guid),
+        |t: &tally_domain::State| t.process(process).map(|p| p.app().guid),
         |who, t: &tally_domain::State, app: Option<Guid>| {
             access::app_write_v3(who, t, space_of(t, app))
         },
         process_not_found,
     )
-    .run(state, |_, guid| Ok(Some(command(guid))))
+    .run(state, |_, _| Ok(Some(command(process))))
     .await?;
-    let app = view.state.app(process).ok_or_else(process_not_found)?;
+    let found = view.state.process(process).ok_or_else(process_not_found)?;
     Ok(Json(present::process(
         &state.settings.external_url,
-        app,
+        found,
         false,
     )))
 }
@@ -277,7 +295,7 @@ async fn scale(
     scaled(&state, &caller, &body, found).await
 }
 
-/// The app's processes (`web`).
+/// The app's processes (`web` first).
 #[utoipa::path(get, path = "/v3/apps/{guid}/processes", tag = "v3 processes", security(("bearer" = [])), params(("guid" = String, Path, description = "the app's guid")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn app_processes(
     caller: Caller,
@@ -288,30 +306,29 @@ async fn app_processes(
     let view = state.engine.view();
     let app = reach(&view.state, &caller, &guid, access::app_read_v3)?;
     let q = ListQuery::parse(query.as_deref(), &APP_SPEC)?;
-    let apps: Vec<&App> = view.state.app(app).into_iter().collect();
     let url = format!("{}/v3/apps/{app}/processes", state.settings.external_url);
-    page(&state, &url, &q, apps)
+    page(&state, &url, &q, view.state.processes_of(app))
 }
 
 /// The app's process of a type.
-#[utoipa::path(get, path = "/v3/apps/{guid}/processes/{type}", tag = "v3 processes", security(("bearer" = [])), params(("guid" = String, Path, description = "the app's guid"), ("type" = String, Path, description = "the process type (web)")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
+#[utoipa::path(get, path = "/v3/apps/{guid}/processes/{type}", tag = "v3 processes", security(("bearer" = [])), params(("guid" = String, Path, description = "the app's guid"), ("type" = String, Path, description = "the process type (web, worker, ...)")), responses((status = 200, description = "ok", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn app_process(
     caller: Caller,
     State(state): State<Arc<AppState>>,
     Path((guid, kind)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.engine.view();
-    let app = reach_typed(&view.state, &caller, &guid, &kind)?;
-    let app = view.state.app(app).ok_or_else(app_not_found)?;
+    let process = reach_typed(&view.state, &caller, &guid, &kind)?;
+    let process = view.state.process(process).ok_or_else(process_not_found)?;
     Ok(Json(present::process(
         &state.settings.external_url,
-        app,
+        process,
         false,
     )))
 }
 
 /// Scales the app's process of a type (the cf CLI's route; 202).
-#[utoipa::path(post, path = "/v3/apps/{guid}/processes/{type}/actions/scale", tag = "v3 processes", security(("bearer" = [])), params(("guid" = String, Path, description = "the app's guid"), ("type" = String, Path, description = "the process type (web)")), request_body(content = serde_json::Value, content_type = "application/json", description = "instances, memory_in_mb, disk_in_mb, log_rate_limit_in_bytes_per_second"), responses((status = 202, description = "the process", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
+#[utoipa::path(post, path = "/v3/apps/{guid}/processes/{type}/actions/scale", tag = "v3 processes", security(("bearer" = [])), params(("guid" = String, Path, description = "the app's guid"), ("type" = String, Path, description = "the process type (web, worker, ...)")), request_body(content = serde_json::Value, content_type = "application/json", description = "instances, memory_in_mb, disk_in_mb, log_rate_limit_in_bytes_per_second"), responses((status = 202, description = "the process", body = serde_json::Value), (status = "default", description = "Cloud Controller's error", body = crate::openapi::V3Errors)))]
 async fn app_scale(
     caller: Caller,
     State(state): State<Arc<AppState>>,

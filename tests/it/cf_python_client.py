@@ -55,7 +55,7 @@ while True:
     if page["next_url"] is None:
         break
     page = client.get(target + page["next_url"]).json()
-for expected in ["audit.app.create", "audit.app.update", "audit.app.restage", "audit.app.delete-request"]:
+for expected in ["audit.app.create", "audit.app.update", "audit.app.restage", "audit.app.process.delete", "audit.app.delete-request"]:
     assert expected in types, (expected, types)
 
 try:

@@ -759,7 +759,11 @@ fn delete_writes_stopped_only_for_a_started_app() {
         })
         .unwrap();
     assert_eq!(states(&events), vec![("STOPPED", Some("STARTED"))]);
-    assert_eq!(audit_types(&events), vec!["audit.app.delete-request"]);
+    // CC's `AppDelete`: the process's delete event first, then the request's (v2 as v3).
+    assert_eq!(
+        audit_types(&events),
+        vec!["audit.app.process.delete", "audit.app.delete-request"]
+    );
     let mut f = given(&[org_and_space(), vec![create_app(AppAttributes::default())]].concat());
     let events = f
         .when(&Command::DeleteApp {

@@ -3,7 +3,9 @@
 
 use super::*;
 
-/// Deleting a started process stops it first (reference §2.1), so it emits STOPPED.
+/// Deleting an app (`AppDelete`, reference §2.1 and v3 §2.5), v2 and v3 alike: its tasks first,
+/// then `audit.app.process.delete` for each process, STOPPED for each that ran, the row gone.
+/// The caller writes `audit.app.delete-request` after it.
 pub(super) fn delete_app(
     state: &State,
     app: &App,
@@ -12,6 +14,13 @@ pub(super) fn delete_app(
     out: &mut Decision,
 ) {
     super::tasks::delete_tasks(state, app, space, inputs, out);
+    out.audit(
+        inputs,
+        "audit.app.process.delete",
+        app,
+        space,
+        Value::object(super::processes::web_metadata(app)),
+    );
     super::processes::delete_others(state, app, space, inputs, out);
     remove_app(app, space, inputs, out);
 }

@@ -4,7 +4,7 @@
 //! writes its own usage events, keyed by its own guid.
 
 use super::*;
-use crate::model::Process;
+use crate::model::{Process, WEB_PROCESS_TYPE};
 use crate::usage::for_other_process;
 
 /// `{process_guid, process_type}`, the metadata of CC's process audit events.
@@ -13,6 +13,11 @@ pub(super) fn metadata(guid: Guid, kind: &str) -> Vec<(&'static str, Value)> {
         ("process_guid", Value::text(guid.to_string())),
         ("process_type", Value::text(kind)),
     ]
+}
+
+/// The same of an app's web process (its guid is the app's).
+pub(super) fn web_metadata(app: &App) -> Vec<(&'static str, Value)> {
+    metadata(app.process_guid(), WEB_PROCESS_TYPE)
 }
 
 /// An app's other processes in CC's order (creation).

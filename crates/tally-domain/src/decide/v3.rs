@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::command::{AppAction, Lifecycle, ProcessUpdate, Scale};
-use crate::model::{Process, ProcessRef, DEFAULT_STACK_NAME, WEB_PROCESS_TYPE};
+use crate::model::{Process, ProcessRef, DEFAULT_STACK_NAME};
 use crate::usage::for_other_process;
 
 fn find(state: &State, guid: Guid) -> Result<&App, DomainError> {
@@ -12,11 +12,6 @@ fn find(state: &State, guid: Guid) -> Result<&App, DomainError> {
 
 fn unprocessable(message: impl Into<String>) -> DomainError {
     DomainError::Unprocessable(message.into())
-}
-
-/// `{process_guid, process_type}` of the web process.
-fn process_metadata(app: &App) -> Vec<(&'static str, Value)> {
-    super::processes::metadata(app.process_guid(), WEB_PROCESS_TYPE)
 }
 
 /// The v3 app name rules (`AppCreateMessage`, `AppModel`).
@@ -126,7 +121,7 @@ pub(super) fn create_app_v3(
         "audit.app.process.create",
         &app,
         space,
-        Value::object(process_metadata(&app)),
+        Value::object(super::processes::web_metadata(&app)),
     );
     out.audit(
         inputs,
@@ -270,16 +265,7 @@ pub(super) fn delete_app_v3(
 ) -> Result<(), DomainError> {
     let app = find(state, guid)?;
     let space = find_space(state, app.space_guid)?;
-    super::tasks::delete_tasks(state, app, space, inputs, out);
-    out.audit(
-        inputs,
-        "audit.app.process.delete",
-        app,
-        space,
-        Value::object(process_metadata(app)),
-    );
-    super::processes::delete_others(state, app, space, inputs, out);
-    remove_app(app, space, inputs, out);
+    super::apps::delete_app(state, app, space, inputs, out);
     out.audit(
         inputs,
         "audit.app.delete-request",
@@ -304,7 +290,7 @@ fn find_process(state: &State, guid: Guid) -> Result<(App, Option<&Process>), Do
 fn found_metadata(app: &App, other: Option<&Process>) -> Vec<(&'static str, Value)> {
     match other {
         Some(p) => super::processes::metadata(p.guid, &p.process_type),
-        None => process_metadata(app),
+        None => super::processes::web_metadata(app),
     }
 }
 

@@ -206,7 +206,11 @@ fn other_processes_start_stop_scale_reseed_and_delete_under_their_own_guid() {
         .unwrap();
     assert_eq!(
         audit_types(&events),
-        ["audit.app.process.delete", "audit.app.delete-request"]
+        [
+            "audit.app.process.delete",
+            "audit.app.process.delete",
+            "audit.app.delete-request"
+        ]
     );
     assert_eq!(
         billed(&events),
@@ -214,6 +218,19 @@ fn other_processes_start_stop_scale_reseed_and_delete_under_their_own_guid() {
             ("STOPPED", Some("STARTED"), w.clone(), "worker".into(), 3),
             ("STOPPED", Some("STARTED"), web, "web".into(), 1),
         ]
+    );
+    let deleted: Vec<Option<&Value>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AuditRecorded(a) if a.event_type == "audit.app.process.delete" => {
+                Some(a.metadata.get("process_type"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deleted,
+        [Some(&Value::text("web")), Some(&Value::text("worker"))]
     );
     assert_eq!(f.state.other_processes().count(), 0);
 }

@@ -355,7 +355,11 @@ fn a_v2_delete_stops_running_tasks_first_and_a_finished_task_writes_nothing_more
     assert_eq!(states, [UsageState::TaskStopped, UsageState::Stopped]);
     assert_eq!(
         audit_types(&events),
-        ["audit.app.task.cancel", "audit.app.delete-request"]
+        [
+            "audit.app.task.cancel",
+            "audit.app.process.delete",
+            "audit.app.delete-request"
+        ]
     );
     assert!(
         f.state.tasks().next().is_none(),

@@ -27,6 +27,27 @@ fn others_of(state: &State, app: Guid) -> Vec<&Process> {
     others
 }
 
+/// The usage event `process` (as it is after the change, `before` what it was) writes in
+/// `state`; names and package state come from its `app`.
+fn usage_of(
+    inputs: &Inputs<'_>,
+    app: &App,
+    space: &Space,
+    process: &Process,
+    state: UsageState,
+    before: ProcessFootprint,
+) -> UsageEvent {
+    let event = process_event(
+        UNNUMBERED,
+        inputs.now,
+        app,
+        Placement { space },
+        state,
+        before,
+    );
+    for_other_process(event, process)
+}
+
 /// CC's `AppStart`, `AppStop` and restart run across every process: each other process of
 /// `app` goes through `steps` in turn, with a usage event for each step that changed it.
 /// `app` is the app as this command leaves it (names and package state come from it).
@@ -46,15 +67,7 @@ pub(super) fn move_others(
             }
             let before = ProcessFootprint::of_other(&next);
             next.state = to;
-            let event = process_event(
-                UNNUMBERED,
-                inputs.now,
-                app,
-                Placement { space },
-                to.into(),
-                before,
-            );
-            out.usage(for_other_process(event, &next));
+            out.usage(usage_of(inputs, app, space, &next, to.into(), before));
         }
         if next.state != process.state {
             next.version = inputs.ids.next_guid();
@@ -75,15 +88,14 @@ pub(super) fn buildpack_set_others(
 ) {
     for process in others_of(state, app.guid) {
         let before = ProcessFootprint::of_other(process);
-        let event = process_event(
-            UNNUMBERED,
-            inputs.now,
+        out.usage(usage_of(
+            inputs,
             app,
-            Placement { space },
+            space,
+            process,
             UsageState::BuildpackSet,
             before,
-        );
-        out.usage(for_other_process(event, process));
+        ));
     }
 }
 
@@ -108,15 +120,14 @@ pub(super) fn delete_others(
             let before = ProcessFootprint::of_other(process);
             let mut stopped = process.clone();
             stopped.state = ProcessState::Stopped;
-            let event = process_event(
-                UNNUMBERED,
-                inputs.now,
+            out.usage(usage_of(
+                inputs,
                 app,
-                Placement { space },
+                space,
+                &stopped,
                 UsageState::Stopped,
                 before,
-            );
-            out.usage(for_other_process(event, &stopped));
+            ));
         }
         out.events
             .push(Event::ProcessDeleted { guid: process.guid });

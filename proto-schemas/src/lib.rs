@@ -13,9 +13,11 @@
 //! # Layout
 //! - [`v1`]: the version 1 record types.
 //! - [`envelope`] / [`open`]: wrap and check a record.
+//! - [`borrowed`]: what start-up's indexes read of usage and audit blocks, without copying.
 //! - `fixtures/v1/`: golden bytes.
 //! - [`wire`] and `proto/`: the public protobuf schema of the usage-event stream.
 
+pub mod borrowed;
 pub mod v1;
 
 /// The public protobuf messages of `proto/tally/usage/v1/usage.proto` (the binary usage-event

@@ -515,3 +515,241 @@ proptest! {
         prop_assert_eq!(open::<LogRecordV1>(&envelope(&record).unwrap()).unwrap(), record);
     }
 }
+
+/// A block of the golden records `names`, built from their frozen bytes: a block's payload is
+/// the record count, then each record's payload.
+fn golden_block(names: &[&str]) -> Vec<u8> {
+    let mut payload = (names.len() as u64).to_le_bytes().to_vec();
+    for name in names {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        payload.extend_from_slice(&bytes[5..]);
+    }
+    let mut out = vec![FORMAT_V1];
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The keys the owned decoding of a usage block gives.
+fn owned_usage_keys(bytes: &[u8]) -> Vec<borrowed::UsageKey> {
+    let block: BlockV1 = open(bytes).unwrap();
+    block
+        .records
+        .into_iter()
+        .map(|r| match r.body {
+            RecordBodyV1::Usage(u) => borrowed::UsageKey::Event {
+                seq: r.seq,
+                created_at: u.created_at,
+            },
+            RecordBodyV1::UsagePruned(_) => borrowed::UsageKey::Pruned { seq: r.seq },
+            other => panic!("not a usage record: {other:?}"),
+        })
+        .collect()
+}
+
+/// seq, created_at, type, actee (a guid as `{:?}` of its bytes), space, org.
+type OwnedAuditKey = (u64, i64, String, String, Option<GuidV1>, Option<GuidV1>);
+
+/// What the owned decoding of an audit block says of the fields the audit index reads.
+fn owned_audit_keys(bytes: &[u8]) -> Vec<OwnedAuditKey> {
+    let block: BlockV1 = open(bytes).unwrap();
+    block
+        .records
+        .into_iter()
+        .map(|r| {
+            let (event, actee) = match r.body {
+                RecordBodyV1::Audit(a) => {
+                    let actee = format!("{:?}", a.actee);
+                    (a, actee)
+                }
+                RecordBodyV1::AuditTextActee(t) => (t.event, t.actee),
+                other => panic!("not an audit record: {other:?}"),
+            };
+            (
+                r.seq,
+                event.created_at,
+                event.event_type,
+                actee,
+                event.space_guid,
+                event.organization_guid,
+            )
+        })
+        .collect()
+}
+
+fn as_owned(keys: Vec<borrowed::AuditKey<'_>>) -> Vec<OwnedAuditKey> {
+    keys.into_iter()
+        .map(|k| {
+            let actee = match k.actee {
+                borrowed::Actee::Guid(g) => format!("{g:?}"),
+                borrowed::Actee::Text(t) => t.to_owned(),
+            };
+            (
+                k.seq,
+                k.created_at,
+                k.event_type.to_owned(),
+                actee,
+                k.space_guid,
+                k.organization_guid,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn borrowed_keys_read_the_golden_usage_and_audit_records() {
+    let usage = golden_block(&["record_usage", "record_usage_pruned", "record_usage"]);
+    assert_eq!(
+        borrowed::usage_keys(&usage).unwrap(),
+        [
+            borrowed::UsageKey::Event {
+                seq: 10,
+                created_at: 1_714_557_600_123_456
+            },
+            borrowed::UsageKey::Pruned { seq: 18 },
+            borrowed::UsageKey::Event {
+                seq: 10,
+                created_at: 1_714_557_600_123_456
+            },
+        ]
+    );
+    assert_eq!(
+        borrowed::usage_keys(&usage).unwrap(),
+        owned_usage_keys(&usage)
+    );
+    let audit = golden_block(&["record_audit", "record_audit_text_actee"]);
+    let keys = borrowed::audit_keys(&audit).unwrap();
+    assert_eq!(
+        keys[0],
+        borrowed::AuditKey {
+            seq: 11,
+            created_at: 5,
+            event_type: "audit.app.update",
+            actee: borrowed::Actee::Guid(guid(1)),
+            space_guid: Some(guid(2)),
+            organization_guid: Some(guid(10)),
+        }
+    );
+    assert_eq!(keys[1].seq, 17);
+    assert_eq!(keys[1].actee, borrowed::Actee::Text("ci-client"));
+    assert_eq!(as_owned(keys), owned_audit_keys(&audit));
+}
+
+#[test]
+fn borrowed_keys_refuse_other_streams_and_damaged_blocks() {
+    let mixed = golden_block(&["record_usage", "record_audit"]);
+    assert!(borrowed::usage_keys(&mixed).is_err());
+    assert!(borrowed::audit_keys(&mixed).is_err());
+    let entity = golden_block(&["record_app_created"]);
+    assert!(borrowed::usage_keys(&entity).is_err());
+    assert!(borrowed::audit_keys(&entity).is_err());
+    let mut flipped = golden_block(&["record_audit"]);
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(matches!(
+        borrowed::audit_keys(&flipped),
+        Err(DecodeError::Checksum { .. })
+    ));
+    // A record cut short: the block's count claims one more than there is.
+    let usage = std::fs::read(fixture("record_usage")).unwrap();
+    let mut payload = 2u64.to_le_bytes().to_vec();
+    payload.extend_from_slice(&usage[5..]);
+    let mut short = vec![FORMAT_V1];
+    short.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    short.extend_from_slice(&payload);
+    assert!(matches!(
+        borrowed::usage_keys(&short),
+        Err(DecodeError::Payload(_))
+    ));
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(".{0,12}")
+}
+
+prop_compose! {
+    fn any_usage()(
+        created_at in any::<i64>(), state in any::<u8>(), previous in any::<Option<u8>>(),
+        counts in any::<(i64, Option<i64>, i64, Option<i64>)>(),
+        names in (".{0,20}", ".{0,20}", ".{0,20}"),
+        texts in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+        guids in any::<(Option<[u8; 16]>, Option<[u8; 16]>, Option<[u8; 16]>)>(),
+    ) -> UsageEventV1 {
+        UsageEventV1 {
+            guid: guid(1), created_at, state, previous_state: previous,
+            instance_count: counts.0, previous_instance_count: counts.1,
+            memory_in_mb_per_instance: counts.2, previous_memory_in_mb_per_instance: counts.3,
+            app_guid: names.0, app_name: names.1, space_guid: guid(2), space_name: names.2,
+            org_guid: guid(3), buildpack_guid: guids.0, buildpack_name: texts.0,
+            package_state: texts.1, previous_package_state: texts.2, parent_app_guid: guids.1,
+            parent_app_name: texts.3, process_type: texts.4, task_guid: guids.2, task_name: texts.5,
+        }
+    }
+}
+
+prop_compose! {
+    fn any_audit()(
+        created_at in any::<i64>(),
+        texts in (".{0,20}", ".{0,12}", ".{0,12}", ".{0,12}", ".{0,12}", ".{0,12}", ".{0,12}", ".{0,40}"),
+        actee in any::<[u8; 16]>(), text_actee in opt_text(),
+        places in any::<(Option<[u8; 16]>, Option<[u8; 16]>)>(),
+    ) -> RecordBodyV1 {
+        let event = AuditEventV1 {
+            guid: guid(4), created_at, event_type: texts.0, actor: texts.1, actor_type: texts.2,
+            actor_name: texts.3, actor_username: texts.4, actee, actee_type: texts.5,
+            actee_name: texts.6, metadata: texts.7, space_guid: places.0,
+            organization_guid: places.1,
+        };
+        match text_actee {
+            Some(actee) => RecordBodyV1::AuditTextActee(AuditTextActeeV1 {
+                event: AuditEventV1 { actee: [0; 16], ..event },
+                actee,
+            }),
+            None => RecordBodyV1::Audit(event),
+        }
+    }
+}
+
+proptest! {
+    /// The borrowed keys of any usage or audit block are what its owned decoding says.
+    #[test]
+    fn borrowed_keys_agree_with_the_owned_decoding(
+        usage in prop::collection::vec((any::<u64>(), any_usage(), any::<Option<(i64, i64)>>()), 0..8),
+        audit in prop::collection::vec((any::<u64>(), any_audit()), 0..8),
+    ) {
+        let usage = envelope(&BlockV1 {
+            records: usage
+                .into_iter()
+                .map(|(seq, u, pruned)| LogRecordV1 {
+                    seq,
+                    body: match pruned {
+                        Some((created_at, cutoff)) => {
+                            RecordBodyV1::UsagePruned(UsagePrunedV1 { guid: u.guid, created_at, cutoff })
+                        }
+                        None => RecordBodyV1::Usage(u),
+                    },
+                })
+                .collect(),
+        })
+        .unwrap();
+        prop_assert_eq!(borrowed::usage_keys(&usage).unwrap(), owned_usage_keys(&usage));
+        let audit = envelope(&BlockV1 {
+            records: audit.into_iter().map(|(seq, body)| LogRecordV1 { seq, body }).collect(),
+        })
+        .unwrap();
+        prop_assert_eq!(as_owned(borrowed::audit_keys(&audit).unwrap()), owned_audit_keys(&audit));
+    }
+
+    /// Untrusted bytes never make the borrowed reads panic.
+    #[test]
+    fn borrowed_keys_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = bytes;
+        if bytes.len() >= 5 {
+            bytes[0] = FORMAT_V1;
+            let crc = crc32fast::hash(&bytes[5..]);
+            bytes[1..5].copy_from_slice(&crc.to_le_bytes());
+        }
+        let _ = borrowed::usage_keys(&bytes);
+        let _ = borrowed::audit_keys(&bytes);
+    }
+}

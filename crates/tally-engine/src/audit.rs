@@ -14,6 +14,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use tally_domain::audit::AuditEvent;
 use tally_domain::{Guid, Seq};
+use tally_store::{AuditKey, LogStore, StoreError};
 
 /// A field of an audit event the index answers filters on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,18 +121,48 @@ struct Postings {
 }
 
 impl Postings {
-    fn push(&mut self, seq: Seq, event: &AuditEvent) {
+    fn push(&mut self, key: AuditKey<'_>) {
+        let seq = key.seq;
         if self.all.last().is_some_and(|(last, _)| *last >= seq) {
             return; // already indexed (a catch-up after a failed write re-reads the tail)
         }
-        self.all.push((seq, event.created_at.timestamp_micros()));
-        push_to(&mut self.by_type, event.event_type.as_str(), seq);
-        push_to(&mut self.by_actee, event.actee.as_str(), seq);
-        self.by_space.entry(event.space_guid).or_default().push(seq);
+        self.all.push((seq, key.created_at_micros));
+        push_to(&mut self.by_type, key.event_type, seq);
+        push_to(&mut self.by_actee, key.actee, seq);
+        self.by_space.entry(key.space_guid).or_default().push(seq);
         self.by_org
-            .entry(event.organization_guid)
+            .entry(key.organization_guid)
             .or_default()
             .push(seq);
+    }
+
+    /// Adds the events of `later` after the last one indexed (those at or before it are
+    /// already here).
+    fn append(&mut self, later: Postings) {
+        let last = self.all.last().map_or(0, |(seq, _)| *seq);
+        if last == 0 {
+            *self = later;
+            return;
+        }
+        let newer = |list: &[Seq]| list.partition_point(|seq| *seq <= last);
+        let at = later.all.partition_point(|(seq, _)| *seq <= last);
+        self.all.extend_from_slice(&later.all[at..]);
+        fn merge<K: std::hash::Hash + Eq>(
+            into: &mut HashMap<K, Vec<Seq>>,
+            from: HashMap<K, Vec<Seq>>,
+            newer: impl Fn(&[Seq]) -> usize,
+        ) {
+            for (key, list) in from {
+                let tail = &list[newer(&list)..];
+                if !tail.is_empty() {
+                    into.entry(key).or_default().extend_from_slice(tail);
+                }
+            }
+        }
+        merge(&mut self.by_type, later.by_type, newer);
+        merge(&mut self.by_actee, later.by_actee, newer);
+        merge(&mut self.by_space, later.by_space, newer);
+        merge(&mut self.by_org, later.by_org, newer);
     }
 
     /// The posting lists whose key passes `m`, for `field`.
@@ -272,8 +303,21 @@ impl AuditIndex {
     pub fn extend<'a>(&self, events: impl IntoIterator<Item = (Seq, &'a AuditEvent)>) {
         let mut postings = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         for (seq, event) in events {
-            postings.push(seq, event);
+            postings.push(AuditKey::of(seq, event));
         }
+    }
+
+    /// Indexes what the store read of every audit event after the last one indexed, up to
+    /// `head` (start-up, a follower's step, the tail after a failed write).
+    /// The store is read into lists of their own, so readers of the index never wait for it;
+    /// they are then appended under the lock.
+    pub fn catch_up(&self, store: &dyn LogStore, head: Seq) -> Result<(), StoreError> {
+        let from = self.last().saturating_add(1);
+        let mut fresh = Postings::default();
+        store.audit_keys(from, head, &mut |key| fresh.push(key))?;
+        let mut postings = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        postings.append(fresh);
+        Ok(())
     }
 
     /// Gives back the room the lists grew into (after building the index at start-up, where

@@ -358,14 +358,17 @@ impl Engine {
         clock: Box<dyn Clock>,
         ids: Box<dyn IdGen + Send>,
     ) -> Result<Self, EngineError> {
+        let started = std::time::Instant::now();
         let recovered = store.recover()?;
         tracing::info!(
             head = recovered.meta.head,
             epoch = recovered.meta.epoch,
             replayed = recovered.replayed,
             apps = recovered.state.app_count(),
+            ms = started.elapsed().as_millis() as u64,
             "log recovered"
         );
+        let recovered_at = std::time::Instant::now();
         let meta = &recovered.meta;
         let reseeded = Arc::new(ReseedIndex::new(store.reseed_index(meta.epoch)?));
         let usage: UsageIndex = store
@@ -373,11 +376,19 @@ impl Engine {
             .into_iter()
             .map(|(seq, at)| (seq, at.timestamp_micros()))
             .collect();
+        let indexed = std::time::Instant::now();
         let audit = Arc::new(AuditIndex::default());
-        catch_up_audit(store.as_ref(), &audit, meta.head)?;
+        audit.catch_up(store.as_ref(), meta.head)?;
         audit.shrink();
+        let audited = std::time::Instant::now();
         // Recovery has read every page of the log once (to check it); let them go.
         store.release_cache()?;
+        tracing::info!(
+            usage_index_ms = (indexed - recovered_at).as_millis() as u64,
+            audit_index_ms = (audited - indexed).as_millis() as u64,
+            release_ms = audited.elapsed().as_millis() as u64,
+            "indexes built"
+        );
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
         let (publish, view) = watch::channel(Arc::new(View {
             state: recovered.state.clone(),
@@ -865,25 +876,6 @@ impl Engine {
     /// Bytes the log occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.store.size_on_disk()
-    }
-}
-
-/// Audit events read per step while indexing them.
-const AUDIT_READ_CHUNK: usize = 65_536;
-
-/// Indexes the audit events after the newest one `index` holds, up to `head`.
-pub(crate) fn catch_up_audit(
-    store: &dyn LogStore,
-    index: &AuditIndex,
-    head: Seq,
-) -> Result<(), StoreError> {
-    loop {
-        let from = index.last().saturating_add(1);
-        let chunk = store.audit_range(from, head, AUDIT_READ_CHUNK)?;
-        index.extend(chunk.iter().map(|(seq, event)| (*seq, event)));
-        if chunk.len() < AUDIT_READ_CHUNK {
-            return Ok(());
-        }
     }
 }
 

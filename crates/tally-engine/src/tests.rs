@@ -228,6 +228,14 @@ impl LogStore for GatedStore {
     fn audit_range(&self, f: Seq, u: Seq, l: usize) -> Result<Vec<(Seq, AuditEvent)>, StoreError> {
         self.inner.audit_range(f, u, l)
     }
+    fn audit_keys(
+        &self,
+        f: Seq,
+        u: Seq,
+        visit: &mut dyn FnMut(tally_store::AuditKey<'_>),
+    ) -> Result<Seq, StoreError> {
+        self.inner.audit_keys(f, u, visit)
+    }
     fn audit_at(&self, seq: Seq) -> Result<Option<AuditEvent>, StoreError> {
         self.inner.audit_at(seq)
     }

@@ -451,9 +451,7 @@ impl Writer {
                         .into_iter()
                         .map(|(seq, at)| (seq, at.timestamp_micros())),
                 );
-                if let Err(error) =
-                    crate::catch_up_audit(self.store.as_ref(), &self.audit, meta.head)
-                {
+                if let Err(error) = self.audit.catch_up(self.store.as_ref(), meta.head) {
                     tracing::warn!(%error, "cannot index the audit events another node wrote");
                 }
                 self.meta = meta;
@@ -646,9 +644,7 @@ impl Writer {
                     }
                 }
                 // A failed write may still have reached the store: index what it holds.
-                if let Err(error) =
-                    crate::catch_up_audit(self.store.as_ref(), &self.audit, self.meta.head)
-                {
+                if let Err(error) = self.audit.catch_up(self.store.as_ref(), self.meta.head) {
                     tracing::error!(%error, "cannot re-read the audit index after a failed write")
                 }
                 match self.store.reseed_index(self.meta.epoch) {

@@ -78,6 +78,45 @@ pub(crate) fn open_block(
     Ok((first, block))
 }
 
+/// The keys the indexes read of the block stored under `key` (a usage or audit block), borrowed
+/// from `value` ([`proto_schemas::borrowed`]), held to the same order as [`decode_block`]:
+/// non-empty, strictly increasing, starting at the key's sequence number.
+pub(crate) fn block_keys<'a, T>(
+    prefix: u8,
+    key: &[u8],
+    value: &'a [u8],
+    read: fn(&'a [u8]) -> Result<Vec<T>, proto_schemas::DecodeError>,
+    seq: fn(&T) -> Seq,
+) -> Result<Vec<T>, StoreError> {
+    let first = seq_of(key).ok_or_else(|| {
+        corrupt(
+            format!("{} key {key:?}", kind_name(prefix)),
+            "malformed key",
+        )
+    })?;
+    let keys = read(value)
+        .map_err(|e| corrupt(format!("{} block at seq {first}", kind_name(prefix)), e))?;
+    let mut previous: Option<Seq> = None;
+    for k in &keys {
+        let at = seq(k);
+        let ordered = previous.map_or(at == first, |p| at > p);
+        if !ordered {
+            return Err(corrupt(
+                format!("{} seq {at}", kind_name(prefix)),
+                format!("out of order in the block at seq {first}"),
+            ));
+        }
+        previous = Some(at);
+    }
+    if keys.is_empty() {
+        return Err(corrupt(
+            format!("{} block at seq {first}", kind_name(prefix)),
+            "empty",
+        ));
+    }
+    Ok(keys)
+}
+
 /// Decodes the block stored under `key`: its records must be non-empty, of the key's stream,
 /// strictly increasing and start at the key's sequence number.
 pub(crate) fn decode_block(

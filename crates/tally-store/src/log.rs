@@ -2,10 +2,12 @@
 //! the `LogStore` contract; what each write or check does lives by concern in `log/`.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use proto_schemas::borrowed::{self, Actee, UsageKey};
 use proto_schemas::v1::{
     BlockV1, LogRecordV1, MetaV1, RecordBodyV1, ReseedIndexV1, SnapshotChunkV1, TableBucketV1,
     UsagePrunedV1,
@@ -18,7 +20,7 @@ use crate::codec::*;
 use crate::keys::*;
 use crate::mapping::{event_to, micros, row_from, row_to, time};
 use crate::{
-    Commit, ExportVisitor, LogStore, Meta, Recovered, StoreError, TableRow, UsageSlot,
+    AuditKey, Commit, ExportVisitor, LogStore, Meta, Recovered, StoreError, TableRow, UsageSlot,
     VerifyReport, SNAPSHOT_CHUNKS,
 };
 
@@ -35,6 +37,8 @@ const BLOCK_RECORDS: usize = 256;
 
 /// Bytes the start-up check reads between two [`LogStore::release_cache`] calls.
 const RECOVERY_READ_CHUNK: usize = 64 * 1024 * 1024;
+/// Positions one scan of the indexes' reads spans (sled keeps what one scan read until it ends).
+const SCAN_SPAN: Seq = 1 << 18;
 
 /// The log over a backend. See [`LogStore`] for the contract.
 pub struct Log<B> {
@@ -384,6 +388,37 @@ impl<B: Backend> Log<B> {
         }
     }
 
+    /// The usage positions in `wanted` held by the blocks that start from `start` through `end`.
+    fn usage_positions_in(
+        &self,
+        wanted: std::ops::RangeInclusive<Seq>,
+        start: Seq,
+        end: Seq,
+        out: &mut Vec<(Seq, Timestamp)>,
+    ) -> Result<(), StoreError> {
+        self.backend.scan(
+            &seq_key(USAGE, start),
+            &range_end(USAGE, end),
+            false,
+            &mut |key, value| {
+                let keys = block_keys(USAGE, key, value, borrowed::usage_keys, |k| match k {
+                    UsageKey::Event { seq, .. } | UsageKey::Pruned { seq } => *seq,
+                })?;
+                for k in keys {
+                    if let UsageKey::Event { seq, created_at } = k {
+                        if wanted.contains(&seq) {
+                            let at = time(created_at)
+                                .map_err(|e| corrupt(format!("usage event seq {seq}"), e))?;
+                            out.push((seq, at));
+                        }
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        Ok(())
+    }
+
     /// Visits every record of one stream from the block starting at `from` on.
     fn each_record(
         &self,
@@ -455,26 +490,78 @@ impl<B: Backend> LogStore for Log<B> {
         }
         // Blocks are per commit and a purge starts a commit, so no block straddles `from`
         // when it is a usage floor; a block straddling it anyway is filtered record by record.
-        self.backend.scan(
-            &seq_key(USAGE, from),
-            &range_end(USAGE, upto),
-            false,
-            &mut |key, value| {
-                let (_, block) = open_block(USAGE, key, value)?;
-                for record in block.records {
-                    if let RecordBodyV1::Usage(u) = record.body {
-                        if (from..=upto).contains(&record.seq) {
-                            let at = time(u.created_at).map_err(|e| {
-                                corrupt(format!("usage event seq {}", record.seq), e)
-                            })?;
-                            out.push((record.seq, at));
-                        }
-                    }
-                }
-                Ok(ControlFlow::Continue(()))
-            },
-        )?;
+        // One scan per span of positions: sled holds on to what one long scan read until it ends.
+        let mut start = from;
+        while start <= upto {
+            let end = upto.min(start.saturating_add(SCAN_SPAN - 1));
+            self.usage_positions_in(from..=upto, start, end, &mut out)?;
+            start = end.saturating_add(1);
+        }
         Ok(out)
+    }
+
+    fn audit_keys(
+        &self,
+        from: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(AuditKey<'_>),
+    ) -> Result<Seq, StoreError> {
+        let mut last = 0;
+        if from > upto {
+            return Ok(last);
+        }
+        let mut text = String::new();
+        let mut each = |key: &[u8], value: &[u8]| -> Result<ControlFlow<()>, StoreError> {
+            for k in block_keys(AUDIT, key, value, borrowed::audit_keys, |k| k.seq)? {
+                if k.seq < from {
+                    continue;
+                }
+                if k.seq > upto {
+                    return Ok(ControlFlow::Break(()));
+                }
+                time(k.created_at).map_err(|e| corrupt(format!("audit event seq {}", k.seq), e))?;
+                let actee = match k.actee {
+                    Actee::Guid(raw) => {
+                        text.clear();
+                        write!(text, "{}", Guid::from_bytes(raw))
+                            .map_err(|e| corrupt(format!("audit event seq {}", k.seq), e))?;
+                        text.as_str()
+                    }
+                    Actee::Text(id) => id,
+                };
+                visit(AuditKey {
+                    seq: k.seq,
+                    created_at_micros: k.created_at,
+                    event_type: k.event_type,
+                    actee,
+                    space_guid: k.space_guid.map(Guid::from_bytes),
+                    organization_guid: k.organization_guid.map(Guid::from_bytes),
+                });
+                last = k.seq;
+            }
+            Ok(ControlFlow::Continue(()))
+        };
+        // The block that may hold `from` starts at or before it; then every later block.
+        let after = seq_key(AUDIT, from.saturating_add(1));
+        self.backend
+            .scan(&[AUDIT], &after, true, &mut |key, value| {
+                // Whatever it says, the blocks after it are the forward scan's.
+                let _ = each(key, value)?;
+                Ok(ControlFlow::Break(()))
+            })?;
+        // One scan per span of positions (see `usage_positions`).
+        let mut start = from.saturating_add(1);
+        while start <= upto {
+            let end = upto.min(start.saturating_add(SCAN_SPAN - 1));
+            self.backend.scan(
+                &seq_key(AUDIT, start),
+                &range_end(AUDIT, end),
+                false,
+                &mut each,
+            )?;
+            start = end.saturating_add(1);
+        }
+        Ok(last)
     }
 
     fn prune(&self, epoch: u64, seqs: &[Seq], cutoff: Timestamp) -> Result<usize, StoreError> {

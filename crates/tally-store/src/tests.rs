@@ -262,6 +262,10 @@ impl Model {
     }
 }
 
+fn tally_store_key(seq: Seq, event: &AuditEvent) -> crate::AuditKey<'_> {
+    crate::AuditKey::of(seq, event)
+}
+
 fn check(store: &dyn LogStore, model: &Model) {
     let meta = &model.meta;
     let usage = store
@@ -316,6 +320,28 @@ fn check(store: &dyn LogStore, model: &Model) {
     assert_eq!(audits, expected);
     for seq in 1..=meta.head {
         assert_eq!(store.audit_at(seq).unwrap().as_ref(), model.audit.get(&seq));
+    }
+    // What the audit index reads of the events, from any position (inside a block too) up to
+    // any other, is what the whole events say.
+    for from in (1..=meta.head + 1).step_by(3) {
+        for upto in [from, from + 4, meta.head] {
+            let mut keys: Vec<String> = Vec::new();
+            let last = store
+                .audit_keys(from, upto, &mut |k| keys.push(format!("{k:?}")))
+                .unwrap();
+            let span = || {
+                model
+                    .audit
+                    .iter()
+                    .filter(|(seq, _)| (from..=upto).contains(*seq))
+            };
+            let whole: Vec<String> = span()
+                .map(|(seq, a)| format!("{:?}", tally_store_key(*seq, a)))
+                .collect();
+            assert_eq!(keys, whole, "audit keys {from}..={upto}");
+            let newest = span().next_back();
+            assert_eq!(last, newest.map_or(0, |(seq, _)| *seq));
+        }
     }
     // Any ascending set of positions (every one, every other, every third; beyond the head
     // too) reads exactly the audit events among them.

@@ -7,7 +7,9 @@ impl<B: Backend> Log<B> {
         let meta = read_meta(&self.backend)?.unwrap_or_default();
         // A bit flipped anywhere stops start-up, naming the position: every stored value's
         // checksum is checked (cheap); the tail replayed below is also decoded in full.
+        let started = std::time::Instant::now();
         self.check_values(RECOVERY_READ_CHUNK)?;
+        let checked = started.elapsed();
         let mut touched = Vec::new();
         let (mut state, replay_from) = if meta.checkpoint + 1 >= meta.log_start {
             (self.load_table()?, meta.checkpoint + 1)
@@ -62,6 +64,11 @@ impl<B: Backend> Log<B> {
                 "missing from the log tail",
             ));
         }
+        tracing::info!(
+            check_ms = checked.as_millis() as u64,
+            table_and_replay_ms = (started.elapsed() - checked).as_millis() as u64,
+            "log read"
+        );
         *self.lock()? = meta.clone();
         Ok(Recovered {
             meta,

@@ -151,6 +151,69 @@ struct DiskSync {
     blobs_settled: Option<std::time::SystemTime>,
     /// Blob files synced so far (for tests and curiosity).
     blobs_synced: u64,
+    /// An inotify watch on the `blobs` directory: the names of the files created in it since
+    /// the last look, so a durable write costs the blobs it made, not a listing of every blob
+    /// the log holds (2,672 files at 3.2 million records: a quarter of the writer's time).
+    /// `None` where inotify is not to be had; then every look lists the directory.
+    watch: Option<rustix::fd::OwnedFd>,
+    /// Whether the directory was listed once since the watch began (files made before it
+    /// began are known only from a listing).
+    listed: bool,
+}
+
+/// What [`watch_blobs`] found since the last look.
+enum Created {
+    /// These names (possibly some already synced, or gone since).
+    Names(Vec<String>),
+    /// Events were lost (the queue overflowed, or no watch): list the directory.
+    Unknown,
+}
+
+/// Starts watching `blobs` for files created in it.
+fn watch_blobs(blobs: &Path) -> Option<rustix::fd::OwnedFd> {
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+    inotify::add_watch(
+        &fd,
+        blobs,
+        inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+    )
+    .ok()?;
+    Some(fd)
+}
+
+/// Everything the watch queued since the last look.
+fn created_blobs(watch: Option<&rustix::fd::OwnedFd>) -> Created {
+    use rustix::fs::inotify;
+    let Some(fd) = watch else {
+        return Created::Unknown;
+    };
+    let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+    let mut reader = inotify::Reader::new(fd, &mut buf);
+    let mut names = Vec::new();
+    let mut lost = false;
+    loop {
+        match reader.next() {
+            Ok(event) => {
+                if event.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                    lost = true;
+                }
+                if let Some(name) = event.file_name().and_then(|n| n.to_str().ok()) {
+                    names.push(name.to_owned());
+                }
+            }
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(_) => {
+                lost = true;
+                break;
+            }
+        }
+    }
+    if lost {
+        Created::Unknown
+    } else {
+        Created::Names(names)
+    }
 }
 
 impl SledBackend {
@@ -174,6 +237,8 @@ impl SledBackend {
                 newest_blob: i64::MIN,
                 blobs_settled: None,
                 blobs_synced: 0,
+                watch: watch_blobs(&dir.join("blobs")),
+                listed: false,
             }),
             touched: AtomicU64::new(0),
             releases: AtomicU64::new(0),
@@ -188,26 +253,39 @@ impl SledBackend {
     fn sync_to_disk(&self) -> Result<(), StoreError> {
         let mut disk = self.disk.lock().map_err(|_| Self::poisoned())?;
         let blobs = self.dir.join("blobs");
-        let changed = std::fs::metadata(&blobs).and_then(|m| m.modified()).ok();
         let mut newest = disk.newest_blob;
         let mut synced = 0;
-        let entries = match changed {
-            Some(at) if disk.blobs_settled == Some(at) => None,
-            _ => std::fs::read_dir(&blobs).ok(),
+        // The watch's names first (drained before any listing, so nothing created meanwhile
+        // is missed: it is in the listing or in the next look's names).
+        let created = created_blobs(disk.watch.as_ref());
+        let (names, listing) = match created {
+            Created::Names(names) if disk.listed => (Some(names), None),
+            _ => {
+                let changed = std::fs::metadata(&blobs).and_then(|m| m.modified()).ok();
+                let names = match changed {
+                    Some(at) if disk.blobs_settled == Some(at) => None,
+                    _ => match std::fs::read_dir(&blobs) {
+                        Ok(entries) => Some(
+                            entries
+                                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                                .collect::<Result<Vec<String>, _>>()
+                                .map_err(file_error)?,
+                        ),
+                        Err(_) => None,
+                    },
+                };
+                disk.listed = disk.watch.is_some();
+                (names, Some(changed))
+            }
         };
-        if let Some(entries) = entries {
+        if let Some(names) = names {
             let mut fresh = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(file_error)?;
-                let Some(lsn) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<i64>().ok())
-                else {
+            for name in names {
+                let Ok(lsn) = name.parse::<i64>() else {
                     continue;
                 };
                 if lsn > disk.newest_blob {
-                    fresh.push(entry.path());
+                    fresh.push(blobs.join(name));
                     newest = newest.max(lsn);
                 }
             }
@@ -220,8 +298,16 @@ impl SledBackend {
             disk.blobs_synced += synced;
         }
         // Only once everything it names is synced may the directory's time say "nothing new".
-        disk.blobs_settled = changed.filter(|at| at.elapsed().is_ok_and(|since| since >= SETTLED));
+        if let Some(changed) = listing {
+            disk.blobs_settled =
+                changed.filter(|at| at.elapsed().is_ok_and(|since| since >= SETTLED));
+        }
         disk.log.sync_data().map_err(file_error)
+    }
+
+    /// Whether new blob files are learned from an inotify watch (else from listings).
+    pub fn watches_blobs(&self) -> bool {
+        self.disk.lock().is_ok_and(|disk| disk.watch.is_some())
     }
 
     /// Blob files synced since this backend was opened.

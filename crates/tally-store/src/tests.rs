@@ -879,6 +879,19 @@ fn durable_writes_sync_the_blob_files_sled_leaves_unsynced() {
         backend.get(b"large").unwrap().map(|v| v.len()),
         Some(1 << 20)
     );
+    // After the first look, new blobs are learned from the directory's watch, not a listing;
+    // a release of the cache (sled reopened) keeps the watch.
+    assert!(backend.watches_blobs(), "Linux has inotify");
+    backend.release_cache().unwrap();
+    let before = blobs();
+    backend
+        .apply(vec![Op::Put(b"second".to_vec(), vec![8; 1 << 20])], true)
+        .unwrap();
+    assert!(blobs() > before, "another blob file");
+    assert!(
+        backend.blobs_synced() > synced,
+        "the watch names the new blob and the write syncs it"
+    );
 }
 
 /// The golden audit records of `proto-schemas` (metadata as JSON text) read into the domain,

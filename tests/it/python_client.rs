@@ -53,6 +53,15 @@ fn venv_with(name: &str, installs: &[&[&str]]) -> PathBuf {
     if marker.exists() {
         return dir;
     }
+    // Tests of this binary run on threads, and several want the same venv (the client tests,
+    // schemathesis): one makes it while the others wait, then find the marker.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _creating = CREATING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if marker.exists() {
+        return dir;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let status = Command::new(python())
         .args(["-m", "venv"])

@@ -8,6 +8,11 @@ use std::str::FromStr;
 pub struct Guid(uuid::Uuid);
 
 impl Guid {
+    /// The canonical text (as `Display` writes it) in `buffer`, without a formatter.
+    pub fn encode<'b>(&self, buffer: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buffer)
+    }
+
     /// Wraps raw UUID bytes (as stored on disk).
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(uuid::Uuid::from_bytes(bytes))

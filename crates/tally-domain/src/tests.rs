@@ -1197,6 +1197,8 @@ proptest! {
         let text = guid.to_string();
         prop_assert_eq!(&text[14..15], "8", "a version-8 UUID");
         prop_assert_eq!(text.parse::<Guid>().ok(), Some(guid));
+        let mut buffer = [0; 36];
+        prop_assert_eq!(guid.encode(&mut buffer), text.as_str(), "encode writes what Display does");
     }
 }
 

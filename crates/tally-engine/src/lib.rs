@@ -739,16 +739,20 @@ impl Engine {
         };
         let store = self.store.clone();
         let wanted = seqs.clone();
-        let mut found: std::collections::HashMap<Seq, UsageEvent> = blocking(move || {
+        // Sorted by position, each taken out once by a binary search (the page's order may be
+        // descending or by time).
+        let mut found: Vec<(Seq, Option<UsageEvent>)> = blocking(move || {
             if span <= wanted.len().saturating_mul(2).saturating_add(64) {
-                Ok(store.usage_range(low, high, span)?.into_iter().collect())
+                let range = store.usage_range(low, high, span)?;
+                Ok(range.into_iter().map(|(seq, e)| (seq, Some(e))).collect())
             } else {
-                let mut out = std::collections::HashMap::new();
+                let mut out = Vec::with_capacity(wanted.len());
                 for seq in wanted {
                     if let Some(UsageSlot::Event(event)) = store.usage_at(seq)? {
-                        out.insert(seq, event);
+                        out.push((seq, Some(event)));
                     }
                 }
+                out.sort_unstable_by_key(|(seq, _)| *seq);
                 Ok(out)
             }
         })
@@ -756,7 +760,10 @@ impl Engine {
         // An event pruned since the view was published is simply left out.
         let events = seqs
             .into_iter()
-            .filter_map(|seq| found.remove(&seq).map(|event| (seq, event)))
+            .filter_map(|seq| {
+                let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+                found[at].1.take().map(|event| (seq, event))
+            })
             .collect();
         Ok((selection.total, events))
     }

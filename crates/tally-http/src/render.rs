@@ -14,6 +14,6 @@ pub(crate) struct Text(pub(crate) Guid);
 
 impl Serialize for Text {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        serializer.serialize_str(self.0.encode(&mut [0; 36]))
     }
 }

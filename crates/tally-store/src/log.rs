@@ -212,10 +212,14 @@ impl<B: Backend> Log<B> {
         reverse: bool,
         pick: impl Fn(Entry) -> Pick<T>,
     ) -> Result<Vec<(Seq, T)>, StoreError> {
-        let mut out: Vec<(Seq, T)> = Vec::new();
         if from > upto || limit == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
+        // Room for what the range can hold, up to a large page.
+        let span = usize::try_from(upto - from)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let mut out: Vec<(Seq, T)> = Vec::with_capacity(limit.min(span).min(8192));
         let take = |seq: Seq, entry: Entry, out: &mut Vec<(Seq, T)>| -> Result<bool, StoreError> {
             if seq < from || seq > upto {
                 return Ok(true);

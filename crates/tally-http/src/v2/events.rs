@@ -8,7 +8,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -140,7 +139,10 @@ async fn list(
     };
     let (total, events) = state.engine.audit_page(&view, &query, window).await?;
     let resources = crate::page::v2(&state, events.iter().map(|(_, e)| present(e)))?;
-    Ok(Json(paging.page_envelope("/v2/events", total, resources, &[])).into_response())
+    crate::page::json(
+        |empty| paging.page_envelope("/v2/events", total, empty, &[]),
+        resources,
+    )
 }
 
 /// One audit event.

@@ -138,7 +138,7 @@ impl Paging {
         &self,
         path: &str,
         total: u64,
-        resources: Vec<T>,
+        resources: T,
         keep: &[(&str, String)],
     ) -> Page<T> {
         let total_pages = total.div_ceil(self.per_page);
@@ -183,7 +183,7 @@ pub struct Page<T> {
     /// The next page, relative.
     pub next_url: Option<String>,
     /// This page.
-    pub resources: Vec<T>,
+    pub resources: T,
 }
 
 /// A v2 list's opening: the caller's right (`rule`, refused with CC's not-found), then its

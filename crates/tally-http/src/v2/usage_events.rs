@@ -69,8 +69,9 @@ async fn list(
     .await?;
     let resources = crate::page::v2(&state, events.iter().map(|(_, e)| v2_resource(e)))?;
     let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
-    let body = paging.page_envelope("/v2/app_usage_events", total, resources, &keep);
-    Ok((epoch_headers(&view), Json(body)).into_response())
+    let path = "/v2/app_usage_events";
+    let page = crate::page::json(|e| paging.page_envelope(path, total, e, &keep), resources)?;
+    Ok((epoch_headers(&view), page).into_response())
 }
 
 /// One usage event.

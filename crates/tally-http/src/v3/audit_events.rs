@@ -5,7 +5,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 use tally_domain::access::{self, Api};
@@ -119,8 +118,8 @@ async fn list(
         events.iter().map(|(_, e)| present(base, e)),
         bad_query,
     )?;
-    let page = q.page_envelope(&format!("{base}/v3/audit_events"), total, resources);
-    Ok(Json(page).into_response())
+    let path = format!("{base}/v3/audit_events");
+    crate::page::json(|empty| q.page_envelope(&path, total, empty), resources)
 }
 
 /// One audit event.

@@ -328,7 +328,7 @@ impl ListQuery {
         &self,
         base: &str,
         total: u64,
-        resources: Vec<T>,
+        resources: T,
     ) -> Page<T> {
         let total_pages = total.div_ceil(self.per_page).max(1);
         Page {
@@ -421,7 +421,7 @@ pub struct Page<T> {
     /// `total_results`, `total_pages`, `first`, `last`, `next`, `previous`.
     pub pagination: Value,
     /// This page.
-    pub resources: Vec<T>,
+    pub resources: T,
 }
 
 #[cfg(test)]

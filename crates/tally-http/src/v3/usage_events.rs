@@ -96,8 +96,8 @@ async fn list(
         events.iter().map(|(_, e)| v3_resource(base, e)),
         unprocessable,
     )?;
-    let body = q.page_envelope(&path, total, resources);
-    Ok((epoch_headers(&view), Json(body)).into_response())
+    let page = crate::page::json(|empty| q.page_envelope(&path, total, empty), resources)?;
+    Ok((epoch_headers(&view), page).into_response())
 }
 
 /// One usage event.

@@ -743,7 +743,7 @@ impl Engine {
         // descending or by time).
         let mut found: Vec<(Seq, Option<UsageEvent>)> = blocking(move || {
             if span <= wanted.len().saturating_mul(2).saturating_add(64) {
-                let range = store.usage_range(low, high, span)?;
+                let range = read_range(store.as_ref(), low, high, span)?;
                 Ok(range.into_iter().map(|(seq, e)| (seq, Some(e))).collect())
             } else {
                 let mut out = Vec::with_capacity(wanted.len());
@@ -892,6 +892,38 @@ const PRUNE_READ_CHUNK: usize = 8192;
 const PRUNE_STEP: usize = 512;
 
 /// Runs a store read off the async runtime.
+/// Ranges of at least this many usage events are read by two threads, one half each.
+const PARALLEL_READ_FROM: usize = 1024;
+
+/// `store.usage_range(low, high, span)`; a long range is read in two halves at once (a lone
+/// consumer catching up then has both cores), and joined in order.
+fn read_range(
+    store: &dyn LogStore,
+    low: Seq,
+    high: Seq,
+    span: usize,
+) -> Result<Vec<(Seq, UsageEvent)>, StoreError> {
+    if span < PARALLEL_READ_FROM || high - low < 2 {
+        return store.usage_range(low, high, span);
+    }
+    let middle = low + (high - low) / 2;
+    std::thread::scope(|scope| {
+        let later = std::thread::Builder::new()
+            .name("tally-read".to_owned())
+            .spawn_scoped(scope, || store.usage_range(middle + 1, high, span));
+        let mut events = store.usage_range(low, middle, span)?;
+        // Without a second thread, this one reads both halves.
+        let rest = match later {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| store.usage_range(middle + 1, high, span))?,
+            Err(_) => store.usage_range(middle + 1, high, span)?,
+        };
+        events.extend(rest);
+        Ok(events)
+    })
+}
+
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, EngineError> {

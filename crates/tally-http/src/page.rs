@@ -14,17 +14,29 @@ pub const MAX_USAGE_EVENT_BYTES: usize = 32 * 1024;
 /// The most bytes one audit event takes in any list, likewise.
 pub const MAX_AUDIT_EVENT_BYTES: usize = 64 * 1024;
 
-/// The resources of one page, already JSON: the array, built in one buffer.
+/// Pages of at least this many resources are written by two threads, each one half.
+const PARALLEL_FROM: usize = 512;
+
+/// The resources of one page, already JSON: the array, in the buffers it was written in
+/// (their concatenation is the array's text).
 #[derive(Debug)]
 pub struct Resources {
-    array: String,
+    parts: Vec<Vec<u8>>,
+}
+
+impl Resources {
+    fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
 }
 
 impl Serialize for Resources {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Where a page is not answered by [`json`] (it becomes a `Value`, say).
-        let raw: &RawValue =
-            serde_json::from_str(&self.array).map_err(serde::ser::Error::custom)?;
+        let text = std::str::from_utf8(&self.parts.concat())
+            .map_err(serde::ser::Error::custom)?
+            .to_owned();
+        let raw: &RawValue = serde_json::from_str(&text).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
 }
@@ -40,6 +52,83 @@ impl Serialize for Empty {
     }
 }
 
+/// Resources written one after the other, each with a comma before it; where each ends.
+struct Part {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Writes `resources` (about `expected` of them) until they hold more than `max_bytes`.
+fn write_part<T: Serialize>(
+    resources: impl Iterator<Item = T>,
+    expected: usize,
+    max_bytes: usize,
+) -> Result<Part, serde_json::Error> {
+    let mut part = Part {
+        bytes: Vec::new(),
+        ends: Vec::with_capacity(expected),
+    };
+    for resource in resources {
+        part.bytes.push(b',');
+        serde_json::to_writer(&mut part.bytes, &resource)?;
+        part.ends.push(part.bytes.len());
+        if part.ends.len() == 1 {
+            // Most resources of a list are about as long as the first: room for them all.
+            let each = part.bytes.len() + part.bytes.len() / 8;
+            part.bytes
+                .reserve(each.saturating_mul(expected).min(max_bytes));
+        }
+        if part.bytes.len() > max_bytes {
+            break;
+        }
+    }
+    Ok(part)
+}
+
+/// The parts as one array, or `refuse`'s error when they hold more than `max_bytes` (each
+/// resource counted with the byte before it: its comma, or the array's `[`).
+fn assemble(
+    parts: Vec<Part>,
+    max_bytes: usize,
+    per_page: &str,
+    refuse: impl FnOnce(String) -> ApiError,
+) -> Result<Resources, ApiError> {
+    let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    if total > max_bytes {
+        let (mut fit, mut before) = (0usize, 0usize);
+        'parts: for part in &parts {
+            for end in &part.ends {
+                if before + end > max_bytes {
+                    break 'parts;
+                }
+                fit += 1;
+            }
+            before += part.bytes.len();
+        }
+        let fit = fit.max(1);
+        return Err(refuse(format!(
+            "{per_page}: this page would hold more than {max_bytes} bytes \
+             (server.max_page_mb); ask for {per_page}={fit} or fewer"
+        )));
+    }
+    let mut parts: Vec<Vec<u8>> = parts
+        .into_iter()
+        .map(|p| p.bytes)
+        .filter(|b| !b.is_empty())
+        .collect();
+    match parts.first_mut() {
+        Some(first) => first[0] = b'[',
+        None => parts.push(vec![b'[']),
+    }
+    parts.push(vec![b']']);
+    Ok(Resources { parts })
+}
+
+fn serialization_failed(error: serde_json::Error) -> ApiError {
+    tracing::error!(%error, "a resource did not serialize");
+    ApiError::unknown()
+}
+
 /// The resources of a page as one JSON array; `Err` with `refuse`'s error when they hold more
 /// than `max_bytes`. `per_page` names the parameter to lower (`per_page`, `results-per-page`).
 /// Each resource is written once, into the array's buffer, which is sized from the first.
@@ -51,36 +140,39 @@ pub fn fit<T: Serialize>(
 ) -> Result<Resources, ApiError> {
     let resources = resources.into_iter();
     let expected = resources.size_hint().0;
-    let mut array: Vec<u8> = Vec::new();
-    let mut count = 0usize;
-    let unknown = |error: serde_json::Error| {
-        tracing::error!(%error, "a resource did not serialize");
-        ApiError::unknown()
-    };
-    for resource in resources {
-        array.push(if count == 0 { b'[' } else { b',' });
-        serde_json::to_writer(&mut array, &resource).map_err(unknown)?;
-        if count == 0 {
-            // Most resources of a list are about as long as the first: room for them all.
-            let each = array.len() + array.len() / 8;
-            array.reserve(each.saturating_mul(expected).min(max_bytes));
-        }
-        // Each resource counts with one byte before it (its comma, or the array's `[`).
-        if array.len() > max_bytes {
-            let fit = count.max(1);
-            return Err(refuse(format!(
-                "{per_page}: this page would hold more than {max_bytes} bytes \
-                 (server.max_page_mb); ask for {per_page}={fit} or fewer"
-            )));
-        }
-        count += 1;
+    let part = write_part(resources, expected, max_bytes).map_err(serialization_failed)?;
+    assemble(vec![part], max_bytes, per_page, refuse)
+}
+
+/// [`fit`] for `items` rendered by `render`: a large page is rendered and written by two
+/// threads, one half each (a lone consumer catching up then has both cores).
+pub fn fit_all<'a, E: Sync, T: Serialize>(
+    items: &'a [E],
+    render: impl Fn(&'a E) -> T + Sync,
+    max_bytes: usize,
+    per_page: &str,
+    refuse: impl FnOnce(String) -> ApiError,
+) -> Result<Resources, ApiError> {
+    let write = |items: &'a [E]| write_part(items.iter().map(&render), items.len(), max_bytes);
+    let parts = if items.len() >= PARALLEL_FROM {
+        let (first, second) = items.split_at(items.len() / 2);
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("tally-page".to_owned())
+                .spawn_scoped(scope, || write(second));
+            let first = write(first);
+            // Without a second thread, this one writes both halves.
+            let second = match other {
+                Ok(handle) => handle.join().unwrap_or_else(|_| write(second)),
+                Err(_) => write(second),
+            };
+            Ok::<_, serde_json::Error>(vec![first?, second?])
+        })
+    } else {
+        write(items).map(|part| vec![part])
     }
-    if count == 0 {
-        array.push(b'[');
-    }
-    array.push(b']');
-    let array = String::from_utf8(array).map_err(|_| ApiError::unknown())?;
-    Ok(Resources { array })
+    .map_err(serialization_failed)?;
+    assemble(parts, max_bytes, per_page, refuse)
 }
 
 /// The JSON answer of a page: the envelope `page` makes around its resources (their key
@@ -95,13 +187,15 @@ pub fn json<P: Serialize>(
         tracing::error!("a page's envelope did not serialize");
         ApiError::unknown()
     };
-    let mut body = Vec::with_capacity(resources.array.len().saturating_add(1024));
+    let mut body = Vec::with_capacity(resources.len().saturating_add(1024));
     serde_json::to_writer(&mut body, &page(Empty)).map_err(|_| unknown())?;
     if !body.ends_with(b"[]}") {
         return Err(unknown());
     }
     body.truncate(body.len() - 3);
-    body.extend_from_slice(resources.array.as_bytes());
+    for part in &resources.parts {
+        body.extend_from_slice(part);
+    }
     body.push(b'}');
     Ok((
         [(
@@ -122,6 +216,16 @@ pub fn v2<T: Serialize>(
     fit(resources, max, "results-per-page", ApiError::bad_query)
 }
 
+/// [`fit_all`] for a v2 list.
+pub fn v2_all<'a, E: Sync, T: Serialize>(
+    state: &crate::AppState,
+    items: &'a [E],
+    render: impl Fn(&'a E) -> T + Sync,
+) -> Result<Resources, ApiError> {
+    let max = state.settings.max_page_bytes;
+    fit_all(items, render, max, "results-per-page", ApiError::bad_query)
+}
+
 /// [`fit`] for a v3 list (`per_page`), refused with the list's parameter error.
 pub fn v3<T: Serialize>(
     state: &crate::AppState,
@@ -129,6 +233,17 @@ pub fn v3<T: Serialize>(
     refuse: impl FnOnce(String) -> ApiError,
 ) -> Result<Resources, ApiError> {
     fit(resources, state.settings.max_page_bytes, "per_page", refuse)
+}
+
+/// [`fit_all`] for a v3 list.
+pub fn v3_all<'a, E: Sync, T: Serialize>(
+    state: &crate::AppState,
+    items: &'a [E],
+    render: impl Fn(&'a E) -> T + Sync,
+    refuse: impl FnOnce(String) -> ApiError,
+) -> Result<Resources, ApiError> {
+    let max = state.settings.max_page_bytes;
+    fit_all(items, render, max, "per_page", refuse)
 }
 
 #[cfg(test)]
@@ -196,6 +311,36 @@ mod tests {
             error.message.contains("ask for per_page=9 or fewer"),
             "{}",
             error.message
+        );
+    }
+
+    #[test]
+    fn a_large_page_written_by_two_threads_is_the_page_written_by_one() {
+        let refuse = |message: String| crate::usage_endpoints::unprocessable(message);
+        let items: Vec<usize> = (0..1000).collect();
+        // Each item is 103 bytes of JSON plus its comma; the page is written in two halves.
+        let render = |n: &usize| format!("{n:0>101}");
+        let serial = fit(items.iter().map(render), usize::MAX, "per_page", refuse).unwrap();
+        let both = fit_all(&items, render, 1000 * 104, "per_page", refuse).unwrap();
+        assert_eq!(both.parts.len(), 3, "two halves and the closing bracket");
+        assert_eq!(
+            serde_json::to_string(&both).unwrap(),
+            serde_json::to_string(&serial).unwrap()
+        );
+        // The limit counts across the halves: 600 items fit in 600 * 104 bytes, not one more.
+        let error = fit_all(&items, render, 600 * 104 + 103, "per_page", refuse).unwrap_err();
+        assert!(
+            error.message.contains("ask for per_page=600 or fewer"),
+            "{}",
+            error.message
+        );
+        let small = fit_all(&items[..3], render, 1 << 20, "per_page", refuse).unwrap();
+        assert_eq!(
+            serde_json::to_string(&small).unwrap(),
+            format!(
+                "[{}]",
+                ["0", "1", "2"].map(|n| format!("\"{n:0>101}\"")).join(",")
+            )
         );
     }
 }

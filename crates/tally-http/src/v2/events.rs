@@ -138,7 +138,7 @@ async fn list(
         descending: paging.descending,
     };
     let (total, events) = state.engine.audit_page(&view, &query, window).await?;
-    let resources = crate::page::v2(&state, events.iter().map(|(_, e)| present(e)))?;
+    let resources = crate::page::v2_all(&state, &events, |(_, e)| present(e))?;
     crate::page::json(
         |empty| paging.page_envelope("/v2/events", total, empty, &[]),
         resources,

@@ -67,7 +67,7 @@ async fn list(
         }
     })
     .await?;
-    let resources = crate::page::v2(&state, events.iter().map(|(_, e)| v2_resource(e)))?;
+    let resources = crate::page::v2_all(&state, &events, |(_, e)| v2_resource(e))?;
     let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
     let path = "/v2/app_usage_events";
     let page = crate::page::json(|e| paging.page_envelope(path, total, e, &keep), resources)?;

@@ -113,11 +113,7 @@ async fn list(
     };
     let (total, events) = state.engine.audit_page(&view, &audit, window).await?;
     let base = &state.settings.external_url;
-    let resources = crate::page::v3(
-        &state,
-        events.iter().map(|(_, e)| present(base, e)),
-        bad_query,
-    )?;
+    let resources = crate::page::v3_all(&state, &events, |(_, e)| present(base, e), bad_query)?;
     let path = format!("{base}/v3/audit_events");
     crate::page::json(|empty| q.page_envelope(&path, total, empty), resources)
 }

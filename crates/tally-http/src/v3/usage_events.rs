@@ -91,9 +91,10 @@ async fn list(
         }
     })
     .await?;
-    let resources = crate::page::v3(
+    let resources = crate::page::v3_all(
         &state,
-        events.iter().map(|(_, e)| v3_resource(base, e)),
+        &events,
+        |(_, e)| v3_resource(base, e),
         unprocessable,
     )?;
     let page = crate::page::json(|empty| q.page_envelope(&path, total, empty), resources)?;

@@ -58,10 +58,25 @@ for n in 1 2 3; do
   PIDS+=("$!")
 done
 for n in 1 2 3; do
-  for _ in $(seq 100); do
+  # A loaded machine may take a while; a node that never gets ready stops the script.
+  for i in $(seq 300); do
     curl -fsS "http://127.0.0.1:$((BASE_PORT + n))/readyz" >/dev/null 2>&1 && break
+    if [ "$i" = 300 ]; then
+      echo "node $n is not ready after 60 s; its log:" >&2
+      tail -n 20 "$ROOT/node-$n.log" >&2
+      exit 1
+    fi
     sleep 0.2
   done
+done
+
+# Then until one of them holds the lease (a loaded machine may hand it over once at first).
+for i in $(seq 300); do
+  roles=$(for n in 1 2 3; do curl -fsS "http://127.0.0.1:$((BASE_PORT + n))/readyz" || true; done)
+  [ "$(grep -o '"role":"writer"' <<<"$roles" | wc -l)" = 1 ] \
+    && [ "$(grep -o '"role":"follower"' <<<"$roles" | wc -l)" = 2 ] && break
+  if [ "$i" = 300 ]; then echo "no single writer after 60 s: $roles" >&2; exit 1; fi
+  sleep 0.2
 done
 
 TOKEN=$("$TALLY" token --data-dir "$ROOT/node-1" --scope cloud_controller.admin --user-id admin)

@@ -296,13 +296,20 @@ fn the_three_nodes_script_in_deploy_starts_nodes_that_share_one_log() {
             .unwrap()
             .port()
     };
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    // The nodes listen on three ports in a row: all free now, and not PostgreSQL's.
+    let pg_port = port();
+    let first = (0..100)
+        .map(|_| port())
+        .find(|&p| p < u16::MAX - 2 && (p..p + 3).all(|q| q != pg_port && free(q)))
+        .expect("three free ports in a row");
     let output = std::process::Command::new("bash")
         .arg("deploy/three-nodes.sh")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("TALLY", env!("CARGO_BIN_EXE_tally"))
         .env("CHECK", "1")
-        .env("PGPORT", port().to_string())
-        .env("BASE_PORT", (port() - 1).to_string())
+        .env("PGPORT", pg_port.to_string())
+        .env("BASE_PORT", (first - 1).to_string())
         .env_remove("RUST_LOG")
         .output()
         .unwrap();

@@ -32,10 +32,8 @@ impl Resources {
 
 impl Serialize for Resources {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Where a page is not answered by [`json`] (it becomes a `Value`, say).
-        let text = std::str::from_utf8(&self.parts.concat())
-            .map_err(serde::ser::Error::custom)?
-            .to_owned();
+        // Where a page is not answered by [`json`] (the v3 app list, which adds `included`).
+        let text = String::from_utf8(self.parts.concat()).map_err(serde::ser::Error::custom)?;
         let raw: &RawValue = serde_json::from_str(&text).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
@@ -207,16 +205,7 @@ pub fn json<P: Serialize>(
         .into_response())
 }
 
-/// [`fit`] for a v2 list (`results-per-page`, `400 BadQueryParameter`).
-pub fn v2<T: Serialize>(
-    state: &crate::AppState,
-    resources: impl IntoIterator<Item = T>,
-) -> Result<Resources, ApiError> {
-    let max = state.settings.max_page_bytes;
-    fit(resources, max, "results-per-page", ApiError::bad_query)
-}
-
-/// [`fit_all`] for a v2 list.
+/// [`fit_all`] for a v2 list (`results-per-page`, `400 BadQueryParameter`).
 pub fn v2_all<'a, E: Sync, T: Serialize>(
     state: &crate::AppState,
     items: &'a [E],

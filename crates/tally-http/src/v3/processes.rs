@@ -136,7 +136,7 @@ fn page(
             .map(|p| present::process(base, p, true)),
         bad_query,
     )?;
-    Ok(Json(q.page_envelope(url, total, resources)).into_response())
+    crate::page::json(|empty| q.page_envelope(url, total, empty), resources)
 }
 
 /// Every process of `apps`, in creation order (`web` is an app's first).

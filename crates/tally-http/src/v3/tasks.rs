@@ -125,7 +125,7 @@ fn page(
             .map(|(t, a)| present::task(base(state), t, a, show(a))),
         bad_query,
     )?;
-    Ok(Json(q.page_envelope(url, total, resources)).into_response())
+    crate::page::json(|empty| q.page_envelope(url, total, empty), resources)
 }
 
 /// Tasks, a v3 page (commands left out): its cost grows with the tasks of the apps an

@@ -33,6 +33,7 @@ mod root;
 pub mod serve;
 mod staging;
 pub mod usage_endpoints;
+mod usage_json;
 pub mod v2;
 pub mod v3;
 

@@ -62,13 +62,28 @@ fn write_part<T: Serialize>(
     expected: usize,
     max_bytes: usize,
 ) -> Result<Part, serde_json::Error> {
+    write_part_with(
+        resources,
+        |out, r| serde_json::to_writer(out, &r),
+        expected,
+        max_bytes,
+    )
+}
+
+/// [`write_part`] with each resource written by `write`.
+fn write_part_with<I>(
+    resources: impl Iterator<Item = I>,
+    write: impl Fn(&mut Vec<u8>, I) -> Result<(), serde_json::Error>,
+    expected: usize,
+    max_bytes: usize,
+) -> Result<Part, serde_json::Error> {
     let mut part = Part {
         bytes: Vec::new(),
         ends: Vec::with_capacity(expected),
     };
     for resource in resources {
         part.bytes.push(b',');
-        serde_json::to_writer(&mut part.bytes, &resource)?;
+        write(&mut part.bytes, resource)?;
         part.ends.push(part.bytes.len());
         if part.ends.len() == 1 {
             // Most resources of a list are about as long as the first: room for them all.
@@ -151,7 +166,19 @@ pub fn fit_all<'a, E: Sync, T: Serialize>(
     per_page: &str,
     refuse: impl FnOnce(String) -> ApiError,
 ) -> Result<Resources, ApiError> {
-    let write = |items: &'a [E]| write_part(items.iter().map(&render), items.len(), max_bytes);
+    let write = |out: &mut Vec<u8>, item: &'a E| serde_json::to_writer(out, &render(item));
+    fit_all_with(items, write, max_bytes, per_page, refuse)
+}
+
+/// [`fit_all`] with each item written by `write` (which must write one JSON value).
+pub fn fit_all_with<'a, E: Sync>(
+    items: &'a [E],
+    write: impl Fn(&mut Vec<u8>, &'a E) -> Result<(), serde_json::Error> + Sync,
+    max_bytes: usize,
+    per_page: &str,
+    refuse: impl FnOnce(String) -> ApiError,
+) -> Result<Resources, ApiError> {
+    let write = |items: &'a [E]| write_part_with(items.iter(), &write, items.len(), max_bytes);
     let parts = if items.len() >= PARALLEL_FROM {
         let (first, second) = items.split_at(items.len() / 2);
         std::thread::scope(|scope| {
@@ -213,6 +240,27 @@ pub fn v2_all<'a, E: Sync, T: Serialize>(
 ) -> Result<Resources, ApiError> {
     let max = state.settings.max_page_bytes;
     fit_all(items, render, max, "results-per-page", ApiError::bad_query)
+}
+
+/// [`fit_all_with`] for a v2 list.
+pub fn v2_all_with<'a, E: Sync>(
+    state: &crate::AppState,
+    items: &'a [E],
+    write: impl Fn(&mut Vec<u8>, &'a E) -> Result<(), serde_json::Error> + Sync,
+) -> Result<Resources, ApiError> {
+    let max = state.settings.max_page_bytes;
+    fit_all_with(items, write, max, "results-per-page", ApiError::bad_query)
+}
+
+/// [`fit_all_with`] for a v3 list.
+pub fn v3_all_with<'a, E: Sync>(
+    state: &crate::AppState,
+    items: &'a [E],
+    write: impl Fn(&mut Vec<u8>, &'a E) -> Result<(), serde_json::Error> + Sync,
+    refuse: impl FnOnce(String) -> ApiError,
+) -> Result<Resources, ApiError> {
+    let max = state.settings.max_page_bytes;
+    fit_all_with(items, write, max, "per_page", refuse)
 }
 
 /// [`fit`] for a v3 list (`per_page`), refused with the list's parameter error.

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tally_domain::access::{self, Api};
+use tally_domain::{Seq, UsageEvent};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
@@ -67,7 +68,8 @@ async fn list(
         }
     })
     .await?;
-    let resources = crate::page::v2_all(&state, &events, |(_, e)| v2_resource(e))?;
+    let write = |out: &mut Vec<u8>, (_, e): &(Seq, UsageEvent)| crate::usage_json::v2(out, e);
+    let resources = crate::page::v2_all_with(&state, &events, write)?;
     let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
     let path = "/v2/app_usage_events";
     let page = crate::page::json(|e| paging.page_envelope(path, total, e, &keep), resources)?;

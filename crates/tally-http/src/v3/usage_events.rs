@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tally_domain::access::{self, Api, Visible};
-use tally_domain::{Guid, Timestamp};
+use tally_domain::{Guid, Seq, Timestamp, UsageEvent};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
@@ -91,12 +91,10 @@ async fn list(
         }
     })
     .await?;
-    let resources = crate::page::v3_all(
-        &state,
-        &events,
-        |(_, e)| v3_resource(base, e),
-        unprocessable,
-    )?;
+    let links = crate::usage_json::V3Links::new(base).map_err(|_| ApiError::unknown())?;
+    let write =
+        |out: &mut Vec<u8>, (_, e): &(Seq, UsageEvent)| crate::usage_json::v3(out, &links, e);
+    let resources = crate::page::v3_all_with(&state, &events, write, unprocessable)?;
     let page = crate::page::json(|empty| q.page_envelope(&path, total, empty), resources)?;
     Ok((epoch_headers(&view), page).into_response())
 }

@@ -275,7 +275,26 @@ pub struct Engine {
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: EngineMetrics,
     signals: Signals,
+    /// Consumers' next pages, being read while they take in the last (newest last).
+    read_ahead: Mutex<std::collections::VecDeque<ReadAhead>>,
 }
+
+/// A usage page read before it was asked for: every usage event from `low` to `high`.
+struct ReadAhead {
+    low: Seq,
+    high: Seq,
+    read: PendingRead,
+}
+
+/// A read of usage events under way on a blocking thread.
+type PendingRead = tokio::task::JoinHandle<Result<Vec<(Seq, UsageEvent)>, StoreError>>;
+
+/// Pages of at least this many events are read ahead: a consumer catching up asks for the
+/// next page only once it took in this one, so the read and its wait for it overlap.
+const READ_AHEAD_FROM: usize = 1000;
+/// At most this many pages are read ahead at once (one per consumer catching up); the oldest
+/// goes first.
+const READ_AHEADS: usize = 4;
 
 /// How long [`Engine::sync`] waits for this node to follow the log to the durable head.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
@@ -455,6 +474,7 @@ impl Engine {
             writer: Mutex::new(Some(handle)),
             metrics,
             signals,
+            read_ahead: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -737,12 +757,45 @@ impl Engine {
             (Some(a), Some(b)) => b - a + 1,
             _ => usize::MAX,
         };
+        let dense = span <= seqs.len().saturating_mul(2).saturating_add(64);
+        let mut found = match self.read_ahead_of(low, high) {
+            Some(read) => match read.await {
+                Ok(Ok(events)) => {
+                    self.metrics.read_ahead.with_label_values(&["used"]).inc();
+                    events.into_iter().map(|(seq, e)| (seq, Some(e))).collect()
+                }
+                // Read it here, and say why there if it fails again.
+                _ => self.read_page(seqs.clone(), low, high, span, dense).await?,
+            },
+            None => self.read_page(seqs.clone(), low, high, span, dense).await?,
+        };
+        if dense {
+            self.read_next(view, query, selection.page.len(), high);
+        }
+        // An event pruned since the view was published is simply left out.
+        let events = seqs
+            .into_iter()
+            .filter_map(|seq| {
+                let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+                found[at].1.take().map(|event| (seq, event))
+            })
+            .collect();
+        Ok((selection.total, events))
+    }
+
+    /// The events at `wanted` (sorted by position): one ordered read from `low` to `high` when
+    /// the page is `dense` in the log, else one read per event.
+    async fn read_page(
+        &self,
+        wanted: Vec<Seq>,
+        low: Seq,
+        high: Seq,
+        span: usize,
+        dense: bool,
+    ) -> Result<Vec<(Seq, Option<UsageEvent>)>, EngineError> {
         let store = self.store.clone();
-        let wanted = seqs.clone();
-        // Sorted by position, each taken out once by a binary search (the page's order may be
-        // descending or by time).
-        let mut found: Vec<(Seq, Option<UsageEvent>)> = blocking(move || {
-            if span <= wanted.len().saturating_mul(2).saturating_add(64) {
+        blocking(move || {
+            if dense {
                 let range = read_range(store.as_ref(), low, high, span)?;
                 Ok(range.into_iter().map(|(seq, e)| (seq, Some(e))).collect())
             } else {
@@ -756,16 +809,59 @@ impl Engine {
                 Ok(out)
             }
         })
-        .await?;
-        // An event pruned since the view was published is simply left out.
-        let events = seqs
-            .into_iter()
-            .filter_map(|seq| {
-                let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
-                found[at].1.take().map(|event| (seq, event))
-            })
-            .collect();
-        Ok((selection.total, events))
+        .await
+    }
+
+    /// A read ahead that holds every event from `low` to `high`, taken out of the queue.
+    fn read_ahead_of(&self, low: Seq, high: Seq) -> Option<PendingRead> {
+        let mut queue = self.read_ahead.lock().ok()?;
+        let at = queue.iter().position(|r| r.low <= low && high <= r.high)?;
+        queue.remove(at).map(|r| r.read)
+    }
+
+    /// After a full page of a consumer reading the stream in order (`last`: its last event's
+    /// position), starts reading the page it will ask for next. A position's event never
+    /// changes (positions are never reused; retention and purges only take events away), and
+    /// the page that uses the read takes from it only the events its own view lists, so the
+    /// read may be older than that view.
+    fn read_next(&self, view: &View, query: &UsageQuery<'_>, shown: usize, last: Seq) {
+        let in_order = !query.descending
+            && !query.by_created_at
+            && query.guids.is_none()
+            && query.created.is_none()
+            && query.offset == 0;
+        if !in_order || query.limit < READ_AHEAD_FROM || shown < query.limit {
+            return;
+        }
+        let Some(at) = usage_index::position(&view.usage, last) else {
+            return;
+        };
+        // The next page: the index's next `limit` events (fewer at the end).
+        let (first, end) = (
+            at + 1,
+            (at + query.limit).min(view.usage.len().saturating_sub(1)),
+        );
+        let (Some(&(low, _)), Some(&(high, _))) = (view.usage.get(first), view.usage.get(end))
+        else {
+            return;
+        };
+        let span = end + 1 - first;
+        let Ok(mut queue) = self.read_ahead.lock() else {
+            return;
+        };
+        if queue.iter().any(|r| r.low == low) {
+            return;
+        }
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || read_range(store.as_ref(), low, high, span));
+        queue.push_back(ReadAhead { low, high, read });
+        while queue.len() > READ_AHEADS {
+            queue.pop_front();
+        }
+        self.metrics
+            .read_ahead
+            .with_label_values(&["started"])
+            .inc();
     }
 
     /// Retention: replaces every usage event written before `cutoff` by a tombstone, except

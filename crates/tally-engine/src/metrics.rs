@@ -55,6 +55,9 @@ pub struct EngineMetrics {
     /// `tally_follow_duration_seconds`: one look of a follower at the log (reading what was
     /// appended and folding it into its view).
     pub follow_duration: Histogram,
+    /// `tally_usage_read_ahead_total{outcome}`: a consumer's next page read while it took in
+    /// the last (`started`), and pages answered from one (`used`).
+    pub read_ahead: IntCounterVec,
 }
 
 /// Seconds: 0.25 ms to 5 s (a group commit is one fsync, ~0.3 ms on a quiet SSD).
@@ -159,6 +162,13 @@ impl EngineMetrics {
                 "tally_follower_lag_records",
                 "Records this node's view was behind the durable head when a request last waited for it.",
             )?,
+            read_ahead: IntCounterVec::new(
+                Opts::new(
+                    "tally_usage_read_ahead_total",
+                    "Usage pages read ahead for a consumer catching up (started), and pages answered from one (used).",
+                ),
+                &["outcome"],
+            )?,
         })
     }
 
@@ -182,6 +192,7 @@ impl EngineMetrics {
         registry.register(Box::new(self.lease_changes.clone()))?;
         registry.register(Box::new(self.follower_lag.clone()))?;
         registry.register(Box::new(self.follow_duration.clone()))?;
+        registry.register(Box::new(self.read_ahead.clone()))?;
         Ok(())
     }
 

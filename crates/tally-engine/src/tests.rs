@@ -100,6 +100,8 @@ on_every_store! {
     fuzzy_checkpoint_rounds_recover_exactly_when_cut_short: fuzzy_checkpoint_rounds_recover_exactly_when_cut_short_body => Backing::Memory;
     prune_keeps_the_newest_event_and_the_start_of_every_running_app: prune_keeps_the_newest_event_and_the_start_of_every_running_app_body => Backing::sled();
     the_audit_index_across_restarts: the_audit_index_across_restarts_body => Backing::sled();
+    a_consumer_reading_in_order_while_others_write_gets_every_event_once: a_consumer_reading_in_order_while_others_write_gets_every_event_once_body => Backing::sled();
+    a_page_read_ahead_leaves_out_what_retention_removed_meanwhile: a_page_read_ahead_leaves_out_what_retention_removed_meanwhile_body => Backing::sled();
 }
 
 fn start_engine(store: Arc<dyn LogStore>, config: EngineConfig) -> Arc<Engine> {
@@ -1287,4 +1289,110 @@ async fn a_node_started_while_another_writes_and_checkpoints_recovers_a_consiste
         follower.shutdown().await;
     }
     writer.shutdown().await;
+}
+
+/// Eight started apps, with an engine whose metrics the test reads.
+async fn started_fleet(backing: &Backing, clock: ManualClock) -> (Arc<Engine>, EngineMetrics) {
+    let metrics = EngineMetrics::new();
+    let config = EngineConfig {
+        metrics: metrics.clone(),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(
+        Engine::start(backing.open(), config, Box::new(clock), Box::new(RandomIds)).unwrap(),
+    );
+    setup(&engine, 8).await;
+    for n in 0..8 {
+        engine.submit(set_state(n, true)).await.unwrap();
+    }
+    (engine, metrics)
+}
+
+/// `rounds` rounds of eight scales at once (one usage event each).
+async fn scale_rounds(engine: &Arc<Engine>, rounds: usize) {
+    for _ in 0..rounds {
+        // Each round grows the stream by eight, so each asks for another count.
+        let instances = 1 + (engine.view().usage.len() % 1000) as i64;
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.submit(scale(n, instances)).await })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+fn read_ahead_used(metrics: &EngineMetrics) -> u64 {
+    metrics.read_ahead.with_label_values(&["used"]).get()
+}
+
+async fn a_consumer_reading_in_order_while_others_write_gets_every_event_once_body(
+    backing: Backing,
+) {
+    let clock = ManualClock(Arc::new(Mutex::new(day(0))));
+    let (engine, metrics) = started_fleet(&backing, clock).await;
+    scale_rounds(&engine, 400).await;
+    // Pages of 1000 (each read ahead while the last is taken in), with writes in between.
+    let mut read: Vec<(Seq, Guid)> = Vec::new();
+    loop {
+        let view = engine.view();
+        let after = read.last().map(|(seq, _)| *seq);
+        let (_, page) = engine.usage_page(&view, &all_events(after)).await.unwrap();
+        read.extend(page.iter().map(|(seq, e)| (*seq, e.guid)));
+        if page.len() < 1000 {
+            break;
+        }
+        scale_rounds(&engine, 3).await;
+    }
+    let (usage, _) = history(&engine).await;
+    let expected: Vec<(Seq, Guid)> = usage.iter().map(|(seq, e)| (*seq, e.guid)).collect();
+    assert!(expected.len() > 3000, "{}", expected.len());
+    assert_eq!(read, expected);
+    // Pages 2 and 3 come from read-aheads; the last outgrew its read-ahead (the writes).
+    assert!(
+        read_ahead_used(&metrics) >= 2,
+        "{}",
+        read_ahead_used(&metrics)
+    );
+}
+
+async fn a_page_read_ahead_leaves_out_what_retention_removed_meanwhile_body(backing: Backing) {
+    let clock = ManualClock(Arc::new(Mutex::new(day(0))));
+    let (engine, metrics) = started_fleet(&backing, clock.clone()).await;
+    scale_rounds(&engine, 150).await;
+    // Later events, up to 2000 in all: the second page is the rest of the stream.
+    *clock.0.lock().unwrap() = day(20);
+    let rest = 2000usize.saturating_sub(engine.view().usage.len()) / 8;
+    scale_rounds(&engine, rest).await;
+    let view = engine.view();
+    assert!(view.usage.len() > 1500 && view.usage.len() <= 2000);
+    let (_, first) = engine.usage_page(&view, &all_events(None)).await.unwrap();
+    assert_eq!(first.len(), 1000);
+    // Retention takes the early events of the page being read ahead (and of the first).
+    *clock.0.lock().unwrap() = day(40);
+    let pruned = engine.prune(day(10)).await.unwrap();
+    assert!(pruned > 1000, "{pruned}");
+    let last = first.last().map(|(seq, _)| *seq);
+    let (total, second) = engine
+        .usage_page(&engine.view(), &all_events(last))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_ahead_used(&metrics),
+        1,
+        "the second page came from the read-ahead"
+    );
+    let (usage, _) = history(&engine).await;
+    let expected: Vec<(Seq, Guid)> = usage
+        .iter()
+        .filter(|(seq, _)| Some(*seq) > last)
+        .map(|(seq, e)| (*seq, e.guid))
+        .collect();
+    let got: Vec<(Seq, Guid)> = second.iter().map(|(seq, e)| (*seq, e.guid)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(total as usize, usage.len());
+    assert!(second.iter().all(|(_, e)| e.created_at >= day(20)));
 }

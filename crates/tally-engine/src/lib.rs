@@ -772,14 +772,14 @@ impl Engine {
         if dense {
             self.read_next(view, query, selection.page.len(), high);
         }
-        // An event pruned since the view was published is simply left out.
-        let events = seqs
-            .into_iter()
-            .filter_map(|seq| {
-                let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
-                found[at].1.take().map(|event| (seq, event))
-            })
-            .collect();
+        // An event pruned since the view was published is simply left out. (Collected into
+        // a vector made to size: collecting the positions' vector in place grew it by
+        // reallocations, copying the page each time.)
+        let mut events = Vec::with_capacity(seqs.len());
+        events.extend(seqs.iter().filter_map(|&seq| {
+            let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+            found[at].1.take().map(|event| (seq, event))
+        }));
         Ok((selection.total, events))
     }
 

@@ -758,11 +758,11 @@ impl Engine {
             _ => usize::MAX,
         };
         let dense = span <= seqs.len().saturating_mul(2).saturating_add(64);
-        let mut found = match self.read_ahead_of(low, high) {
+        let found = match self.read_ahead_of(low, high) {
             Some(read) => match read.await {
                 Ok(Ok(events)) => {
                     self.metrics.read_ahead.with_label_values(&["used"]).inc();
-                    events.into_iter().map(|(seq, e)| (seq, Some(e))).collect()
+                    events
                 }
                 // Read it here, and say why there if it fails again.
                 _ => self.read_page(seqs.clone(), low, high, span, dense).await?,
@@ -772,9 +772,16 @@ impl Engine {
         if dense {
             self.read_next(view, query, selection.page.len(), high);
         }
-        // An event pruned since the view was published is simply left out. (Collected into
-        // a vector made to size: collecting the positions' vector in place grew it by
-        // reallocations, copying the page each time.)
+        // A page in position order that found just its events (a consumer catching up) is
+        // what was read: nothing is moved again.
+        if found.len() == seqs.len() && found.iter().map(|(s, _)| s).eq(seqs.iter()) {
+            return Ok((selection.total, found));
+        }
+        // Sorted by position, each taken out once by a binary search (the page's order may be
+        // descending or by time). An event pruned since the view was published is simply
+        // left out.
+        let mut found: Vec<(Seq, Option<UsageEvent>)> =
+            found.into_iter().map(|(seq, e)| (seq, Some(e))).collect();
         let mut events = Vec::with_capacity(seqs.len());
         events.extend(seqs.iter().filter_map(|&seq| {
             let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
@@ -783,7 +790,7 @@ impl Engine {
         Ok((selection.total, events))
     }
 
-    /// The events at `wanted` (sorted by position): one ordered read from `low` to `high` when
+    /// The events at `wanted`, sorted by position: one ordered read from `low` to `high` when
     /// the page is `dense` in the log, else one read per event.
     async fn read_page(
         &self,
@@ -792,17 +799,16 @@ impl Engine {
         high: Seq,
         span: usize,
         dense: bool,
-    ) -> Result<Vec<(Seq, Option<UsageEvent>)>, EngineError> {
+    ) -> Result<Vec<(Seq, UsageEvent)>, EngineError> {
         let store = self.store.clone();
         blocking(move || {
             if dense {
-                let range = read_range(store.as_ref(), low, high, span)?;
-                Ok(range.into_iter().map(|(seq, e)| (seq, Some(e))).collect())
+                read_range(store.as_ref(), low, high, span)
             } else {
                 let mut out = Vec::with_capacity(wanted.len());
                 for seq in wanted {
                     if let Some(UsageSlot::Event(event)) = store.usage_at(seq)? {
-                        out.push((seq, Some(event)));
+                        out.push((seq, event));
                     }
                 }
                 out.sort_unstable_by_key(|(seq, _)| *seq);

@@ -187,6 +187,7 @@ pub struct Application {
     /// The scheduled prune.
     retention: tokio::task::JoinHandle<()>,
     task_clock: tokio::task::JoinHandle<()>,
+    cache_keeper: tokio::task::JoinHandle<()>,
     /// Connection bounds and the shutdown grace (`[server]`).
     limits: tally_http::serve::ServeLimits,
     /// What the listeners count.
@@ -325,6 +326,7 @@ impl Application {
         };
         let retention = tokio::spawn(retention(engine.clone(), settings.retention.clone()));
         let task_clock = tokio::spawn(task_clock(engine.clone(), settings.staging.clone()));
+        let cache_keeper = tokio::spawn(cache_keeper(engine.clone()));
         Ok(Self {
             listener,
             admin,
@@ -332,6 +334,7 @@ impl Application {
             close,
             retention,
             task_clock,
+            cache_keeper,
             limits,
             connections,
             router: tally_http::router(state),
@@ -386,6 +389,7 @@ impl Application {
         .await;
         self.retention.abort();
         self.task_clock.abort();
+        self.cache_keeper.abort();
         if let Some(admin) = admin {
             if served.is_err() {
                 // The main listener failed without a shutdown signal: stop the admin one too.
@@ -438,6 +442,21 @@ async fn retention(engine: Arc<Engine>, settings: crate::config::RetentionSettin
 /// (SUCCEEDED) and each canceled one (FAILED). A completion that lost a race with another is
 /// refused by the domain and ignored. Its cost grows with the tasks kept (they go with their
 /// app).
+/// How long the store must go untouched before it lets go of its cache.
+const CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Every second: if nothing read or wrote for [`CACHE_IDLE`], the store lets go of what the
+/// last reads and writes left cached (a consumer that read the whole stream leaves up to
+/// `cache_capacity_mb` behind), so an idle tally holds only its view.
+async fn cache_keeper(engine: Arc<Engine>) {
+    loop {
+        tokio::time::sleep(CACHE_IDLE).await;
+        if let Err(error) = engine.release_idle_cache(CACHE_IDLE).await {
+            tracing::warn!(%error, "releasing the store's cache failed; the next operation opens it again");
+        }
+    }
+}
+
 async fn task_clock(engine: Arc<Engine>, settings: crate::config::StagingSettings) {
     if settings.mode != StagingMode::Immediate || settings.task_seconds == 0 {
         return;

@@ -870,6 +870,13 @@ impl Engine {
             .inc();
     }
 
+    /// Lets the store go of what reads and writes left cached once nothing touched it for
+    /// `idle` ([`LogStore::release_idle_cache`]); whether it did.
+    pub async fn release_idle_cache(&self, idle: Duration) -> Result<bool, EngineError> {
+        let store = self.store.clone();
+        blocking(move || store.release_idle_cache(idle)).await
+    }
+
     /// Retention: replaces every usage event written before `cutoff` by a tombstone, except
     /// the newest event and the latest STARTED event of every process that is still started.
     /// Runs beside the writer, which waits for at most one small step at a time. Returns how

@@ -516,6 +516,14 @@ pub trait LogStore: Send + Sync + 'static {
     /// needs, so the pages of the full recovery pass do not stay resident.
     fn release_cache(&self) -> Result<(), StoreError>;
 
+    /// [`LogStore::release_cache`] when nothing read or wrote for `idle` and reads or writes
+    /// since the last release left something worth letting go of; never waits for an
+    /// operation. Whether it released. (A consumer that read the whole stream would otherwise
+    /// leave up to `cache_capacity_mb` resident until the next operations pass it.)
+    fn release_idle_cache(&self, _idle: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Visits a consistent copy of the log as of `at`, a meta that was committed: the meta
     /// (with checkpoint 0: the copy has no persisted table), the base snapshot of its log
     /// start, the blocks of every stream from its floor to its head and the reseed index of its

@@ -819,6 +819,36 @@ fn the_store_keeps_to_its_cache_capacity_by_releasing_and_loses_nothing() {
 }
 
 #[test]
+fn an_idle_store_lets_go_of_its_cache_once_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledLog::open(&dir.path().join("db"), &SledOptions::default()).unwrap();
+    let expected: Vec<_> = (1..=60)
+        .map(|seq| (seq, commit_usage(&store, seq, false)))
+        .collect();
+    // A few small writes are not worth a reopen, however long the store was idle.
+    assert!(!store.release_idle_cache(std::time::Duration::ZERO).unwrap());
+    // A consumer reads the stream again and again: megabytes, within the cache's capacity.
+    for _ in 0..2000 {
+        assert_eq!(store.usage_range(1, 60, 100).unwrap(), expected);
+    }
+    assert_eq!(store.backend().cache_releases(), 0);
+    // Just read: not idle for an hour.
+    assert!(!store
+        .release_idle_cache(std::time::Duration::from_secs(3600))
+        .unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(store
+        .release_idle_cache(std::time::Duration::from_millis(20))
+        .unwrap());
+    assert_eq!(store.backend().cache_releases(), 1);
+    // Nothing touched since: nothing more to let go of.
+    assert!(!store.release_idle_cache(std::time::Duration::ZERO).unwrap());
+    assert_eq!(store.backend().cache_releases(), 1);
+    assert_eq!(store.usage_range(1, 60, 100).unwrap(), expected);
+    assert_eq!(store.recover().unwrap().meta.head, 60);
+}
+
+#[test]
 fn records_beyond_the_head_stop_recovery() {
     let store = MemLog::in_memory();
     let value = proto_schemas::envelope(&proto_schemas::v1::BlockV1 {

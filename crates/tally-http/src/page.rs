@@ -238,8 +238,9 @@ pub fn v2_all<'a, E: Sync, T: Serialize>(
     items: &'a [E],
     render: impl Fn(&'a E) -> T + Sync,
 ) -> Result<Resources, ApiError> {
-    let max = state.settings.max_page_bytes;
-    fit_all(items, render, max, "results-per-page", ApiError::bad_query)
+    v2_all_with(state, items, |out, item| {
+        serde_json::to_writer(out, &render(item))
+    })
 }
 
 /// [`fit_all_with`] for a v2 list.
@@ -279,8 +280,8 @@ pub fn v3_all<'a, E: Sync, T: Serialize>(
     render: impl Fn(&'a E) -> T + Sync,
     refuse: impl FnOnce(String) -> ApiError,
 ) -> Result<Resources, ApiError> {
-    let max = state.settings.max_page_bytes;
-    fit_all(items, render, max, "per_page", refuse)
+    let write = |out: &mut Vec<u8>, item: &'a E| serde_json::to_writer(out, &render(item));
+    v3_all_with(state, items, write, refuse)
 }
 
 #[cfg(test)]

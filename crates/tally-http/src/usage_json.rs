@@ -39,10 +39,7 @@ pub fn v3(out: &mut Vec<u8>, links: &V3Links, e: &UsageEvent) -> Result<(), serd
     out.extend_from_slice(b",\"state\":{\"current\":");
     plain(out, e.state.as_str());
     out.extend_from_slice(b",\"previous\":");
-    match e.previous_state {
-        Some(s) => plain(out, s.as_str()),
-        None => null(out),
-    }
+    maybe_plain(out, e.previous_state.map(|s| s.as_str()));
     out.extend_from_slice(b"},\"app\":{\"guid\":");
     maybe_guid(out, e.parent_app_guid);
     out.extend_from_slice(b",\"name\":");
@@ -95,10 +92,7 @@ pub fn v2(out: &mut Vec<u8>, e: &UsageEvent) -> Result<(), serde_json::Error> {
     out.extend_from_slice(b"},\"entity\":{\"state\":");
     plain(out, e.state.as_str());
     out.extend_from_slice(b",\"previous_state\":");
-    match e.previous_state {
-        Some(s) => plain(out, s.as_str()),
-        None => null(out),
-    }
+    maybe_plain(out, e.previous_state.map(|s| s.as_str()));
     out.extend_from_slice(b",\"memory_in_mb_per_instance\":");
     number(out, e.memory_in_mb_per_instance);
     out.extend_from_slice(b",\"previous_memory_in_mb_per_instance\":");
@@ -152,6 +146,13 @@ fn plain(out: &mut Vec<u8>, s: &'static str) {
     out.push(b'"');
     out.extend_from_slice(s.as_bytes());
     out.push(b'"');
+}
+
+fn maybe_plain(out: &mut Vec<u8>, s: Option<&'static str>) {
+    match s {
+        Some(s) => plain(out, s),
+        None => null(out),
+    }
 }
 
 fn guid(out: &mut Vec<u8>, g: Guid) {

@@ -442,16 +442,13 @@ async fn retention(engine: Arc<Engine>, settings: crate::config::RetentionSettin
 /// (SUCCEEDED) and each canceled one (FAILED). A completion that lost a race with another is
 /// refused by the domain and ignored. Its cost grows with the tasks kept (they go with their
 /// app).
-/// How long the store must go untouched before it lets go of its cache.
-const CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Every second: if nothing read or wrote for [`CACHE_IDLE`], the store lets go of what the
-/// last reads and writes left cached (a consumer that read the whole stream leaves up to
-/// `cache_capacity_mb` behind), so an idle tally holds only its view.
+/// Every second: if the store was quiet for that second (probes and scrapes aside), it lets go
+/// of what the last reads and writes left cached (a consumer that read the whole stream
+/// leaves up to `cache_capacity_mb` behind), so an idle tally holds little beyond its view.
 async fn cache_keeper(engine: Arc<Engine>) {
     loop {
-        tokio::time::sleep(CACHE_IDLE).await;
-        if let Err(error) = engine.release_idle_cache(CACHE_IDLE).await {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Err(error) = engine.release_idle_cache().await {
             tracing::warn!(%error, "releasing the store's cache failed; the next operation opens it again");
         }
     }

@@ -870,11 +870,11 @@ impl Engine {
             .inc();
     }
 
-    /// Lets the store go of what reads and writes left cached once nothing touched it for
-    /// `idle` ([`LogStore::release_idle_cache`]); whether it did.
-    pub async fn release_idle_cache(&self, idle: Duration) -> Result<bool, EngineError> {
+    /// Lets the store go of what reads and writes left cached if it was quiet since the last
+    /// call ([`LogStore::release_idle_cache`]); whether it did.
+    pub async fn release_idle_cache(&self) -> Result<bool, EngineError> {
         let store = self.store.clone();
-        blocking(move || store.release_idle_cache(idle)).await
+        blocking(move || store.release_idle_cache()).await
     }
 
     /// Retention: replaces every usage event written before `cutoff` by a tombstone, except

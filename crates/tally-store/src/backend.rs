@@ -45,9 +45,10 @@ pub trait Backend: Send + Sync + 'static {
     fn release_cache(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    /// [`Backend::release_cache`] if nothing touched the store for `idle` and it has something
-    /// worth letting go of; never waits for an operation. Whether it released.
-    fn release_if_idle(&self, _idle: std::time::Duration) -> Result<bool, StoreError> {
+    /// [`Backend::release_cache`] if operations touched next to nothing since the last call
+    /// and something worth letting go of since the last release; never waits for an
+    /// operation. Whether it released.
+    fn release_if_idle(&self) -> Result<bool, StoreError> {
         Ok(false)
     }
     /// Takes or renews the right to append; see [`crate::LogStore::lead`]. A backend only one
@@ -139,9 +140,8 @@ pub struct SledBackend {
     disk: Mutex<DiskSync>,
     /// Bytes read or written since the cache was last released.
     touched: AtomicU64,
-    /// When an operation last touched the store: milliseconds after `opened`.
-    last_touch: AtomicU64,
-    opened: std::time::Instant,
+    /// `touched` at the last [`Backend::release_if_idle`].
+    touched_at_last_look: AtomicU64,
     /// How many times the cache was released.
     releases: AtomicU64,
 }
@@ -249,8 +249,7 @@ impl SledBackend {
                 listed: false,
             }),
             touched: AtomicU64::new(0),
-            last_touch: AtomicU64::new(0),
-            opened: std::time::Instant::now(),
+            touched_at_last_look: AtomicU64::new(0),
             releases: AtomicU64::new(0),
         })
     }
@@ -333,8 +332,6 @@ impl SledBackend {
     /// Counts bytes an operation touched; past the capacity, releases the cache if it can do
     /// so without waiting. Called after the operation let go of the database.
     fn touched(&self, bytes: usize) {
-        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_touch.store(now, Ordering::Relaxed);
         let total = self.touched.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
         if total < self.options.cache_capacity_bytes {
             return;
@@ -488,19 +485,23 @@ impl Backend for SledBackend {
         self.reopen(&mut db)
     }
 
-    fn release_if_idle(&self, idle: std::time::Duration) -> Result<bool, StoreError> {
-        if self.touched.load(Ordering::Relaxed) < IDLE_RELEASE_FROM {
-            return Ok(false);
-        }
-        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let quiet = now.saturating_sub(self.last_touch.load(Ordering::Relaxed));
-        if u128::from(quiet) < idle.as_millis() {
+    fn release_if_idle(&self) -> Result<bool, StoreError> {
+        let touched = self.touched.load(Ordering::Relaxed);
+        let before = self.touched_at_last_look.swap(touched, Ordering::Relaxed);
+        // (A release since the last look reset the count: whatever it is now came after.)
+        let since = if touched >= before {
+            touched - before
+        } else {
+            touched
+        };
+        if touched < IDLE_RELEASE_FROM || since > QUIET_BYTES {
             return Ok(false);
         }
         let Ok(mut db) = self.db.try_write() else {
             return Ok(false);
         };
         self.touched.store(0, Ordering::Relaxed);
+        self.touched_at_last_look.store(0, Ordering::Relaxed);
         self.reopen(&mut db)?;
         Ok(true)
     }
@@ -509,6 +510,9 @@ impl Backend for SledBackend {
 /// An idle store lets go of its cache once operations touched this many bytes since the last
 /// release (a few small writes are not worth a reopen).
 const IDLE_RELEASE_FROM: u64 = 4 * 1024 * 1024;
+/// Between two looks, operations that touched at most this many bytes leave a store idle
+/// (readiness probes and scrapes write and read a few hundred bytes).
+const QUIET_BYTES: u64 = 64 * 1024;
 
 /// fsync of every file, one after the other (syncing them from several threads at once was
 /// slower: a purge's blob files took 530 ms instead of 410 ms). A file sled removed meanwhile

@@ -516,11 +516,12 @@ pub trait LogStore: Send + Sync + 'static {
     /// needs, so the pages of the full recovery pass do not stay resident.
     fn release_cache(&self) -> Result<(), StoreError>;
 
-    /// [`LogStore::release_cache`] when nothing read or wrote for `idle` and reads or writes
-    /// since the last release left something worth letting go of; never waits for an
-    /// operation. Whether it released. (A consumer that read the whole stream would otherwise
-    /// leave up to `cache_capacity_mb` resident until the next operations pass it.)
-    fn release_idle_cache(&self, _idle: std::time::Duration) -> Result<bool, StoreError> {
+    /// [`LogStore::release_cache`] when reads and writes since the last call touched next to
+    /// nothing (64 KiB: probes and scrapes) and those since the last release something worth
+    /// letting go of (4 MiB); never waits for an operation. Whether it released. Called
+    /// periodically: a consumer that read the whole stream would otherwise leave up to
+    /// `cache_capacity_mb` resident until later operations pass it.
+    fn release_idle_cache(&self) -> Result<bool, StoreError> {
         Ok(false)
     }
 

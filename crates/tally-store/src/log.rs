@@ -652,8 +652,8 @@ impl<B: Backend> LogStore for Log<B> {
         self.backend.release_cache()
     }
 
-    fn release_idle_cache(&self, idle: std::time::Duration) -> Result<bool, StoreError> {
-        self.backend.release_if_idle(idle)
+    fn release_idle_cache(&self) -> Result<bool, StoreError> {
+        self.backend.release_if_idle()
     }
 
     fn export(&self, at: &Meta, visit: &mut ExportVisitor<'_>) -> Result<u64, StoreError> {

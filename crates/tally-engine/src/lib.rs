@@ -284,6 +284,7 @@ struct ReadAhead {
     low: Seq,
     high: Seq,
     read: PendingRead,
+    started: std::time::Instant,
 }
 
 /// A read of usage events under way on a blocking thread.
@@ -295,6 +296,8 @@ const READ_AHEAD_FROM: usize = 1000;
 /// At most this many pages are read ahead at once (one per consumer catching up); the oldest
 /// goes first.
 const READ_AHEADS: usize = 4;
+/// A read ahead nobody asked for within this long is let go of (its consumer stopped).
+const READ_AHEAD_KEPT: Duration = Duration::from_secs(10);
 
 /// How long [`Engine::sync`] waits for this node to follow the log to the durable head.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
@@ -860,7 +863,12 @@ impl Engine {
         }
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || read_range(store.as_ref(), low, high, span));
-        queue.push_back(ReadAhead { low, high, read });
+        queue.push_back(ReadAhead {
+            low,
+            high,
+            read,
+            started: std::time::Instant::now(),
+        });
         while queue.len() > READ_AHEADS {
             queue.pop_front();
         }
@@ -872,7 +880,11 @@ impl Engine {
 
     /// Lets the store go of what reads and writes left cached if it was quiet since the last
     /// call ([`LogStore::release_idle_cache`]); whether it did.
+    /// Read-aheads nobody asked for within [`READ_AHEAD_KEPT`] go first.
     pub async fn release_idle_cache(&self) -> Result<bool, EngineError> {
+        if let Ok(mut queue) = self.read_ahead.lock() {
+            queue.retain(|r| r.started.elapsed() < READ_AHEAD_KEPT);
+        }
         let store = self.store.clone();
         blocking(move || store.release_idle_cache()).await
     }

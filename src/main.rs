@@ -15,32 +15,6 @@ use tally::{auth, backup, tail, telemetry, verify};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The mimalloc option that says how long freed memory is kept before it goes back to the kernel.
-const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
-
-/// mimalloc (v3) keeps freed memory for 1,000 ms and gives it back only when that thread
-/// allocates again after that, so after a burst (start-up's recovery pass, a consumer reading
-/// the whole stream) an idle server kept 50-100 MB it no longer used (`tally-bench startup`:
-/// 354 MB after a full catch-up; 263 MB with the delay at 0). mimalloc reads its options only
-/// from the environment, before `main`, and the workspace forbids the unsafe call that sets one
-/// later; so `serve` executes itself again, once, with `MIMALLOC_PURGE_DELAY=0`. An operator's
-/// own `MIMALLOC_PURGE_DELAY` is kept (and stops the re-execution).
-fn purge_freed_memory_at_once() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os(PURGE_DELAY).is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    // `exec` returns only if it failed; the process then goes on as it is.
-    let error = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(PURGE_DELAY, "0")
-        .exec();
-    eprintln!("tally: could not run again with {PURGE_DELAY}=0 ({error}); freed memory is kept for a second");
-}
-
 #[derive(Parser)]
 #[command(
     name = "tally",
@@ -162,11 +136,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tally::startup::create_files_private();
-    let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve { .. }) {
-        purge_freed_memory_at_once();
-    }
-    match run(cli) {
+    match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("tally: {error:#}");

@@ -130,38 +130,6 @@ fn serve_on_the_embedded_default_then_stop_on_sigterm() {
     assert!(report.contains("ok:"), "{report}");
 }
 
-/// A variable of a running process's environment.
-fn environment_of(child: &Child, name: &str) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
-    environ
-        .split(|b| *b == 0)
-        .filter_map(|entry| std::str::from_utf8(entry).ok())
-        .find_map(|entry| entry.strip_prefix(&format!("{name}=")).map(str::to_owned))
-}
-
-#[test]
-fn serve_gives_freed_memory_back_at_once_unless_the_operator_says_otherwise() {
-    let cwd = tempfile::tempdir().unwrap();
-    let args = ["--listen", "127.0.0.1:0"];
-    // The same process (it executed itself again), now with mimalloc's purge delay at 0.
-    let (mut child, address, _) = serve_with_env(cwd.path(), &args, &[]);
-    assert_eq!(
-        environment_of(&child, "MIMALLOC_PURGE_DELAY").as_deref(),
-        Some("0")
-    );
-    let body = reqwest::blocking_get(&format!("http://{address}/v2/info"));
-    assert!(body.contains("api_version"), "{body}");
-    assert!(terminate(&mut child).success());
-    // An operator's own value is kept.
-    let own = [("MIMALLOC_PURGE_DELAY".to_owned(), "250".to_owned())];
-    let (mut child, _, _) = serve_with_env(cwd.path(), &args, &own);
-    assert_eq!(
-        environment_of(&child, "MIMALLOC_PURGE_DELAY").as_deref(),
-        Some("250")
-    );
-    assert!(terminate(&mut child).success());
-}
-
 #[test]
 fn json_logs_carry_one_span_per_request_with_route_status_and_latency() {
     let cwd = tempfile::tempdir().unwrap();

@@ -437,11 +437,6 @@ async fn retention(engine: Arc<Engine>, settings: crate::config::RetentionSettin
     }
 }
 
-/// Immediate mode's stand-in for a task runtime (`staging.task_seconds` > 0): about every
-/// second, the node that writes completes each running task older than `task_seconds`
-/// (SUCCEEDED) and each canceled one (FAILED). A completion that lost a race with another is
-/// refused by the domain and ignored. Its cost grows with the tasks kept (they go with their
-/// app).
 /// Every second: if the store was quiet for that second (probes and scrapes aside), it lets go
 /// of what the last reads and writes left cached (a consumer that read the whole stream
 /// leaves up to `cache_capacity_mb` behind), so an idle tally holds little beyond its view.
@@ -454,6 +449,11 @@ async fn cache_keeper(engine: Arc<Engine>) {
     }
 }
 
+/// Immediate mode's stand-in for a task runtime (`staging.task_seconds` > 0): about every
+/// second, the node that writes completes each running task older than `task_seconds`
+/// (SUCCEEDED) and each canceled one (FAILED). A completion that lost a race with another is
+/// refused by the domain and ignored. Its cost grows with the tasks kept (they go with their
+/// app).
 async fn task_clock(engine: Arc<Engine>, settings: crate::config::StagingSettings) {
     if settings.mode != StagingMode::Immediate || settings.task_seconds == 0 {
         return;

@@ -415,11 +415,77 @@ impl PgBackend {
             .map_err(|e| StoreError::Io(format!("cannot reach PostgreSQL at {}: {e}", self.name)))
     }
 
-    /// The writes of one apply, in one transaction; `Ok(false)` when the fence refused it.
+    /// The writes of one apply, in one transaction, committed. `Ok(Ok(true))`: committed;
+    /// `Ok(Ok(false))`: the fence refused it; `Ok(Err(_))`: refused before COMMIT. In all of
+    /// these the database holds none of it. `Err(_)`: the outcome is not known (the COMMIT, or
+    /// the one statement of a common group commit, went out and no answer came back).
+    ///
+    /// The common group commit is one statement and no `BEGIN`/`COMMIT`: PostgreSQL runs a
+    /// lone statement as a transaction of its own, committed before it answers, so the commit
+    /// costs one round trip instead of three.
     fn write(
-        tx: &mut Transaction<'_>,
+        client: &mut Client,
         statements: &Statements,
         ops: &[Op],
+        durable: bool,
+        (head, lease): (Head, f64),
+        meta: Option<&crate::Meta>,
+    ) -> Result<Result<bool, StoreError>, postgres_error::Error> {
+        let writes = match Writes::of(ops, head.last_pos) {
+            Ok(writes) => writes,
+            Err(error) => return Ok(Err(error)),
+        };
+        if let (Some(meta), true, true, true, true) = (
+            meta,
+            durable,
+            writes.deletes.is_empty(),
+            writes.cleared.is_empty(),
+            writes.usage.rows.len() <= ONE_STATEMENT_USAGE_ROWS,
+        ) {
+            let columns = UsageColumns::of(&writes.usage.rows);
+            let mut params: Vec<&(dyn postgres_error::types::ToSql + Sync)> = Vec::new();
+            let positions = (|| {
+                Ok::<_, StoreError>((
+                    seq_i64(meta.head)?,
+                    seq_i64(meta.epoch)?,
+                    seq_i64(meta.usage_floor)?,
+                ))
+            })();
+            let (head_pos, epoch, floor) = match positions {
+                Ok(positions) => positions,
+                Err(error) => return Ok(Err(error)),
+            };
+            params.extend([
+                &head_pos as &(dyn postgres_error::types::ToSql + Sync),
+                &epoch,
+                &floor,
+                &head.term,
+                &head.last_pos,
+                &lease,
+                &writes.put_keys,
+                &writes.put_values,
+            ]);
+            params.extend(columns.params());
+            // Any error is an unknown outcome here: even an error the server reports may come
+            // after its commit (a shutdown), so the head row is asked.
+            let matched = client.execute(&statements.append, &params)?;
+            return Ok(Ok(matched > 0));
+        }
+        let mut tx = client.transaction()?;
+        match Self::write_in(&mut tx, statements, writes, durable, (head, lease), meta) {
+            Ok(true) => {}
+            outcome => return Ok(outcome),
+        }
+        tx.commit()?;
+        Ok(Ok(true))
+    }
+
+    /// The writes of one apply inside `tx`, before its COMMIT; `Ok(false)` when the fence
+    /// refused it.
+    fn write_in(
+        tx: &mut Transaction<'_>,
+        statements: &Statements,
+        writes: Writes<'_>,
         durable: bool,
         (head, lease): (Head, f64),
         meta: Option<&crate::Meta>,
@@ -428,74 +494,24 @@ impl PgBackend {
             tx.batch_execute("SET LOCAL synchronous_commit = off")
                 .map_err(db_error)?;
         }
-        let mut put_keys: Vec<&[u8]> = Vec::new();
-        let mut put_values: Vec<&[u8]> = Vec::new();
-        let mut deletes: Vec<&[u8]> = Vec::new();
-        let mut usage = UsageRows::default();
-        let mut cleared: Vec<(i64, i64)> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Put(key, value) => {
-                    if key.first() == Some(&USAGE) {
-                        let entries = decode_block(USAGE, key, value)?;
-                        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                            // A block past the head is new: nothing of it is mirrored yet.
-                            if seq_i64(first.0)? <= head.last_pos {
-                                cleared.push((seq_i64(first.0)?, seq_i64(last.0)?));
-                            }
-                        }
-                        for (seq, entry) in entries {
-                            if let Entry::Event(tally_domain::Event::UsageRecorded(u)) = entry {
-                                usage.push(seq, u)?;
-                            }
-                        }
-                    }
-                    put_keys.push(key);
-                    put_values.push(value);
-                }
-                Op::Delete(key) => {
-                    if key.first() == Some(&USAGE) {
-                        let old = tx
-                            .query_opt("SELECT value FROM tally_kv WHERE key = $1", &[key])
-                            .map_err(db_error)?;
-                        if let Some(row) = old {
-                            let value: Vec<u8> = row.get(0);
-                            let entries = decode_block(USAGE, key, &value)?;
-                            if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                                cleared.push((seq_i64(first.0)?, seq_i64(last.0)?));
-                            }
-                        }
-                    }
-                    deletes.push(key);
+        let Writes {
+            put_keys,
+            put_values,
+            deletes,
+            mut cleared,
+            usage,
+        } = writes;
+        for key in deletes.iter().filter(|key| key.first() == Some(&USAGE)) {
+            let old = tx
+                .query_opt("SELECT value FROM tally_kv WHERE key = $1", &[key])
+                .map_err(db_error)?;
+            if let Some(row) = old {
+                let value: Vec<u8> = row.get(0);
+                let entries = decode_block(USAGE, key, &value)?;
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    cleared.push((seq_i64(first.0)?, seq_i64(last.0)?));
                 }
             }
-        }
-        if let (Some(meta), true, true, true) = (
-            meta,
-            deletes.is_empty(),
-            cleared.is_empty(),
-            usage.rows.len() <= ONE_STATEMENT_USAGE_ROWS,
-        ) {
-            let columns = UsageColumns::of(&usage.rows);
-            let mut params: Vec<&(dyn postgres_error::types::ToSql + Sync)> = Vec::new();
-            let (head_pos, epoch, floor) = (
-                seq_i64(meta.head)?,
-                seq_i64(meta.epoch)?,
-                seq_i64(meta.usage_floor)?,
-            );
-            params.extend([
-                &head_pos as &(dyn postgres_error::types::ToSql + Sync),
-                &epoch,
-                &floor,
-                &head.term,
-                &head.last_pos,
-                &lease,
-                &put_keys,
-                &put_values,
-            ]);
-            params.extend(columns.params());
-            let matched = tx.execute(&statements.append, &params).map_err(db_error)?;
-            return Ok(matched > 0);
         }
         let fenced = match meta {
             Some(meta) => tx.execute(
@@ -563,12 +579,16 @@ impl PgBackend {
     }
 }
 
-/// Runs `f` on a thread of its own and waits for it. The blocking client drives each
+/// Runs `f` where the blocking client may run, and waits for it. The client drives each
 /// connection with a small runtime of its own, which must never run on a thread that drives
-/// async tasks (tally calls the store from those at start-up, for metrics and in tests); the
-/// writer's and the blocking pool's threads would do, but one short-lived thread per call costs
-/// tens of microseconds beside a round trip to the database, and holds everywhere.
+/// async tasks (tally calls the store from those at start-up, for metrics and in tests). On a
+/// thread with no runtime at all (the engine's writer thread, which makes every commit) `f`
+/// runs right there; anywhere else on a short-lived thread of its own, which costs a thread
+/// start beside the round trip to the database.
 fn apart<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
     std::thread::scope(|scope| match scope.spawn(f).join() {
         Ok(value) => value,
         Err(panic) => std::panic::resume_unwind(panic),
@@ -627,6 +647,54 @@ pub(crate) fn migrate_to(client: &mut Client, version: Option<i32>) -> Result<()
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .map_err(db_error)?;
     result
+}
+
+/// What one apply writes, sorted out before anything is sent.
+struct Writes<'a> {
+    put_keys: Vec<&'a [u8]>,
+    put_values: Vec<&'a [u8]>,
+    deletes: Vec<&'a [u8]>,
+    /// The usage rows of the usage blocks put.
+    usage: UsageRows,
+    /// Ranges of positions whose usage rows go (the blocks put anew; the blocks deleted are
+    /// added inside the transaction, which reads what they held).
+    cleared: Vec<(i64, i64)>,
+}
+
+impl<'a> Writes<'a> {
+    fn of(ops: &'a [Op], head: i64) -> Result<Self, StoreError> {
+        let mut writes = Writes {
+            put_keys: Vec::new(),
+            put_values: Vec::new(),
+            deletes: Vec::new(),
+            usage: UsageRows::default(),
+            cleared: Vec::new(),
+        };
+        for op in ops {
+            match op {
+                Op::Put(key, value) => {
+                    if key.first() == Some(&USAGE) {
+                        let entries = decode_block(USAGE, key, value)?;
+                        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                            // A block past the head is new: nothing of it is mirrored yet.
+                            if seq_i64(first.0)? <= head {
+                                writes.cleared.push((seq_i64(first.0)?, seq_i64(last.0)?));
+                            }
+                        }
+                        for (seq, entry) in entries {
+                            if let Entry::Event(tally_domain::Event::UsageRecorded(u)) = entry {
+                                writes.usage.push(seq, u)?;
+                            }
+                        }
+                    }
+                    writes.put_keys.push(key);
+                    writes.put_values.push(value);
+                }
+                Op::Delete(key) => writes.deletes.push(key),
+            }
+        }
+        Ok(writes)
+    }
 }
 
 /// Usage events to mirror, written with one binary `COPY` when there are more than a group
@@ -1026,18 +1094,8 @@ impl PgBackend {
         let Some(Writer { client, statements }) = writer.as_mut() else {
             return Err(StoreError::Io("no connection to PostgreSQL".to_owned()));
         };
-        let attempt = (|| -> Result<Result<bool, StoreError>, postgres_error::Error> {
-            let mut tx = client.transaction()?;
-            let lease = (*head, self.lease.as_secs_f64());
-            match Self::write(&mut tx, statements, &ops, durable, lease, meta.as_ref()) {
-                Ok(true) => {}
-                Ok(false) => return Ok(Ok(false)),
-                // Refused before COMMIT: nothing of it is in the database.
-                Err(error) => return Ok(Err(error)),
-            }
-            tx.commit()?;
-            Ok(Ok(true))
-        })();
+        let lease = (*head, self.lease.as_secs_f64());
+        let attempt = Self::write(client, statements, &ops, durable, lease, meta.as_ref());
         if !matches!(attempt, Ok(Ok(_))) {
             // Whatever failed, the next write starts on a new connection.
             *writer = None;
@@ -1071,7 +1129,9 @@ impl PgBackend {
                 Err(error)
             }
             Err(error) => {
-                // The COMMIT went out and no answer came back: ask the head row until it says.
+                // The COMMIT (or the lone statement of a group commit) went out and no answer,
+                // or an error that may have come after the commit, came back: ask the head row
+                // until it says.
                 let asking = std::time::Instant::now();
                 loop {
                     match self.resolve(&mut head, meta.as_ref()) {

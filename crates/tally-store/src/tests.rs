@@ -1441,8 +1441,84 @@ fn postgres_a_version_1_database_upgrades_to_the_lease_and_goes_on() {
             "SELECT version FROM tally_schema_history ORDER BY version",
         )
         .unwrap();
-    assert_eq!(versions.split_whitespace().collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(
+        versions.split_whitespace().collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+    // Version 3: the log's values are compressed with lz4 (this server has it).
+    let compression = cluster
+        .sql_in(
+            &database,
+            "SELECT attcompression FROM pg_attribute \
+             WHERE attrelid = 'tally_kv'::regclass AND attname = 'value'",
+        )
+        .unwrap();
+    assert_eq!(compression.trim(), "l");
     assert!(store.verify().unwrap().problems.is_empty());
+}
+
+/// `count` usage events from `first` on, one commit, so their block passes the 2 kB TOAST
+/// threshold and is compressed.
+fn usage_events(first: Seq, count: u64) -> Commit {
+    let records = (first..first + count)
+        .map(|seq| {
+            let u = usage(
+                event_guid(seq, Guid::from_u128(0x52)),
+                Guid::from_u128(u128::from(seq)),
+                UsageState::Started,
+            );
+            (seq, Event::UsageRecorded(u))
+        })
+        .collect();
+    Commit {
+        records,
+        meta: Meta {
+            head: first + count - 1,
+            ..Meta::default()
+        },
+        checkpoint: None,
+        snapshot: None,
+    }
+}
+
+/// A log whose values were compressed with pglz (every value written before schema version 3)
+/// goes on with lz4 values beside them: both read back whole, and `verify` passes.
+#[test]
+fn postgres_pglz_values_of_before_version_3_read_beside_lz4_ones() {
+    let (cluster, database, options) = pg_database();
+    let store = PgLog::open_postgres(&options).unwrap();
+    let column = |method: &str| {
+        cluster
+            .sql_in(
+                &database,
+                &format!("ALTER TABLE tally_kv ALTER COLUMN value SET COMPRESSION {method}"),
+            )
+            .unwrap();
+    };
+    column("pglz");
+    store.commit(&usage_events(1, 100)).unwrap();
+    column("lz4");
+    store.commit(&usage_events(101, 100)).unwrap();
+    let methods = cluster
+        .sql_in(
+            &database,
+            "SELECT DISTINCT pg_column_compression(value) FROM tally_kv \
+             WHERE pg_column_compression(value) IS NOT NULL ORDER BY 1",
+        )
+        .unwrap();
+    assert_eq!(
+        methods.split_whitespace().collect::<Vec<_>>(),
+        ["lz4", "pglz"]
+    );
+    drop(store);
+    let reopened = PgLog::open_postgres(&options).unwrap();
+    assert_eq!(reopened.recover().unwrap().meta.head, 200);
+    let read = reopened.usage_range(1, 200, 1000).unwrap();
+    assert_eq!(
+        read.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
+    assert!(reopened.verify().unwrap().problems.is_empty());
 }
 
 /// `verify` names the first usage block and says its checksum failed.

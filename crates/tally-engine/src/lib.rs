@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod metrics;
+pub mod outage;
 pub mod usage_index;
 mod writer;
 
@@ -32,6 +33,7 @@ use tally_store::{ExportVisitor, LogStore, Meta, UsageSlot};
 
 pub use audit::{AuditCondition, AuditField, AuditIndex, AuditQuery, Match, TimeSpan, Window};
 pub use metrics::EngineMetrics;
+pub use outage::Outage;
 /// The backup file format, for those who write or read what [`Engine::begin_export`] copies.
 pub use tally_store::backup;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -441,9 +443,14 @@ impl Engine {
             publish,
             signals.clone(),
         );
+        // The writer logs where the caller's logs go (the process's subscriber, or a test's).
+        let log = tracing::dispatcher::get_default(|dispatch| dispatch.clone());
         let handle = std::thread::Builder::new()
             .name("tally-writer".to_owned())
-            .spawn(move || writer.run(requests))
+            .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&log);
+                writer.run(requests)
+            })
             .map_err(|e| {
                 EngineError::Unavailable(format!("cannot start the writer thread: {e}"))
             })?;

@@ -409,6 +409,58 @@ async fn a_failed_write_is_not_acknowledged_and_the_log_continues_densely() {
     engine.shutdown().await;
 }
 
+/// What a test's subscriber logged (the writer thread logs where its engine's starter does).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the log refuses while it is out of reach are logged once, when the outage starts,
+/// and once when writes land again, with how many failed meanwhile: not once per group.
+#[tokio::test]
+async fn an_outage_of_the_log_is_logged_once_not_once_per_failed_write() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let store = Arc::new(MemLog::in_memory());
+    let engine = start_engine(store.clone(), EngineConfig::default());
+    setup(&engine, 1).await;
+    store.backend().fail_writes(20);
+    let mut failed = 0;
+    while engine.submit(set_state(0, true)).await.is_err() {
+        failed += 1;
+        assert!(failed <= 20, "more writes failed than were made to fail");
+    }
+    assert!(failed >= 10, "only {failed} writes failed");
+    engine.shutdown().await;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("the log refused a write").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("the log takes writes again").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("failed_since_last_line={}", failed - 1)),
+        "{text}"
+    );
+}
+
 async fn a_restarted_engine_recovers_the_same_table_and_head_body(backing: Backing) {
     let config = EngineConfig {
         checkpoint_every: 7,

@@ -35,9 +35,13 @@ use tally_store::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    AuditIndex, Clock, Committed, EngineConfig, EngineError, Purged, Request, ReseedIndex, Role,
-    UsageIndex, View,
+    AuditIndex, Clock, Committed, EngineConfig, EngineError, Outage, Purged, Request, ReseedIndex,
+    Role, UsageIndex, View,
 };
+
+/// How long idle work (checkpoint, truncation, compaction steps) waits between tries while the
+/// log refuses writes.
+const IDLE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub(crate) struct Writer {
     store: Arc<dyn LogStore>,
@@ -78,6 +82,8 @@ pub(crate) struct Writer {
     /// Set when the store refused a write because another node took the lease: the reload
     /// after the failure then asks who writes now.
     fenced: bool,
+    /// Writes the log refused, logged once per outage rather than once per group.
+    writes_failing: Outage,
 }
 
 type Reply = oneshot::Sender<Result<Committed, EngineError>>;
@@ -118,6 +124,7 @@ impl Writer {
             touched: Vec::new(),
             follow_failing: false,
             fenced: false,
+            writes_failing: Outage::default(),
         }
     }
 
@@ -173,6 +180,12 @@ impl Writer {
                 match requests.try_recv() {
                     Ok(request) => request,
                     Err(mpsc::error::TryRecvError::Empty) => {
+                        if self.writes_failing.is_on() {
+                            // The log refuses writes: idle work waits a little between tries
+                            // instead of spinning (a request still gets its answer at once
+                            // after the pause).
+                            std::thread::sleep(IDLE_RETRY_PAUSE);
+                        }
                         if self.round.is_some() {
                             self.checkpoint_step();
                         } else if self.truncation.is_some() {
@@ -610,19 +623,39 @@ impl Writer {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "group commit failed; nothing of it is acknowledged");
-                let message = EngineError::from(error);
+                let message = EngineError::from(error.clone());
                 for (_, reply) in accepted {
                     let _ = reply.send(Err(message.clone()));
                 }
                 self.state = before;
-                self.reload();
+                self.write_failed(&error, "group commit (nothing of it is acknowledged)");
             }
         }
     }
 
+    /// A write the log refused: logged once per outage (then every 30 s while it lasts, see
+    /// [`Outage`]), and the log re-read, as the store's contract says.
+    fn write_failed(&mut self, error: &tally_store::StoreError, what: &'static str) {
+        let logged = self.writes_failing.failed();
+        if let Some(unlogged) = logged {
+            tracing::error!(
+                %error,
+                write = what,
+                failed_since_last_line = unlogged,
+                "the log refused a write (logged again every 30 s while writes fail)"
+            );
+        }
+        self.reload_logging(logged.is_some());
+    }
+
     /// After a failed write: the store's contract says to re-read what it holds.
     fn reload(&mut self) {
+        self.reload_logging(true);
+    }
+
+    /// [`Self::reload`], saying why it could not only when `loud` (not on every failed write
+    /// of an outage).
+    fn reload_logging(&mut self, loud: bool) {
         match self.store.recover() {
             Ok(recovered) => {
                 self.state = recovered.state;
@@ -640,22 +673,31 @@ impl Writer {
                             .collect();
                     }
                     Err(error) => {
-                        tracing::error!(%error, "cannot re-read the usage index after a failed write")
+                        if loud {
+                            tracing::error!(%error, "cannot re-read the usage index after a failed write");
+                        }
                     }
                 }
                 // A failed write may still have reached the store: index what it holds.
                 if let Err(error) = self.audit.catch_up(self.store.as_ref(), self.meta.head) {
-                    tracing::error!(%error, "cannot re-read the audit index after a failed write")
+                    if loud {
+                        tracing::error!(%error, "cannot re-read the audit index after a failed write");
+                    }
                 }
                 match self.store.reseed_index(self.meta.epoch) {
                     Ok(index) => self.reseeded = Arc::new(ReseedIndex::new(index)),
                     Err(error) => {
-                        tracing::error!(%error, "cannot re-read the reseed index after a failed write")
+                        if loud {
+                            tracing::error!(%error, "cannot re-read the reseed index after a failed write");
+                        }
                     }
                 }
                 self.publish_view();
             }
-            Err(error) => tracing::error!(%error, "cannot re-read the log after a failed write"),
+            Err(error) if loud => {
+                tracing::error!(%error, "cannot re-read the log after a failed write")
+            }
+            Err(_) => {}
         }
         if std::mem::take(&mut self.fenced) {
             // Another node took the lease: this one follows it from here.
@@ -725,10 +767,7 @@ impl Writer {
                 self.meta = meta;
                 self.advance_round(end);
             }
-            Err(error) => {
-                tracing::warn!(%error, "checkpoint step failed");
-                self.reload();
-            }
+            Err(error) => self.write_failed(&error, "checkpoint step (tried again later)"),
         }
     }
 
@@ -809,8 +848,7 @@ impl Writer {
                 })
             }
             Err(error) => {
-                tracing::error!(%error, "purge-and-reseed failed; the old epoch stays");
-                self.reload();
+                self.write_failed(&error, "purge-and-reseed (the old epoch stays)");
                 Err(error.into())
             }
         }
@@ -895,11 +933,8 @@ impl Writer {
                     truncation.next_chunk = end;
                 }
             }
-            Err(error) => {
-                // Try again later; nothing depends on the truncation.
-                tracing::warn!(%error, "log truncation step failed");
-                self.reload();
-            }
+            // Tried again later; nothing depends on the truncation.
+            Err(error) => self.write_failed(&error, "log truncation step (tried again later)"),
         }
     }
 
@@ -938,6 +973,12 @@ impl Writer {
             Ok(()) => {
                 metrics.commits.inc();
                 metrics.positions(&commit.meta);
+                if let Some(unlogged) = self.writes_failing.ended() {
+                    tracing::info!(
+                        failed_since_last_line = unlogged,
+                        "the log takes writes again"
+                    );
+                }
             }
             Err(error) => {
                 metrics.commit_failures.inc();
@@ -961,8 +1002,7 @@ impl Writer {
         match self.write(&commit) {
             Ok(()) => Ok(()),
             Err(error) => {
-                tracing::warn!(%error, "the log refused a probe write");
-                self.reload();
+                self.write_failed(&error, "readiness probe");
                 Err(error.into())
             }
         }

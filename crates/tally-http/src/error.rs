@@ -344,27 +344,21 @@ impl From<EngineError> for ApiError {
     }
 }
 
-/// How often an outage of the log is logged again while it lasts.
-const OUTAGE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Logs why requests get 503 because the log is out of reach: once when it starts, then at most
-/// every [`OUTAGE_LOG_EVERY`] with how many requests it refused meanwhile, not once per request.
+/// every 30 s with how many requests it refused meanwhile ([`tally_engine::Outage`]), not once
+/// per request.
 fn log_outage(cause: &str) {
-    static LAST: std::sync::Mutex<Option<(std::time::Instant, u64)>> = std::sync::Mutex::new(None);
-    let Ok(mut last) = LAST.lock() else {
+    static REFUSING: std::sync::Mutex<tally_engine::Outage> =
+        std::sync::Mutex::new(tally_engine::Outage::new());
+    let Ok(mut refusing) = REFUSING.lock() else {
         return;
     };
-    match &mut *last {
-        Some((at, refused)) if at.elapsed() < OUTAGE_LOG_EVERY => *refused += 1,
-        Some((at, refused)) => {
-            tracing::error!(%cause, refused_since = *refused, "requests refused: the log is out of reach");
-            *at = std::time::Instant::now();
-            *refused = 0;
-        }
-        None => {
-            tracing::error!(%cause, "requests refused: the log is out of reach (logged again every 30 s while it lasts)");
-            *last = Some((std::time::Instant::now(), 0));
-        }
+    if let Some(refused) = refusing.failed() {
+        tracing::error!(
+            %cause,
+            refused_since_last_line = refused,
+            "requests refused: the log is out of reach (logged again every 30 s while it lasts)"
+        );
     }
 }
 

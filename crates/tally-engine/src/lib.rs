@@ -290,7 +290,7 @@ struct ReadAhead {
 }
 
 /// A read of usage events under way on a blocking thread.
-type PendingRead = tokio::task::JoinHandle<Result<Vec<(Seq, UsageEvent)>, StoreError>>;
+type PendingRead = tokio::task::JoinHandle<Result<Vec<(Seq, UsageEvent)>, EngineError>>;
 
 /// Pages of at least this many events are read ahead: a consumer catching up asks for the
 /// next page only once it took in this one, so the read and its wait for it overlap.
@@ -811,19 +811,18 @@ impl Engine {
         dense: bool,
     ) -> Result<Vec<(Seq, UsageEvent)>, EngineError> {
         let store = self.store.clone();
+        if dense {
+            return read_range(store, low, high, span).await;
+        }
         blocking(move || {
-            if dense {
-                read_range(store.as_ref(), low, high, span)
-            } else {
-                let mut out = Vec::with_capacity(wanted.len());
-                for seq in wanted {
-                    if let Some(UsageSlot::Event(event)) = store.usage_at(seq)? {
-                        out.push((seq, event));
-                    }
+            let mut out = Vec::with_capacity(wanted.len());
+            for seq in wanted {
+                if let Some(UsageSlot::Event(event)) = store.usage_at(seq)? {
+                    out.push((seq, event));
                 }
-                out.sort_unstable_by_key(|(seq, _)| *seq);
-                Ok(out)
             }
+            out.sort_unstable_by_key(|(seq, _)| *seq);
+            Ok(out)
         })
         .await
     }
@@ -869,7 +868,7 @@ impl Engine {
             return;
         }
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || read_range(store.as_ref(), low, high, span));
+        let read = tokio::spawn(read_range(store, low, high, span));
         queue.push_back(ReadAhead {
             low,
             high,
@@ -1019,39 +1018,34 @@ const PRUNE_READ_CHUNK: usize = 8192;
 /// Usage events replaced per store step while pruning (the writer waits for at most one step).
 const PRUNE_STEP: usize = 512;
 
-/// Runs a store read off the async runtime.
 /// Ranges of at least this many usage events are read by two threads, one half each.
 const PARALLEL_READ_FROM: usize = 1024;
 
-/// `store.usage_range(low, high, span)`; a long range is read in two halves at once (a lone
-/// consumer catching up then has both cores), and joined in order.
-fn read_range(
-    store: &dyn LogStore,
+/// `store.usage_range(low, high, span)` off the async runtime; a long range is read in two
+/// halves at once (a lone consumer catching up then has both cores), and joined in order.
+/// Both halves run on the runtime's blocking pool, whose threads live on between reads: a
+/// thread started per read would start with an empty allocator heap, fault in fresh pages for
+/// every page of events and hand them back when it ends.
+async fn read_range(
+    store: Arc<dyn LogStore>,
     low: Seq,
     high: Seq,
     span: usize,
-) -> Result<Vec<(Seq, UsageEvent)>, StoreError> {
+) -> Result<Vec<(Seq, UsageEvent)>, EngineError> {
     if span < PARALLEL_READ_FROM || high - low < 2 {
-        return store.usage_range(low, high, span);
+        return blocking(move || store.usage_range(low, high, span)).await;
     }
     let middle = low + (high - low) / 2;
-    std::thread::scope(|scope| {
-        let later = std::thread::Builder::new()
-            .name("tally-read".to_owned())
-            .spawn_scoped(scope, || store.usage_range(middle + 1, high, span));
-        let mut events = store.usage_range(low, middle, span)?;
-        // Without a second thread, this one reads both halves.
-        let rest = match later {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|_| store.usage_range(middle + 1, high, span))?,
-            Err(_) => store.usage_range(middle + 1, high, span)?,
-        };
-        events.extend(rest);
-        Ok(events)
-    })
+    let later = store.clone();
+    let (mut events, rest) = tokio::try_join!(
+        blocking(move || store.usage_range(low, middle, span)),
+        blocking(move || later.usage_range(middle + 1, high, span)),
+    )?;
+    events.extend(rest);
+    Ok(events)
 }
 
+/// Runs a store read off the async runtime.
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, EngineError> {

@@ -120,5 +120,76 @@ pub fn open<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(record)
 }
 
+/// Why [`visit_block`] stopped short.
+#[derive(Debug)]
+pub enum VisitError<E> {
+    /// The envelope or a record did not decode, as [`open`] would have said.
+    Decode(DecodeError),
+    /// The visitor's own error.
+    Visit(E),
+}
+
+/// Checks an envelope of a [`v1::BlockV1`] (written by [`envelope`]) and hands its records to
+/// `visit` in order, decoding one at a time: the same bytes, checks and records as
+/// `open::<BlockV1>`, without a vector of the whole block (a catch-up read decodes each record
+/// once, straight into what it keeps). When `visit` breaks, the records after it are not
+/// decoded; otherwise, as for [`open`], bytes left after the last record are an error.
+pub fn visit_block<E>(
+    bytes: &[u8],
+    mut visit: impl FnMut(v1::LogRecordV1) -> Result<std::ops::ControlFlow<()>, E>,
+) -> Result<std::ops::ControlFlow<()>, VisitError<E>> {
+    use bincode::de::Decoder as _;
+    use bincode::Decode as _;
+    let payload = payload(bytes).map_err(VisitError::Decode)?;
+    let bincode_error =
+        |e: bincode::error::DecodeError| VisitError::Decode(DecodeError::Payload(e.to_string()));
+    let mut decoder = bincode::de::DecoderImpl::new(Rest(payload), DECODE_CONFIG, ());
+    // `BlockV1` is its `Vec<LogRecordV1>`: a u64 length, then the records (bincode's own
+    // `Vec` decoding, claims against the limit included).
+    let len = u64::decode(&mut decoder).map_err(bincode_error)?;
+    let len = usize::try_from(len)
+        .map_err(|_| bincode_error(bincode::error::DecodeError::OutsideUsizeRange(len)))?;
+    decoder
+        .claim_container_read::<v1::LogRecordV1>(len)
+        .map_err(bincode_error)?;
+    for _ in 0..len {
+        decoder.unclaim_bytes_read(std::mem::size_of::<v1::LogRecordV1>());
+        let record = v1::LogRecordV1::decode(&mut decoder).map_err(bincode_error)?;
+        if visit(record).map_err(VisitError::Visit)?.is_break() {
+            return Ok(std::ops::ControlFlow::Break(()));
+        }
+    }
+    let left = decoder.reader().0.len();
+    if left != 0 {
+        return Err(VisitError::Decode(DecodeError::Trailing(left)));
+    }
+    Ok(std::ops::ControlFlow::Continue(()))
+}
+
+/// A reader over a slice that can say what it has not read yet.
+struct Rest<'a>(&'a [u8]);
+
+impl bincode::de::read::Reader for Rest<'_> {
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
+        if bytes.len() > self.0.len() {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: bytes.len() - self.0.len(),
+            });
+        }
+        let (head, rest) = self.0.split_at(bytes.len());
+        bytes.copy_from_slice(head);
+        self.0 = rest;
+        Ok(())
+    }
+
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        self.0.get(..n)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.0 = self.0.get(n..).unwrap_or_default();
+    }
+}
+
 #[cfg(test)]
 mod tests;

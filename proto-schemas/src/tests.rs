@@ -753,3 +753,119 @@ proptest! {
         let _ = borrowed::audit_keys(&bytes);
     }
 }
+
+/// Every record [`visit_block`] hands over, or the error it stopped at.
+fn visited(bytes: &[u8]) -> Result<Vec<LogRecordV1>, DecodeError> {
+    let mut records = Vec::new();
+    let flow = visit_block(bytes, |record| {
+        records.push(record);
+        Ok::<_, ()>(std::ops::ControlFlow::Continue(()))
+    });
+    match flow {
+        Ok(_) => Ok(records),
+        Err(VisitError::Decode(e)) => Err(e),
+        Err(VisitError::Visit(())) => unreachable!("this visitor never fails"),
+    }
+}
+
+#[test]
+fn visiting_a_block_reads_the_golden_records_and_refuses_what_open_refuses() {
+    let golden = std::fs::read(fixture("block")).unwrap();
+    let block: BlockV1 = open(&golden).unwrap();
+    assert!(!block.records.is_empty());
+    assert_eq!(visited(&golden).unwrap(), block.records);
+    let mixed = golden_block(&["record_usage", "record_usage_pruned", "record_audit"]);
+    assert_eq!(
+        visited(&mixed).unwrap(),
+        open::<BlockV1>(&mixed).unwrap().records
+    );
+    assert_eq!(visited(&mixed).unwrap().len(), 3);
+    // Damage of every kind open detects: checksum, version, truncation, trailing bytes, a
+    // record cut short, an absurd count.
+    let mut flipped = mixed.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    assert!(matches!(
+        visited(&flipped),
+        Err(DecodeError::Checksum { .. })
+    ));
+    assert_eq!(visited(&mixed[..3]), Err(DecodeError::Truncated(3)));
+    let reframe = |payload: Vec<u8>| {
+        let mut out = vec![FORMAT_V1];
+        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    };
+    let mut trailing = mixed[5..].to_vec();
+    trailing.push(0);
+    assert_eq!(
+        visited(&reframe(trailing.clone())),
+        Err(DecodeError::Trailing(1))
+    );
+    assert_eq!(
+        open::<BlockV1>(&reframe(trailing)),
+        Err(DecodeError::Trailing(1))
+    );
+    let cut = reframe(mixed[5..mixed.len() - 1].to_vec());
+    assert!(matches!(visited(&cut), Err(DecodeError::Payload(_))));
+    let mut absurd = mixed[5..].to_vec();
+    absurd[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        visited(&reframe(absurd)),
+        Err(DecodeError::Payload(_))
+    ));
+}
+
+#[test]
+fn a_visit_that_breaks_decodes_no_further_and_a_visitors_error_is_its_own() {
+    let mixed = golden_block(&["record_usage", "record_usage_pruned", "record_audit"]);
+    let mut seen = 0;
+    let flow = visit_block(&mixed, |_| {
+        seen += 1;
+        Ok::<_, ()>(if seen == 2 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        })
+    });
+    assert!(matches!(flow, Ok(std::ops::ControlFlow::Break(()))));
+    assert_eq!(seen, 2);
+    let failed = visit_block(&mixed, |_| Err::<std::ops::ControlFlow<()>, _>("no"));
+    assert!(matches!(failed, Err(VisitError::Visit("no"))));
+}
+
+proptest! {
+    /// On any bytes, visiting a block gives what `open::<BlockV1>` gives: the same records, or
+    /// an error where it errs.
+    #[test]
+    fn visiting_a_block_agrees_with_opening_it(
+        usage in prop::collection::vec((any::<u64>(), any_usage()), 0..8),
+        damage in prop::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        cut in any::<Option<usize>>(),
+    ) {
+        let block = BlockV1 {
+            records: usage.into_iter().map(|(seq, u)| LogRecordV1 { seq, body: RecordBodyV1::Usage(u) }).collect(),
+        };
+        let bytes = envelope(&block).unwrap();
+        prop_assert_eq!(visited(&bytes).unwrap(), block.records);
+        // Damaged payloads under a valid checksum: both agree on whether they read.
+        let mut payload = bytes[5..].to_vec();
+        for (at, byte) in damage {
+            if !payload.is_empty() {
+                let at = at % payload.len();
+                payload[at] = byte;
+            }
+        }
+        if let Some(cut) = cut {
+            payload.truncate(cut % (payload.len() + 1));
+        }
+        let mut damaged = vec![FORMAT_V1];
+        damaged.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        damaged.extend_from_slice(&payload);
+        match (open::<BlockV1>(&damaged), visited(&damaged)) {
+            (Ok(block), Ok(records)) => prop_assert_eq!(block.records, records),
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "open {:?} but visit {:?}", a.map(|b| b.records.len()), b.map(|r| r.len())),
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! How the store's values are decoded and checked: meta, blocks, table buckets, with errors that
 //! name the key. Shared by the log and the backup reader.
 
+use std::ops::ControlFlow;
+
 use proto_schemas::v1::{BlockV1, MetaV1, RecordBodyV1, TableBucketV1};
 use tally_domain::{Event, Seq};
 
@@ -124,11 +126,33 @@ pub(crate) fn decode_block(
     key: &[u8],
     value: &[u8],
 ) -> Result<Vec<(Seq, Entry)>, StoreError> {
-    let (first, block) = open_block(prefix, key, value)?;
+    let mut out = Vec::new();
+    // This visitor never breaks.
+    let _ = visit_block(prefix, key, value, |seq, entry| {
+        out.push((seq, entry));
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(out)
+}
+
+/// [`decode_block`] one record at a time: each record is decoded and checked, then handed to
+/// `visit`, without a vector of the block in between. When `visit` breaks, the rest of the
+/// block is not decoded.
+pub(crate) fn visit_block(
+    prefix: u8,
+    key: &[u8],
+    value: &[u8],
+    mut visit: impl FnMut(Seq, Entry) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<ControlFlow<()>, StoreError> {
+    let first = seq_of(key).ok_or_else(|| {
+        corrupt(
+            format!("{} key {key:?}", kind_name(prefix)),
+            "malformed key",
+        )
+    })?;
     let position = |seq: Seq| format!("{} seq {seq}", kind_name(prefix));
-    let mut out = Vec::with_capacity(block.records.len());
     let mut previous: Option<Seq> = None;
-    for record in block.records {
+    let flow = proto_schemas::visit_block(value, |record| {
         let seq = record.seq;
         let ordered = match previous {
             None => seq == first,
@@ -166,15 +190,21 @@ pub(crate) fn decode_block(
             }
             body => Entry::Event(event_from(body).map_err(|e| corrupt(position(seq), e))?),
         };
-        out.push((seq, entry));
-    }
-    if out.is_empty() {
+        visit(seq, entry)
+    })
+    .map_err(|e| match e {
+        proto_schemas::VisitError::Decode(e) => {
+            corrupt(format!("{} block at seq {first}", kind_name(prefix)), e)
+        }
+        proto_schemas::VisitError::Visit(e) => e,
+    })?;
+    if previous.is_none() {
         return Err(corrupt(
             format!("{} block at seq {first}", kind_name(prefix)),
             "empty block",
         ));
     }
-    Ok(out)
+    Ok(flow)
 }
 
 pub(crate) fn decode_bucket(key: &[u8], value: &[u8]) -> Result<Vec<TableRow>, StoreError> {

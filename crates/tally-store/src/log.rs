@@ -261,12 +261,15 @@ impl<B: Backend> Log<B> {
             &seq_key(prefix, from.saturating_add(1)),
             true,
             &mut |key, value| {
-                for (seq, event) in decode_block(prefix, key, value)? {
+                // Whether it stopped inside the block is `more`.
+                let _ = visit_block(prefix, key, value, |seq, event| {
                     more = take(seq, event, &mut out)?;
-                    if !more {
-                        break;
-                    }
-                }
+                    Ok(if more {
+                        ControlFlow::Continue(())
+                    } else {
+                        ControlFlow::Break(())
+                    })
+                })?;
                 Ok(ControlFlow::Break(()))
             },
         )?;
@@ -276,12 +279,13 @@ impl<B: Backend> Log<B> {
                 &range_end(prefix, upto),
                 false,
                 &mut |key, value| {
-                    for (seq, event) in decode_block(prefix, key, value)? {
-                        if !take(seq, event, &mut out)? {
-                            return Ok(ControlFlow::Break(()));
-                        }
-                    }
-                    Ok(ControlFlow::Continue(()))
+                    visit_block(prefix, key, value, |seq, event| {
+                        Ok(if take(seq, event, &mut out)? {
+                            ControlFlow::Continue(())
+                        } else {
+                            ControlFlow::Break(())
+                        })
+                    })
                 },
             )?;
         }
@@ -435,10 +439,10 @@ impl<B: Backend> Log<B> {
             &prefix_end(prefix),
             false,
             &mut |key, value| {
-                for (seq, event) in decode_block(prefix, key, value)? {
+                visit_block(prefix, key, value, |seq, event| {
                     visit(seq, event)?;
-                }
-                Ok(ControlFlow::Continue(()))
+                    Ok(ControlFlow::Continue(()))
+                })
             },
         )
     }

@@ -190,7 +190,13 @@ impl Target {
     /// second after the memory was freed, on its next call, so this sends what an orchestrator
     /// sends anyway (a readiness probe every 250 ms) for two seconds first.
     pub async fn settled_rss_bytes(&self) -> anyhow::Result<Option<u64>> {
-        for _ in 0..8 {
+        self.rss_bytes_after(Duration::from_secs(2)).await
+    }
+
+    /// The RSS after `wait` of readiness probes every 250 ms (what a kubelet sends).
+    pub async fn rss_bytes_after(&self, wait: Duration) -> anyhow::Result<Option<u64>> {
+        let started = Instant::now();
+        while started.elapsed() < wait {
             self.request(Method::GET, "/readyz").send().await?;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -194,6 +194,20 @@ enum Workload {
         #[arg(long, default_value_t = 5)]
         purges: usize,
     },
+    /// A long run of state changes on a fixed set of apps: after every round, what the store
+    /// holds on disk and in memory, to show whether they grow with the log or beyond it.
+    Soak {
+        #[command(flatten)]
+        size: Size,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Rounds of state changes, each followed by the figures.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Seconds per round.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Everything above with its defaults, each on a fresh tally (`--small` for a quick run).
     All {
         #[command(flatten)]
@@ -348,6 +362,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             apps,
             rounds,
         } => startup(common, records, apps, rounds, &mut rows).await?,
+        Workload::Soak {
+            size,
+            concurrency,
+            rounds,
+            seconds,
+        } => soak(common, size, concurrency, rounds, seconds, &mut rows).await?,
         Workload::All { size } => {
             let run = Run {
                 pattern: Pattern::Instances,
@@ -812,6 +832,66 @@ async fn startup(
 }
 
 /// Bytes of every file under `dir`.
+async fn soak(
+    common: &Common,
+    size: Size,
+    concurrency: usize,
+    rounds: usize,
+    seconds: u64,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let target = common.target().await?;
+    let apps = fill(&target, size, Pattern::Instances).await?;
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let store = target.data_dir().map(|data| data.join("log"));
+    for round in 0..=rounds {
+        if round > 0 {
+            push(
+                rows,
+                scenarios::state_changes(
+                    &target,
+                    &apps,
+                    Pattern::Instances,
+                    concurrency.max(1),
+                    secs(seconds),
+                )
+                .await?,
+            );
+        }
+        let head = target.head().await?;
+        let disk = match &store {
+            Some(dir) => {
+                let total = walk_size(dir);
+                let blobs = dir.join("blobs");
+                let files = std::fs::read_dir(&blobs).map_or(0, |entries| entries.count());
+                format!(
+                    "on disk {:.0} MB ({:.0} bytes per record; {files} blob files, {:.0} MB)",
+                    mb(total),
+                    total as f64 / head.max(1) as f64,
+                    mb(walk_size(&blobs)),
+                )
+            }
+            None => "on disk: n/a (a tally this bench did not start)".to_owned(),
+        };
+        let rss = target
+            .settled_rss_bytes()
+            .await?
+            .map_or_else(|| "n/a".to_owned(), |bytes| format!("{:.0} MB", mb(bytes)));
+        push(
+            rows,
+            Row::new(
+                "soak",
+                format!("after round {round} of {rounds} ({seconds} s each)"),
+            )
+            .note(format!(
+                "{head} records, {} apps; {disk}; RSS 2 s later {rss}",
+                apps.len()
+            )),
+        );
+    }
+    Ok(())
+}
+
 fn walk_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {

@@ -165,6 +165,11 @@ impl Target {
         self
     }
 
+    /// The data directory, when the bench made it.
+    pub fn data_dir(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|dir| dir.path().join("data"))
+    }
+
     /// The process id, when the bench started it.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

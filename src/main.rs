@@ -169,6 +169,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init(&settings.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // A blocking-pool thread (start-up's recovery, the halves of a long usage
+                // read) keeps what it freed until it allocates again or ends; ending 200 ms
+                // after its last task instead of tokio's 10 s gives that memory back within
+                // the allocator's purge delay (`tally-bench startup`: 274-279 MB instead of
+                // 296-325 MB 8 s after a full catch-up, catch-up events/s unchanged).
+                .thread_keep_alive(std::time::Duration::from_millis(200))
                 .build()?;
             runtime.block_on(async {
                 let shutdown = shutdown_signal()?;

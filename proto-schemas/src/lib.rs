@@ -13,6 +13,7 @@
 //! # Layout
 //! - [`v1`]: the version 1 record types.
 //! - [`envelope`] / [`open`]: wrap and check a record.
+//! - [`visit_block`]: the records of a block one at a time, with the checks of [`open`].
 //! - [`borrowed`]: what start-up's indexes read of usage and audit blocks, without copying.
 //! - `fixtures/v1/`: golden bytes.
 //! - [`wire`] and `proto/`: the public protobuf schema of the usage-event stream.

@@ -831,7 +831,8 @@ async fn startup(
     Ok(())
 }
 
-/// Bytes of every file under `dir`.
+/// Rounds of state changes on one fleet, each followed by what the store then holds on disk
+/// and in memory.
 async fn soak(
     common: &Common,
     size: Size,
@@ -892,6 +893,7 @@ async fn soak(
     Ok(())
 }
 
+/// Bytes of every file under `dir`.
 fn walk_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {

@@ -281,16 +281,46 @@ pub struct Engine {
     read_ahead: Mutex<std::collections::VecDeque<ReadAhead>>,
 }
 
-/// A usage page read before it was asked for: every usage event from `low` to `high`.
+/// A usage page read before it was asked for: every usage event from `low` to `high`, and
+/// what a writer of `kind` made of them.
 struct ReadAhead {
     low: Seq,
     high: Seq,
+    kind: Option<&'static str>,
     read: PendingRead,
     started: std::time::Instant,
 }
 
-/// A read of usage events under way on a blocking thread.
-type PendingRead = tokio::task::JoinHandle<Result<Vec<(Seq, UsageEvent)>, EngineError>>;
+/// A read of usage events (and their writing) under way on blocking threads.
+type PendingRead = tokio::task::JoinHandle<Result<ReadEvents, EngineError>>;
+
+/// Events read, and what a [`PageWriter`] wrote of them.
+type ReadEvents = (Vec<(Seq, UsageEvent)>, Option<Written>);
+
+/// Writes a page of usage events as an answer holds them (the HTTP edge's JSON). A page read
+/// ahead is also written ahead, on a blocking thread, with the writer of the request before
+/// it: a consumer catching up in order then finds the page it asks for next read and written.
+pub trait PageWriter: Send + Sync {
+    /// What it writes: a page written ahead is handed only to a request whose writer is of
+    /// the same kind.
+    fn kind(&self) -> &'static str;
+    /// Whatever the edge makes of a page's events; it gets it back as [`UsagePage::written`].
+    fn write(&self, events: &[(Seq, UsageEvent)]) -> Written;
+}
+
+/// A page as a [`PageWriter`] wrote it.
+pub type Written = Box<dyn std::any::Any + Send>;
+
+/// A page of usage events.
+pub struct UsagePage {
+    /// Events the query selects in all.
+    pub total: u64,
+    /// The page's events, in order.
+    pub events: Vec<(Seq, UsageEvent)>,
+    /// What the request's writer made of exactly these events, when the page was read and
+    /// written ahead.
+    pub written: Option<Written>,
+}
 
 /// Pages of at least this many events are read ahead: a consumer catching up asks for the
 /// next page only once it took in this one, so the read and its wait for it overlap.
@@ -750,6 +780,18 @@ impl Engine {
         view: &View,
         query: &UsageQuery<'_>,
     ) -> Result<(u64, Vec<(Seq, UsageEvent)>), EngineError> {
+        let page = self.usage_page_for(view, query, None).await?;
+        Ok((page.total, page.events))
+    }
+
+    /// [`Engine::usage_page`] for an answer `writer` writes: the page that follows, when it is
+    /// read ahead, is also written ahead with it.
+    pub async fn usage_page_for(
+        &self,
+        view: &View,
+        query: &UsageQuery<'_>,
+        writer: Option<&Arc<dyn PageWriter>>,
+    ) -> Result<UsagePage, EngineError> {
         let selection = usage_index::select(&view.usage, &view.reseeded, view.reseed_end(), query);
         let seqs: Vec<Seq> = selection
             .page
@@ -757,7 +799,11 @@ impl Engine {
             .filter_map(|i| view.usage.get(*i).map(|(seq, _)| *seq))
             .collect();
         let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
-            return Ok((selection.total, Vec::new()));
+            return Ok(UsagePage {
+                total: selection.total,
+                events: Vec::new(),
+                written: None,
+            });
         };
         // One ordered read when the page is dense in the log, else one read per event.
         let span = match (
@@ -768,24 +814,42 @@ impl Engine {
             _ => usize::MAX,
         };
         let dense = span <= seqs.len().saturating_mul(2).saturating_add(64);
-        let found = match self.read_ahead_of(low, high) {
-            Some(read) => match read.await {
-                Ok(Ok(events)) => {
+        let (found, written) = match self.read_ahead_of(low, high) {
+            Some((read, kind)) => match read.await {
+                Ok(Ok((events, written))) => {
                     self.metrics.read_ahead.with_label_values(&["used"]).inc();
-                    events
+                    let same = kind.is_some() && kind == writer.map(|w| w.kind());
+                    (events, written.filter(|_| same))
                 }
                 // Read it here, and say why there if it fails again.
-                _ => self.read_page(seqs.clone(), low, high, span, dense).await?,
+                _ => (
+                    self.read_page(seqs.clone(), low, high, span, dense).await?,
+                    None,
+                ),
             },
-            None => self.read_page(seqs.clone(), low, high, span, dense).await?,
+            None => (
+                self.read_page(seqs.clone(), low, high, span, dense).await?,
+                None,
+            ),
         };
         if dense {
-            self.read_next(view, query, selection.page.len(), high);
+            self.read_next(view, query, selection.page.len(), high, writer);
         }
         // A page in position order that found just its events (a consumer catching up) is
-        // what was read: nothing is moved again.
+        // what was read (and, if it was written ahead, what was written): nothing is moved
+        // again.
         if found.len() == seqs.len() && found.iter().map(|(s, _)| s).eq(seqs.iter()) {
-            return Ok((selection.total, found));
+            if written.is_some() {
+                self.metrics
+                    .read_ahead
+                    .with_label_values(&["written"])
+                    .inc();
+            }
+            return Ok(UsagePage {
+                total: selection.total,
+                events: found,
+                written,
+            });
         }
         // Sorted by position, each taken out once by a binary search (the page's order may be
         // descending or by time). An event pruned since the view was published is simply
@@ -797,7 +861,11 @@ impl Engine {
             let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
             found[at].1.take().map(|event| (seq, event))
         }));
-        Ok((selection.total, events))
+        Ok(UsagePage {
+            total: selection.total,
+            events,
+            written: None,
+        })
     }
 
     /// The events at `wanted`, sorted by position: one ordered read from `low` to `high` when
@@ -827,11 +895,12 @@ impl Engine {
         .await
     }
 
-    /// A read ahead that holds every event from `low` to `high`, taken out of the queue.
-    fn read_ahead_of(&self, low: Seq, high: Seq) -> Option<PendingRead> {
+    /// A read ahead that holds every event from `low` to `high`, taken out of the queue, and
+    /// the kind of writer that writes it.
+    fn read_ahead_of(&self, low: Seq, high: Seq) -> Option<(PendingRead, Option<&'static str>)> {
         let mut queue = self.read_ahead.lock().ok()?;
         let at = queue.iter().position(|r| r.low <= low && high <= r.high)?;
-        queue.remove(at).map(|r| r.read)
+        queue.remove(at).map(|r| (r.read, r.kind))
     }
 
     /// After a full page of a consumer reading the stream in order (`last`: its last event's
@@ -839,7 +908,14 @@ impl Engine {
     /// changes (positions are never reused; retention and purges only take events away), and
     /// the page that uses the read takes from it only the events its own view lists, so the
     /// read may be older than that view.
-    fn read_next(&self, view: &View, query: &UsageQuery<'_>, shown: usize, last: Seq) {
+    fn read_next(
+        &self,
+        view: &View,
+        query: &UsageQuery<'_>,
+        shown: usize,
+        last: Seq,
+        writer: Option<&Arc<dyn PageWriter>>,
+    ) {
         let in_order = !query.descending
             && !query.by_created_at
             && query.guids.is_none()
@@ -868,10 +944,24 @@ impl Engine {
             return;
         }
         let store = self.store.clone();
-        let read = tokio::spawn(read_range(store, low, high, span));
+        let writer = writer.cloned();
+        let kind = writer.as_ref().map(|w| w.kind());
+        let read = tokio::spawn(async move {
+            let events = read_range(store, low, high, span).await?;
+            let Some(writer) = writer else {
+                return Ok((events, None));
+            };
+            tokio::task::spawn_blocking(move || {
+                let written = writer.write(&events);
+                (events, Some(written))
+            })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("page write failed: {e}")))
+        });
         queue.push_back(ReadAhead {
             low,
             high,
+            kind,
             read,
             started: std::time::Instant::now(),
         });

@@ -56,7 +56,8 @@ pub struct EngineMetrics {
     /// appended and folding it into its view).
     pub follow_duration: Histogram,
     /// `tally_usage_read_ahead_total{outcome}`: a consumer's next page read while it took in
-    /// the last (`started`), and pages answered from one (`used`).
+    /// the last (`started`), pages answered from one (`used`), and of those the pages whose
+    /// answer was written ahead too (`written`).
     pub read_ahead: IntCounterVec,
 }
 
@@ -165,7 +166,7 @@ impl EngineMetrics {
             read_ahead: IntCounterVec::new(
                 Opts::new(
                     "tally_usage_read_ahead_total",
-                    "Usage pages read ahead for a consumer catching up (started), and pages answered from one (used).",
+                    "Usage pages read ahead for a consumer catching up (started), pages answered from one (used), and of those the pages written ahead too (written).",
                 ),
                 &["outcome"],
             )?,

@@ -1381,18 +1381,54 @@ fn read_ahead_used(metrics: &EngineMetrics) -> u64 {
     metrics.read_ahead.with_label_values(&["used"]).get()
 }
 
+/// A [`PageWriter`] that writes the positions of a page's events.
+struct Positions;
+
+impl PageWriter for Positions {
+    fn kind(&self) -> &'static str {
+        "positions"
+    }
+
+    fn write(&self, events: &[(Seq, UsageEvent)]) -> Written {
+        Box::new(events.iter().map(|(seq, _)| *seq).collect::<Vec<Seq>>())
+    }
+}
+
+fn positions() -> Arc<dyn PageWriter> {
+    Arc::new(Positions)
+}
+
+/// What [`Positions`] wrote ahead for a page, if it did.
+fn written_positions(page: UsagePage) -> (Vec<(Seq, UsageEvent)>, Option<Vec<Seq>>) {
+    let written = page
+        .written
+        .map(|w| *w.downcast::<Vec<Seq>>().expect("written by Positions"));
+    (page.events, written)
+}
+
 async fn a_consumer_reading_in_order_while_others_write_gets_every_event_once_body(
     backing: Backing,
 ) {
     let clock = ManualClock(Arc::new(Mutex::new(day(0))));
     let (engine, metrics) = started_fleet(&backing, clock).await;
     scale_rounds(&engine, 400).await;
-    // Pages of 1000 (each read ahead while the last is taken in), with writes in between.
+    // Pages of 1000 (each read ahead while the last is taken in), with writes in between;
+    // what was written ahead of a page is that page.
     let mut read: Vec<(Seq, Guid)> = Vec::new();
+    let (writer, mut written) = (positions(), 0);
     loop {
         let view = engine.view();
         let after = read.last().map(|(seq, _)| *seq);
-        let (_, page) = engine.usage_page(&view, &all_events(after)).await.unwrap();
+        let page = engine
+            .usage_page_for(&view, &all_events(after), Some(&writer))
+            .await
+            .unwrap();
+        let (page, ahead) = written_positions(page);
+        if let Some(ahead) = ahead {
+            let shown: Vec<Seq> = page.iter().map(|(seq, _)| *seq).collect();
+            assert_eq!(ahead, shown);
+            written += 1;
+        }
         read.extend(page.iter().map(|(seq, e)| (*seq, e.guid)));
         if page.len() < 1000 {
             break;
@@ -1409,6 +1445,11 @@ async fn a_consumer_reading_in_order_while_others_write_gets_every_event_once_bo
         "{}",
         read_ahead_used(&metrics)
     );
+    assert!(written >= 2, "{written}");
+    assert_eq!(
+        metrics.read_ahead.with_label_values(&["written"]).get(),
+        written
+    );
 }
 
 async fn a_page_read_ahead_leaves_out_what_retention_removed_meanwhile_body(backing: Backing) {
@@ -1421,22 +1462,30 @@ async fn a_page_read_ahead_leaves_out_what_retention_removed_meanwhile_body(back
     scale_rounds(&engine, rest).await;
     let view = engine.view();
     assert!(view.usage.len() > 1500 && view.usage.len() <= 2000);
-    let (_, first) = engine.usage_page(&view, &all_events(None)).await.unwrap();
+    let writer = positions();
+    let first = engine
+        .usage_page_for(&view, &all_events(None), Some(&writer))
+        .await
+        .unwrap();
+    let (first, _) = written_positions(first);
     assert_eq!(first.len(), 1000);
     // Retention takes the early events of the page being read ahead (and of the first).
     *clock.0.lock().unwrap() = day(40);
     let pruned = engine.prune(day(10)).await.unwrap();
     assert!(pruned > 1000, "{pruned}");
     let last = first.last().map(|(seq, _)| *seq);
-    let (total, second) = engine
-        .usage_page(&engine.view(), &all_events(last))
+    let second = engine
+        .usage_page_for(&engine.view(), &all_events(last), Some(&writer))
         .await
         .unwrap();
+    let total = second.total;
+    let (second, ahead) = written_positions(second);
     assert_eq!(
         read_ahead_used(&metrics),
         1,
         "the second page came from the read-ahead"
     );
+    assert_eq!(ahead, None, "what was written ahead held pruned events");
     let (usage, _) = history(&engine).await;
     let expected: Vec<(Seq, Guid)> = usage
         .iter()

@@ -1,6 +1,7 @@
 //! What the usage-event endpoints share (reference §1.5, §1.6, §3): the v2 and v3 shapes of an
 //! event, `after_guid` resolved against the log (with the errors that say whether a cursor was
-//! purged or pruned), the long-poll wait, and the epoch headers.
+//! purged or pruned), the long-poll wait, the epoch headers, and how a page's resources are
+//! written (ahead of the request, for a consumer catching up).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,11 @@ use serde::Serialize;
 use tally_domain::access::Api;
 use tally_domain::model::obfuscate_url_credentials;
 use tally_domain::{Guid, Seq, UsageEvent};
-use tally_engine::{Cursor, UsageQuery, View};
+use tally_engine::{Cursor, PageWriter, UsagePage, UsageQuery, View, Written};
 
+use crate::page::Resources;
 use crate::render::{time, Text};
+use crate::usage_json::V3Links;
 use crate::{ApiError, AppState};
 
 /// The longest a list request waits for a new event (`wait`, seconds).
@@ -344,31 +347,104 @@ pub fn parse_wait(state: &AppState, api: Api, value: Option<&str>) -> Result<Dur
     Ok(Duration::from_secs(seconds).min(cap))
 }
 
+/// Writes the resources of a usage-event page of one API: a request's own page, and the next
+/// one when the engine reads it ahead ([`PageWriter`]), with the same bytes and byte cap.
+pub struct UsageWriter {
+    api: Api,
+    links: V3Links,
+    max_bytes: usize,
+}
+
+impl UsageWriter {
+    /// The writer of `api`'s pages on this server.
+    pub fn new(state: &AppState, api: Api) -> Result<Arc<Self>, ApiError> {
+        let links = V3Links::new(&state.settings.external_url).map_err(|_| ApiError::unknown())?;
+        Ok(Arc::new(Self {
+            api,
+            links,
+            max_bytes: state.settings.max_page_bytes,
+        }))
+    }
+
+    fn resources(&self, events: &[(Seq, UsageEvent)]) -> Result<Resources, ApiError> {
+        let max = self.max_bytes;
+        match self.api {
+            Api::V2 => {
+                let write =
+                    |out: &mut Vec<u8>, (_, e): &(Seq, UsageEvent)| crate::usage_json::v2(out, e);
+                crate::page::fit_all_with(
+                    events,
+                    write,
+                    max,
+                    "results-per-page",
+                    ApiError::bad_query,
+                )
+            }
+            Api::V3 => {
+                let write = |out: &mut Vec<u8>, (_, e): &(Seq, UsageEvent)| {
+                    crate::usage_json::v3(out, &self.links, e)
+                };
+                crate::page::fit_all_with(events, write, max, "per_page", unprocessable)
+            }
+        }
+    }
+
+    /// The page's resources: as they were written ahead, if they were, else written now.
+    pub fn page(&self, page: UsagePage) -> Result<Resources, ApiError> {
+        let ahead = page
+            .written
+            .and_then(|w| w.downcast::<Result<Resources, ApiError>>().ok());
+        match ahead {
+            Some(written) => *written,
+            None => self.resources(&page.events),
+        }
+    }
+}
+
+impl PageWriter for UsageWriter {
+    fn kind(&self) -> &'static str {
+        match self.api {
+            Api::V2 => "v2",
+            Api::V3 => "v3",
+        }
+    }
+
+    fn write(&self, events: &[(Seq, UsageEvent)]) -> Written {
+        Box::new(self.resources(events))
+    }
+}
+
 /// One page of a usage-event list, waiting up to `wait` for a first event when there is none
 /// yet. The cursor is resolved again against every new view, so a purge or prune that happens
-/// while a request waits is reported.
+/// while a request waits is reported. `writer` writes the page that follows if it is read
+/// ahead.
 pub async fn poll<'q>(
     state: &AppState,
     api: Api,
     after_guid: Option<&str>,
     wait: Duration,
+    writer: &Arc<UsageWriter>,
     query: impl Fn(Option<Seq>) -> UsageQuery<'q>,
-) -> Result<(Arc<View>, u64, Vec<(Seq, UsageEvent)>), ApiError> {
+) -> Result<(Arc<View>, UsagePage), ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut views = state.engine.subscribe();
     let mut closing = state.closing.clone();
+    let writer: Arc<dyn PageWriter> = writer.clone();
     loop {
         let view = views.borrow_and_update().clone();
         let after = match after_guid {
             Some(text) => Some(resolve_after(state, &view, api, text).await?),
             None => None,
         };
-        let (total, events) = state.engine.usage_page(&view, &query(after)).await?;
-        if total > 0 || tokio::time::Instant::now() >= deadline || closing.is_closing() {
-            return Ok((view, total, events));
+        let page = state
+            .engine
+            .usage_page_for(&view, &query(after), Some(&writer))
+            .await?;
+        if page.total > 0 || tokio::time::Instant::now() >= deadline || closing.is_closing() {
+            return Ok((view, page));
         }
         tokio::select! {
-            changed = views.changed() => if changed.is_err() { return Ok((view, total, events)) },
+            changed = views.changed() => if changed.is_err() { return Ok((view, page)) },
             () = tokio::time::sleep_until(deadline) => {}
             () = closing.closed() => {}
         }

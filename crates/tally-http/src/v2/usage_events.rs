@@ -11,12 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tally_domain::access::{self, Api};
-use tally_domain::{Seq, UsageEvent};
+
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
 use crate::resource::open_list;
-use crate::usage_endpoints::{epoch_headers, parse_wait, poll, readable, v2_resource};
+use crate::usage_endpoints::{epoch_headers, parse_wait, poll, readable, v2_resource, UsageWriter};
 use crate::v2::events::event_not_found;
 use crate::v2::paging::Paging;
 use crate::{deny, ApiError, AppState};
@@ -56,8 +56,14 @@ async fn list(
     let after_guid = param(query.as_deref(), "after_guid")?;
     let wait = parse_wait(&state, Api::V2, param(query.as_deref(), "wait")?.as_deref())?;
     let limit = usize::try_from(paging.per_page).unwrap_or(usize::MAX);
-    let (view, total, events) = poll(&state, Api::V2, after_guid.as_deref(), wait, |after| {
-        UsageQuery {
+    let writer = UsageWriter::new(&state, Api::V2)?;
+    let (view, page) = poll(
+        &state,
+        Api::V2,
+        after_guid.as_deref(),
+        wait,
+        &writer,
+        |after| UsageQuery {
             after,
             guids: None,
             created: None,
@@ -65,11 +71,11 @@ async fn list(
             descending: paging.descending,
             offset: paging.offset(),
             limit,
-        }
-    })
+        },
+    )
     .await?;
-    let write = |out: &mut Vec<u8>, (_, e): &(Seq, UsageEvent)| crate::usage_json::v2(out, e);
-    let resources = crate::page::v2_all_with(&state, &events, write)?;
+    let total = page.total;
+    let resources = writer.page(page)?;
     let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
     let path = "/v2/app_usage_events";
     let page = crate::page::json(|e| paging.page_envelope(path, total, e, &keep), resources)?;

@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tally_domain::access::{self, Api, Visible};
-use tally_domain::{Guid, Seq, Timestamp, UsageEvent};
+use tally_domain::{Guid, Timestamp};
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
 use crate::resource::open_list;
 use crate::usage_endpoints::{
-    epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource,
+    epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource, UsageWriter,
 };
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
@@ -79,8 +79,14 @@ async fn list(
     let created = |at: Timestamp| q.allows_time("created_ats", at);
     let has_times = q.times.contains_key("created_ats");
     let limit = usize::try_from(q.per_page).unwrap_or(usize::MAX);
-    let (view, total, events) = poll(&state, Api::V3, after_guid.as_deref(), wait, |after| {
-        UsageQuery {
+    let writer = UsageWriter::new(&state, Api::V3)?;
+    let (view, page) = poll(
+        &state,
+        Api::V3,
+        after_guid.as_deref(),
+        wait,
+        &writer,
+        |after| UsageQuery {
             after,
             guids: guids.as_deref(),
             created: has_times.then_some(&created as &(dyn Fn(Timestamp) -> bool + Sync)),
@@ -88,13 +94,11 @@ async fn list(
             descending: q.descending(),
             offset: q.offset(),
             limit,
-        }
-    })
+        },
+    )
     .await?;
-    let links = crate::usage_json::V3Links::new(base).map_err(|_| ApiError::unknown())?;
-    let write =
-        |out: &mut Vec<u8>, (_, e): &(Seq, UsageEvent)| crate::usage_json::v3(out, &links, e);
-    let resources = crate::page::v3_all_with(&state, &events, write, unprocessable)?;
+    let total = page.total;
+    let resources = writer.page(page)?;
     let page = crate::page::json(|empty| q.page_envelope(&path, total, empty), resources)?;
     Ok((epoch_headers(&view), page).into_response())
 }

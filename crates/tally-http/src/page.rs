@@ -24,12 +24,6 @@ pub struct Resources {
     parts: Vec<Vec<u8>>,
 }
 
-impl Resources {
-    fn len(&self) -> usize {
-        self.parts.iter().map(Vec::len).sum()
-    }
-}
-
 impl Serialize for Resources {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Where a page is not answered by [`json`] (the v3 app list, which adds `included`).
@@ -201,8 +195,8 @@ pub fn fit_all_with<'a, E: Sync>(
 }
 
 /// The JSON answer of a page: the envelope `page` makes around its resources (their key
-/// last, as in every v2 and v3 page), with `resources` written in once, not copied through a
-/// growing buffer nor parsed again.
+/// last, as in every v2 and v3 page), with `resources` sent in the buffers they were written
+/// in, not copied into one nor parsed again.
 pub fn json<P: Serialize>(
     page: impl FnOnce(Empty) -> P,
     resources: Resources,
@@ -212,24 +206,68 @@ pub fn json<P: Serialize>(
         tracing::error!("a page's envelope did not serialize");
         ApiError::unknown()
     };
-    let mut body = Vec::with_capacity(resources.len().saturating_add(1024));
-    serde_json::to_writer(&mut body, &page(Empty)).map_err(|_| unknown())?;
-    if !body.ends_with(b"[]}") {
+    let mut envelope = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut envelope, &page(Empty)).map_err(|_| unknown())?;
+    if !envelope.ends_with(b"[]}") {
         return Err(unknown());
     }
-    body.truncate(body.len() - 3);
-    for part in &resources.parts {
-        body.extend_from_slice(part);
-    }
-    body.push(b'}');
+    envelope.truncate(envelope.len() - 3);
+    let mut chunks = Vec::with_capacity(resources.parts.len() + 2);
+    chunks.push(envelope);
+    chunks.extend(resources.parts);
+    chunks.push(b"}".to_vec());
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
         )],
-        body,
+        axum::body::Body::new(Chunks::new(chunks)),
     )
         .into_response())
+}
+
+/// A body sent as the buffers it was written in, one frame each; its length is known, so
+/// the answer carries a `Content-Length`.
+struct Chunks {
+    chunks: std::collections::VecDeque<axum::body::Bytes>,
+    left: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<Vec<u8>>) -> Self {
+        let chunks: std::collections::VecDeque<axum::body::Bytes> = chunks
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .map(axum::body::Bytes::from)
+            .collect();
+        let left = chunks.iter().map(|c| c.len() as u64).sum();
+        Self { chunks, left }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let chunk = this.chunks.pop_front().map(|chunk| {
+            this.left -= chunk.len() as u64;
+            Ok(http_body::Frame::data(chunk))
+        });
+        std::task::Poll::Ready(chunk)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// [`fit_all`] for a v2 list (`results-per-page`, `400 BadQueryParameter`).
@@ -328,6 +366,40 @@ mod tests {
                 String::from_utf8_lossy(&expected)
             );
         }
+        // A page written in two halves: the same bytes, and their exact length up front (so
+        // the answer has a Content-Length).
+        let items: Vec<usize> = (0..1000).collect();
+        let expected = serde_json::to_vec(&Envelope {
+            pagination: pagination.clone(),
+            resources: &items,
+        })
+        .unwrap();
+        let resources = fit_all(&items, |n| *n, 1 << 20, "per_page", refuse).unwrap();
+        assert_eq!(
+            resources.parts.len(),
+            3,
+            "two halves and the closing bracket"
+        );
+        let answer = json(
+            |resources| Envelope {
+                pagination: pagination.clone(),
+                resources,
+            },
+            resources,
+        )
+        .unwrap();
+        use http_body::Body as _;
+        assert_eq!(
+            answer.body().size_hint().exact(),
+            Some(expected.len() as u64)
+        );
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            String::from_utf8_lossy(&expected)
+        );
     }
 
     #[test]

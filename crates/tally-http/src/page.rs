@@ -326,60 +326,21 @@ pub fn v3_all<'a, E: Sync, T: Serialize>(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_page_answered_by_json_is_the_envelope_serialized_with_its_resources() {
-        #[derive(Serialize)]
-        struct Envelope<T> {
-            pagination: serde_json::Value,
-            resources: T,
-        }
-        let refuse = |message: String| crate::usage_endpoints::unprocessable(message);
-        let items = vec![
-            serde_json::json!({"guid": "a", "n": [1, 2]}),
-            serde_json::json!({"q": "\"x\""}),
-        ];
-        let pagination = serde_json::json!({"total_results": 2, "next": null});
-        for items in [items.clone(), Vec::new()] {
-            let expected = serde_json::to_vec(&Envelope {
-                pagination: pagination.clone(),
-                resources: &items,
-            })
-            .unwrap();
-            let resources = fit(items, 1 << 20, "per_page", refuse).unwrap();
-            let answer = json(
-                |resources| Envelope {
-                    pagination: pagination.clone(),
-                    resources,
-                },
-                resources,
-            )
-            .unwrap();
-            assert_eq!(
-                answer.headers()[axum::http::header::CONTENT_TYPE],
-                "application/json"
-            );
-            let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&body),
-                String::from_utf8_lossy(&expected)
-            );
-        }
-        // A page written in two halves: the same bytes, and their exact length up front (so
-        // the answer has a Content-Length).
-        let items: Vec<usize> = (0..1000).collect();
+    #[derive(Serialize)]
+    struct Envelope<T> {
+        pagination: serde_json::Value,
+        resources: T,
+    }
+
+    /// Answers `resources` with [`json`] and checks the answer is `items` in the envelope,
+    /// with its exact length known up front (so the answer has a Content-Length).
+    async fn answers_as_serialized<T: Serialize>(items: &[T], resources: Resources) {
+        let pagination = serde_json::json!({"total_results": items.len(), "next": null});
         let expected = serde_json::to_vec(&Envelope {
             pagination: pagination.clone(),
-            resources: &items,
+            resources: items,
         })
         .unwrap();
-        let resources = fit_all(&items, |n| *n, 1 << 20, "per_page", refuse).unwrap();
-        assert_eq!(
-            resources.parts.len(),
-            3,
-            "two halves and the closing bracket"
-        );
         let answer = json(
             |resources| Envelope {
                 pagination: pagination.clone(),
@@ -388,6 +349,10 @@ mod tests {
             resources,
         )
         .unwrap();
+        assert_eq!(
+            answer.headers()[axum::http::header::CONTENT_TYPE],
+            "application/json"
+        );
         use http_body::Body as _;
         assert_eq!(
             answer.body().size_hint().exact(),
@@ -400,6 +365,28 @@ mod tests {
             String::from_utf8_lossy(&body),
             String::from_utf8_lossy(&expected)
         );
+    }
+
+    #[tokio::test]
+    async fn a_page_answered_by_json_is_the_envelope_serialized_with_its_resources() {
+        let refuse = |message: String| crate::usage_endpoints::unprocessable(message);
+        let items = vec![
+            serde_json::json!({"guid": "a", "n": [1, 2]}),
+            serde_json::json!({"q": "\"x\""}),
+        ];
+        for items in [items.clone(), Vec::new()] {
+            let resources = fit(items.clone(), 1 << 20, "per_page", refuse).unwrap();
+            answers_as_serialized(&items, resources).await;
+        }
+        // A page written in two halves.
+        let items: Vec<usize> = (0..1000).collect();
+        let resources = fit_all(&items, |n| *n, 1 << 20, "per_page", refuse).unwrap();
+        assert_eq!(
+            resources.parts.len(),
+            3,
+            "two halves and the closing bracket"
+        );
+        answers_as_serialized(&items, resources).await;
     }
 
     #[test]

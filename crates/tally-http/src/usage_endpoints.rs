@@ -357,7 +357,7 @@ pub struct UsageWriter {
 
 impl UsageWriter {
     /// The writer of `api`'s pages on this server.
-    pub fn new(state: &AppState, api: Api) -> Result<Arc<Self>, ApiError> {
+    fn new(state: &AppState, api: Api) -> Result<Arc<Self>, ApiError> {
         let links = V3Links::new(&state.settings.external_url).map_err(|_| ApiError::unknown())?;
         Ok(Arc::new(Self {
             api,
@@ -390,7 +390,7 @@ impl UsageWriter {
     }
 
     /// The page's resources: as they were written ahead, if they were, else written now.
-    pub fn page(&self, page: UsagePage) -> Result<Resources, ApiError> {
+    fn page(&self, page: UsagePage) -> Result<Resources, ApiError> {
         let ahead = page
             .written
             .and_then(|w| w.downcast::<Result<Resources, ApiError>>().ok());
@@ -416,20 +416,35 @@ impl PageWriter for UsageWriter {
 
 /// One page of a usage-event list, waiting up to `wait` for a first event when there is none
 /// yet. The cursor is resolved again against every new view, so a purge or prune that happens
-/// while a request waits is reported. `writer` writes the page that follows if it is read
-/// ahead.
+/// while a request waits is reported. Returns the view, how many events the query selects,
+/// and the page's resources as `api` writes them (the page that follows, if it is read
+/// ahead, is written ahead by the same [`UsageWriter`]).
 pub async fn poll<'q>(
     state: &AppState,
     api: Api,
     after_guid: Option<&str>,
     wait: Duration,
-    writer: &Arc<UsageWriter>,
+    query: impl Fn(Option<Seq>) -> UsageQuery<'q>,
+) -> Result<(Arc<View>, u64, Resources), ApiError> {
+    let writer = UsageWriter::new(state, api)?;
+    let page_writer: Arc<dyn PageWriter> = writer.clone();
+    let (view, page) = poll_page(state, api, after_guid, wait, &page_writer, query).await?;
+    let total = page.total;
+    Ok((view, total, writer.page(page)?))
+}
+
+/// [`poll`]'s wait for a page.
+async fn poll_page<'q>(
+    state: &AppState,
+    api: Api,
+    after_guid: Option<&str>,
+    wait: Duration,
+    writer: &Arc<dyn PageWriter>,
     query: impl Fn(Option<Seq>) -> UsageQuery<'q>,
 ) -> Result<(Arc<View>, UsagePage), ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut views = state.engine.subscribe();
     let mut closing = state.closing.clone();
-    let writer: Arc<dyn PageWriter> = writer.clone();
     loop {
         let view = views.borrow_and_update().clone();
         let after = match after_guid {
@@ -438,7 +453,7 @@ pub async fn poll<'q>(
         };
         let page = state
             .engine
-            .usage_page_for(&view, &query(after), Some(&writer))
+            .usage_page_for(&view, &query(after), Some(writer))
             .await?;
         if page.total > 0 || tokio::time::Instant::now() >= deadline || closing.is_closing() {
             return Ok((view, page));

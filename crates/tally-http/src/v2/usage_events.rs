@@ -11,12 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tally_domain::access::{self, Api};
-
 use tally_engine::UsageQuery;
 
 use crate::auth::Caller;
 use crate::resource::open_list;
-use crate::usage_endpoints::{epoch_headers, parse_wait, poll, readable, v2_resource, UsageWriter};
+use crate::usage_endpoints::{epoch_headers, parse_wait, poll, readable, v2_resource};
 use crate::v2::events::event_not_found;
 use crate::v2::paging::Paging;
 use crate::{deny, ApiError, AppState};
@@ -56,14 +55,8 @@ async fn list(
     let after_guid = param(query.as_deref(), "after_guid")?;
     let wait = parse_wait(&state, Api::V2, param(query.as_deref(), "wait")?.as_deref())?;
     let limit = usize::try_from(paging.per_page).unwrap_or(usize::MAX);
-    let writer = UsageWriter::new(&state, Api::V2)?;
-    let (view, page) = poll(
-        &state,
-        Api::V2,
-        after_guid.as_deref(),
-        wait,
-        &writer,
-        |after| UsageQuery {
+    let (view, total, resources) = poll(&state, Api::V2, after_guid.as_deref(), wait, |after| {
+        UsageQuery {
             after,
             guids: None,
             created: None,
@@ -71,11 +64,9 @@ async fn list(
             descending: paging.descending,
             offset: paging.offset(),
             limit,
-        },
-    )
+        }
+    })
     .await?;
-    let total = page.total;
-    let resources = writer.page(page)?;
     let keep: Vec<(&str, String)> = after_guid.into_iter().map(|g| ("after_guid", g)).collect();
     let path = "/v2/app_usage_events";
     let page = crate::page::json(|e| paging.page_envelope(path, total, e, &keep), resources)?;

@@ -17,7 +17,7 @@ use tally_engine::UsageQuery;
 use crate::auth::Caller;
 use crate::resource::open_list;
 use crate::usage_endpoints::{
-    epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource, UsageWriter,
+    epoch_headers, parse_wait, poll, readable, unprocessable, v3_resource,
 };
 use crate::v3::list::{ListQuery, Spec};
 use crate::{deny, ApiError, AppState};
@@ -79,14 +79,8 @@ async fn list(
     let created = |at: Timestamp| q.allows_time("created_ats", at);
     let has_times = q.times.contains_key("created_ats");
     let limit = usize::try_from(q.per_page).unwrap_or(usize::MAX);
-    let writer = UsageWriter::new(&state, Api::V3)?;
-    let (view, page) = poll(
-        &state,
-        Api::V3,
-        after_guid.as_deref(),
-        wait,
-        &writer,
-        |after| UsageQuery {
+    let (view, total, resources) = poll(&state, Api::V3, after_guid.as_deref(), wait, |after| {
+        UsageQuery {
             after,
             guids: guids.as_deref(),
             created: has_times.then_some(&created as &(dyn Fn(Timestamp) -> bool + Sync)),
@@ -94,11 +88,9 @@ async fn list(
             descending: q.descending(),
             offset: q.offset(),
             limit,
-        },
-    )
+        }
+    })
     .await?;
-    let total = page.total;
-    let resources = writer.page(page)?;
     let page = crate::page::json(|empty| q.page_envelope(&path, total, empty), resources)?;
     Ok((epoch_headers(&view), page).into_response())
 }

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2_postgres::postgres::fallible_iterator::FallibleIterator;
+use r2d2_postgres::postgres::types::Type;
 use r2d2_postgres::postgres::{self as postgres_error, Client, Config, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use tally_domain::{Seq, UsageEvent};
@@ -366,7 +367,7 @@ impl PgBackend {
     /// The head as the head row has it (what start-up checks the meta against).
     pub fn head_row(&self) -> Result<(i64, i64), StoreError> {
         let row =
-            self.reading(|c| c.query_one("SELECT term, last_pos FROM tally_log_head", &[]))?;
+            self.reading(|c| c.query_typed_one("SELECT term, last_pos FROM tally_log_head", &[]))?;
         Ok((row.get(0), row.get(1)))
     }
 
@@ -374,7 +375,7 @@ impl PgBackend {
     /// before the caller looks at what it read).
     fn reading<T>(
         &self,
-        read: impl FnOnce(&mut Client) -> Result<T, postgres_error::Error> + Send,
+        read: impl Fn(&mut Client) -> Result<T, postgres_error::Error> + Send,
     ) -> Result<T, StoreError>
     where
         T: Send,
@@ -395,8 +396,39 @@ impl PgBackend {
                 return read(client).map_err(db_error);
             }
             drop(pinned);
-            read(&mut *self.client()?).map_err(db_error)
+            // The pool does not test a connection before handing it out (that is a round trip
+            // on every read). One the server closed while it sat idle (a restart, a failover)
+            // fails its first use and is then closed; a read is safe to run again, on another
+            // connection (the pool drops a closed one when it comes back).
+            let mut tries = 0;
+            loop {
+                let mut client = self.client()?;
+                match read(&mut client) {
+                    Ok(value) => return Ok(value),
+                    Err(_) if client.is_closed() && tries < self.pool_size() => tries += 1,
+                    Err(error) => return Err(db_error(error)),
+                }
+            }
         })
+    }
+
+    /// A pooled connection that answers (a round trip to find out), for what runs now and
+    /// then and would rather not fail on a connection the server closed meanwhile: the lease,
+    /// giving it up, pinning a snapshot, the size on disk.
+    fn live_client(&self) -> Result<Pooled, StoreError> {
+        let mut tries = 0;
+        loop {
+            let mut client = self.client()?;
+            match client.simple_query("") {
+                Ok(_) => return Ok(client),
+                Err(_) if client.is_closed() && tries < self.pool_size() => tries += 1,
+                Err(error) => return Err(db_error(error)),
+            }
+        }
+    }
+
+    fn pool_size(&self) -> u32 {
+        self.pool.as_ref().map_or(0, r2d2::Pool::max_size)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Head>, StoreError> {
@@ -405,9 +437,8 @@ impl PgBackend {
             .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))
     }
 
-    fn client(
-        &self,
-    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+    /// A pooled connection as it is, untested (see [`Self::reading`] and [`Self::live_client`]).
+    fn client(&self) -> Result<Pooled, StoreError> {
         self.pool
             .as_ref()
             .ok_or_else(|| StoreError::Io("the PostgreSQL store is closed".to_owned()))?
@@ -618,6 +649,8 @@ fn connect(
     let pool = r2d2::Pool::builder()
         .max_size(options.pool_size.max(1))
         .min_idle(Some(1))
+        // No round trip before every read: see `PgBackend::reading` and `live_client`.
+        .test_on_check_out(false)
         .connection_timeout(options.connect_timeout)
         .build(manager)
         .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL at {name}: {e}")))?;
@@ -906,8 +939,12 @@ impl UsageRows {
 
 impl Backend for PgBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let row =
-            self.reading(|c| c.query_opt("SELECT value FROM tally_kv WHERE key = $1", &[&key]))?;
+        let row = self.reading(|c| {
+            c.query_typed_opt(
+                "SELECT value FROM tally_kv WHERE key = $1",
+                &[(&key, Type::BYTEA)],
+            )
+        })?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -928,26 +965,26 @@ impl Backend for PgBackend {
         let mut chunk = if reverse { 1 } else { SCAN_FIRST_CHUNK };
         loop {
             let limit = chunk;
+            let sql = if reverse {
+                "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
+                 ORDER BY key DESC LIMIT $3"
+            } else if first {
+                "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
+                 ORDER BY key LIMIT $3"
+            } else {
+                "SELECT key, value FROM tally_kv WHERE key > $1 AND key < $2 \
+                 ORDER BY key LIMIT $3"
+            };
+            // Typed parameters: one round trip (no separate prepare and its describe).
             let rows = self.reading(|client| {
-                if reverse {
-                    client.query(
-                        "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
-                     ORDER BY key DESC LIMIT $3",
-                        &[&low, &high, &limit],
-                    )
-                } else if first {
-                    client.query(
-                        "SELECT key, value FROM tally_kv WHERE key >= $1 AND key < $2 \
-                     ORDER BY key LIMIT $3",
-                        &[&low, &high, &limit],
-                    )
-                } else {
-                    client.query(
-                        "SELECT key, value FROM tally_kv WHERE key > $1 AND key < $2 \
-                         ORDER BY key LIMIT $3",
-                        &[&low, &high, &limit],
-                    )
-                }
+                client.query_typed(
+                    sql,
+                    &[
+                        (&low, Type::BYTEA),
+                        (&high, Type::BYTEA),
+                        (&limit, Type::INT8),
+                    ],
+                )
             })?;
             first = false;
             let full = rows.len() as i64 == limit;
@@ -1004,7 +1041,7 @@ impl Backend for PgBackend {
         }
         let me = std::thread::current().id();
         apart(|| {
-            let mut client = self.client()?;
+            let mut client = self.live_client()?;
             client
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .map_err(db_error)?;
@@ -1175,7 +1212,7 @@ impl PgBackend {
             return Err(StoreError::Io(format!("{} is open read-only", self.name)));
         }
         let mut head = self.lock()?;
-        let mut client = self.client()?;
+        let mut client = self.live_client()?;
         let lease = self.lease.as_secs_f64();
         let sent = Instant::now();
         let trusted_until = sent + self.lease.saturating_sub(LEASE_MARGIN);
@@ -1246,7 +1283,7 @@ impl PgBackend {
         if head.term == 0 {
             return Ok(());
         }
-        let mut client = self.client()?;
+        let mut client = self.live_client()?;
         client
             .execute(
                 &format!(
@@ -1329,7 +1366,7 @@ impl PgBackend {
     }
 
     fn size_on_disk_here(&self) -> u64 {
-        let Ok(mut client) = self.client() else {
+        let Ok(mut client) = self.live_client() else {
             return 0;
         };
         client

@@ -1398,6 +1398,45 @@ fn postgres_connections_killed_mid_commit_never_lose_or_invent_a_commit() {
     assert!(reopened.verify().unwrap().problems.is_empty());
 }
 
+/// Reads take a pooled connection without a round trip to test it first. When the server
+/// closed every idle connection (a restart, a failover, here `pg_terminate_backend`), the next
+/// reads and the lease still answer at once, on new connections, with what was committed.
+#[test]
+fn postgres_reads_after_the_server_closed_every_pooled_connection_answer_at_once() {
+    let (cluster, database, options) = pg_database();
+    let store = PgLog::open_postgres(&options).unwrap();
+    for seq in 1..=3 {
+        store.commit(&one_usage_event(seq)).unwrap();
+    }
+    // Every connection of the pool in use at once, then idle in it.
+    std::thread::scope(|s| {
+        for _ in 0..options.pool_size {
+            s.spawn(|| assert_eq!(store.usage_range(1, 3, 10).unwrap().len(), 3));
+        }
+    });
+    let killed = cluster
+        .sql_in(
+            &database,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'tally' AND datname = current_database() \
+             AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    assert!(killed.trim().parse::<u32>().unwrap() >= 2, "{killed}");
+    let read: Vec<Seq> = store
+        .usage_range(1, 3, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(read, vec![1, 2, 3]);
+    assert_eq!(store.durable_head().unwrap(), 3);
+    assert!(matches!(
+        store.lead().unwrap(),
+        Lead::Writer { head: 3, .. }
+    ));
+}
+
 /// A database left at schema version 1 (a log written by the single-node version, its head row
 /// holding term 7 without a lease) opens with version 2: the migration adds the lease, a free
 /// one, so the first node takes term 8, renews it with its appends, and the log goes on.

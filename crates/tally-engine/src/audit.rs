@@ -307,8 +307,17 @@ impl AuditIndex {
         }
     }
 
+    /// Adds what the store read of events (in log order, after every event already indexed):
+    /// the audit events a follower's look at the log brought.
+    pub fn extend_keys<'a>(&self, keys: impl IntoIterator<Item = AuditKey<'a>>) {
+        let mut postings = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            postings.push(key);
+        }
+    }
+
     /// Indexes what the store read of every audit event after the last one indexed, up to
-    /// `head` (start-up, a follower's step, the tail after a failed write).
+    /// `head` (start-up, the tail after a failed write).
     /// The store is read into lists of their own, so readers of the index never wait for it;
     /// they are then appended under the lock.
     pub fn catch_up(&self, store: &dyn LogStore, head: Seq) -> Result<(), StoreError> {

@@ -268,8 +268,8 @@ impl LogStore for GatedStore {
     fn durable_head(&self) -> Result<Seq, StoreError> {
         self.inner.durable_head()
     }
-    fn follow(&self, since: &Meta) -> Result<tally_store::Followed, StoreError> {
-        self.inner.follow(since)
+    fn follow(&self, since: &Meta, audit_after: Seq) -> Result<tally_store::Followed, StoreError> {
+        self.inner.follow(since, audit_after)
     }
     fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {
         self.inner.watch(wake)

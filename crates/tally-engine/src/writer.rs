@@ -29,8 +29,8 @@ use tally_domain::{
     decide, event_guid, reseed, Envelope, Event, Guid, IdGen, Inputs, Seq, State, Timestamp,
 };
 use tally_store::{
-    table_bucket, Checkpoint, Commit, LogStore, Meta, Recovered, SnapshotPart, TableRow,
-    SNAPSHOT_CHUNKS,
+    table_bucket, AuditPosting, Checkpoint, Commit, LogStore, Meta, Recovered, SnapshotPart,
+    TableRow, SNAPSHOT_CHUNKS,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -427,7 +427,7 @@ impl Writer {
     }
 
     fn follow_once(&mut self) {
-        match self.store.follow(&self.meta) {
+        match self.store.follow(&self.meta, self.audit.last()) {
             Ok(tally_store::Followed::Same(meta)) => {
                 self.meta = meta;
                 self.follow_failing = false;
@@ -437,6 +437,7 @@ impl Writer {
                 events,
                 usage,
                 new_epoch,
+                audit,
             }) => {
                 // What can fail is read before anything changes: a failed step changes nothing.
                 if new_epoch {
@@ -464,9 +465,7 @@ impl Writer {
                         .into_iter()
                         .map(|(seq, at)| (seq, at.timestamp_micros())),
                 );
-                if let Err(error) = self.audit.catch_up(self.store.as_ref(), meta.head) {
-                    tracing::warn!(%error, "cannot index the audit events another node wrote");
-                }
+                self.audit.extend_keys(audit.iter().map(AuditPosting::key));
                 self.meta = meta;
                 self.follow_failing = false;
                 self.config.metrics.positions(&self.meta);

@@ -20,6 +20,15 @@ pub enum Op {
 /// Visits key/value pairs; return `ControlFlow::Break` to stop.
 pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError> + 'a;
 
+/// What [`Backend::scan_ranges`] read of one range.
+#[derive(Debug, Default)]
+pub struct Ranged {
+    /// Its keys and values, ascending.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// It stopped at the limit: there may be more.
+    pub full: bool,
+}
+
 /// An ordered key-value store that applies batches atomically.
 pub trait Backend: Send + Sync + 'static {
     /// One value.
@@ -32,6 +41,31 @@ pub trait Backend: Send + Sync + 'static {
         reverse: bool,
         visit: &mut Visitor<'_>,
     ) -> Result<(), StoreError>;
+    /// The pairs of several ranges `from <= key < to`, each ascending and at most `limit`
+    /// long, all read at one moment (PostgreSQL: one statement, one round trip), with
+    /// whether each stopped at `limit` (there may be more). The embedded backends, which no
+    /// other process writes to, scan them one after the other.
+    fn scan_ranges(
+        &self,
+        ranges: &[(&[u8], &[u8])],
+        limit: usize,
+    ) -> Result<Vec<Ranged>, StoreError> {
+        let mut out = Vec::with_capacity(ranges.len());
+        for (from, to) in ranges {
+            let mut range = Ranged::default();
+            self.scan(from, to, false, &mut |key, value| {
+                range.pairs.push((key.to_vec(), value.to_vec()));
+                range.full = range.pairs.len() >= limit;
+                Ok(if range.full {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })?;
+            out.push(range);
+        }
+        Ok(out)
+    }
     /// Applies every op or none; when `durable`, returns only after an fsync.
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError>;
     /// Bytes on disk.

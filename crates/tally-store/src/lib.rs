@@ -111,6 +111,9 @@ pub enum Followed {
         usage: Vec<(Seq, Timestamp)>,
         /// A purge-and-reseed came in between: the usage stream starts again at the floor.
         new_epoch: bool,
+        /// Audit events after the `audit_after` given to [`LogStore::follow`], up to
+        /// `meta.head`, in order.
+        audit: Vec<AuditPosting>,
     },
     /// The log's start moved past what this process holds (a truncation), or the head went
     /// back: read the whole store again ([`LogStore::recover`]).
@@ -157,6 +160,50 @@ impl<'a> AuditKey<'a> {
             actee: &event.actee,
             space_guid: event.space_guid,
             organization_guid: event.organization_guid,
+        }
+    }
+}
+
+/// An [`AuditKey`] that owns its text: what a follower's look at the log hands over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPosting {
+    /// Its position.
+    pub seq: Seq,
+    /// When it happened (µs since the epoch).
+    pub created_at_micros: i64,
+    /// e.g. `audit.app.update`.
+    pub event_type: String,
+    /// Target id, as [`AuditEvent::actee`] has it.
+    pub actee: String,
+    /// Space of the target.
+    pub space_guid: Option<Guid>,
+    /// Org of the target.
+    pub organization_guid: Option<Guid>,
+}
+
+impl AuditPosting {
+    /// The same, borrowed.
+    pub fn key(&self) -> AuditKey<'_> {
+        AuditKey {
+            seq: self.seq,
+            created_at_micros: self.created_at_micros,
+            event_type: &self.event_type,
+            actee: &self.actee,
+            space_guid: self.space_guid,
+            organization_guid: self.organization_guid,
+        }
+    }
+}
+
+impl From<AuditKey<'_>> for AuditPosting {
+    fn from(key: AuditKey<'_>) -> Self {
+        Self {
+            seq: key.seq,
+            created_at_micros: key.created_at_micros,
+            event_type: key.event_type.to_owned(),
+            actee: key.actee.to_owned(),
+            space_guid: key.space_guid,
+            organization_guid: key.organization_guid,
         }
     }
 }
@@ -546,8 +593,11 @@ pub trait LogStore: Send + Sync + 'static {
     fn durable_head(&self) -> Result<Seq, StoreError>;
 
     /// What was appended after `since` (a meta this process read or committed), by another
-    /// process: the store's own view of what is committed moves with it.
-    fn follow(&self, since: &Meta) -> Result<Followed, StoreError>;
+    /// process: the store's own view of what is committed moves with it. With it, the audit
+    /// events after `audit_after` (the newest one the caller holds; one look at the log
+    /// brings both). On PostgreSQL, when what was appended is at most a few hundred blocks
+    /// of each stream, it is one statement.
+    fn follow(&self, since: &Meta, audit_after: Seq) -> Result<Followed, StoreError>;
 
     /// Calls `wake` soon after another process commits (PostgreSQL: LISTEN, and after every
     /// reconnect), until the store is dropped. A hint only: the caller still follows the

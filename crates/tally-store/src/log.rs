@@ -25,7 +25,7 @@ use crate::{
 };
 
 mod commit;
-mod follow;
+pub(crate) mod follow;
 mod maintenance;
 mod recover;
 mod transfer;
@@ -409,18 +409,7 @@ impl<B: Backend> Log<B> {
             &range_end(USAGE, end),
             false,
             &mut |key, value| {
-                let keys = block_keys(USAGE, key, value, borrowed::usage_keys, |k| match k {
-                    UsageKey::Event { seq, .. } | UsageKey::Pruned { seq } => *seq,
-                })?;
-                for k in keys {
-                    if let UsageKey::Event { seq, created_at } = k {
-                        if wanted.contains(&seq) {
-                            let at = time(created_at)
-                                .map_err(|e| corrupt(format!("usage event seq {seq}"), e))?;
-                            out.push((seq, at));
-                        }
-                    }
-                }
+                usage_block_positions(key, value, &wanted, out)?;
                 Ok(ControlFlow::Continue(()))
             },
         )?;
@@ -446,6 +435,66 @@ impl<B: Backend> Log<B> {
             },
         )
     }
+}
+
+/// The usage events of one block whose positions are in `wanted`, with their times.
+pub(crate) fn usage_block_positions(
+    key: &[u8],
+    value: &[u8],
+    wanted: &std::ops::RangeInclusive<Seq>,
+    out: &mut Vec<(Seq, Timestamp)>,
+) -> Result<(), StoreError> {
+    let keys = block_keys(USAGE, key, value, borrowed::usage_keys, |k| match k {
+        UsageKey::Event { seq, .. } | UsageKey::Pruned { seq } => *seq,
+    })?;
+    for k in keys {
+        if let UsageKey::Event { seq, created_at } = k {
+            if wanted.contains(&seq) {
+                let at =
+                    time(created_at).map_err(|e| corrupt(format!("usage event seq {seq}"), e))?;
+                out.push((seq, at));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Visits the index keys of one block's audit events whose positions are in `wanted`; breaks
+/// at the first one past it. `text` is room for a guid actee written out.
+pub(crate) fn audit_block_keys(
+    key: &[u8],
+    value: &[u8],
+    wanted: std::ops::RangeInclusive<Seq>,
+    text: &mut String,
+    visit: &mut dyn FnMut(AuditKey<'_>),
+) -> Result<ControlFlow<()>, StoreError> {
+    for k in block_keys(AUDIT, key, value, borrowed::audit_keys, |k| k.seq)? {
+        if k.seq < *wanted.start() {
+            continue;
+        }
+        if k.seq > *wanted.end() {
+            return Ok(ControlFlow::Break(()));
+        }
+        time(k.created_at).map_err(|e| corrupt(format!("audit event seq {}", k.seq), e))?;
+        let actee = match k.actee {
+            Actee::Guid(raw) => {
+                text.clear();
+                write!(text, "{}", Guid::from_bytes(raw))
+                    .map_err(|e| corrupt(format!("audit event seq {}", k.seq), e))?;
+                text.as_str()
+            }
+            Actee::Text(id) => id,
+        };
+        visit(AuditKey {
+            seq: k.seq,
+            created_at_micros: k.created_at,
+            event_type: k.event_type,
+            actee,
+            space_guid: k.space_guid.map(Guid::from_bytes),
+            organization_guid: k.organization_guid.map(Guid::from_bytes),
+        });
+    }
+    Ok(ControlFlow::Continue(()))
 }
 
 impl<B: Backend> LogStore for Log<B> {
@@ -520,34 +569,10 @@ impl<B: Backend> LogStore for Log<B> {
         }
         let mut text = String::new();
         let mut each = |key: &[u8], value: &[u8]| -> Result<ControlFlow<()>, StoreError> {
-            for k in block_keys(AUDIT, key, value, borrowed::audit_keys, |k| k.seq)? {
-                if k.seq < from {
-                    continue;
-                }
-                if k.seq > upto {
-                    return Ok(ControlFlow::Break(()));
-                }
-                time(k.created_at).map_err(|e| corrupt(format!("audit event seq {}", k.seq), e))?;
-                let actee = match k.actee {
-                    Actee::Guid(raw) => {
-                        text.clear();
-                        write!(text, "{}", Guid::from_bytes(raw))
-                            .map_err(|e| corrupt(format!("audit event seq {}", k.seq), e))?;
-                        text.as_str()
-                    }
-                    Actee::Text(id) => id,
-                };
-                visit(AuditKey {
-                    seq: k.seq,
-                    created_at_micros: k.created_at,
-                    event_type: k.event_type,
-                    actee,
-                    space_guid: k.space_guid.map(Guid::from_bytes),
-                    organization_guid: k.organization_guid.map(Guid::from_bytes),
-                });
+            audit_block_keys(key, value, from..=upto, &mut text, &mut |k| {
                 last = k.seq;
-            }
-            Ok(ControlFlow::Continue(()))
+                visit(k);
+            })
         };
         // The block that may hold `from` starts at or before it; then every later block.
         let after = seq_key(AUDIT, from.saturating_add(1));
@@ -679,8 +704,8 @@ impl<B: Backend> LogStore for Log<B> {
         }
     }
 
-    fn follow(&self, since: &Meta) -> Result<crate::Followed, StoreError> {
-        self.follow_log(since)
+    fn follow(&self, since: &Meta, audit_after: Seq) -> Result<crate::Followed, StoreError> {
+        self.follow_log(since, audit_after)
     }
 
     fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError> {

@@ -27,7 +27,7 @@ use r2d2_postgres::postgres::{self as postgres_error, Client, Config, NoTls, Tra
 use r2d2_postgres::PostgresConnectionManager;
 use tally_domain::{Seq, UsageEvent};
 
-use crate::backend::{Backend, Op, Visitor};
+use crate::backend::{Backend, Op, Ranged, Visitor};
 use crate::codec::{decode_block, decode_meta, Entry};
 use crate::keys::{META, USAGE};
 use crate::StoreError;
@@ -1004,6 +1004,44 @@ impl Backend for PgBackend {
                 _ => return Ok(()),
             }
         }
+    }
+
+    fn scan_ranges(
+        &self,
+        ranges: &[(&[u8], &[u8])],
+        limit: usize,
+    ) -> Result<Vec<Ranged>, StoreError> {
+        let lows: Vec<&[u8]> = ranges.iter().map(|(from, _)| *from).collect();
+        let highs: Vec<&[u8]> = ranges.iter().map(|(_, to)| *to).collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One statement: every range of one snapshot, in one round trip.
+        let rows = self.reading(|client| {
+            client.query_typed(
+                "SELECT r.n, t.key, t.value \
+                 FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(lo, hi, n) \
+                 CROSS JOIN LATERAL (SELECT key, value FROM tally_kv \
+                   WHERE key >= r.lo AND key < r.hi ORDER BY key LIMIT $3) t \
+                 ORDER BY r.n, t.key",
+                &[
+                    (&lows, Type::BYTEA_ARRAY),
+                    (&highs, Type::BYTEA_ARRAY),
+                    (&limit, Type::INT8),
+                ],
+            )
+        })?;
+        let mut out: Vec<Ranged> = ranges.iter().map(|_| Ranged::default()).collect();
+        for row in rows {
+            let n: i64 = row.get(0);
+            let range = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| StoreError::Io(format!("PostgreSQL answered range {n}")))?;
+            range.pairs.push((row.get(1), row.get(2)));
+        }
+        for range in &mut out {
+            range.full = range.pairs.len() as i64 >= limit;
+        }
+        Ok(out)
     }
 
     fn apply(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {

@@ -1437,6 +1437,82 @@ fn postgres_reads_after_the_server_closed_every_pooled_connection_answer_at_once
     ));
 }
 
+/// A follower's look at the log (several nodes on one PostgreSQL): after a few commits of
+/// entity, usage and audit records (read in one statement) and after more than one look reads
+/// at once (read with scans), it hands over every entity event, usage position and audit
+/// event after what the follower held, once and in order, and then that nothing changed.
+#[test]
+fn postgres_a_follower_gets_every_record_appended_after_what_it_held() {
+    let (_, _, options) = pg_database();
+    let writer = PgLog::open_postgres(&options).unwrap();
+    let follower = PgLog::open_postgres(&PgOptions {
+        holder: "follower".into(),
+        ..options.clone()
+    })
+    .unwrap();
+    let mut since = follower.recover().unwrap().meta;
+    let (mut head, mut audit_after) = (0, 0);
+    for commits in [1, 3, crate::log::follow::FOLLOW_BLOCKS + 5] {
+        let first = head + 1;
+        for _ in 0..commits {
+            let guid = Guid::from_u128(u128::from(head + 1));
+            let u = usage(event_guid(head + 2, guid), guid, UsageState::Started);
+            let a = audit(event_guid(head + 3, guid), guid);
+            let records = vec![
+                (head + 1, Event::AppUpdated(app(guid, 2, true))),
+                (head + 2, Event::UsageRecorded(u)),
+                (head + 3, Event::AuditRecorded(a)),
+            ];
+            head += 3;
+            writer
+                .commit(&Commit {
+                    records,
+                    meta: Meta {
+                        head,
+                        ..Meta::default()
+                    },
+                    checkpoint: None,
+                    snapshot: None,
+                })
+                .unwrap();
+        }
+        let every = |offset: u64| (first..=head).skip(offset as usize).step_by(3);
+        match follower.follow(&since, audit_after).unwrap() {
+            Followed::Appended {
+                meta,
+                events,
+                usage,
+                new_epoch,
+                audit: postings,
+            } => {
+                assert_eq!(meta.head, head);
+                assert!(!new_epoch);
+                let seqs: Vec<Seq> = events.iter().map(|(seq, _)| *seq).collect();
+                assert_eq!(seqs, every(0).collect::<Vec<_>>(), "{commits} commits");
+                let seqs: Vec<Seq> = usage.iter().map(|(seq, _)| *seq).collect();
+                assert_eq!(seqs, every(1).collect::<Vec<_>>(), "{commits} commits");
+                let expected: Vec<AuditPosting> = every(2)
+                    .map(|seq| {
+                        let event = audit(
+                            event_guid(seq, Guid::from_u128(u128::from(seq - 2))),
+                            Guid::from_u128(u128::from(seq - 2)),
+                        );
+                        AuditPosting::from(AuditKey::of(seq, &event))
+                    })
+                    .collect();
+                assert_eq!(postings, expected, "{commits} commits");
+                audit_after = head;
+                since = meta;
+            }
+            other => panic!("{commits} commits: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        follower.follow(&since, audit_after).unwrap(),
+        Followed::Same(meta) if meta.head == head
+    ));
+}
+
 /// A database left at schema version 1 (a log written by the single-node version, its head row
 /// holding term 7 without a lease) opens with version 2: the migration adds the lease, a free
 /// one, so the first node takes term 8, renews it with its appends, and the log goes on.

@@ -106,7 +106,8 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Ends [`Backend::pin`].
     fn unpin(&self) {}
-    /// Connections to the database made again after one failed (0 for an embedded store).
+    /// Connections to the database made again after one failed or was found closed (0 for an
+    /// embedded store).
     fn reconnects(&self) -> u64 {
         0
     }

@@ -604,8 +604,8 @@ pub trait LogStore: Send + Sync + 'static {
     /// head. A store one process owns never calls it.
     fn watch(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<(), StoreError>;
 
-    /// Connections to the database made again after one failed or was lost (the writer's and
-    /// the LISTEN connection; 0 for an embedded store).
+    /// Connections to the database made again after one failed or was lost (the writer's, the
+    /// LISTEN connection, and pooled ones a read found closed; 0 for an embedded store).
     fn reconnects(&self) -> u64;
 }
 

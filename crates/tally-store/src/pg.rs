@@ -405,7 +405,10 @@ impl PgBackend {
                 let mut client = self.client()?;
                 match read(&mut client) {
                     Ok(value) => return Ok(value),
-                    Err(_) if client.is_closed() && tries < self.pool_size() => tries += 1,
+                    Err(_) if client.is_closed() && tries < self.pool_size() => {
+                        tries += 1;
+                        self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(error) => return Err(db_error(error)),
                 }
             }
@@ -421,7 +424,10 @@ impl PgBackend {
             let mut client = self.client()?;
             match client.simple_query("") {
                 Ok(_) => return Ok(client),
-                Err(_) if client.is_closed() && tries < self.pool_size() => tries += 1,
+                Err(_) if client.is_closed() && tries < self.pool_size() => {
+                    tries += 1;
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(error) => return Err(db_error(error)),
             }
         }

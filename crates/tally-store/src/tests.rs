@@ -1423,6 +1423,7 @@ fn postgres_reads_after_the_server_closed_every_pooled_connection_answer_at_once
         )
         .unwrap();
     assert!(killed.trim().parse::<u32>().unwrap() >= 2, "{killed}");
+    let reconnects = store.reconnects();
     let read: Vec<Seq> = store
         .usage_range(1, 3, 10)
         .unwrap()
@@ -1435,6 +1436,10 @@ fn postgres_reads_after_the_server_closed_every_pooled_connection_answer_at_once
         store.lead().unwrap(),
         Lead::Writer { head: 3, .. }
     ));
+    assert!(
+        store.reconnects() > reconnects,
+        "the closed connections were not counted"
+    );
 }
 
 /// A follower's look at the log (several nodes on one PostgreSQL): after a few commits of

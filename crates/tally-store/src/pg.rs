@@ -396,22 +396,7 @@ impl PgBackend {
                 return read(client).map_err(db_error);
             }
             drop(pinned);
-            // The pool does not test a connection before handing it out (that is a round trip
-            // on every read). One the server closed while it sat idle (a restart, a failover)
-            // fails its first use and is then closed; a read is safe to run again, on another
-            // connection (the pool drops a closed one when it comes back).
-            let mut tries = 0;
-            loop {
-                let mut client = self.client()?;
-                match read(&mut client) {
-                    Ok(value) => return Ok(value),
-                    Err(_) if client.is_closed() && tries < self.pool_size() => {
-                        tries += 1;
-                        self.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(error) => return Err(db_error(error)),
-                }
-            }
+            self.on_live_connection(read).map(|(value, _)| value)
         })
     }
 
@@ -419,22 +404,33 @@ impl PgBackend {
     /// then and would rather not fail on a connection the server closed meanwhile: the lease,
     /// giving it up, pinning a snapshot, the size on disk.
     fn live_client(&self) -> Result<Pooled, StoreError> {
-        let mut tries = 0;
+        self.on_live_connection(|client| client.simple_query("").map(drop))
+            .map(|((), client)| client)
+    }
+
+    /// Runs `use_connection` on a pooled connection, and again on another while the one it had
+    /// turns out closed. The pool does not test a connection before handing it out (that is a
+    /// round trip on every read); one the server closed while it sat idle (a restart, a
+    /// failover) fails its first use and is closed then. Only for what is safe to run twice
+    /// (reads, the probe of [`Self::live_client`]). The pool drops a closed connection when it
+    /// comes back.
+    fn on_live_connection<T>(
+        &self,
+        use_connection: impl Fn(&mut Client) -> Result<T, postgres_error::Error>,
+    ) -> Result<(T, Pooled), StoreError> {
+        let tries = self.pool.as_ref().map_or(0, r2d2::Pool::max_size);
+        let mut retried = 0;
         loop {
             let mut client = self.client()?;
-            match client.simple_query("") {
-                Ok(_) => return Ok(client),
-                Err(_) if client.is_closed() && tries < self.pool_size() => {
-                    tries += 1;
+            match use_connection(&mut client) {
+                Ok(value) => return Ok((value, client)),
+                Err(_) if client.is_closed() && retried < tries => {
+                    retried += 1;
                     self.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => return Err(db_error(error)),
             }
         }
-    }
-
-    fn pool_size(&self) -> u32 {
-        self.pool.as_ref().map_or(0, r2d2::Pool::max_size)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Head>, StoreError> {
@@ -443,7 +439,7 @@ impl PgBackend {
             .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))
     }
 
-    /// A pooled connection as it is, untested (see [`Self::reading`] and [`Self::live_client`]).
+    /// A pooled connection as it is, untested (see [`Self::on_live_connection`]).
     fn client(&self) -> Result<Pooled, StoreError> {
         self.pool
             .as_ref()

@@ -261,8 +261,12 @@ pub(crate) enum Request {
         done: oneshot::Sender<()>,
     },
     Shutdown(oneshot::Sender<()>),
-    /// Time passed, or another node committed: follow the log, renew or take the lease.
+    /// Time passed, or a read waits for the log: follow it, renew or take the lease.
     Tick,
+    /// Another node committed (the store's wake-up): followed at once only while something on
+    /// this node waits for the next view (a long poll, a stream, a read catching up); the
+    /// next tick or read picks it up otherwise.
+    Wake,
     /// Test support: stop at once, skipping the final checkpoint (what a crash leaves).
     #[cfg(test)]
     Abandon(oneshot::Sender<()>),
@@ -379,6 +383,42 @@ pub(crate) struct Signals {
     pub(crate) exports: Arc<AtomicUsize>,
     /// What this node does with the log (set by the writer thread).
     pub(crate) role: Arc<std::sync::RwLock<Role>>,
+    /// How many [`Watch`]es are alive: long polls, streams and reads waiting for the log.
+    pub(crate) watchers: Arc<AtomicUsize>,
+}
+
+/// A receiver of the views as they are published ([`Engine::subscribe`]), counted while it
+/// lives: on a node that follows another's writes, a commit elsewhere is followed at once
+/// only while someone watches.
+pub struct Watch {
+    views: watch::Receiver<Arc<View>>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Watch {
+    fn new(views: watch::Receiver<Arc<View>>, watchers: Arc<AtomicUsize>) -> Self {
+        watchers.fetch_add(1, Ordering::SeqCst);
+        Self { views, watchers }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl std::ops::Deref for Watch {
+    type Target = watch::Receiver<Arc<View>>;
+    fn deref(&self) -> &Self::Target {
+        &self.views
+    }
+}
+
+impl std::ops::DerefMut for Watch {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.views
+    }
 }
 
 /// An export in progress: the durable meta it copies, with compaction paused until it is
@@ -457,6 +497,7 @@ impl Engine {
             writable: Arc::new(AtomicBool::new(true)),
             exports: Arc::new(AtomicUsize::new(0)),
             role: Arc::new(std::sync::RwLock::new(Role::Sole)),
+            watchers: Arc::new(AtomicUsize::new(0)),
         };
         // Who writes, as the store says at start-up (the writer thread keeps it up to date).
         let lead = store.lead()?;
@@ -485,8 +526,9 @@ impl Engine {
                 EngineError::Unavailable(format!("cannot start the writer thread: {e}"))
             })?;
         if shared {
-            // Another node may append: the writer thread looks at the log every tick, and at
-            // once when the store says another node committed.
+            // Another node may append: the writer thread looks at the log every tick, when a
+            // read needs it, and when the store says another node committed while something
+            // here waits for the next view.
             let ticks = queue.clone();
             let every = config_tick;
             std::thread::Builder::new()
@@ -503,7 +545,7 @@ impl Engine {
                 })?;
             let wakes = queue.clone();
             store.watch(Box::new(move || {
-                let _ = wakes.try_send(Request::Tick);
+                let _ = wakes.try_send(Request::Wake);
             }))?;
         }
         Ok(Self {
@@ -686,13 +728,13 @@ impl Engine {
     }
 
     /// A receiver that changes whenever a commit becomes durable (for live tailing).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<View>> {
-        self.view.clone()
+    pub fn subscribe(&self) -> Watch {
+        Watch::new(self.view.clone(), self.signals.watchers.clone())
     }
 
     /// Waits until the durable head reaches `seq` or `timeout` passes; returns the view then.
     pub async fn wait_for_head(&self, seq: Seq, timeout: Duration) -> Arc<View> {
-        let mut receiver = self.view.clone();
+        let mut receiver = self.subscribe();
         let wait = async move {
             receiver
                 .wait_for(|view| view.meta.head >= seq)

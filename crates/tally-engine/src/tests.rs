@@ -1292,6 +1292,65 @@ async fn a_second_node_follows_the_writer_and_takes_over_when_it_leaves() {
     assert_eq!(recovered.meta.head, committed.head);
 }
 
+/// A follower looks at the log when another node's commit wakes it only while something on it
+/// waits for the next view (a long poll, a stream); with nobody watching, the wake-up is left
+/// to the next tick, and a read that starts later still sees every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_looks_at_once_when_woken_only_while_something_watches() {
+    let Backing::Postgres(options) = Backing::postgres() else {
+        unreachable!()
+    };
+    // No tick in the test's time: only wake-ups and reads make the follower look.
+    let config = |metrics: EngineMetrics| EngineConfig {
+        tick: Duration::from_secs(3600),
+        metrics,
+        ..EngineConfig::default()
+    };
+    let first = start_engine(
+        Arc::new(PgLog::open_postgres(&options).unwrap()),
+        config(EngineMetrics::new()),
+    );
+    let metrics = EngineMetrics::new();
+    let second = start_engine(
+        Arc::new(
+            PgLog::open_postgres(&PgOptions {
+                holder: "the second node".into(),
+                ..options.clone()
+            })
+            .unwrap(),
+        ),
+        config(metrics.clone()),
+    );
+    assert!(matches!(second.role(), Role::Follower { .. }));
+    let looks = || metrics.follow_duration.get_sample_count();
+    // Nobody watches the second node: the first's commits wake it, and it does not look.
+    setup(&first, 3).await;
+    let (before, held) = (looks(), second.view().meta.head);
+    for n in 0..3 {
+        first.submit(set_state(n, true)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(looks(), before, "looked with nobody watching");
+    assert_eq!(second.view().meta.head, held);
+    // A read that starts now asks for its own look and sees every write.
+    let view = second.sync().await.unwrap();
+    assert_eq!(view.meta.head, first.view().meta.head);
+    assert_eq!(view.state, first.view().state);
+    // A watcher (what a long poll or a stream holds): the next commit is followed at once.
+    let mut watch = second.subscribe();
+    let committed = first.submit(set_state(0, false)).await.unwrap();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        watch.wait_for(|view| view.meta.head >= committed.head),
+    )
+    .await
+    .is_ok();
+    assert!(seen, "the wake-up was not followed with a watcher");
+    drop(watch);
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
 /// A node that starts (recovers the whole log) while another writes and checkpoints reads one
 /// consistent state: once caught up, its table is the writer's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,23 +153,36 @@ impl Writer {
                 let Some(mut request) = requests.blocking_recv() else {
                     return;
                 };
-                // Wake-ups queued meanwhile (one per commit of the writer) are one look at the
-                // log: it reads everything appended since, however many there were.
-                let mut woken = false;
-                while matches!(request, Request::Tick) {
-                    match requests.try_recv() {
-                        Ok(next) => {
-                            woken = true;
-                            request = next;
+                // Wake-ups queued meanwhile are one look at the log: it reads everything
+                // appended since, however many there were. A commit of another node is looked
+                // at once only while something here waits for it; reads that start later
+                // ask for their own look (`Engine::sync`), and the tick bounds the lag.
+                let mut look = false;
+                let mut other = None;
+                loop {
+                    match request {
+                        Request::Tick => look = true,
+                        Request::Wake => look = look || self.watched(),
+                        request => {
+                            other = Some(request);
+                            break;
                         }
+                    }
+                    match requests.try_recv() {
+                        Ok(next) => request = next,
                         Err(_) => break,
                     }
                 }
-                if woken && !matches!(request, Request::Tick) {
+                if look {
                     self.follow_step();
                 }
-                if self.follow_request(request) {
-                    return;
+                if let Some(request) = other {
+                    if self.follow_request(request) {
+                        return;
+                    }
+                }
+                if self.last_lead.elapsed() >= self.config.renew_every {
+                    self.take_lead();
                 }
                 continue;
             }
@@ -260,7 +273,7 @@ impl Writer {
                     let _ = done.send(());
                     return true;
                 }
-                Request::Tick => {}
+                Request::Tick | Request::Wake => {}
             }
         }
         self.commit_commands(pending);
@@ -296,12 +309,7 @@ impl Writer {
             Request::Pruned { done, .. } => {
                 let _ = done.send(());
             }
-            Request::Tick => {
-                self.follow_step();
-                if self.last_lead.elapsed() >= self.config.renew_every {
-                    self.take_lead();
-                }
-            }
+            Request::Tick | Request::Wake => {}
             #[cfg(test)]
             Request::Abandon(done) => {
                 let _ = done.send(());
@@ -413,6 +421,15 @@ impl Writer {
         if self.meta.head < head {
             self.reload();
         }
+    }
+
+    /// Whether something on this node waits for the next view: a long poll, a stream, a
+    /// read catching up ([`crate::Watch`]).
+    fn watched(&self) -> bool {
+        self.signals
+            .watchers
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
     }
 
     /// Folds into the table what another node appended since this node's head, and publishes

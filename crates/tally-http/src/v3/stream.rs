@@ -216,7 +216,7 @@ fn encode(format: Format, base: &str, frame: Frame<'_>) -> Bytes {
 /// Where a stream is.
 struct Tail {
     state: Arc<AppState>,
-    views: tokio::sync::watch::Receiver<Arc<View>>,
+    views: tally_engine::Watch,
     closing: Closing,
     format: Format,
     /// The epoch of the last epoch frame sent (0: none yet).

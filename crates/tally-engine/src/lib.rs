@@ -261,12 +261,9 @@ pub(crate) enum Request {
         done: oneshot::Sender<()>,
     },
     Shutdown(oneshot::Sender<()>),
-    /// Time passed, or a read waits for the log: follow it, renew or take the lease.
+    /// Time passed, a read waits for the log, or another node committed while something here
+    /// watches: follow the log, renew or take the lease.
     Tick,
-    /// Another node committed (the store's wake-up): followed at once only while something on
-    /// this node waits for the next view (a long poll, a stream, a read catching up); the
-    /// next tick or read picks it up otherwise.
-    Wake,
     /// Test support: stop at once, skipping the final checkpoint (what a crash leaves).
     #[cfg(test)]
     Abandon(oneshot::Sender<()>),
@@ -543,9 +540,14 @@ impl Engine {
                 .map_err(|e| {
                     EngineError::Unavailable(format!("cannot start the tick thread: {e}"))
                 })?;
-            let wakes = queue.clone();
+            // A commit elsewhere is looked at once only while something on this node waits
+            // for the next view (a long poll, a stream, a read catching up: a `Watch`); reads
+            // that start later ask for their own look (`sync`), and the tick bounds the lag.
+            let (wakes, watchers) = (queue.clone(), signals.watchers.clone());
             store.watch(Box::new(move || {
-                let _ = wakes.try_send(Request::Wake);
+                if watchers.load(Ordering::SeqCst) > 0 {
+                    let _ = wakes.try_send(Request::Tick);
+                }
             }))?;
         }
         Ok(Self {

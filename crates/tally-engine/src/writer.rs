@@ -153,20 +153,16 @@ impl Writer {
                 let Some(mut request) = requests.blocking_recv() else {
                     return;
                 };
-                // Wake-ups queued meanwhile are one look at the log: it reads everything
-                // appended since, however many there were. A commit of another node is looked
-                // at once only while something here waits for it; reads that start later
-                // ask for their own look (`Engine::sync`), and the tick bounds the lag.
+                // Wake-ups queued meanwhile (one per commit of the writer while something here
+                // watches) are one look at the log: it reads everything appended since.
                 let mut look = false;
                 let mut other = None;
                 loop {
-                    match request {
-                        Request::Tick => look = true,
-                        Request::Wake => look = look || self.watched(),
-                        request => {
-                            other = Some(request);
-                            break;
-                        }
+                    if matches!(request, Request::Tick) {
+                        look = true;
+                    } else {
+                        other = Some(request);
+                        break;
                     }
                     match requests.try_recv() {
                         Ok(next) => request = next,
@@ -273,7 +269,7 @@ impl Writer {
                     let _ = done.send(());
                     return true;
                 }
-                Request::Tick | Request::Wake => {}
+                Request::Tick => {}
             }
         }
         self.commit_commands(pending);
@@ -309,7 +305,7 @@ impl Writer {
             Request::Pruned { done, .. } => {
                 let _ = done.send(());
             }
-            Request::Tick | Request::Wake => {}
+            Request::Tick => {}
             #[cfg(test)]
             Request::Abandon(done) => {
                 let _ = done.send(());
@@ -421,15 +417,6 @@ impl Writer {
         if self.meta.head < head {
             self.reload();
         }
-    }
-
-    /// Whether something on this node waits for the next view: a long poll, a stream, a
-    /// read catching up ([`crate::Watch`]).
-    fn watched(&self) -> bool {
-        self.signals
-            .watchers
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
     }
 
     /// Folds into the table what another node appended since this node's head, and publishes

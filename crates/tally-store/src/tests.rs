@@ -1364,8 +1364,14 @@ fn postgres_connections_killed_mid_commit_never_lose_or_invent_a_commit() {
                 std::thread::sleep(std::time::Duration::from_millis(15));
             }
         });
+        // At least 150 commits, and on until a kill has landed in the middle of one (how soon
+        // depends on the machine's timing), within a minute.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut head = 0;
-        while landed < 150 && refused < 2000 {
+        while (landed < 150 || refused == 0)
+            && refused < 2000
+            && std::time::Instant::now() < deadline
+        {
             match store.commit(&one_usage_event(head + 1)) {
                 Ok(()) => {
                     head += 1;
@@ -1387,13 +1393,16 @@ fn postgres_connections_killed_mid_commit_never_lose_or_invent_a_commit() {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
-    assert_eq!(landed, 150, "{refused} refused");
-    assert!(refused > 0, "no connection was killed during a commit");
+    assert!(landed >= 150, "{landed} landed, {refused} refused");
+    assert!(
+        refused > 0,
+        "no connection was killed during a commit in a minute"
+    );
     let reopened = PgLog::open_postgres(&options).unwrap();
-    assert_eq!(reopened.recover().unwrap().meta.head, 150);
+    assert_eq!(reopened.recover().unwrap().meta.head, landed);
     assert_eq!(
         sql_usage_seqs(cluster, &database),
-        (1..=150).collect::<Vec<_>>()
+        (1..=landed).collect::<Vec<_>>()
     );
     assert!(reopened.verify().unwrap().problems.is_empty());
 }

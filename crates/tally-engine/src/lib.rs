@@ -326,6 +326,9 @@ pub struct UsagePage {
 /// Pages of at least this many events are read ahead: a consumer catching up asks for the
 /// next page only once it took in this one, so the read and its wait for it overlap.
 const READ_AHEAD_FROM: usize = 1000;
+/// Selections of one page at most, each without the pruned positions the one before found
+/// (past that, the page holds what it found: fewer events, none wrong).
+const FILL_ROUNDS: usize = 16;
 /// At most this many pages are read ahead at once (one per consumer catching up); the oldest
 /// goes first.
 const READ_AHEADS: usize = 4;
@@ -830,12 +833,52 @@ impl Engine {
 
     /// [`Engine::usage_page`] for an answer `writer` writes: the page that follows, when it is
     /// read ahead, is also written ahead with it.
+    ///
+    /// A position the index lists whose event the store no longer holds was pruned since
+    /// this node indexed it: retention ran on another node (a follower learns of a prune only
+    /// this way), or is running here. The page is then selected again without those positions,
+    /// so it is as full as the query asks, and the node's index drops them for good.
     pub async fn usage_page_for(
         &self,
         view: &View,
         query: &UsageQuery<'_>,
         writer: Option<&Arc<dyn PageWriter>>,
     ) -> Result<UsagePage, EngineError> {
+        let mut patched: Option<View> = None;
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let current = patched.as_ref().unwrap_or(view);
+            let (page, pruned) = self.page_once(current, query, writer).await?;
+            if pruned.is_empty() || rounds >= FILL_ROUNDS {
+                return Ok(page);
+            }
+            self.forget_pruned(current.meta.epoch, &pruned);
+            let mut without = current.clone();
+            usage_index::forget(&mut without.usage, &pruned);
+            patched = Some(without);
+        }
+    }
+
+    /// Tells the writer thread that these positions of this epoch hold tombstones, so later
+    /// views leave them out; never waits (a full queue leaves it to the next read).
+    fn forget_pruned(&self, epoch: u64, seqs: &[Seq]) {
+        let (done, _) = oneshot::channel();
+        let _ = self.queue.try_send(Request::Pruned {
+            epoch,
+            seqs: seqs.to_vec(),
+            done,
+        });
+    }
+
+    /// One selection and read of a page: the page, and the positions it selected whose
+    /// events the store no longer holds (pruned).
+    async fn page_once(
+        &self,
+        view: &View,
+        query: &UsageQuery<'_>,
+        writer: Option<&Arc<dyn PageWriter>>,
+    ) -> Result<(UsagePage, Vec<Seq>), EngineError> {
         let selection = usage_index::select(&view.usage, &view.reseeded, view.reseed_end(), query);
         let seqs: Vec<Seq> = selection
             .page
@@ -843,11 +886,12 @@ impl Engine {
             .filter_map(|i| view.usage.get(*i).map(|(seq, _)| *seq))
             .collect();
         let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
-            return Ok(UsagePage {
+            let page = UsagePage {
                 total: selection.total,
                 events: Vec::new(),
                 written: None,
-            });
+            };
+            return Ok((page, Vec::new()));
         };
         // One ordered read when the page is dense in the log, else one read per event.
         let span = match (
@@ -889,27 +933,36 @@ impl Engine {
                     .with_label_values(&["written"])
                     .inc();
             }
-            return Ok(UsagePage {
+            let page = UsagePage {
                 total: selection.total,
                 events: found,
                 written,
-            });
+            };
+            return Ok((page, Vec::new()));
         }
         // Sorted by position, each taken out once by a binary search (the page's order may be
-        // descending or by time). An event pruned since the view was published is simply
-        // left out.
+        // descending or by time). An event pruned since the view was published is left out.
         let mut found: Vec<(Seq, Option<UsageEvent>)> =
             found.into_iter().map(|(seq, e)| (seq, Some(e))).collect();
         let mut events = Vec::with_capacity(seqs.len());
-        events.extend(seqs.iter().filter_map(|&seq| {
-            let at = found.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
-            found[at].1.take().map(|event| (seq, event))
-        }));
-        Ok(UsagePage {
+        let mut pruned = Vec::new();
+        for seq in seqs {
+            let event = found
+                .binary_search_by_key(&seq, |(s, _)| *s)
+                .ok()
+                .and_then(|at| found[at].1.take());
+            match event {
+                Some(event) => events.push((seq, event)),
+                None => pruned.push(seq),
+            }
+        }
+        pruned.sort_unstable();
+        let page = UsagePage {
             total: selection.total,
             events,
             written: None,
-        })
+        };
+        Ok((page, pruned))
     }
 
     /// The events at `wanted`, sorted by position: one ordered read from `low` to `high` when

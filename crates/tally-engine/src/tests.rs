@@ -1351,6 +1351,89 @@ async fn a_follower_looks_at_once_when_woken_only_while_something_watches() {
     first.shutdown().await;
 }
 
+/// Retention runs on the writer and rewrites blocks in place, so a follower learns of a prune
+/// only when a read finds tombstones where its index lists events. Its pages are full all the
+/// same: paging through the follower reads exactly what the writer holds, and the follower's
+/// index drops what its reads found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_pages_past_what_the_writers_retention_pruned() {
+    let Backing::Postgres(options) = Backing::postgres() else {
+        unreachable!()
+    };
+    let clock = ManualClock(Arc::new(Mutex::new(day(0))));
+    let writer = Arc::new(
+        Engine::start(
+            Arc::new(PgLog::open_postgres(&options).unwrap()),
+            EngineConfig::default(),
+            Box::new(clock.clone()),
+            Box::new(RandomIds),
+        )
+        .unwrap(),
+    );
+    let follower = start_engine(
+        Arc::new(
+            PgLog::open_postgres(&PgOptions {
+                holder: "the second node".into(),
+                ..options.clone()
+            })
+            .unwrap(),
+        ),
+        EngineConfig::default(),
+    );
+    assert!(matches!(follower.role(), Role::Follower { .. }));
+    setup(&writer, 8).await;
+    for n in 0..8 {
+        writer.submit(set_state(n, true)).await.unwrap();
+    }
+    // More than a page of events that retention takes, then more than a page it keeps.
+    scale_rounds(&writer, 150).await;
+    *clock.0.lock().unwrap() = day(20);
+    scale_rounds(&writer, 150).await;
+    let indexed = follower.sync().await.unwrap().usage.len();
+    assert_eq!(indexed, writer.view().usage.len());
+    *clock.0.lock().unwrap() = day(40);
+    let pruned = writer.prune(day(10)).await.unwrap();
+    assert!(pruned > 1000, "{pruned}");
+    assert_eq!(
+        follower.sync().await.unwrap().usage.len(),
+        indexed,
+        "the follower has not seen the prune yet"
+    );
+    let (kept, _) = history(&writer).await;
+    let expected: Vec<(Seq, Guid)> = kept.iter().map(|(seq, e)| (*seq, e.guid)).collect();
+    assert_eq!(expected.len(), indexed - pruned);
+    // Pages of 1000 through the follower, as a consumer reads them.
+    let (mut read, mut pages) = (Vec::new(), Vec::new());
+    loop {
+        let view = follower.sync().await.unwrap();
+        let after = read.last().map(|(seq, _): &(Seq, Guid)| *seq);
+        let (total, page) = follower
+            .usage_page(&view, &all_events(after))
+            .await
+            .unwrap();
+        pages.push((total, page.len()));
+        read.extend(page.iter().map(|(seq, e)| (*seq, e.guid)));
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    assert_eq!(read, expected);
+    // Every pruned event lies before the first page's events: that page found them all, so
+    // each page counts exactly the events from it on (`after_guid`'s total).
+    let counted: Vec<u64> = (0..pages.len())
+        .map(|n| (expected.len() - 1000 * n) as u64)
+        .collect();
+    assert_eq!(pages.iter().map(|(t, _)| *t).collect::<Vec<_>>(), counted);
+    // The follower's own index let go of them too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while follower.view().usage.len() != expected.len() {
+        assert!(std::time::Instant::now() < deadline, "the index kept them");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    follower.shutdown().await;
+    writer.shutdown().await;
+}
+
 /// A node that starts (recovers the whole log) while another writes and checkpoints reads one
 /// consistent state: once caught up, its table is the writer's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,25 @@ pub fn position(index: &UsageIndex, seq: Seq) -> Option<usize> {
     index.binary_search_by_key(&seq, |(s, _)| *s).ok()
 }
 
+/// Few positions are removed one by one (a search and a removal each, both logarithmic); more
+/// than this, in one pass over the index.
+const FORGET_ONE_BY_ONE: usize = 4096;
+
+/// Drops these positions (pruned events) from the index; positions it does not list are
+/// ignored.
+pub fn forget(index: &mut UsageIndex, seqs: &[Seq]) {
+    if seqs.len() <= FORGET_ONE_BY_ONE {
+        for &seq in seqs {
+            if let Some(at) = position(index, seq) {
+                index.remove(at);
+            }
+        }
+    } else {
+        let gone: std::collections::HashSet<Seq> = seqs.iter().copied().collect();
+        index.retain(|(seq, _)| !gone.contains(seq));
+    }
+}
+
 /// Selects a page. Timestamps never go backwards in the log and every commit after a purge is
 /// later than it, so `created_at` order is position order, except inside the reseeded block
 /// that opens an epoch: its events share one timestamp and are ordered by guid, as CC's

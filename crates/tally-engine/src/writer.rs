@@ -248,11 +248,7 @@ impl Writer {
                     let _ = reply.send(self.probe());
                 }
                 Request::Pruned { epoch, seqs, done } => {
-                    if epoch == self.meta.epoch {
-                        let gone: std::collections::HashSet<Seq> = seqs.into_iter().collect();
-                        self.usage.retain(|(seq, _)| !gone.contains(seq));
-                        self.publish_view();
-                    }
+                    self.forget_pruned(epoch, &seqs);
                     let _ = done.send(());
                 }
                 #[cfg(test)]
@@ -302,7 +298,10 @@ impl Writer {
                     .map_err(EngineError::from);
                 let _ = reply.send(reachable);
             }
-            Request::Pruned { done, .. } => {
+            // A read found tombstones the writer's retention left where this node's index
+            // still lists events.
+            Request::Pruned { epoch, seqs, done } => {
+                self.forget_pruned(epoch, &seqs);
                 let _ = done.send(());
             }
             Request::Tick => {}
@@ -317,6 +316,14 @@ impl Writer {
             }
         }
         false
+    }
+
+    /// Drops pruned events of this epoch from the usage index and publishes the view.
+    fn forget_pruned(&mut self, epoch: u64, seqs: &[Seq]) {
+        if epoch == self.meta.epoch && !seqs.is_empty() {
+            crate::usage_index::forget(&mut self.usage, seqs);
+            self.publish_view();
+        }
     }
 
     /// Takes or renews the lease (or learns who holds it), and becomes what the answer says.

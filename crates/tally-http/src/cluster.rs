@@ -16,9 +16,12 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use tally_engine::Role;
 
 use crate::{ApiError, AppState};
@@ -75,15 +78,16 @@ pub(crate) async fn any_node(
     }
 }
 
-/// The one client every forward goes through (its connections are kept and reused).
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+/// The one client every forward goes through (its connections are kept and reused). Plain
+/// hyper: the request and the answer pass through as they are, headers and streamed bodies
+/// and all, without being copied into another client's types.
+fn client() -> &'static Client<HttpConnector, Body> {
+    static CLIENT: OnceLock<Client<HttpConnector, Body>> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new()).build(connector)
     })
 }
 
@@ -103,54 +107,54 @@ fn hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
+/// Drops the headers that belong to one connection.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let hop: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+fn unreachable_writer(leader: &str, error: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, leader, "the node holding the lease did not answer a forwarded write");
+    ApiError::unavailable(
+        "The tally node that writes the log did not answer; retry (another node takes over \
+         within the lease's length if it is gone)",
+    )
+}
+
 async fn forward(
     leader: &str,
     request: Request,
     timeout: std::time::Duration,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let url = format!("{}{path}", leader.trim_end_matches('/'));
-    let mut outgoing = client().request(parts.method.clone(), &url);
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("{}{path}", leader.trim_end_matches('/'))
+        .parse::<Uri>()
+        .map_err(|error| unreachable_writer(leader, error))?;
+    parts.version = Version::HTTP_11;
     // Package uploads may take long to send; `server.request_timeout_seconds` bounds them.
     let upload = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/"));
-    if !upload {
-        outgoing = outgoing.timeout(timeout);
-    }
-    for (name, value) in &parts.headers {
-        if !hop_by_hop(name) {
-            outgoing = outgoing.header(name, value);
-        }
-    }
-    let sent = outgoing
-        .header(&FORWARDED, "1")
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, leader, "the node holding the lease did not answer a forwarded write");
-            ApiError::unavailable(
-                "The tally node that writes the log did not answer; retry (another node takes \
-                 over within the lease's length if it is gone)",
-            )
-        })?;
-    let mut response = Response::builder().status(sent.status());
-    for (name, value) in sent.headers() {
-        if !hop_by_hop(name) {
-            response = response.header(name, value);
-        }
-    }
-    response
-        .body(Body::from_stream(sent.bytes_stream()))
-        .map_err(|error| {
-            ApiError::unavailable(format!("cannot pass the writer's answer on: {error}"))
-        })
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(FORWARDED.clone(), HeaderValue::from_static("1"));
+    let sent = client().request(Request::from_parts(parts, body));
+    let answered = if upload {
+        sent.await
+    } else {
+        tokio::time::timeout(timeout, sent)
+            .await
+            .map_err(|_| unreachable_writer(leader, "no answer within the timeout"))?
+    };
+    let (mut parts, body) = answered
+        .map_err(|error| unreachable_writer(leader, error))?
+        .into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
 }

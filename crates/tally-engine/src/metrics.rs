@@ -50,7 +50,8 @@ pub struct EngineMetrics {
     /// `tally_lease_changes_total`: times this node took the lease or lost it.
     pub lease_changes: IntCounter,
     /// `tally_follower_lag_records`: how far this node's view was behind the durable head
-    /// when a request last waited for it (0: caught up; a writer is never behind).
+    /// when it last looked at the log (every tick, and when a read or a watcher needed it) or
+    /// a request last waited for it (0: caught up; a writer is never behind).
     pub follower_lag: IntGauge,
     /// `tally_follow_duration_seconds`: one look of a follower at the log (reading what was
     /// appended and folding it into its view).
@@ -161,7 +162,7 @@ impl EngineMetrics {
             )?,
             follower_lag: IntGauge::new(
                 "tally_follower_lag_records",
-                "Records this node's view was behind the durable head when a request last waited for it.",
+                "Records this node's view was behind the durable head when it last looked at the log or a request last waited for it.",
             )?,
             read_ahead: IntCounterVec::new(
                 Opts::new(

@@ -1346,6 +1346,11 @@ async fn a_follower_looks_at_once_when_woken_only_while_something_watches() {
     .await
     .is_ok();
     assert!(seen, "the wake-up was not followed with a watcher");
+    // The lag gauge says how far behind that look found the node: the one commit.
+    assert_eq!(
+        metrics.follower_lag.get(),
+        i64::try_from(committed.head - view.meta.head).unwrap()
+    );
     drop(watch);
     second.shutdown().await;
     first.shutdown().await;

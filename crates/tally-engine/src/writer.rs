@@ -442,6 +442,7 @@ impl Writer {
             Ok(tally_store::Followed::Same(meta)) => {
                 self.meta = meta;
                 self.follow_failing = false;
+                self.config.metrics.follower_lag.set(0);
             }
             Ok(tally_store::Followed::Appended {
                 meta,
@@ -477,6 +478,11 @@ impl Writer {
                         .map(|(seq, at)| (seq, at.timestamp_micros())),
                 );
                 self.audit.extend_keys(audit.iter().map(AuditPosting::key));
+                let behind = meta.head.saturating_sub(self.meta.head);
+                self.config
+                    .metrics
+                    .follower_lag
+                    .set(i64::try_from(behind).unwrap_or(i64::MAX));
                 self.meta = meta;
                 self.follow_failing = false;
                 self.config.metrics.positions(&self.meta);

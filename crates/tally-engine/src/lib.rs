@@ -465,11 +465,10 @@ impl Engine {
         let recovered_at = std::time::Instant::now();
         let meta = &recovered.meta;
         let reseeded = Arc::new(ReseedIndex::new(store.reseed_index(meta.epoch)?));
-        let usage: UsageIndex = store
-            .usage_positions(meta.usage_floor, meta.head)?
-            .into_iter()
-            .map(|(seq, at)| (seq, at.timestamp_micros()))
-            .collect();
+        let mut usage = UsageIndex::new();
+        store.each_usage_position(meta.usage_floor, meta.head, &mut |seq, at| {
+            usage.push_back((seq, at.timestamp_micros()))
+        })?;
         let indexed = std::time::Instant::now();
         let audit = Arc::new(AuditIndex::default());
         audit.catch_up(store.as_ref(), meta.head)?;

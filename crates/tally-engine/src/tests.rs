@@ -218,8 +218,13 @@ impl LogStore for GatedStore {
     fn usage_at(&self, seq: Seq) -> Result<Option<UsageSlot>, StoreError> {
         self.inner.usage_at(seq)
     }
-    fn usage_positions(&self, f: Seq, u: Seq) -> Result<Vec<(Seq, Timestamp)>, StoreError> {
-        self.inner.usage_positions(f, u)
+    fn each_usage_position(
+        &self,
+        f: Seq,
+        u: Seq,
+        visit: &mut dyn FnMut(Seq, Timestamp),
+    ) -> Result<(), StoreError> {
+        self.inner.each_usage_position(f, u, visit)
     }
     fn prune(&self, epoch: u64, seqs: &[Seq], cutoff: Timestamp) -> Result<usize, StoreError> {
         self.inner.prune(epoch, seqs, cutoff)

@@ -678,16 +678,13 @@ impl Writer {
                 self.meta = recovered.meta;
                 self.config.metrics.positions(&self.meta);
                 self.dirty.extend(recovered.touched);
-                match self
-                    .store
-                    .usage_positions(self.meta.usage_floor, self.meta.head)
-                {
-                    Ok(positions) => {
-                        self.usage = positions
-                            .into_iter()
-                            .map(|(seq, at)| (seq, at.timestamp_micros()))
-                            .collect();
-                    }
+                let mut usage = UsageIndex::new();
+                match self.store.each_usage_position(
+                    self.meta.usage_floor,
+                    self.meta.head,
+                    &mut |seq, at| usage.push_back((seq, at.timestamp_micros())),
+                ) {
+                    Ok(()) => self.usage = usage,
                     Err(error) => {
                         if loud {
                             tracing::error!(%error, "cannot re-read the usage index after a failed write");

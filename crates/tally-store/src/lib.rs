@@ -504,9 +504,22 @@ pub trait LogStore: Send + Sync + 'static {
     /// What the usage stream holds at `seq`: an event, what retention left of one, or nothing.
     fn usage_at(&self, seq: Seq) -> Result<Option<UsageSlot>, StoreError>;
 
-    /// The sequence numbers and times of the usage events (not the pruned ones) with
-    /// `from <= seq <= upto`, in order: what the engine's in-memory usage index is built from.
-    fn usage_positions(&self, from: Seq, upto: Seq) -> Result<Vec<(Seq, Timestamp)>, StoreError>;
+    /// Visits the sequence number and time of every usage event (not the pruned ones) with
+    /// `from <= seq <= upto`, in order: what the engine's in-memory usage index is built from,
+    /// without a list of them all in between.
+    fn each_usage_position(
+        &self,
+        from: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(Seq, Timestamp),
+    ) -> Result<(), StoreError>;
+
+    /// The same positions, as a list.
+    fn usage_positions(&self, from: Seq, upto: Seq) -> Result<Vec<(Seq, Timestamp)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_usage_position(from, upto, &mut |seq, at| out.push((seq, at)))?;
+        Ok(out)
+    }
 
     /// Retention: replaces the usage events at `seqs` (ascending) by [`PrunedUsage`] records
     /// naming `cutoff`, a few blocks at a time. Does nothing and returns 0 unless `epoch` is the

@@ -402,14 +402,14 @@ impl<B: Backend> Log<B> {
         wanted: std::ops::RangeInclusive<Seq>,
         start: Seq,
         end: Seq,
-        out: &mut Vec<(Seq, Timestamp)>,
+        visit: &mut dyn FnMut(Seq, Timestamp),
     ) -> Result<(), StoreError> {
         self.backend.scan(
             &seq_key(USAGE, start),
             &range_end(USAGE, end),
             false,
             &mut |key, value| {
-                usage_block_positions(key, value, &wanted, out)?;
+                usage_block_positions(key, value, &wanted, visit)?;
                 Ok(ControlFlow::Continue(()))
             },
         )?;
@@ -442,7 +442,7 @@ pub(crate) fn usage_block_positions(
     key: &[u8],
     value: &[u8],
     wanted: &std::ops::RangeInclusive<Seq>,
-    out: &mut Vec<(Seq, Timestamp)>,
+    visit: &mut dyn FnMut(Seq, Timestamp),
 ) -> Result<(), StoreError> {
     let keys = block_keys(USAGE, key, value, borrowed::usage_keys, |k| match k {
         UsageKey::Event { seq, .. } | UsageKey::Pruned { seq } => *seq,
@@ -452,7 +452,7 @@ pub(crate) fn usage_block_positions(
             if wanted.contains(&seq) {
                 let at =
                     time(created_at).map_err(|e| corrupt(format!("usage event seq {seq}"), e))?;
-                out.push((seq, at));
+                visit(seq, at);
             }
         }
     }
@@ -540,10 +540,14 @@ impl<B: Backend> LogStore for Log<B> {
             .map(|(_, u)| u))
     }
 
-    fn usage_positions(&self, from: Seq, upto: Seq) -> Result<Vec<(Seq, Timestamp)>, StoreError> {
-        let mut out = Vec::new();
+    fn each_usage_position(
+        &self,
+        from: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(Seq, Timestamp),
+    ) -> Result<(), StoreError> {
         if from > upto {
-            return Ok(out);
+            return Ok(());
         }
         // Blocks are per commit and a purge starts a commit, so no block straddles `from`
         // when it is a usage floor; a block straddling it anyway is filtered record by record.
@@ -551,10 +555,10 @@ impl<B: Backend> LogStore for Log<B> {
         let mut start = from;
         while start <= upto {
             let end = upto.min(start.saturating_add(SCAN_SPAN - 1));
-            self.usage_positions_in(from..=upto, start, end, &mut out)?;
+            self.usage_positions_in(from..=upto, start, end, visit)?;
             start = end.saturating_add(1);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn audit_keys(

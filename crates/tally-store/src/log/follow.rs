@@ -67,7 +67,9 @@ impl<B: Backend> Log<B> {
         }
         let mut positions = Vec::new();
         for (key, value) in &usage.pairs {
-            usage_block_positions(key, value, &(from..=meta.head), &mut positions)?;
+            usage_block_positions(key, value, &(from..=meta.head), &mut |seq, at| {
+                positions.push((seq, at))
+            })?;
         }
         let mut postings = Vec::new();
         let mut text = String::new();

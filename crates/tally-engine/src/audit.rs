@@ -6,8 +6,8 @@
 //! only at positions up to its view's head, so it never sees more than its view. Audit events are
 //! never pruned or purged, so nothing is ever taken out.
 //!
-//! Memory: one `(seq, created_at)` pair per event and one position in each of four posting
-//! lists (about 48 bytes an event), plus a key per distinct type, target, space and org.
+//! Memory: one `(seq, created_at)` pair per event and its place (a `u32`) in each of four
+//! posting lists (about 32 bytes an event), plus a key per distinct type, target, space and org.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
@@ -104,20 +104,27 @@ pub struct Window {
     pub descending: bool,
 }
 
+/// Lists of at least this many positions (512 KiB) are not shrunk (see [`AuditIndex::shrink`]).
+const SHRINK_BELOW: usize = 64 * 1024;
+
 /// The index. Shared (`Arc`) by the writer and every view.
 #[derive(Debug, Default)]
 pub struct AuditIndex {
     inner: RwLock<Postings>,
 }
 
+/// An event's place among the audit events (its index in [`Postings::all`]). The posting
+/// lists hold these rather than sequence numbers: half the size, in the same order.
+type Nth = u32;
+
 #[derive(Debug, Default)]
 struct Postings {
     /// `(seq, created_at µs)` of every audit event, in log order (times never decrease).
     all: Vec<(Seq, i64)>,
-    by_type: HashMap<String, Vec<Seq>>,
-    by_actee: HashMap<String, Vec<Seq>>,
-    by_space: HashMap<Option<Guid>, Vec<Seq>>,
-    by_org: HashMap<Option<Guid>, Vec<Seq>>,
+    by_type: HashMap<String, Vec<Nth>>,
+    by_actee: HashMap<String, Vec<Nth>>,
+    by_space: HashMap<Option<Guid>, Vec<Nth>>,
+    by_org: HashMap<Option<Guid>, Vec<Nth>>,
 }
 
 impl Postings {
@@ -126,14 +133,18 @@ impl Postings {
         if self.all.last().is_some_and(|(last, _)| *last >= seq) {
             return; // already indexed (a catch-up after a failed write re-reads the tail)
         }
+        // 2^32 events would take 64 GiB for `all` alone before this could refuse one.
+        let Ok(nth) = Nth::try_from(self.all.len()) else {
+            return;
+        };
         self.all.push((seq, key.created_at_micros));
-        push_to(&mut self.by_type, key.event_type, seq);
-        push_to(&mut self.by_actee, key.actee, seq);
-        self.by_space.entry(key.space_guid).or_default().push(seq);
+        push_to(&mut self.by_type, key.event_type, nth);
+        push_to(&mut self.by_actee, key.actee, nth);
+        self.by_space.entry(key.space_guid).or_default().push(nth);
         self.by_org
             .entry(key.organization_guid)
             .or_default()
-            .push(seq);
+            .push(nth);
     }
 
     /// Adds the events of `later` after the last one indexed (those at or before it are
@@ -144,35 +155,40 @@ impl Postings {
             *self = later;
             return;
         }
-        let newer = |list: &[Seq]| list.partition_point(|seq| *seq <= last);
+        // `later`'s events from `at` on are new; they go after the `base` events here.
         let at = later.all.partition_point(|(seq, _)| *seq <= last);
-        self.all.extend_from_slice(&later.all[at..]);
+        let (Ok(at), Ok(base)) = (Nth::try_from(at), Nth::try_from(self.all.len())) else {
+            return; // (see `push`)
+        };
+        self.all.extend_from_slice(&later.all[at as usize..]);
         fn merge<K: std::hash::Hash + Eq>(
-            into: &mut HashMap<K, Vec<Seq>>,
-            from: HashMap<K, Vec<Seq>>,
-            newer: impl Fn(&[Seq]) -> usize,
+            into: &mut HashMap<K, Vec<Nth>>,
+            from: HashMap<K, Vec<Nth>>,
+            at: Nth,
+            base: Nth,
         ) {
             for (key, list) in from {
-                let tail = &list[newer(&list)..];
+                let tail = &list[list.partition_point(|nth| *nth < at)..];
                 if !tail.is_empty() {
-                    into.entry(key).or_default().extend_from_slice(tail);
+                    let into = into.entry(key).or_default();
+                    into.extend(tail.iter().map(|nth| nth - at + base));
                 }
             }
         }
-        merge(&mut self.by_type, later.by_type, newer);
-        merge(&mut self.by_actee, later.by_actee, newer);
-        merge(&mut self.by_space, later.by_space, newer);
-        merge(&mut self.by_org, later.by_org, newer);
+        merge(&mut self.by_type, later.by_type, at, base);
+        merge(&mut self.by_actee, later.by_actee, at, base);
+        merge(&mut self.by_space, later.by_space, at, base);
+        merge(&mut self.by_org, later.by_org, at, base);
     }
 
     /// The posting lists whose key passes `m`, for `field`.
-    fn lists(&self, field: AuditField, m: &Match) -> Vec<&[Seq]> {
+    fn lists(&self, field: AuditField, m: &Match) -> Vec<&[Nth]> {
         fn pick<'a, K: std::hash::Hash + Eq>(
-            map: &'a HashMap<K, Vec<Seq>>,
+            map: &'a HashMap<K, Vec<Nth>>,
             m: &Match,
             key: impl Fn(&str) -> Option<K>,
             text: impl Fn(&K) -> String,
-        ) -> Vec<&'a [Seq]> {
+        ) -> Vec<&'a [Nth]> {
             match m {
                 Match::AnyOf(values) => {
                     let keys: BTreeSet<&str> = values.iter().map(String::as_str).collect();
@@ -207,25 +223,26 @@ impl Postings {
         }
     }
 
-    /// The positions (seq ranges, inclusive) of events whose time lies in one of `spans`,
-    /// among the first `n` events.
-    fn time_ranges(&self, n: usize, spans: &[TimeSpan]) -> Vec<(Seq, Seq)> {
-        let all = &self.all[..n];
-        let mut ranges: Vec<(Seq, Seq)> = spans
+    /// The events (ranges of places, inclusive) whose time lies in one of `spans`, among the
+    /// first `n` events.
+    fn time_ranges(&self, n: Nth, spans: &[TimeSpan]) -> Vec<(Nth, Nth)> {
+        let all = &self.all[..n as usize];
+        let place = |i: usize| Nth::try_from(i).unwrap_or(n);
+        let mut ranges: Vec<(Nth, Nth)> = spans
             .iter()
             .filter_map(|span| {
                 let lo = span
                     .from
-                    .map_or(0, |t| all.partition_point(|(_, at)| *at < t));
+                    .map_or(0, |t| place(all.partition_point(|(_, at)| *at < t)));
                 let hi = span
                     .to
-                    .map_or(n, |t| all.partition_point(|(_, at)| *at <= t));
-                (lo < hi).then(|| (all[lo].0, all[hi - 1].0))
+                    .map_or(n, |t| place(all.partition_point(|(_, at)| *at <= t)));
+                (lo < hi).then(|| (lo, hi - 1))
             })
             .collect();
         ranges.sort_unstable();
         // Merge overlaps, so membership is one binary search.
-        let mut merged: Vec<(Seq, Seq)> = Vec::with_capacity(ranges.len());
+        let mut merged: Vec<(Nth, Nth)> = Vec::with_capacity(ranges.len());
         for (lo, hi) in ranges {
             match merged.last_mut() {
                 Some((_, end)) if lo <= end.saturating_add(1) => *end = (*end).max(hi),
@@ -236,57 +253,52 @@ impl Postings {
     }
 }
 
-fn push_to(map: &mut HashMap<String, Vec<Seq>>, key: &str, seq: Seq) {
+fn push_to(map: &mut HashMap<String, Vec<Nth>>, key: &str, nth: Nth) {
     match map.get_mut(key) {
-        Some(list) => list.push(seq),
+        Some(list) => list.push(nth),
         None => {
-            map.insert(key.to_owned(), vec![seq]);
+            map.insert(key.to_owned(), vec![nth]);
         }
     }
 }
 
-/// A set of positions a condition allows, as the selection sees it.
+/// A set of events a condition allows, as the selection sees it.
 enum Allowed<'a> {
     /// One posting list (sorted).
-    List(&'a [Seq]),
-    /// A sorted, deduplicated set built for this query (a union of lists, or given positions).
-    Owned(Vec<Seq>),
-    /// Seq ranges (inclusive, sorted, disjoint).
-    Ranges(Vec<(Seq, Seq)>),
+    List(&'a [Nth]),
+    /// A sorted, deduplicated set built for this query (a union of lists, or given events).
+    Owned(Vec<Nth>),
+    /// Ranges of places (inclusive, sorted, disjoint).
+    Ranges(Vec<(Nth, Nth)>),
 }
 
 impl Allowed<'_> {
-    fn contains(&self, seq: Seq) -> bool {
+    fn contains(&self, nth: Nth) -> bool {
         match self {
-            Self::List(list) => list.binary_search(&seq).is_ok(),
-            Self::Owned(list) => list.binary_search(&seq).is_ok(),
+            Self::List(list) => list.binary_search(&nth).is_ok(),
+            Self::Owned(list) => list.binary_search(&nth).is_ok(),
             Self::Ranges(ranges) => {
-                let at = ranges.partition_point(|(lo, _)| *lo <= seq);
-                at > 0 && ranges[at - 1].1 >= seq
+                let at = ranges.partition_point(|(lo, _)| *lo <= nth);
+                at > 0 && ranges[at - 1].1 >= nth
             }
         }
     }
 
-    /// How many positions it allows at most (for choosing where to start).
-    fn size(&self, all: &[(Seq, i64)]) -> usize {
+    /// How many events it allows at most (for choosing where to start).
+    fn size(&self) -> usize {
         match self {
             Self::List(list) => list.len(),
             Self::Owned(list) => list.len(),
-            Self::Ranges(ranges) => ranges
-                .iter()
-                .map(|(lo, hi)| {
-                    all.partition_point(|(s, _)| s <= hi) - all.partition_point(|(s, _)| s < lo)
-                })
-                .sum(),
+            Self::Ranges(ranges) => ranges.iter().map(|(lo, hi)| (hi - lo) as usize + 1).sum(),
         }
     }
 }
 
-fn union(lists: Vec<&[Seq]>) -> Allowed<'_> {
+fn union(lists: Vec<&[Nth]>) -> Allowed<'_> {
     match lists.as_slice() {
         [one] => Allowed::List(one),
         _ => {
-            let mut all: Vec<Seq> = lists.into_iter().flatten().copied().collect();
+            let mut all: Vec<Nth> = lists.into_iter().flatten().copied().collect();
             all.sort_unstable();
             all.dedup();
             Allowed::Owned(all)
@@ -329,22 +341,28 @@ impl AuditIndex {
         Ok(())
     }
 
-    /// Gives back the room the lists grew into (after building the index at start-up, where
-    /// doubling leaves up to half of each list unused).
+    /// Gives back the room the small lists grew into (after building the index at start-up,
+    /// where doubling leaves up to half of each list unused). A large list keeps its room: the
+    /// part it never wrote to was never given memory, and a shrunk copy would hold the whole
+    /// list twice until the allocator returns the old one (about a second later).
     pub fn shrink(&self) {
+        fn small(list: &mut Vec<Nth>) {
+            if list.capacity() < SHRINK_BELOW {
+                list.shrink_to_fit();
+            }
+        }
         let mut postings = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let Postings {
-            all,
+            all: _,
             by_type,
             by_actee,
             by_space,
             by_org,
         } = &mut *postings;
-        all.shrink_to_fit();
-        by_type.values_mut().for_each(Vec::shrink_to_fit);
-        by_actee.values_mut().for_each(Vec::shrink_to_fit);
-        by_space.values_mut().for_each(Vec::shrink_to_fit);
-        by_org.values_mut().for_each(Vec::shrink_to_fit);
+        by_type.values_mut().for_each(small);
+        by_actee.values_mut().for_each(small);
+        by_space.values_mut().for_each(small);
+        by_org.values_mut().for_each(small);
     }
 
     /// The position of the newest event indexed (0 if none).
@@ -365,19 +383,24 @@ impl AuditIndex {
         let postings = self.read();
         let n = postings.all.partition_point(|(seq, _)| *seq <= head);
         let all = &postings.all[..n];
+        // (Fewer than 2^32 events: see `Postings::push`.)
+        let n = Nth::try_from(n).unwrap_or(Nth::MAX);
         let mut allowed: Vec<Allowed<'_>> = Vec::new();
-        let mut excluded: Vec<&[Seq]> = Vec::new();
+        let mut excluded: Vec<&[Nth]> = Vec::new();
         for condition in &query.conditions {
             match condition {
                 AuditCondition::Field(field, m) => allowed.push(union(postings.lists(*field, m))),
                 AuditCondition::NotActee(values) => excluded
                     .extend(postings.lists(AuditField::Actee, &Match::AnyOf(values.clone()))),
                 AuditCondition::Seqs(seqs) => {
-                    let mut seqs = seqs.clone();
-                    seqs.sort_unstable();
-                    seqs.dedup();
-                    seqs.retain(|seq| all.binary_search_by_key(seq, |(s, _)| *s).is_ok());
-                    allowed.push(Allowed::Owned(seqs));
+                    let mut places: Vec<Nth> = seqs
+                        .iter()
+                        .filter_map(|seq| all.binary_search_by_key(seq, |(s, _)| *s).ok())
+                        .filter_map(|i| Nth::try_from(i).ok())
+                        .collect();
+                    places.sort_unstable();
+                    places.dedup();
+                    allowed.push(Allowed::Owned(places));
                 }
                 AuditCondition::Time(spans) => {
                     allowed.push(Allowed::Ranges(postings.time_ranges(n, spans)))
@@ -392,32 +415,24 @@ impl AuditIndex {
             }
             allowed.push(union(lists));
         }
-        // Every position up to the head is allowed until a condition says otherwise.
-        let bounded = |list: &[Seq]| list.partition_point(|seq| *seq <= head);
-        let (start, rest) = pick_start(allowed, all);
+        // Every event up to the head is allowed until a condition says otherwise.
+        let bounded = |list: &[Nth]| list.partition_point(|nth| *nth < n);
+        let (start, rest) = pick_start(allowed);
         let candidates: Candidates<'_> = match start {
-            None => Candidates::All(all),
+            None => Candidates::Span(0, n),
             Some(Allowed::List(list)) => Candidates::Slice(&list[..bounded(list)]),
             Some(Allowed::Owned(mut list)) => {
                 list.truncate(bounded(&list));
                 Candidates::Owned(list)
             }
             Some(Allowed::Ranges(ranges)) if ranges.len() <= 1 => match ranges.first() {
-                None => Candidates::All(&[]),
-                Some((lo, hi)) => {
-                    let from = all.partition_point(|(s, _)| s < lo);
-                    let to = all.partition_point(|(s, _)| s <= hi);
-                    Candidates::All(&all[from..to])
-                }
+                None => Candidates::Span(0, 0),
+                Some((lo, hi)) => Candidates::Span(*lo, hi.saturating_add(1).min(n)),
             },
             Some(Allowed::Ranges(ranges)) => Candidates::Owned(
                 ranges
                     .iter()
-                    .flat_map(|(lo, hi)| {
-                        let from = all.partition_point(|(s, _)| s < lo);
-                        let to = all.partition_point(|(s, _)| s <= hi);
-                        all[from..to].iter().map(|(s, _)| *s)
-                    })
+                    .flat_map(|(lo, hi)| *lo..hi.saturating_add(1).min(n))
                     .collect(),
             ),
         };
@@ -427,8 +442,8 @@ impl AuditIndex {
                 match ranges.first() {
                     None => Candidates::Slice(&[]),
                     Some((lo, hi)) => {
-                        let from = list.partition_point(|s| s < lo);
-                        let to = list.partition_point(|s| s <= hi);
+                        let from = list.partition_point(|nth| nth < lo);
+                        let to = list.partition_point(|nth| nth <= hi);
                         Candidates::Slice(&list[from..to])
                     }
                 }
@@ -437,8 +452,8 @@ impl AuditIndex {
             (candidates, rest, _) => Candidates::Owned(
                 candidates
                     .iter()
-                    .filter(|seq| rest.iter().all(|a| a.contains(*seq)))
-                    .filter(|seq| !excluded.iter().any(|l| l.binary_search(seq).is_ok()))
+                    .filter(|nth| rest.iter().all(|a| a.contains(*nth)))
+                    .filter(|nth| !excluded.iter().any(|l| l.binary_search(nth).is_ok()))
                     .collect(),
             ),
         };
@@ -448,26 +463,23 @@ impl AuditIndex {
         let page: Vec<Seq> = if window.descending {
             let end = total.saturating_sub(offset);
             let begin = end.saturating_sub(limit);
-            let mut page = candidates.range(begin, end);
+            let mut page = candidates.range(begin, end, all);
             page.reverse();
             page
         } else {
             let begin = offset.min(total);
-            candidates.range(begin, begin.saturating_add(limit).min(total))
+            candidates.range(begin, begin.saturating_add(limit).min(total), all)
         };
         (total as u64, page)
     }
 }
 
-/// The condition with the fewest positions, to walk; the others are tested per position.
-fn pick_start<'a>(
-    mut allowed: Vec<Allowed<'a>>,
-    all: &[(Seq, i64)],
-) -> (Option<Allowed<'a>>, Vec<Allowed<'a>>) {
+/// The condition with the fewest events, to walk; the others are tested per event.
+fn pick_start(mut allowed: Vec<Allowed<'_>>) -> (Option<Allowed<'_>>, Vec<Allowed<'_>>) {
     let smallest = allowed
         .iter()
         .enumerate()
-        .min_by_key(|(_, a)| a.size(all))
+        .min_by_key(|(_, a)| a.size())
         .map(|(i, _)| i);
     match smallest {
         Some(i) => {
@@ -478,35 +490,41 @@ fn pick_start<'a>(
     }
 }
 
-/// The positions that passed so far.
+/// The events that passed so far.
 enum Candidates<'a> {
-    All(&'a [(Seq, i64)]),
-    Slice(&'a [Seq]),
-    Owned(Vec<Seq>),
+    /// Every event in `from..to`.
+    Span(Nth, Nth),
+    Slice(&'a [Nth]),
+    Owned(Vec<Nth>),
 }
 
 impl Candidates<'_> {
     fn len(&self) -> usize {
         match self {
-            Self::All(all) => all.len(),
+            Self::Span(from, to) => to.saturating_sub(*from) as usize,
             Self::Slice(list) => list.len(),
             Self::Owned(list) => list.len(),
         }
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = Seq> + '_> {
+    fn iter(&self) -> Box<dyn Iterator<Item = Nth> + '_> {
         match self {
-            Self::All(all) => Box::new(all.iter().map(|(s, _)| *s)),
+            Self::Span(from, to) => Box::new(*from..*to),
             Self::Slice(list) => Box::new(list.iter().copied()),
             Self::Owned(list) => Box::new(list.iter().copied()),
         }
     }
 
-    fn range(&self, begin: usize, end: usize) -> Vec<Seq> {
+    /// The sequence numbers of the candidates from `begin` to `end`.
+    fn range(&self, begin: usize, end: usize, all: &[(Seq, i64)]) -> Vec<Seq> {
+        let seq = |nth: Nth| all.get(nth as usize).map(|(seq, _)| *seq);
         match self {
-            Self::All(all) => all[begin..end].iter().map(|(s, _)| *s).collect(),
-            Self::Slice(list) => list[begin..end].to_vec(),
-            Self::Owned(list) => list[begin..end].to_vec(),
+            Self::Span(from, _) => all[*from as usize + begin..*from as usize + end]
+                .iter()
+                .map(|(s, _)| *s)
+                .collect(),
+            Self::Slice(list) => list[begin..end].iter().filter_map(|n| seq(*n)).collect(),
+            Self::Owned(list) => list[begin..end].iter().filter_map(|n| seq(*n)).collect(),
         }
     }
 }
@@ -668,13 +686,21 @@ mod tests {
             offset in 0u64..40,
             limit in 1u64..30,
             descending in any::<bool>(),
+            overlap in 0usize..10,
         ) {
             let events = events(&specs);
             let index = AuditIndex::default();
-            // Added in two steps, as commits add them.
-            let (early, late) = events.split_at(events.len() / 2);
-            index.extend(early.iter().map(|(s, e)| (*s, e)));
-            index.extend(late.iter().map(|(s, e)| (*s, e)));
+            // Added in steps: as commits add them, then as a catch-up after a failed write
+            // adds them (read from the store again, from a few events already indexed on).
+            let (early, _) = events.split_at(events.len() / 2);
+            let (first, _) = early.split_at(early.len() / 2);
+            index.extend(first.iter().map(|(s, e)| (*s, e)));
+            index.extend(early[first.len()..].iter().map(|(s, e)| (*s, e)));
+            let mut reread = Postings::default();
+            for (seq, event) in &events[early.len().saturating_sub(overlap)..] {
+                reread.push(AuditKey::of(*seq, event));
+            }
+            index.inner.write().unwrap_or_else(PoisonError::into_inner).append(reread);
             let within: Option<BTreeSet<Guid>> = within.map(|w| w.into_iter().map(guid).collect());
             let query = AuditQuery {
                 conditions: conds.iter().map(condition).collect(),

@@ -319,6 +319,13 @@ impl AuditIndex {
         }
     }
 
+    /// Adds keys one at a time (in log order, after every event already indexed), holding the
+    /// index's lock until the returned closure is dropped: start-up's build, before any reader.
+    pub fn adder(&self) -> impl FnMut(AuditKey<'_>) + '_ {
+        let mut postings = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        move |key| postings.push(key)
+    }
+
     /// Adds what the store read of events (in log order, after every event already indexed):
     /// the audit events a follower's look at the log brought.
     pub fn extend_keys<'a>(&self, keys: impl IntoIterator<Item = AuditKey<'a>>) {

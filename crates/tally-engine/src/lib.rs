@@ -453,33 +453,31 @@ impl Engine {
         ids: Box<dyn IdGen + Send>,
     ) -> Result<Self, EngineError> {
         let started = std::time::Instant::now();
-        let recovered = store.recover()?;
+        // The usage and audit indexes are built in recovery's one pass over the log.
+        let mut usage = UsageIndex::new();
+        let audit = Arc::new(AuditIndex::default());
+        let recovered = store.recover_indexing(
+            &mut |seq, at| usage.push_back((seq, at.timestamp_micros())),
+            &mut audit.adder(),
+        )?;
+        audit.shrink();
         tracing::info!(
             head = recovered.meta.head,
             epoch = recovered.meta.epoch,
             replayed = recovered.replayed,
             apps = recovered.state.app_count(),
+            usage_events = usage.len(),
+            audit_events = audit.count(recovered.meta.head),
             ms = started.elapsed().as_millis() as u64,
             "log recovered"
         );
-        let recovered_at = std::time::Instant::now();
+        let released = std::time::Instant::now();
         let meta = &recovered.meta;
         let reseeded = Arc::new(ReseedIndex::new(store.reseed_index(meta.epoch)?));
-        let mut usage = UsageIndex::new();
-        store.each_usage_position(meta.usage_floor, meta.head, &mut |seq, at| {
-            usage.push_back((seq, at.timestamp_micros()))
-        })?;
-        let indexed = std::time::Instant::now();
-        let audit = Arc::new(AuditIndex::default());
-        audit.catch_up(store.as_ref(), meta.head)?;
-        audit.shrink();
-        let audited = std::time::Instant::now();
         // Recovery has read every page of the log once (to check it); let them go.
         store.release_cache()?;
         tracing::info!(
-            usage_index_ms = (indexed - recovered_at).as_millis() as u64,
-            audit_index_ms = (audited - indexed).as_millis() as u64,
-            release_ms = audited.elapsed().as_millis() as u64,
+            release_ms = released.elapsed().as_millis() as u64,
             "indexes built"
         );
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));

@@ -481,6 +481,23 @@ pub trait LogStore: Send + Sync + 'static {
     /// the head and that the replayed tail is dense.
     fn recover(&self) -> Result<Recovered, StoreError>;
 
+    /// [`LogStore::recover`], visiting what the indexes are built from on the way: the usage
+    /// positions [`LogStore::each_usage_position`] gives from the usage floor to the head, and
+    /// the audit keys [`LogStore::audit_keys`] gives up to the head, each in order. The log
+    /// store reads them in the pass that checks every stored value, so start-up reads the
+    /// log once, not three times.
+    fn recover_indexing(
+        &self,
+        usage: &mut dyn FnMut(Seq, Timestamp),
+        audit: &mut dyn FnMut(AuditKey<'_>),
+    ) -> Result<Recovered, StoreError> {
+        let recovered = self.recover()?;
+        let meta = &recovered.meta;
+        self.each_usage_position(meta.usage_floor, meta.head, usage)?;
+        self.audit_keys(1, meta.head, audit)?;
+        Ok(recovered)
+    }
+
     /// Writes a commit atomically and fsyncs it. A commit that raises the epoch is a purge: its
     /// usage records are the epoch's reseeded events, and their index is written with them.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;

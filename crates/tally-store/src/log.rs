@@ -370,15 +370,41 @@ impl<B: Backend> Log<B> {
     /// sled keeps every page a read touched (see [`SledBackend`]), so the pass lets go of the
     /// cache after each `chunk` bytes read: it needs the memory of one chunk, not of the log.
     /// (One pass: two concurrent scans made start-up slower, evicting each other's pages.)
-    pub(crate) fn check_values(&self, chunk: usize) -> Result<usize, StoreError> {
+    pub(crate) fn check_values(
+        &self,
+        chunk: usize,
+        mut indexing: Option<(&Meta, Indexing<'_>)>,
+    ) -> Result<usize, StoreError> {
         let mut checked = 0;
         let mut from = Vec::new();
+        let mut text = String::new();
         loop {
             let mut read = 0;
             let mut resume = None;
             self.backend
                 .scan(&from, &[0xff], false, &mut |key, value| {
                     proto_schemas::check(value).map_err(|e| corrupt(describe(key), e))?;
+                    if let Some((meta, index)) = &mut indexing {
+                        match key.first() {
+                            Some(&USAGE) => usage_block_positions(
+                                key,
+                                value,
+                                &(meta.usage_floor..=meta.head),
+                                index.usage,
+                            )?,
+                            Some(&AUDIT) => {
+                                // (A block past the head holds nothing committed: it breaks.)
+                                let _ = audit_block_keys(
+                                    key,
+                                    value,
+                                    1..=meta.head,
+                                    &mut text,
+                                    index.audit,
+                                )?;
+                            }
+                            _ => {}
+                        }
+                    }
                     checked += 1;
                     read += key.len() + value.len();
                     if read < chunk {
@@ -435,6 +461,13 @@ impl<B: Backend> Log<B> {
             },
         )
     }
+}
+
+/// Where start-up's check pass hands what the indexes are built from (see
+/// [`LogStore::recover_indexing`]).
+pub(crate) struct Indexing<'a> {
+    pub(crate) usage: &'a mut dyn FnMut(Seq, Timestamp),
+    pub(crate) audit: &'a mut dyn FnMut(AuditKey<'_>),
 }
 
 /// The usage events of one block whose positions are in `wanted`, with their times.
@@ -497,18 +530,32 @@ pub(crate) fn audit_block_keys(
     Ok(ControlFlow::Continue(()))
 }
 
-impl<B: Backend> LogStore for Log<B> {
-    fn recover(&self) -> Result<Recovered, StoreError> {
+impl<B: Backend> Log<B> {
+    fn recover_with(&self, indexing: Option<Indexing<'_>>) -> Result<Recovered, StoreError> {
         self.backend.refresh()?;
         // One consistent state, even while another node appends and checkpoints.
         self.backend.pin()?;
-        let recovered = self.recover_log();
+        let recovered = self.recover_log(indexing);
         self.backend.unpin();
         let recovered = recovered?;
         // What the store holds is what was committed (after a write whose outcome was not
         // known, more than this process believed).
         *self.lock()? = recovered.meta.clone();
         Ok(recovered)
+    }
+}
+
+impl<B: Backend> LogStore for Log<B> {
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        self.recover_with(None)
+    }
+
+    fn recover_indexing(
+        &self,
+        usage: &mut dyn FnMut(Seq, Timestamp),
+        audit: &mut dyn FnMut(AuditKey<'_>),
+    ) -> Result<Recovered, StoreError> {
+        self.recover_with(Some(Indexing { usage, audit }))
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {

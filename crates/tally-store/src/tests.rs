@@ -314,6 +314,21 @@ fn check(store: &dyn LogStore, model: &Model) {
         store.usage_positions(meta.usage_floor, meta.head).unwrap(),
         positions
     );
+    // Recovery's one pass hands on exactly what the index reads would give.
+    let (mut seen, mut keys) = (Vec::new(), Vec::new());
+    let recovered = store
+        .recover_indexing(&mut |seq, at| seen.push((seq, at)), &mut |k| {
+            keys.push(format!("{k:?}"))
+        })
+        .unwrap();
+    assert_eq!(&recovered.meta, meta);
+    assert_eq!(seen, positions);
+    let mut read = Vec::new();
+    store
+        .audit_keys(1, meta.head, &mut |k| read.push(format!("{k:?}")))
+        .unwrap();
+    assert_eq!(keys, read);
+    assert_eq!(keys.len(), model.audit.len());
     let audits = store.audit_range(1, meta.head, usize::MAX).unwrap();
     let expected: Vec<(Seq, AuditEvent)> =
         model.audit.iter().map(|(s, a)| (*s, a.clone())).collect();
@@ -722,7 +737,11 @@ fn the_start_up_check_reads_every_value_once_across_cache_releases() {
         .unwrap();
     // One value per chunk, a few per chunk, and everything in one chunk.
     for chunk in [1, 700, usize::MAX] {
-        assert_eq!(store.check_values(chunk).unwrap(), keys, "chunk {chunk}");
+        assert_eq!(
+            store.check_values(chunk, None).unwrap(),
+            keys,
+            "chunk {chunk}"
+        );
     }
     // A flipped bit in the last block is found however the pass is cut.
     let key = crate::keys::seq_key(crate::keys::USAGE, 40);
@@ -733,7 +752,7 @@ fn the_start_up_check_reads_every_value_once_across_cache_releases() {
         .apply(vec![backend::Op::Put(key.to_vec(), value)], true)
         .unwrap();
     for chunk in [1, 700, usize::MAX] {
-        let error = store.check_values(chunk).unwrap_err();
+        let error = store.check_values(chunk, None).unwrap_err();
         assert!(
             error.to_string().contains("usage event block at seq 40"),
             "chunk {chunk}: {error}"

@@ -3,12 +3,16 @@
 use super::*;
 
 impl<B: Backend> Log<B> {
-    pub(super) fn recover_log(&self) -> Result<Recovered, StoreError> {
+    pub(super) fn recover_log(
+        &self,
+        indexing: Option<Indexing<'_>>,
+    ) -> Result<Recovered, StoreError> {
         let meta = read_meta(&self.backend)?.unwrap_or_default();
         // A bit flipped anywhere stops start-up, naming the position: every stored value's
-        // checksum is checked (cheap); the tail replayed below is also decoded in full.
+        // checksum is checked (cheap); the tail replayed below is also decoded in full. The
+        // same pass hands on what the indexes are built from, if asked.
         let started = std::time::Instant::now();
-        self.check_values(RECOVERY_READ_CHUNK)?;
+        self.check_values(RECOVERY_READ_CHUNK, indexing.map(|index| (&meta, index)))?;
         let checked = started.elapsed();
         let mut touched = Vec::new();
         let (mut state, replay_from) = if meta.checkpoint + 1 >= meta.log_start {
@@ -65,7 +69,7 @@ impl<B: Backend> Log<B> {
             ));
         }
         tracing::info!(
-            check_ms = checked.as_millis() as u64,
+            check_and_index_ms = checked.as_millis() as u64,
             table_and_replay_ms = (started.elapsed() - checked).as_millis() as u64,
             "log read"
         );

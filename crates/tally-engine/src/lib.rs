@@ -471,10 +471,10 @@ impl Engine {
             ms = started.elapsed().as_millis() as u64,
             "log recovered"
         );
-        let released = std::time::Instant::now();
         let meta = &recovered.meta;
         let reseeded = Arc::new(ReseedIndex::new(store.reseed_index(meta.epoch)?));
         // Recovery has read every page of the log once (to check it); let them go.
+        let released = std::time::Instant::now();
         store.release_cache()?;
         tracing::info!(
             release_ms = released.elapsed().as_millis() as u64,

@@ -13,7 +13,7 @@ use tally::{auth, backup, tail, telemetry, verify};
 /// fresh zeroed pages for the next group commit (glibc's behaviour above 128 KiB), which a
 /// profile of the engine showed as its largest cost.
 /// It is built without transparent huge pages (the workspace's `no_thp` feature): a partly used
-/// 2 MiB page counts whole in RSS, and without them start-up and a catch-up held 40-50 MB less.
+/// 2 MiB page counts whole in RSS, and without them start-up and a catch-up held 30-60 MB less.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -869,3 +869,105 @@ proptest! {
         }
     }
 }
+
+/// Every record [`visit_usage_block`] hands over, or the error it stopped at.
+fn visited_usage(bytes: &[u8]) -> Result<Vec<(u64, UsageRecordV1)>, DecodeError> {
+    let mut records = Vec::new();
+    let flow = visit_usage_block(bytes, |seq, record| {
+        records.push((seq, record));
+        Ok::<_, ()>(std::ops::ControlFlow::Continue(()))
+    });
+    match flow {
+        Ok(_) => Ok(records),
+        Err(VisitError::Decode(e)) => Err(e),
+        Err(VisitError::Visit(())) => unreachable!("this visitor never fails"),
+    }
+}
+
+/// What [`visit_usage_block`] should make of the records [`visit_block`] hands over.
+fn as_usage(records: Vec<LogRecordV1>) -> Vec<(u64, UsageRecordV1)> {
+    records
+        .into_iter()
+        .map(|r| {
+            let body = match r.body {
+                RecordBodyV1::Usage(u) => UsageRecordV1::Event(u),
+                RecordBodyV1::UsagePruned(p) => UsageRecordV1::Pruned(p),
+                other => UsageRecordV1::Other(other),
+            };
+            (r.seq, body)
+        })
+        .collect()
+}
+
+#[test]
+fn visiting_a_usage_block_reads_what_visiting_the_block_reads() {
+    let mixed = golden_block(&["record_usage", "record_usage_pruned", "record_audit"]);
+    let usage = visited_usage(&mixed).unwrap();
+    assert_eq!(usage, as_usage(visited(&mixed).unwrap()));
+    assert!(matches!(usage[0].1, UsageRecordV1::Event(_)));
+    assert!(matches!(usage[1].1, UsageRecordV1::Pruned(_)));
+    // A record of another stream is handed over whole, for the caller to refuse.
+    assert!(matches!(
+        usage[2].1,
+        UsageRecordV1::Other(RecordBodyV1::Audit(_))
+    ));
+    let golden = std::fs::read(fixture("block")).unwrap();
+    assert_eq!(
+        visited_usage(&golden).unwrap(),
+        as_usage(open::<BlockV1>(&golden).unwrap().records)
+    );
+    // The same damage, the same errors.
+    let mut flipped = mixed.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    assert_eq!(visited_usage(&flipped), visited(&flipped).map(as_usage));
+    assert_eq!(visited_usage(&mixed[..3]), Err(DecodeError::Truncated(3)));
+    let mut seen = 0;
+    let flow = visit_usage_block(&mixed, |_, _| {
+        seen += 1;
+        Ok::<_, ()>(std::ops::ControlFlow::Break(()))
+    });
+    assert!(matches!(flow, Ok(std::ops::ControlFlow::Break(()))));
+    assert_eq!(seen, 1);
+}
+
+proptest! {
+    /// On any usage block, damaged or not, visiting it as a usage block gives what visiting
+    /// it gives: the same records, or the same error.
+    #[test]
+    fn visiting_a_usage_block_agrees_with_visiting_it(
+        usage in prop::collection::vec((any::<u64>(), any_usage(), any::<u8>()), 0..8),
+        damage in prop::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        cut in any::<Option<usize>>(),
+    ) {
+        let block = BlockV1 {
+            records: usage
+                .into_iter()
+                .map(|(seq, u, kind)| LogRecordV1 {
+                    seq,
+                    body: match kind % 8 {
+                        0 => RecordBodyV1::UsagePruned(UsagePrunedV1 { guid: u.guid, created_at: u.created_at, cutoff: u.instance_count }),
+                        1 => RecordBodyV1::OrgDeleted(u.guid),
+                        _ => RecordBodyV1::Usage(u),
+                    },
+                })
+                .collect(),
+        };
+        let bytes = envelope(&block).unwrap();
+        prop_assert_eq!(visited_usage(&bytes).unwrap(), as_usage(block.records));
+        let mut payload = bytes[5..].to_vec();
+        for (at, byte) in damage {
+            if !payload.is_empty() {
+                let at = at % payload.len();
+                payload[at] = byte;
+            }
+        }
+        if let Some(cut) = cut {
+            payload.truncate(cut % (payload.len() + 1));
+        }
+        let mut damaged = vec![FORMAT_V1];
+        damaged.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        damaged.extend_from_slice(&payload);
+        prop_assert_eq!(visited_usage(&damaged), visited(&damaged).map(as_usage));
+    }
+}

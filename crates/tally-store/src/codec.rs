@@ -4,12 +4,13 @@
 use std::ops::ControlFlow;
 
 use proto_schemas::v1::{BlockV1, MetaV1, RecordBodyV1, TableBucketV1};
+use proto_schemas::UsageRecordV1;
 use tally_domain::{Event, Seq};
 
 use crate::backend::Backend;
 use crate::keys::*;
-use crate::mapping::{event_from, micros, pruned_from, row_from, time};
-use crate::{Meta, PrunedUsage, StoreError, TableRow};
+use crate::mapping::{event_from, micros, pruned_from, row_from, time, usage_from};
+use crate::{Meta, PrunedUsage, StoreError, TableRow, UsageSlot};
 
 pub(crate) fn corrupt(position: impl Into<String>, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
@@ -201,6 +202,61 @@ pub(crate) fn visit_block(
     if previous.is_none() {
         return Err(corrupt(
             format!("{} block at seq {first}", kind_name(prefix)),
+            "empty block",
+        ));
+    }
+    Ok(flow)
+}
+
+/// [`visit_block`] for a usage block, each record decoded straight into what a usage read
+/// keeps ([`proto_schemas::visit_usage_block`]), not through an [`Event`]: the same checks
+/// (order, a start at the key's sequence number, non-empty, only usage records) and errors.
+pub(crate) fn visit_usage_block(
+    key: &[u8],
+    value: &[u8],
+    mut visit: impl FnMut(Seq, UsageSlot) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<ControlFlow<()>, StoreError> {
+    let first = seq_of(key)
+        .ok_or_else(|| corrupt(format!("{} key {key:?}", kind_name(USAGE)), "malformed key"))?;
+    let position = |seq: Seq| format!("{} seq {seq}", kind_name(USAGE));
+    let mut previous: Option<Seq> = None;
+    let flow = proto_schemas::visit_usage_block(value, |seq, record| {
+        let ordered = match previous {
+            None => seq == first,
+            Some(p) => seq > p,
+        };
+        if !ordered {
+            return Err(corrupt(
+                position(seq),
+                format!("out of order in the block at seq {first}"),
+            ));
+        }
+        previous = Some(seq);
+        let slot = match record {
+            UsageRecordV1::Event(u) => {
+                UsageSlot::Event(usage_from(u).map_err(|e| corrupt(position(seq), e))?)
+            }
+            UsageRecordV1::Pruned(p) => {
+                UsageSlot::Pruned(pruned_from(p).map_err(|e| corrupt(position(seq), e))?)
+            }
+            UsageRecordV1::Other(_) => {
+                return Err(corrupt(
+                    position(seq),
+                    "record of the wrong kind for its stream",
+                ))
+            }
+        };
+        visit(seq, slot)
+    })
+    .map_err(|e| match e {
+        proto_schemas::VisitError::Decode(e) => {
+            corrupt(format!("{} block at seq {first}", kind_name(USAGE)), e)
+        }
+        proto_schemas::VisitError::Visit(e) => e,
+    })?;
+    if previous.is_none() {
+        return Err(corrupt(
+            format!("{} block at seq {first}", kind_name(USAGE)),
             "empty block",
         ));
     }

@@ -149,31 +149,44 @@ fn rows_in_buckets(state: &State, first_bucket: u16, last_bucket: u16) -> Vec<Ta
         .collect()
 }
 
-/// What a read of a stream makes of one entry: `Some(Some(item))` to keep, `Some(None)` to skip
-/// (a pruned event), `None` when the entry is of the wrong kind.
-type Pick<T> = Option<Option<T>>;
+/// What a read of a stream hands on of each record of a block: its position and what the read
+/// keeps (`None`: a pruned event, skipped); the visitor breaks when the read has enough.
+type Keep<'v, T> = dyn FnMut(Seq, Option<T>) -> Result<ControlFlow<()>, StoreError> + 'v;
 
-fn usage_of(entry: Entry) -> Pick<UsageEvent> {
-    match entry {
-        Entry::Event(Event::UsageRecorded(u)) => Some(Some(u)),
-        Entry::Pruned(_) => Some(None),
-        Entry::Event(_) => None,
-    }
+/// A usage block's events, pruned ones skipped; decoded straight into usage events.
+fn usage_of(
+    key: &[u8],
+    value: &[u8],
+    keep: &mut Keep<'_, UsageEvent>,
+) -> Result<ControlFlow<()>, StoreError> {
+    visit_usage_block(key, value, |seq, slot| match slot {
+        UsageSlot::Event(u) => keep(seq, Some(u)),
+        UsageSlot::Pruned(_) => keep(seq, None),
+    })
 }
 
-fn slot_of(entry: Entry) -> Pick<UsageSlot> {
-    match entry {
-        Entry::Event(Event::UsageRecorded(u)) => Some(Some(UsageSlot::Event(u))),
-        Entry::Pruned(p) => Some(Some(UsageSlot::Pruned(p))),
-        Entry::Event(_) => None,
-    }
+/// A usage block's positions, pruned ones included.
+fn slot_of(
+    key: &[u8],
+    value: &[u8],
+    keep: &mut Keep<'_, UsageSlot>,
+) -> Result<ControlFlow<()>, StoreError> {
+    visit_usage_block(key, value, |seq, slot| keep(seq, Some(slot)))
 }
 
-fn audit_of(entry: Entry) -> Pick<AuditEvent> {
-    match entry {
-        Entry::Event(Event::AuditRecorded(a)) => Some(Some(a)),
-        _ => None,
-    }
+/// An audit block's events.
+fn audit_of(
+    key: &[u8],
+    value: &[u8],
+    keep: &mut Keep<'_, AuditEvent>,
+) -> Result<ControlFlow<()>, StoreError> {
+    visit_block(AUDIT, key, value, |seq, entry| match entry {
+        Entry::Event(Event::AuditRecorded(a)) => keep(seq, Some(a)),
+        _ => Err(corrupt(
+            format!("{} seq {seq}", kind_name(AUDIT)),
+            "wrong kind",
+        )),
+    })
 }
 
 impl<B: Backend> Log<B> {
@@ -202,7 +215,8 @@ impl<B: Backend> Log<B> {
             .map_err(|_| StoreError::Io("store lock poisoned".to_owned()))
     }
 
-    /// Records of one stream with `from <= seq <= upto`, ascending (or descending), at most `limit`.
+    /// Records of one stream with `from <= seq <= upto`, ascending (or descending), at most `limit`;
+    /// `records` reads a block of the stream (`usage_of`, `slot_of`, `audit_of`).
     fn range<T>(
         &self,
         prefix: u8,
@@ -210,7 +224,7 @@ impl<B: Backend> Log<B> {
         upto: Seq,
         limit: usize,
         reverse: bool,
-        pick: impl Fn(Entry) -> Pick<T>,
+        records: impl Fn(&[u8], &[u8], &mut Keep<'_, T>) -> Result<ControlFlow<()>, StoreError>,
     ) -> Result<Vec<(Seq, T)>, StoreError> {
         if from > upto || limit == 0 {
             return Ok(Vec::new());
@@ -220,16 +234,14 @@ impl<B: Backend> Log<B> {
             .unwrap_or(usize::MAX)
             .saturating_add(1);
         let mut out: Vec<(Seq, T)> = Vec::with_capacity(limit.min(span).min(8192));
-        let take = |seq: Seq, entry: Entry, out: &mut Vec<(Seq, T)>| -> Result<bool, StoreError> {
+        let take = |seq: Seq, item: Option<T>, out: &mut Vec<(Seq, T)>| -> bool {
             if seq < from || seq > upto {
-                return Ok(true);
+                return true;
             }
-            let item = pick(entry)
-                .ok_or_else(|| corrupt(format!("{} seq {seq}", kind_name(prefix)), "wrong kind"))?;
             if let Some(item) = item {
                 out.push((seq, item));
             }
-            Ok(out.len() < limit)
+            out.len() < limit
         };
         if reverse {
             // Blocks whose first record is at or before `upto`, newest first, until one starts before `from`.
@@ -238,10 +250,14 @@ impl<B: Backend> Log<B> {
                 &range_end(prefix, upto),
                 true,
                 &mut |key, value| {
-                    let records = decode_block(prefix, key, value)?;
-                    let first = records.first().map_or(0, |(s, _)| *s);
-                    for (seq, event) in records.into_iter().rev() {
-                        if !take(seq, event, &mut out)? {
+                    let mut block = Vec::new();
+                    let _ = records(key, value, &mut |seq, item| {
+                        block.push((seq, item));
+                        Ok(ControlFlow::Continue(()))
+                    })?;
+                    let first = block.first().map_or(0, |(s, _)| *s);
+                    for (seq, item) in block.into_iter().rev() {
+                        if !take(seq, item, &mut out) {
                             return Ok(ControlFlow::Break(()));
                         }
                     }
@@ -254,6 +270,13 @@ impl<B: Backend> Log<B> {
             )?;
             return Ok(out);
         }
+        let keep = |more: bool| {
+            Ok(if more {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            })
+        };
         // The block that may hold `from` starts at or before it; then every later block.
         let mut more = true;
         self.backend.scan(
@@ -262,13 +285,9 @@ impl<B: Backend> Log<B> {
             true,
             &mut |key, value| {
                 // Whether it stopped inside the block is `more`.
-                let _ = visit_block(prefix, key, value, |seq, event| {
-                    more = take(seq, event, &mut out)?;
-                    Ok(if more {
-                        ControlFlow::Continue(())
-                    } else {
-                        ControlFlow::Break(())
-                    })
+                let _ = records(key, value, &mut |seq, item| {
+                    more = take(seq, item, &mut out);
+                    keep(more)
                 })?;
                 Ok(ControlFlow::Break(()))
             },
@@ -279,13 +298,7 @@ impl<B: Backend> Log<B> {
                 &range_end(prefix, upto),
                 false,
                 &mut |key, value| {
-                    visit_block(prefix, key, value, |seq, event| {
-                        Ok(if take(seq, event, &mut out)? {
-                            ControlFlow::Continue(())
-                        } else {
-                            ControlFlow::Break(())
-                        })
-                    })
+                    records(key, value, &mut |seq, item| keep(take(seq, item, &mut out)))
                 },
             )?;
         }
@@ -685,18 +698,18 @@ impl<B: Backend> LogStore for Log<B> {
     fn audit_many(&self, seqs: &[Seq]) -> Result<Vec<(Seq, AuditEvent)>, StoreError> {
         let mut out = Vec::with_capacity(seqs.len());
         // The block decoded last: its records, each taken when asked for.
-        let mut block: Vec<(Seq, Option<Entry>)> = Vec::new();
+        let mut block: Vec<(Seq, Option<AuditEvent>)> = Vec::new();
         for &seq in seqs {
-            let spans = |block: &[(Seq, Option<Entry>)]| matches!((block.first(), block.last()), (Some((a, _)), Some((b, _))) if *a <= seq && seq <= *b);
+            let spans = |block: &[(Seq, Option<AuditEvent>)]| matches!((block.first(), block.last()), (Some((a, _)), Some((b, _))) if *a <= seq && seq <= *b);
             if !spans(&block) {
                 // The block holding `seq` is the last one that starts at or before it.
                 block.clear();
                 self.backend
                     .scan(&[AUDIT], &range_end(AUDIT, seq), true, &mut |key, value| {
-                        block = decode_block(AUDIT, key, value)?
-                            .into_iter()
-                            .map(|(seq, entry)| (seq, Some(entry)))
-                            .collect();
+                        let _ = audit_of(key, value, &mut |seq, event| {
+                            block.push((seq, event));
+                            Ok(ControlFlow::Continue(()))
+                        })?;
                         Ok(ControlFlow::Break(()))
                     })?;
                 if !spans(&block) {
@@ -706,11 +719,8 @@ impl<B: Backend> LogStore for Log<B> {
             let Ok(at) = block.binary_search_by_key(&seq, |(s, _)| *s) else {
                 continue;
             };
-            if let Some(entry) = block[at].1.take() {
-                let picked = audit_of(entry).ok_or_else(|| {
-                    corrupt(format!("{} seq {seq}", kind_name(AUDIT)), "wrong kind")
-                })?;
-                out.extend(picked.map(|event| (seq, event)));
+            if let Some(event) = block[at].1.take() {
+                out.push((seq, event));
             }
         }
         Ok(out)

@@ -16,6 +16,7 @@
 //!   (the meta it wrote is the head), so a caller is never told "failed" for a write that is in
 //!   the log, nor "done" for one that is not.
 
+use std::ops::ControlFlow;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,9 +29,9 @@ use r2d2_postgres::PostgresConnectionManager;
 use tally_domain::{Seq, UsageEvent};
 
 use crate::backend::{Backend, Op, Ranged, Visitor};
-use crate::codec::{decode_block, decode_meta, Entry};
+use crate::codec::{decode_block, decode_meta, visit_usage_block};
 use crate::keys::{META, USAGE};
-use crate::StoreError;
+use crate::{StoreError, UsageSlot};
 
 mod migrations {
     refinery::embed_migrations!("migrations");
@@ -709,16 +710,18 @@ impl<'a> Writes<'a> {
             match op {
                 Op::Put(key, value) => {
                     if key.first() == Some(&USAGE) {
-                        let entries = decode_block(USAGE, key, value)?;
-                        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                            // A block past the head is new: nothing of it is mirrored yet.
-                            if seq_i64(first.0)? <= head {
-                                writes.cleared.push((seq_i64(first.0)?, seq_i64(last.0)?));
-                            }
-                        }
-                        for (seq, entry) in entries {
-                            if let Entry::Event(tally_domain::Event::UsageRecorded(u)) = entry {
+                        let mut span: Option<(Seq, Seq)> = None;
+                        let _ = visit_usage_block(key, value, |seq, slot| {
+                            span = Some(span.map_or((seq, seq), |(first, _)| (first, seq)));
+                            if let UsageSlot::Event(u) = slot {
                                 writes.usage.push(seq, u)?;
+                            }
+                            Ok(ControlFlow::Continue(()))
+                        })?;
+                        if let Some((first, last)) = span {
+                            // A block past the head is new: nothing of it is mirrored yet.
+                            if seq_i64(first)? <= head {
+                                writes.cleared.push((seq_i64(first)?, seq_i64(last)?));
                             }
                         }
                     }

@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use report::{Latencies, Row};
-use scenarios::{Fleet, Pattern};
+use scenarios::{Consumer, Fleet, Pattern};
 use target::Target;
 
 #[derive(Parser)]
@@ -483,9 +483,15 @@ async fn catch_up(
     read_everything(&target, rows).await
 }
 
+/// The whole epoch read by one consumer: v3 and v2 consumers that parse each page before
+/// asking for the next, and a v3 consumer that asks for the next page while it parses.
 async fn read_everything(target: &Target, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    for v3 in [true, false] {
-        let (row, _) = scenarios::catch_up(target, v3).await?;
+    for (v3, consumer) in [
+        (true, Consumer::Sequential),
+        (true, Consumer::Pipelined),
+        (false, Consumer::Sequential),
+    ] {
+        let (row, _) = scenarios::catch_up_with(target, v3, 1, consumer).await?;
         push(rows, row);
     }
     Ok(())
@@ -634,9 +640,11 @@ async fn compare_postgres(
         let note = format!("{}; median of {runs}; {}", row.note, ratio(&row, pg));
         push(rows, row.note(note));
     }
-    let (read, _) = scenarios::catch_up(&target, true).await?;
-    let note = format!("{}; {}", read.note, ratio(&read, &pg_read));
-    push(rows, read.note(note));
+    for consumer in [Consumer::Sequential, Consumer::Pipelined] {
+        let (read, _) = scenarios::catch_up_with(&target, true, 1, consumer).await?;
+        let note = format!("{}; {}", read.note, ratio(&read, &pg_read));
+        push(rows, read.note(note));
+    }
     let purged = scenarios::purge(&target, apps, purges.max(1)).await?;
     let p50 = |row: &Row| row.latency.as_ref().map(|l| l.p50_ms);
     let note = match (p50(&purged), p50(&pg_purge)) {

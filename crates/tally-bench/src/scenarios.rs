@@ -276,6 +276,17 @@ pub async fn catch_up(target: &Target, v3: bool) -> anyhow::Result<(Row, u64)> {
     catch_up_by(target, v3, 1).await
 }
 
+/// How a consumer reading the whole epoch goes from one page to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumer {
+    /// Parses each page whole, then asks for the next one after its last event.
+    Sequential,
+    /// Asks for the next page as soon as it found the page's last event guid (a scan of the
+    /// page's tail), and parses the page whole meanwhile, on another thread; each parse then
+    /// checks the guid the next request used was the page's last event's.
+    Pipelined,
+}
+
 /// [`catch_up`] by `consumers` consumers at once, each reading the whole epoch through the node
 /// its number picks; events/s of all of them together.
 pub async fn catch_up_by(
@@ -283,8 +294,18 @@ pub async fn catch_up_by(
     v3: bool,
     consumers: usize,
 ) -> anyhow::Result<(Row, u64)> {
+    catch_up_with(target, v3, consumers, Consumer::Sequential).await
+}
+
+/// [`catch_up_by`] with consumers that go from page to page as `consumer` says.
+pub async fn catch_up_with(
+    target: &Target,
+    v3: bool,
+    consumers: usize,
+    consumer: Consumer,
+) -> anyhow::Result<(Row, u64)> {
     let started = Instant::now();
-    let reads = (0..consumers.max(1)).map(|k| read_epoch(target.node(k), v3));
+    let reads = (0..consumers.max(1)).map(|k| read_epoch(target.node(k), v3, consumer));
     let mut latencies = Latencies::new();
     let (mut events, mut each) = (0u64, 0u64);
     for result in futures_util::future::join_all(reads).await {
@@ -294,14 +315,19 @@ pub async fn catch_up_by(
         latencies.merge(&pages);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (api, goal) = if v3 {
-        ("v3 per_page=5000", "≥ 150,000 events/s")
-    } else {
-        ("v2 results-per-page=10000", "")
+    let (api, goal) = match (v3, consumer) {
+        (true, Consumer::Sequential) => ("v3 per_page=5000", "≥ 150,000 events/s"),
+        (true, Consumer::Pipelined) => ("v3 per_page=5000, pipelined consumer", ""),
+        (false, Consumer::Sequential) => ("v2 results-per-page=10000", ""),
+        (false, Consumer::Pipelined) => ("v2 results-per-page=10000, pipelined consumer", ""),
     };
     let by = match consumers.max(1) {
         1 => String::new(),
         c => format!(", {c} consumers"),
+    };
+    let latency = match consumer {
+        Consumer::Sequential => "latency per page (request to parsed)",
+        Consumer::Pipelined => "latency per page (request to last byte)",
     };
     Ok((
         Row::new(
@@ -310,18 +336,24 @@ pub async fn catch_up_by(
         )
         .throughput(events as f64 / elapsed, "events/s")
         .latency(&latencies)
-        .note(format!("{} pages, latency per page", latencies.count()))
+        .note(format!("{} pages, {latency}", latencies.count()))
         .goal(goal),
         each,
     ))
 }
 
 /// One consumer reading the whole epoch; the events it read and each page's latency.
-async fn read_epoch(target: &Target, v3: bool) -> anyhow::Result<(u64, Latencies)> {
+async fn read_epoch(
+    target: &Target,
+    v3: bool,
+    consumer: Consumer,
+) -> anyhow::Result<(u64, Latencies)> {
     let per_page = if v3 { 5000 } else { 10000 };
     let mut after: Option<String> = None;
     let mut events = 0u64;
     let mut latencies = Latencies::new();
+    // A pipelined consumer's page being parsed, and the guid the request after it used.
+    let mut parsing: Option<(tokio::task::JoinHandle<anyhow::Result<Vec<String>>>, String)> = None;
     loop {
         let mut path = if v3 {
             format!("/v3/app_usage_events?per_page={per_page}")
@@ -339,27 +371,81 @@ async fn read_epoch(target: &Target, v3: bool) -> anyhow::Result<(u64, Latencies
             response.status()
         );
         let bytes = response.bytes().await?;
-        let guids: Vec<String> = if v3 {
-            serde_json::from_slice::<V3Page>(&bytes)?
-                .resources
-                .into_iter()
-                .map(|e| e.guid)
-                .collect()
-        } else {
-            serde_json::from_slice::<V2Page>(&bytes)?
-                .resources
-                .into_iter()
-                .map(|e| e.metadata.guid)
-                .collect()
-        };
+        if consumer == Consumer::Sequential {
+            let guids = page_guids(&bytes, v3)?;
+            latencies.record(sent.elapsed());
+            events += guids.len() as u64;
+            match guids.last() {
+                Some(last) if guids.len() == per_page => after = Some(last.clone()),
+                _ => break,
+            }
+            continue;
+        }
         latencies.record(sent.elapsed());
-        events += guids.len() as u64;
-        match guids.last() {
-            Some(last) if guids.len() == per_page => after = Some(last.clone()),
-            _ => break,
+        let next = last_guid(&bytes, v3);
+        let page = tokio::task::spawn_blocking(move || page_guids(&bytes, v3));
+        if let Some((previous, used)) = parsing.take() {
+            events += checked(previous.await??, Some(&used))?;
+        }
+        match next {
+            Some(next) => {
+                after = Some(next.clone());
+                parsing = Some((page, next));
+            }
+            None => {
+                events += checked(page.await??, None)?;
+                break;
+            }
         }
     }
     Ok((events, latencies))
+}
+
+/// A page's event guids, in order.
+fn page_guids(bytes: &[u8], v3: bool) -> anyhow::Result<Vec<String>> {
+    Ok(if v3 {
+        serde_json::from_slice::<V3Page>(bytes)?
+            .resources
+            .into_iter()
+            .map(|e| e.guid)
+            .collect()
+    } else {
+        serde_json::from_slice::<V2Page>(bytes)?
+            .resources
+            .into_iter()
+            .map(|e| e.metadata.guid)
+            .collect()
+    })
+}
+
+/// The guid of a page's last event, found without parsing the page: the last resource opens
+/// with `{"guid":"` (v3) or `{"metadata":{"guid":"` (v2) right after `[` or `,`, which inside a
+/// JSON string would be escaped. [`checked`] holds it to the parse.
+fn last_guid(bytes: &[u8], v3: bool) -> Option<String> {
+    let open: &[u8] = if v3 {
+        b"{\"guid\":\""
+    } else {
+        b"{\"metadata\":{\"guid\":\""
+    };
+    let at = (1..bytes.len().saturating_sub(open.len()))
+        .rev()
+        .find(|&i| matches!(bytes[i - 1], b'[' | b',') && bytes[i..].starts_with(open))?;
+    let guid = bytes.get(at + open.len()..at + open.len() + 36)?;
+    String::from_utf8(guid.to_vec()).ok()
+}
+
+/// The events of a parsed page, once its last event is the one the next request started after
+/// (`None`: the last page, which must be empty or short).
+fn checked(guids: Vec<String>, used: Option<&String>) -> anyhow::Result<u64> {
+    match used {
+        Some(used) => ensure!(
+            guids.last() == Some(used),
+            "the next page was asked for after {used}, but the page ends with {:?}",
+            guids.last()
+        ),
+        None => ensure!(guids.is_empty(), "a page whose last event was not found"),
+    }
+    Ok(guids.len() as u64)
 }
 
 /// The newest usage event's guid, if any.
@@ -634,4 +720,73 @@ pub async fn mixed(
         writes.count(),
         writes.count() as f64 / elapsed
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "00000000-0000-0000-0000-00000000000a";
+    const B: &str = "00000000-0000-0000-0000-00000000000b";
+    const NESTED: &str = "00000000-0000-0000-0000-0000000000ff";
+
+    /// A v3 page as tally writes it: each resource opens with its guid; nested objects and
+    /// free text hold guids and the resource opening too.
+    fn v3_page(guids: &[&str]) -> Vec<u8> {
+        let resources: Vec<String> = guids
+            .iter()
+            .map(|g| {
+                format!(
+                    r#"{{"guid":"{g}","app":{{"guid":"{NESTED}","name":"x\",{{\"guid\":\"{NESTED}"}},"space":{{"guid":"{NESTED}"}}}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"pagination":{{"total_results":{}}},"resources":[{}]}}"#,
+            guids.len(),
+            resources.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn v2_page(guids: &[&str]) -> Vec<u8> {
+        let resources: Vec<String> = guids
+            .iter()
+            .map(|g| {
+                format!(r#"{{"metadata":{{"guid":"{g}"}},"entity":{{"app_guid":"{NESTED}","app_name":"y\",{{\"metadata\":{{\"guid\":\"{NESTED}"}}}}"#)
+            })
+            .collect();
+        format!(
+            r#"{{"total_results":{},"resources":[{}]}}"#,
+            guids.len(),
+            resources.join(",")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_last_guid_is_the_last_resources_own_as_the_parse_says() {
+        for v3 in [true, false] {
+            let page = |g: &[&str]| if v3 { v3_page(g) } else { v2_page(g) };
+            for guids in [vec![A], vec![A, B], vec![B, A, B, A]] {
+                let bytes = page(&guids);
+                let parsed = page_guids(&bytes, v3).unwrap();
+                assert_eq!(parsed, guids);
+                assert_eq!(last_guid(&bytes, v3).as_deref(), guids.last().copied());
+                let last = guids.last().map(|g| (*g).to_owned());
+                assert_eq!(checked(parsed, last.as_ref()).unwrap(), guids.len() as u64);
+            }
+            let empty = page(&[]);
+            assert_eq!(last_guid(&empty, v3), None);
+            assert_eq!(checked(page_guids(&empty, v3).unwrap(), None).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn a_cursor_the_parse_does_not_confirm_fails_the_read() {
+        let parsed = page_guids(&v3_page(&[A, B]), true).unwrap();
+        assert!(checked(parsed.clone(), Some(&A.to_owned())).is_err());
+        // A last page must be empty: a page whose end was not found is an error.
+        assert!(checked(parsed, None).is_err());
+    }
 }

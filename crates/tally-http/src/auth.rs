@@ -129,6 +129,58 @@ struct Claims {
     #[serde(default)]
     scope: Vec<String>,
     jti: Option<String>,
+    /// Checked by `jsonwebtoken`; read again to bound how long the token is trusted.
+    exp: Option<f64>,
+    nbf: Option<f64>,
+}
+
+/// How long a token that verified is taken again without checking its signature: a client
+/// sends the same token with every request until it expires, and the check (HMAC or RSA,
+/// and parsing the claims) costs more than many requests.
+const TRUSTED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// Verified tokens kept at most.
+const TRUSTED_TOKENS: usize = 1024;
+
+/// A token that verified: who it names, and until when it may be taken without a check.
+struct Trusted {
+    identity: Identity,
+    /// `exp` and `nbf` (seconds since the epoch).
+    exp: f64,
+    nbf: Option<f64>,
+    verified: std::time::Instant,
+    /// UAA's key set it verified against (among others), when it was an RSA token checked
+    /// with the key URL: trusted only while that set is the current one, so a key UAA retired
+    /// stops working as soon as the key set is fetched again.
+    keys: Option<std::sync::Arc<Vec<DecodingKey>>>,
+}
+
+impl Trusted {
+    #[cfg(test)]
+    fn clone_of(other: &Self) -> Self {
+        Self {
+            identity: other.identity.clone(),
+            exp: other.exp,
+            nbf: other.nbf,
+            verified: other.verified,
+            keys: other.keys.clone(),
+        }
+    }
+
+    /// Whether the token may be taken on trust at `now` (seconds since the epoch) and
+    /// `instant`: verified less than [`TRUSTED_FOR`] ago, not expired, already valid. Stricter
+    /// than the check itself (no leeway), so the cache accepts nothing the check would refuse.
+    fn holds(&self, now: f64, instant: std::time::Instant) -> bool {
+        instant.saturating_duration_since(self.verified) < TRUSTED_FOR
+            && now < self.exp
+            && self.nbf.is_none_or(|nbf| nbf <= now)
+    }
+}
+
+/// Seconds since the epoch, as `jsonwebtoken` reads the clock for `exp`.
+fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Checks bearer tokens.
@@ -137,6 +189,14 @@ pub struct TokenVerifier {
     rsa: Vec<DecodingKey>,
     remote: Option<remote::RemoteKeys>,
     settings: AuthSettings,
+    /// Tokens that verified lately ([`TRUSTED_FOR`]), by the token's text.
+    trusted: quick_cache::sync::Cache<String, std::sync::Arc<Trusted>>,
+}
+
+/// A verified token's `exp` and `nbf`.
+struct Lifetime {
+    exp: Option<f64>,
+    nbf: Option<f64>,
 }
 
 /// A bearer token that passed the checks that need no key.
@@ -148,7 +208,7 @@ struct Candidate<'a> {
 
 /// How trying a set of keys ended.
 enum Tried {
-    Valid(Identity),
+    Valid(Identity, Lifetime),
     /// No key verified the signature (a fresher key set might).
     BadSignature(AuthError),
     /// The token is wrong whatever the key.
@@ -182,6 +242,7 @@ impl TokenVerifier {
             rsa,
             remote,
             settings,
+            trusted: quick_cache::sync::Cache::new(TRUSTED_TOKENS),
         })
     }
 
@@ -190,16 +251,63 @@ impl TokenVerifier {
         let candidate = self.candidate(authorization)?;
         let keys = if candidate.rsa { &self.rsa } else { &self.hmac };
         match try_keys(&candidate, keys.iter()) {
-            Tried::Valid(identity) => Ok(identity),
+            Tried::Valid(identity, lifetime) => {
+                Ok(self.trust(candidate.token, identity, lifetime, None))
+            }
             Tried::BadSignature(e) | Tried::Invalid(e) => Err(e),
         }
+    }
+
+    /// The identity of a token that verified lately and still holds ([`Trusted::holds`]),
+    /// against the key set that is current.
+    async fn trusted(&self, authorization: Option<&str>) -> Option<Identity> {
+        let token = bearer(authorization).ok()?;
+        let trusted = self.trusted.get(token)?;
+        if !trusted.holds(epoch_seconds(), std::time::Instant::now()) {
+            return None;
+        }
+        if let Some(keys) = &trusted.keys {
+            let current = self.remote.as_ref()?.keys(false).await;
+            if !std::sync::Arc::ptr_eq(keys, &current) {
+                return None;
+            }
+        }
+        Some(trusted.identity.clone())
+    }
+
+    /// Remembers a token that verified (one without `exp` is not: the check requires it).
+    fn trust(
+        &self,
+        token: &str,
+        identity: Identity,
+        lifetime: Lifetime,
+        keys: Option<std::sync::Arc<Vec<DecodingKey>>>,
+    ) -> Identity {
+        if let Some(exp) = lifetime.exp {
+            let trusted = Trusted {
+                identity: identity.clone(),
+                exp,
+                nbf: lifetime.nbf,
+                verified: std::time::Instant::now(),
+                keys,
+            };
+            self.trusted
+                .insert(token.to_owned(), std::sync::Arc::new(trusted));
+        }
+        identity
     }
 
     /// Checks an `Authorization` header value. RSA tokens are tried against the configured PEM
     /// keys and the key URL's keys (cached for 30 s); when no key verifies the signature the
     /// URL is asked again once (CC does the same, so a UAA key rotation needs no restart).
     /// With a key URL that cannot be reached and no other RSA key: `UaaUnavailable`.
+    ///
+    /// A token that verified in the last [`TRUSTED_FOR`] and has not expired is taken again
+    /// without a check.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, AuthError> {
+        if let Some(identity) = self.trusted(authorization).await {
+            return Ok(identity);
+        }
         let candidate = self.candidate(authorization)?;
         let Some(remote) = self.remote.as_ref().filter(|_| candidate.rsa) else {
             return self.verify(authorization);
@@ -211,7 +319,9 @@ impl TokenVerifier {
                 return Err(AuthError::Unavailable);
             }
             match try_keys(&candidate, self.rsa.iter().chain(fetched.iter())) {
-                Tried::Valid(identity) => return Ok(identity),
+                Tried::Valid(identity, lifetime) => {
+                    return Ok(self.trust(candidate.token, identity, lifetime, Some(fetched)))
+                }
                 Tried::BadSignature(_) if !refreshed => refreshed = true,
                 Tried::BadSignature(e) | Tried::Invalid(e) => return Err(e),
             }
@@ -219,20 +329,7 @@ impl TokenVerifier {
     }
 
     fn candidate<'a>(&self, authorization: Option<&'a str>) -> Result<Candidate<'a>, AuthError> {
-        let header = authorization.ok_or(AuthError::Missing)?;
-        let is_bearer = header.len() >= 6
-            && header
-                .get(..6)
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
-        if !is_bearer {
-            return Err(AuthError::Missing);
-        }
-        let parts: Vec<&str> = header.split(' ').collect();
-        let [_, token] = parts.as_slice() else {
-            return Err(AuthError::Invalid(
-                "not two space-separated parts".to_owned(),
-            ));
-        };
+        let token = bearer(authorization)?;
         let jwt_header =
             decode_header(token).map_err(|e| AuthError::Invalid(format!("header: {e}")))?;
         // RFC 7515 §4.1.11: a recipient must reject a token naming an extension in `crit` it
@@ -267,6 +364,25 @@ impl TokenVerifier {
     }
 }
 
+/// The token of an `Authorization: bearer <token>` header.
+fn bearer(authorization: Option<&str>) -> Result<&str, AuthError> {
+    let header = authorization.ok_or(AuthError::Missing)?;
+    let is_bearer = header.len() >= 6
+        && header
+            .get(..6)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
+    if !is_bearer {
+        return Err(AuthError::Missing);
+    }
+    let mut parts = header.split(' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(token), None) => Ok(token),
+        _ => Err(AuthError::Invalid(
+            "not two space-separated parts".to_owned(),
+        )),
+    }
+}
+
 fn try_keys<'k>(candidate: &Candidate<'_>, keys: impl Iterator<Item = &'k DecodingKey>) -> Tried {
     let mut last = Tried::BadSignature(AuthError::Invalid(
         "no key configured for this algorithm".to_owned(),
@@ -274,10 +390,14 @@ fn try_keys<'k>(candidate: &Candidate<'_>, keys: impl Iterator<Item = &'k Decodi
     for key in keys {
         match decode::<Claims>(candidate.token, key, &candidate.validation) {
             Ok(data) => {
+                let lifetime = Lifetime {
+                    exp: data.claims.exp,
+                    nbf: data.claims.nbf,
+                };
                 return match identity(data.claims) {
-                    Ok(identity) => Tried::Valid(identity),
+                    Ok(identity) => Tried::Valid(identity, lifetime),
                     Err(e) => Tried::Invalid(e),
-                }
+                };
             }
             Err(e) => {
                 let error = AuthError::Invalid(e.to_string());

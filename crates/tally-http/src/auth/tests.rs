@@ -421,3 +421,88 @@ fn unknown_critical_headers_and_identities_with_control_characters_are_refused()
         .verify(Some(&bearer(&hs(Algorithm::HS256, &c, SECRET))))
         .is_ok());
 }
+
+fn trusted(identity: &str, exp: f64, verified: std::time::Instant) -> std::sync::Arc<Trusted> {
+    std::sync::Arc::new(Trusted {
+        identity: Identity {
+            id: identity.to_owned(),
+            is_client: false,
+            email: None,
+            user_name: None,
+            roles: HashSet::new(),
+        },
+        exp,
+        nbf: None,
+        verified,
+        keys: None,
+    })
+}
+
+#[tokio::test]
+async fn a_token_that_verified_is_taken_again_only_while_it_holds() {
+    let verifier = verifier();
+    let token = hs(
+        Algorithm::HS256,
+        &claims(&["cloud_controller.read"]),
+        SECRET,
+    );
+    let identity = verifier.authenticate(Some(&bearer(&token))).await.unwrap();
+    let remembered = verifier.trusted.get(token.as_str()).unwrap();
+    assert_eq!(remembered.identity, identity);
+    let (at, instant) = (now() as f64, std::time::Instant::now());
+    assert!(remembered.holds(at, instant));
+    // Not past `exp` (without leeway), not past its time, not before `nbf`.
+    assert!(!remembered.holds(remembered.exp, instant));
+    assert!(!remembered.holds(at, remembered.verified + TRUSTED_FOR));
+    let early = Trusted {
+        nbf: Some(at + 1.0),
+        keys: None,
+        ..Trusted::clone_of(&remembered)
+    };
+    assert!(!early.holds(at, instant));
+    // What the request path does with it: a token whose signature is wrong is refused on its
+    // own, taken while an entry for it holds, and refused again once the entry expired.
+    let forged = hs(Algorithm::HS256, &claims(&[]), b"not-the-secret");
+    assert!(invalid(verifier.authenticate(Some(&bearer(&forged))).await));
+    assert!(verifier.trusted.get(forged.as_str()).is_none());
+    verifier.trusted.insert(
+        forged.clone(),
+        trusted("planted", at + 600.0, std::time::Instant::now()),
+    );
+    let taken = verifier.authenticate(Some(&bearer(&forged))).await.unwrap();
+    assert_eq!(taken.id, "planted");
+    verifier.trusted.insert(
+        forged.clone(),
+        trusted("planted", at - 1.0, std::time::Instant::now()),
+    );
+    assert!(invalid(verifier.authenticate(Some(&bearer(&forged))).await));
+    let long_ago = std::time::Instant::now()
+        .checked_sub(TRUSTED_FOR)
+        .unwrap_or_else(std::time::Instant::now);
+    verifier
+        .trusted
+        .insert(forged.clone(), trusted("planted", at + 600.0, long_ago));
+    if long_ago + TRUSTED_FOR <= std::time::Instant::now() {
+        assert!(invalid(verifier.authenticate(Some(&bearer(&forged))).await));
+    }
+}
+
+#[tokio::test]
+async fn a_token_checked_with_uaas_keys_is_trusted_only_while_that_key_set_is_current() {
+    let uaa = fake_uaa(&["test_rsa.pub.pem"]).await;
+    let verifier = remote_verifier(&uaa.url, &[]);
+    let token = rs(Algorithm::RS256, &claims(&[]), "test_rsa.pem");
+    verifier.authenticate(Some(&bearer(&token))).await.unwrap();
+    let remembered = verifier.trusted.get(token.as_str()).unwrap();
+    assert!(remembered.keys.is_some());
+    assert!(verifier.trusted(Some(&bearer(&token))).await.is_some());
+    // Another key set (a rotation fetched it): the token is checked again, and refused.
+    *uaa.keys.lock().unwrap() = vec![pem("other_rsa.pub.pem")];
+    let rotated = rs(Algorithm::RS256, &claims(&[]), "other_rsa.pem");
+    verifier
+        .authenticate(Some(&bearer(&rotated)))
+        .await
+        .unwrap();
+    assert!(verifier.trusted(Some(&bearer(&token))).await.is_none());
+    assert!(invalid(verifier.authenticate(Some(&bearer(&token))).await));
+}

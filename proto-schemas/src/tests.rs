@@ -849,25 +849,32 @@ proptest! {
         let bytes = envelope(&block).unwrap();
         prop_assert_eq!(visited(&bytes).unwrap(), block.records);
         // Damaged payloads under a valid checksum: both agree on whether they read.
-        let mut payload = bytes[5..].to_vec();
-        for (at, byte) in damage {
-            if !payload.is_empty() {
-                let at = at % payload.len();
-                payload[at] = byte;
-            }
-        }
-        if let Some(cut) = cut {
-            payload.truncate(cut % (payload.len() + 1));
-        }
-        let mut damaged = vec![FORMAT_V1];
-        damaged.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        damaged.extend_from_slice(&payload);
+        let damaged = damaged(&bytes, damage, cut);
         match (open::<BlockV1>(&damaged), visited(&damaged)) {
             (Ok(block), Ok(records)) => prop_assert_eq!(block.records, records),
             (Err(a), Err(b)) => prop_assert_eq!(a, b),
             (a, b) => prop_assert!(false, "open {:?} but visit {:?}", a.map(|b| b.records.len()), b.map(|r| r.len())),
         }
     }
+}
+
+/// An envelope's payload with `damage` written into it and cut at `cut`, under a valid
+/// checksum.
+fn damaged(bytes: &[u8], damage: Vec<(usize, u8)>, cut: Option<usize>) -> Vec<u8> {
+    let mut payload = bytes[5..].to_vec();
+    for (at, byte) in damage {
+        if !payload.is_empty() {
+            let at = at % payload.len();
+            payload[at] = byte;
+        }
+    }
+    if let Some(cut) = cut {
+        payload.truncate(cut % (payload.len() + 1));
+    }
+    let mut damaged = vec![FORMAT_V1];
+    damaged.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    damaged.extend_from_slice(&payload);
+    damaged
 }
 
 /// Every record [`visit_usage_block`] hands over, or the error it stopped at.
@@ -955,19 +962,7 @@ proptest! {
         };
         let bytes = envelope(&block).unwrap();
         prop_assert_eq!(visited_usage(&bytes).unwrap(), as_usage(block.records));
-        let mut payload = bytes[5..].to_vec();
-        for (at, byte) in damage {
-            if !payload.is_empty() {
-                let at = at % payload.len();
-                payload[at] = byte;
-            }
-        }
-        if let Some(cut) = cut {
-            payload.truncate(cut % (payload.len() + 1));
-        }
-        let mut damaged = vec![FORMAT_V1];
-        damaged.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        damaged.extend_from_slice(&payload);
+        let damaged = damaged(&bytes, damage, cut);
         prop_assert_eq!(visited_usage(&damaged), visited(&damaged).map(as_usage));
     }
 }

@@ -145,27 +145,10 @@ pub(crate) fn visit_block(
     value: &[u8],
     mut visit: impl FnMut(Seq, Entry) -> Result<ControlFlow<()>, StoreError>,
 ) -> Result<ControlFlow<()>, StoreError> {
-    let first = seq_of(key).ok_or_else(|| {
-        corrupt(
-            format!("{} key {key:?}", kind_name(prefix)),
-            "malformed key",
-        )
-    })?;
-    let position = |seq: Seq| format!("{} seq {seq}", kind_name(prefix));
-    let mut previous: Option<Seq> = None;
+    let mut order = Order::of(prefix, key)?;
     let flow = proto_schemas::visit_block(value, |record| {
         let seq = record.seq;
-        let ordered = match previous {
-            None => seq == first,
-            Some(p) => seq > p,
-        };
-        if !ordered {
-            return Err(corrupt(
-                position(seq),
-                format!("out of order in the block at seq {first}"),
-            ));
-        }
-        previous = Some(seq);
+        order.check(seq)?;
         let kind_ok = match (&record.body, prefix) {
             (RecordBodyV1::Usage(_) | RecordBodyV1::UsagePruned(_), USAGE)
             | (RecordBodyV1::Audit(_) | RecordBodyV1::AuditTextActee(_), AUDIT) => true,
@@ -180,32 +163,17 @@ pub(crate) fn visit_block(
             _ => false,
         };
         if !kind_ok {
-            return Err(corrupt(
-                position(seq),
-                "record of the wrong kind for its stream",
-            ));
+            return Err(order.wrong_kind(seq));
         }
         let entry = match record.body {
             RecordBodyV1::UsagePruned(p) => {
-                Entry::Pruned(pruned_from(p).map_err(|e| corrupt(position(seq), e))?)
+                Entry::Pruned(pruned_from(p).map_err(|e| corrupt(order.position(seq), e))?)
             }
-            body => Entry::Event(event_from(body).map_err(|e| corrupt(position(seq), e))?),
+            body => Entry::Event(event_from(body).map_err(|e| corrupt(order.position(seq), e))?),
         };
         visit(seq, entry)
-    })
-    .map_err(|e| match e {
-        proto_schemas::VisitError::Decode(e) => {
-            corrupt(format!("{} block at seq {first}", kind_name(prefix)), e)
-        }
-        proto_schemas::VisitError::Visit(e) => e,
-    })?;
-    if previous.is_none() {
-        return Err(corrupt(
-            format!("{} block at seq {first}", kind_name(prefix)),
-            "empty block",
-        ));
-    }
-    Ok(flow)
+    });
+    order.end(flow)
 }
 
 /// [`visit_block`] for a usage block, each record decoded straight into what a usage read
@@ -216,51 +184,88 @@ pub(crate) fn visit_usage_block(
     value: &[u8],
     mut visit: impl FnMut(Seq, UsageSlot) -> Result<ControlFlow<()>, StoreError>,
 ) -> Result<ControlFlow<()>, StoreError> {
-    let first = seq_of(key)
-        .ok_or_else(|| corrupt(format!("{} key {key:?}", kind_name(USAGE)), "malformed key"))?;
-    let position = |seq: Seq| format!("{} seq {seq}", kind_name(USAGE));
-    let mut previous: Option<Seq> = None;
+    let mut order = Order::of(USAGE, key)?;
     let flow = proto_schemas::visit_usage_block(value, |seq, record| {
-        let ordered = match previous {
-            None => seq == first,
+        order.check(seq)?;
+        let slot = match record {
+            UsageRecordV1::Event(u) => {
+                UsageSlot::Event(usage_from(u).map_err(|e| corrupt(order.position(seq), e))?)
+            }
+            UsageRecordV1::Pruned(p) => {
+                UsageSlot::Pruned(pruned_from(p).map_err(|e| corrupt(order.position(seq), e))?)
+            }
+            UsageRecordV1::Other(_) => return Err(order.wrong_kind(seq)),
+        };
+        visit(seq, slot)
+    });
+    order.end(flow)
+}
+
+/// The order a block's records keep, checked as they are visited: the first at the key's
+/// sequence number, each after the one before, at least one.
+struct Order {
+    prefix: u8,
+    first: Seq,
+    previous: Option<Seq>,
+}
+
+impl Order {
+    fn of(prefix: u8, key: &[u8]) -> Result<Self, StoreError> {
+        let first = seq_of(key).ok_or_else(|| {
+            corrupt(
+                format!("{} key {key:?}", kind_name(prefix)),
+                "malformed key",
+            )
+        })?;
+        Ok(Self {
+            prefix,
+            first,
+            previous: None,
+        })
+    }
+
+    fn position(&self, seq: Seq) -> String {
+        format!("{} seq {seq}", kind_name(self.prefix))
+    }
+
+    fn check(&mut self, seq: Seq) -> Result<(), StoreError> {
+        let ordered = match self.previous {
+            None => seq == self.first,
             Some(p) => seq > p,
         };
         if !ordered {
             return Err(corrupt(
-                position(seq),
-                format!("out of order in the block at seq {first}"),
+                self.position(seq),
+                format!("out of order in the block at seq {}", self.first),
             ));
         }
-        previous = Some(seq);
-        let slot = match record {
-            UsageRecordV1::Event(u) => {
-                UsageSlot::Event(usage_from(u).map_err(|e| corrupt(position(seq), e))?)
-            }
-            UsageRecordV1::Pruned(p) => {
-                UsageSlot::Pruned(pruned_from(p).map_err(|e| corrupt(position(seq), e))?)
-            }
-            UsageRecordV1::Other(_) => {
-                return Err(corrupt(
-                    position(seq),
-                    "record of the wrong kind for its stream",
-                ))
-            }
-        };
-        visit(seq, slot)
-    })
-    .map_err(|e| match e {
-        proto_schemas::VisitError::Decode(e) => {
-            corrupt(format!("{} block at seq {first}", kind_name(USAGE)), e)
-        }
-        proto_schemas::VisitError::Visit(e) => e,
-    })?;
-    if previous.is_none() {
-        return Err(corrupt(
-            format!("{} block at seq {first}", kind_name(USAGE)),
-            "empty block",
-        ));
+        self.previous = Some(seq);
+        Ok(())
     }
-    Ok(flow)
+
+    fn wrong_kind(&self, seq: Seq) -> StoreError {
+        corrupt(
+            self.position(seq),
+            "record of the wrong kind for its stream",
+        )
+    }
+
+    /// How the visit ended: a record that did not decode names the block; an empty block is
+    /// corrupt.
+    fn end(
+        self,
+        flow: Result<ControlFlow<()>, proto_schemas::VisitError<StoreError>>,
+    ) -> Result<ControlFlow<()>, StoreError> {
+        let block = || format!("{} block at seq {}", kind_name(self.prefix), self.first);
+        let flow = flow.map_err(|e| match e {
+            proto_schemas::VisitError::Decode(e) => corrupt(block(), e),
+            proto_schemas::VisitError::Visit(e) => e,
+        })?;
+        if self.previous.is_none() {
+            return Err(corrupt(block(), "empty block"));
+        }
+        Ok(flow)
+    }
 }
 
 pub(crate) fn decode_bucket(key: &[u8], value: &[u8]) -> Result<Vec<TableRow>, StoreError> {

@@ -688,6 +688,76 @@ fn corruption_is_reported_with_its_position_and_never_served() {
     );
 }
 
+#[test]
+fn a_usage_block_out_of_order_of_another_stream_or_empty_is_corrupt_where_it_is() {
+    use proto_schemas::v1::{BlockV1, LogRecordV1, RecordBodyV1};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledLog::open(&dir.path().join("db"), &SledOptions::default()).unwrap();
+    let usage_body = |seq: Seq| {
+        RecordBodyV1::Usage(crate::mapping::usage_to(&usage(
+            event_guid(seq, Guid::from_u128(7)),
+            SPACE,
+            UsageState::Started,
+        )))
+    };
+    let block = |records: Vec<(Seq, RecordBodyV1)>| {
+        proto_schemas::envelope(&BlockV1 {
+            records: records
+                .into_iter()
+                .map(|(seq, body)| LogRecordV1 { seq, body })
+                .collect(),
+        })
+        .unwrap()
+    };
+    // Each damaged block is stored under seq 1 in turn; the reason names what is wrong where.
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (
+            block(vec![
+                (1, usage_body(1)),
+                (3, usage_body(3)),
+                (2, usage_body(2)),
+            ]),
+            "usage event seq 2",
+            "out of order in the block at seq 1",
+        ),
+        (
+            block(vec![(2, usage_body(2))]),
+            "usage event seq 2",
+            "out of order in the block at seq 1",
+        ),
+        (
+            block(vec![
+                (1, usage_body(1)),
+                (2, RecordBodyV1::OrgDeleted([9; 16])),
+            ]),
+            "usage event seq 2",
+            "record of the wrong kind for its stream",
+        ),
+        (
+            block(Vec::new()),
+            "usage event block at seq 1",
+            "empty block",
+        ),
+    ];
+    for (value, at, why) in cases {
+        let key = crate::keys::seq_key(crate::keys::USAGE, 1);
+        store
+            .backend()
+            .apply(vec![backend::Op::Put(key.to_vec(), value)], true)
+            .unwrap();
+        for read in [
+            store.usage_range(1, 3, 10).map(|_| ()),
+            store.usage_at(2).map(|_| ()),
+        ] {
+            let error = read.unwrap_err();
+            assert!(
+                matches!(&error, StoreError::Corrupt { position, reason } if position == at && reason == why),
+                "{error}"
+            );
+        }
+    }
+}
+
 /// Commits usage event `seq` (app 7) alone, as the new head; checkpointed (an empty table)
 /// when `checkpointed`.
 fn commit_usage(store: &dyn LogStore, seq: Seq, checkpointed: bool) -> UsageEvent {

@@ -142,6 +142,7 @@ const TRUSTED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 const TRUSTED_TOKENS: usize = 1024;
 
 /// A token that verified: who it names, and until when it may be taken without a check.
+#[derive(Clone)]
 struct Trusted {
     identity: Identity,
     /// `exp` and `nbf` (seconds since the epoch).
@@ -155,17 +156,6 @@ struct Trusted {
 }
 
 impl Trusted {
-    #[cfg(test)]
-    fn clone_of(other: &Self) -> Self {
-        Self {
-            identity: other.identity.clone(),
-            exp: other.exp,
-            nbf: other.nbf,
-            verified: other.verified,
-            keys: other.keys.clone(),
-        }
-    }
-
     /// Whether the token may be taken on trust at `now` (seconds since the epoch) and
     /// `instant`: verified less than [`TRUSTED_FOR`] ago, not expired, already valid. Stricter
     /// than the check itself (no leeway), so the cache accepts nothing the check would refuse.

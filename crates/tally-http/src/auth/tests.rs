@@ -457,7 +457,7 @@ async fn a_token_that_verified_is_taken_again_only_while_it_holds() {
     let early = Trusted {
         nbf: Some(at + 1.0),
         keys: None,
-        ..Trusted::clone_of(&remembered)
+        ..Trusted::clone(&remembered)
     };
     assert!(!early.holds(at, instant));
     // What the request path does with it: a token whose signature is wrong is refused on its
@@ -476,15 +476,11 @@ async fn a_token_that_verified_is_taken_again_only_while_it_holds() {
         trusted("planted", at - 1.0, std::time::Instant::now()),
     );
     assert!(invalid(verifier.authenticate(Some(&bearer(&forged))).await));
-    let long_ago = std::time::Instant::now()
-        .checked_sub(TRUSTED_FOR)
-        .unwrap_or_else(std::time::Instant::now);
+    let long_ago = std::time::Instant::now().checked_sub(TRUSTED_FOR).unwrap();
     verifier
         .trusted
         .insert(forged.clone(), trusted("planted", at + 600.0, long_ago));
-    if long_ago + TRUSTED_FOR <= std::time::Instant::now() {
-        assert!(invalid(verifier.authenticate(Some(&bearer(&forged))).await));
-    }
+    assert!(invalid(verifier.authenticate(Some(&bearer(&forged))).await));
 }
 
 #[tokio::test]
